@@ -1,0 +1,58 @@
+"""Build the compiled kernels.
+
+Every extension is listed here explicitly.  Cython directives are set once, below;
+``CM_DEBUG=1`` builds with bounds checks, line tracing and annotated HTML (``cython -a``
+output next to each ``.pyx``) for profiling and coverage.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("CM_DEBUG") == "1"
+
+DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+MACROS = []
+if DEBUG:
+    DIRECTIVES.update(linetrace=True, profile=True)
+    MACROS += [("CYTHON_TRACE_NOGIL", "1")]
+
+CXX_FLAGS = ["-std=c++17", "-O3" if not DEBUG else "-O0", "-g0" if not DEBUG else "-g"]
+
+
+def kernel(name: str, libraries=()) -> Extension:
+    """One C++ Cython extension in the ``matcher`` package."""
+    return Extension(
+        f"matcher.{name}",
+        [f"matcher/{name}.pyx"],
+        language="c++",
+        extra_compile_args=CXX_FLAGS,
+        libraries=list(libraries),
+        define_macros=MACROS,
+    )
+
+
+EXTENSIONS = [
+    kernel("_ruleset_c", libraries=["re2"]),
+]
+# CM_ONLY=_ruleset_c,... builds a subset while developing one kernel.
+if os.environ.get("CM_ONLY"):
+    _only = set(os.environ["CM_ONLY"].split(","))
+    EXTENSIONS = [e for e in EXTENSIONS if e.name.split(".")[-1] in _only]
+
+setup(
+    ext_modules=cythonize(
+        EXTENSIONS,
+        compiler_directives=DIRECTIVES,
+        annotate=DEBUG,
+        include_path=["matcher"],
+    ),
+)
