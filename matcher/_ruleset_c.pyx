@@ -1,0 +1,914 @@
+# cython: freethreading_compatible = False
+"""Compiled rule matcher: the plans of ``matcher.plan`` loaded into C++ and run over batches.
+
+A batch is processed in chunks. For each chunk, the events' field values are extracted
+under the GIL into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as
+doubles); the chunk is then evaluated with the GIL released (hash lookups, RE2::Set passes,
+numeric comparisons, rule programs); the result lists are built under the GIL again.
+Value semantics mirror ``matcher.values`` exactly; the differential tests hold them equal.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF, PyObject
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t, uint32_t
+from libc.stdlib cimport strtod
+from libcpp cimport bool as cbool
+from libcpp.algorithm cimport sort
+from libcpp.deque cimport deque
+from libcpp.string cimport string
+from libcpp.string_view cimport string_view
+from libcpp.unordered_map cimport unordered_map
+from libcpp.vector cimport vector
+
+from matcher.includes.re2 cimport (
+    ANCHOR_START, RE2, RE2Set, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
+)
+
+from collections.abc import Mapping
+
+from matcher._casefold_data import FOLD_PAIRS
+from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_PREFIX, P_REGEX, TEXT
+from matcher.regex import REGEX_MAX_MEM
+from matcher.errors import RuleError
+from matcher.values import EVENT_FIELDS, number_text
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+cdef const char* _SLASH = "/"
+cdef const char* _TRUE = "true"
+cdef const char* _FALSE = "false"
+
+# Events per chunk: bounds the extracted arrays and lets other threads take the GIL between.
+DEF CHUNK = 256
+# RE2 memory budget of one multi-pattern set (program plus DFA cache).
+DEF SET_MAX_MEM = 4 << 20
+
+# Opcodes and kinds, as in matcher.plan.
+DEF OP_PRED = 0
+DEF OP_NEG = 1
+DEF OP_EXISTS = 2
+DEF OP_MISSING = 3
+DEF OP_AND = 4
+DEF OP_OR = 5
+DEF OP_NOR = 6
+DEF G_TEXT = 0
+DEF G_FOLDED = 1
+DEF G_NUMBER = 2
+DEF K_CONTAINS = 0
+DEF K_PREFIX = 1
+DEF K_REGEX = 2
+# Built-in fields.
+DEF F_CUSTOM = 0
+DEF F_URL = 1
+DEF F_EVENT = 2
+DEF F_DEVICE = 3
+DEF F_DOMAIN = 4
+DEF F_PATH = 5
+# Item number states.
+DEF NUM_UNKNOWN = 0
+DEF NUM_YES = 1
+DEF NUM_NO = 2
+
+assert (TEXT, FOLDED, NUMBER) == (G_TEXT, G_FOLDED, G_NUMBER)
+assert (P_CONTAINS, P_PREFIX, P_REGEX) == (K_CONTAINS, K_PREFIX, K_REGEX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Case folding and decimal numbers (mirrors of matcher.values.fold / parse_number)
+
+cdef unordered_map[uint32_t, uint32_t] _FOLD
+for _cp, _folded in FOLD_PAIRS:
+    _FOLD[_cp] = _folded
+
+
+cdef inline void _append_utf8(string& out, uint32_t cp) noexcept nogil:
+    if cp < 0x80:
+        out.push_back(<char>cp)
+    elif cp < 0x800:
+        out.push_back(<char>(0xC0 | (cp >> 6)))
+        out.push_back(<char>(0x80 | (cp & 0x3F)))
+    elif cp < 0x10000:
+        out.push_back(<char>(0xE0 | (cp >> 12)))
+        out.push_back(<char>(0x80 | ((cp >> 6) & 0x3F)))
+        out.push_back(<char>(0x80 | (cp & 0x3F)))
+    else:
+        out.push_back(<char>(0xF0 | (cp >> 18)))
+        out.push_back(<char>(0x80 | ((cp >> 12) & 0x3F)))
+        out.push_back(<char>(0x80 | ((cp >> 6) & 0x3F)))
+        out.push_back(<char>(0x80 | (cp & 0x3F)))
+
+
+cdef void fold_utf8(const char* s, Py_ssize_t n, string& out) noexcept nogil:
+    """Simple case folding of valid UTF-8 text into ``out``."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c
+    cdef uint32_t cp
+    cdef unordered_map[uint32_t, uint32_t].iterator it
+    out.clear()
+    while i < n:
+        c = <unsigned char>s[i]
+        if c < 0x80:
+            out.push_back(<char>(c + 32) if 65 <= c <= 90 else <char>c)
+            i += 1
+            continue
+        if c < 0xE0:
+            cp = ((c & 0x1F) << 6) | (<unsigned char>s[i + 1] & 0x3F)
+            i += 2
+        elif c < 0xF0:
+            cp = ((c & 0x0F) << 12) | ((<unsigned char>s[i + 1] & 0x3F) << 6) | (<unsigned char>s[i + 2] & 0x3F)
+            i += 3
+        else:
+            cp = (((c & 0x07) << 18) | ((<unsigned char>s[i + 1] & 0x3F) << 12)
+                  | ((<unsigned char>s[i + 2] & 0x3F) << 6) | (<unsigned char>s[i + 3] & 0x3F))
+            i += 4
+        it = _FOLD.find(cp)
+        if it != _FOLD.end():
+            cp = (cython.operator.dereference(it)).second
+        _append_utf8(out, cp)
+
+
+cdef inline cbool _is_space(char c) noexcept nogil:
+    return c == b' ' or c == b'\t' or c == b'\n' or c == b'\r' or c == b'\f' or c == b'\v'
+
+
+cdef inline cbool _is_digit(char c) noexcept nogil:
+    return b'0' <= c <= b'9'
+
+
+cdef cbool parse_decimal(const char* s, Py_ssize_t n, double* out) noexcept nogil:
+    """A decimal number with optional surrounding ASCII space; false unless finite."""
+    cdef Py_ssize_t i = 0, start, end, digits = 0
+    cdef string buf
+    while i < n and _is_space(s[i]):
+        i += 1
+    start = i
+    if i < n and (s[i] == b'+' or s[i] == b'-'):
+        i += 1
+    while i < n and _is_digit(s[i]):
+        i += 1
+        digits += 1
+    if i < n and s[i] == b'.':
+        i += 1
+        while i < n and _is_digit(s[i]):
+            i += 1
+            digits += 1
+    if digits == 0:
+        return False
+    if i < n and (s[i] == b'e' or s[i] == b'E'):
+        i += 1
+        if i < n and (s[i] == b'+' or s[i] == b'-'):
+            i += 1
+        if i >= n or not _is_digit(s[i]):
+            return False
+        while i < n and _is_digit(s[i]):
+            i += 1
+    end = i
+    while i < n and _is_space(s[i]):
+        i += 1
+    if i != n:
+        return False
+    buf.assign(s + start, end - start)
+    out[0] = strtod(buf.c_str(), NULL)
+    return isfinite(out[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# URL parts (mirror of matcher.values.url_parts)
+
+cdef inline cbool _is_alpha(char c) noexcept nogil:
+    return (b'a' <= c <= b'z') or (b'A' <= c <= b'Z')
+
+
+cdef Py_ssize_t _first_of(const char* s, Py_ssize_t n, const char* chars) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        j = 0
+        while chars[j] != 0:
+            if s[i] == chars[j]:
+                return i
+            j += 1
+    return n
+
+
+cdef void url_parts(const char* s, Py_ssize_t n, Py_ssize_t* host_start, Py_ssize_t* host_len,
+                    Py_ssize_t* path_start, Py_ssize_t* path_len) noexcept nogil:
+    """Host span (length -1: none) and path span (length 0: "/") of a URL."""
+    cdef Py_ssize_t i = 0, rest = 0, end, at, k
+    cdef cbool scheme = False, authority = True
+    host_len[0] = -1
+    if n > 0 and _is_alpha(s[0]):
+        i = 1
+        while i < n and (_is_alpha(s[i]) or _is_digit(s[i]) or s[i] == b'+' or s[i] == b'.' or s[i] == b'-'):
+            i += 1
+        if i + 3 <= n and s[i] == b':' and s[i + 1] == b'/' and s[i + 2] == b'/':
+            scheme = True
+            rest = i + 3
+    if not scheme:
+        if n >= 2 and s[0] == b'/' and s[1] == b'/':
+            rest = 2
+        elif n >= 1 and s[0] == b'/':
+            authority = False
+    if authority:
+        end = rest + _first_of(s + rest, n - rest, b"/?#")
+        at = rest - 1
+        for k in range(rest, end):
+            if s[k] == b'@':
+                at = k
+        host_start[0] = at + 1
+        k = at + 1
+        if k < end and s[k] == b'[':
+            while k < end and s[k] != b']':
+                k += 1
+            host_len[0] = (k + 1 if k < end else end) - host_start[0]
+        else:
+            while k < end and s[k] != b':':
+                k += 1
+            host_len[0] = k - host_start[0]
+        if host_len[0] == 0:
+            host_len[0] = -1
+        rest = end
+    path_start[0] = rest
+    path_len[0] = _first_of(s + rest, n - rest, b"?#")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled partitions
+
+cdef cppclass GroupC:
+    int kind
+    int field
+    int op
+    double bound
+    int pred
+    deque[string] keys  # storage behind the string_view keys below
+    unordered_map[string_view, vector[int]] text_eq
+    unordered_map[double, vector[int]] number_eq
+    unordered_map[string_view, vector[int]] number_text_eq
+    cbool has_number_eq
+    RE2Set* set
+    vector[int] set_preds
+    vector[int] pat_kind
+    vector[string] pat_text
+    vector[RE2*] pat_regex
+
+    __dealloc__():
+        cdef size_t i
+        if this.set != NULL:
+            del this.set
+        for i in range(this.pat_regex.size()):
+            if this.pat_regex[i] != NULL:
+                del this.pat_regex[i]
+
+
+cdef cppclass PartC:
+    vector[int32_t] rules
+    vector[vector[int32_t]] programs
+    vector[GroupC*] groups
+    vector[int32_t] pred_group
+    vector[vector[int32_t]] triggers
+    vector[int32_t] always
+    vector[int32_t] eager
+    vector[int32_t] fields
+    size_t max_program
+
+    __dealloc__():
+        cdef size_t i
+        for i in range(this.groups.size()):
+            del this.groups[i]
+
+
+cdef class Partition:
+    """One partition's plan, loaded into C++ (immutable)."""
+
+    cdef PartC* part
+    cdef readonly frozenset needs_text
+    cdef readonly frozenset needs_number
+    cdef readonly int size
+
+    def __cinit__(self, plan, fields):
+        self.part = new PartC()
+
+    def __init__(self, plan, fields):
+        cdef PartC* p = self.part
+        cdef GroupC* g
+        cdef vector[int32_t] code
+        self.needs_text = frozenset(plan.needs_text)
+        self.needs_number = frozenset(plan.needs_number)
+        self.size = len(plan.rules)
+        p.max_program = 1
+        for index in plan.rules:
+            p.rules.push_back(index)
+        for program in plan.programs:
+            code.clear()
+            for x in program:
+                code.push_back(x)
+            p.programs.push_back(code)
+            p.max_program = max(p.max_program, code.size())
+        for gid in plan.pred_group:
+            p.pred_group.push_back(gid)
+        for rules in plan.triggers:
+            code.clear()
+            for x in rules:
+                code.push_back(x)
+            p.triggers.push_back(code)
+        for x in plan.always:
+            p.always.push_back(x)
+        for x in plan.eager:
+            p.eager.push_back(x)
+        for x in plan.fields:
+            p.fields.push_back(x)
+        for group in plan.groups:
+            g = new GroupC()
+            p.groups.push_back(g)
+            g.set = NULL
+            g.kind = group.kind
+            g.field = group.field
+            g.op = group.op
+            g.bound = group.bound
+            g.pred = group.pred
+            _load_map(g, group.text_eq, &g.text_eq)
+            _load_map(g, group.number_text_eq, &g.number_text_eq)
+            for number, preds in group.number_eq.items():
+                for pid in preds:
+                    g.number_eq[number].push_back(pid)
+            g.has_number_eq = bool(group.number_eq)
+            if group.patterns:
+                _load_patterns(g, group.patterns)
+
+    def __dealloc__(self):
+        del self.part
+
+
+cdef void _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int]]* target) except *:
+    cdef bytes raw
+    for text, preds in source.items():
+        raw = (<str>text).encode("utf-8")
+        g.keys.push_back(string(<char*>raw, len(raw)))
+        for pid in preds:
+            target[0][string_view(g.keys.back().data(), g.keys.back().size())].push_back(pid)
+
+
+cdef void _load_patterns(GroupC* g, list patterns) except *:
+    cdef Options opts
+    cdef Options set_opts
+    cdef string err
+    cdef string text
+    cdef string pattern
+    cdef RE2* regex
+    cdef bytes raw
+    opts.set_log_errors(False)
+    opts.set_max_mem(REGEX_MAX_MEM)
+    set_opts.set_log_errors(False)
+    set_opts.set_max_mem(SET_MAX_MEM)
+    g.set = new RE2Set(set_opts, UNANCHORED)
+    for kind, source, pid in patterns:
+        raw = (<str>source).encode("utf-8")
+        text = string(<char*>raw, len(raw))
+        if kind == K_REGEX:
+            pattern = text
+            regex = new RE2(StringPiece(text.data(), text.size()), opts)
+            if not regex.ok():
+                message = regex.error().decode("utf-8", "replace")
+                del regex
+                raise RuleError("rule", f"regex {source!r} is not valid RE2: {message}")
+        else:
+            pattern = QuoteMeta(StringPiece(text.data(), text.size()))
+            if kind == K_PREFIX:
+                pattern = string(b"^") + pattern
+            regex = NULL
+        g.pat_kind.push_back(kind)
+        g.pat_text.push_back(text)
+        g.pat_regex.push_back(regex)
+        g.set_preds.push_back(pid)
+        if g.set != NULL and g.set.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
+            del g.set  # evaluate this group pattern by pattern instead
+            g.set = NULL
+    if g.set != NULL and not g.set.Compile():
+        del g.set
+        g.set = NULL
+
+
+# ---------------------------------------------------------------------------------------------
+# Extracted values and per-call scratch
+
+cdef struct Item:
+    const char* text  # NULL: the item has no text
+    Py_ssize_t size
+    double number
+    int num_state
+
+
+cdef struct Span:
+    int32_t start
+    int32_t count  # 0: the field is missing
+
+
+cdef struct Row:
+    PartC* unscoped
+    PartC* scoped
+
+
+cdef cppclass Scratch:
+    vector[uint32_t] pred_mark
+    vector[uint32_t] group_mark
+    vector[uint32_t] rule_mark
+    vector[int32_t] true_preds
+    vector[int32_t] candidates
+    vector[int] set_hits
+    vector[char] stack
+    string folded
+    uint32_t stamp
+
+
+cdef void _next_stamp(Scratch* sc) noexcept nogil:
+    cdef size_t i
+    sc.stamp += 1
+    if sc.stamp == 0:  # wrapped: forget every old mark
+        for i in range(sc.pred_mark.size()):
+            sc.pred_mark[i] = 0
+        for i in range(sc.group_mark.size()):
+            sc.group_mark[i] = 0
+        for i in range(sc.rule_mark.size()):
+            sc.rule_mark[i] = 0
+        sc.stamp = 1
+
+
+cdef inline void _mark(Scratch* sc, const vector[int]& preds) noexcept nogil:
+    cdef size_t i
+    cdef int p
+    for i in range(preds.size()):
+        p = preds[i]
+        if sc.pred_mark[p] != sc.stamp:
+            sc.pred_mark[p] = sc.stamp
+            sc.true_preds.push_back(p)
+
+
+cdef inline void _mark_one(Scratch* sc, int p) noexcept nogil:
+    if sc.pred_mark[p] != sc.stamp:
+        sc.pred_mark[p] = sc.stamp
+        sc.true_preds.push_back(p)
+
+
+cdef inline cbool _item_number(Item* item) noexcept nogil:
+    if item.num_state == NUM_UNKNOWN:
+        if item.text != NULL and parse_decimal(item.text, item.size, &item.number):
+            item.num_state = NUM_YES
+        else:
+            item.num_state = NUM_NO
+    return item.num_state == NUM_YES
+
+
+cdef inline void _lookup(Scratch* sc, unordered_map[string_view, vector[int]]& table,
+                         const char* text, size_t size) noexcept nogil:
+    if table.empty():
+        return
+    cdef unordered_map[string_view, vector[int]].iterator it = table.find(string_view(text, size))
+    if it != table.end():
+        _mark(sc, cython.operator.dereference(it).second)
+
+
+cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) noexcept nogil:
+    cdef SetErrorInfo info
+    cdef size_t i
+    cdef int kind
+    cdef cbool hit
+    cdef string_view view
+    if g.set != NULL:
+        sc.set_hits.clear()
+        if g.set.Match(StringPiece(text, size), &sc.set_hits, &info) or info.kind == kNoError:
+            for i in range(sc.set_hits.size()):
+                _mark_one(sc, g.set_preds[sc.set_hits[i]])
+            return
+    # No set, or its DFA ran out of memory: pattern by pattern.
+    view = string_view(text, size)
+    for i in range(g.pat_kind.size()):
+        kind = g.pat_kind[i]
+        if kind == K_CONTAINS:
+            hit = view.find(string_view(g.pat_text[i].data(), g.pat_text[i].size())) != <size_t>-1
+        elif kind == K_PREFIX:
+            hit = size >= g.pat_text[i].size() and view.substr(0, g.pat_text[i].size()) == string_view(
+                g.pat_text[i].data(), g.pat_text[i].size())
+        else:
+            hit = g.pat_regex[i].Match(StringPiece(text, size), 0, size, UNANCHORED, NULL, 0)
+        if hit:
+            _mark_one(sc, g.set_preds[i])
+
+
+cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
+    cdef GroupC* g = p.groups[gid]
+    cdef Span span = spans[g.field]
+    cdef int32_t k
+    cdef Item* item
+    cdef double number
+    cdef unordered_map[double, vector[int]].iterator nit
+    sc.group_mark[gid] = sc.stamp
+    for k in range(span.start, span.start + span.count):
+        item = &items[k]
+        if g.kind == G_NUMBER:
+            if _item_number(item):
+                number = item.number
+                if ((g.op == 0 and number < g.bound) or (g.op == 1 and number <= g.bound)
+                        or (g.op == 2 and number > g.bound) or (g.op == 3 and number >= g.bound)):
+                    _mark_one(sc, g.pred)
+                    return
+            continue
+        if g.kind == G_TEXT:
+            if g.has_number_eq or not g.number_text_eq.empty():
+                if _item_number(item):
+                    number = item.number + 0.0
+                    nit = g.number_eq.find(number)
+                    if nit != g.number_eq.end():
+                        _mark(sc, cython.operator.dereference(nit).second)
+                elif item.text != NULL:
+                    _lookup(sc, g.number_text_eq, item.text, item.size)
+            if item.text == NULL:
+                continue
+            _lookup(sc, g.text_eq, item.text, item.size)
+            if not g.pat_kind.empty():
+                _run_patterns(g, sc, item.text, item.size)
+        else:
+            if item.text == NULL:
+                continue
+            fold_utf8(item.text, item.size, sc.folded)
+            _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())
+            if not g.pat_kind.empty():
+                _run_patterns(g, sc, sc.folded.data(), sc.folded.size())
+
+
+cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
+    cdef int gid = p.pred_group[pid]
+    if sc.group_mark[gid] != sc.stamp:
+        _run_group(p, gid, sc, items, spans)
+    return sc.pred_mark[pid] == sc.stamp
+
+
+cdef cbool _run_program(PartC* p, const vector[int32_t]& code, Scratch* sc, Item* items,
+                        Span* spans) noexcept nogil:
+    cdef size_t i = 0, top = 0, n = code.size()
+    cdef int op, count, j
+    cdef cbool value
+    cdef char* stack = sc.stack.data()
+    while i < n:
+        op = code[i]
+        if op == OP_PRED:
+            stack[top] = _bit(p, code[i + 1], sc, items, spans)
+            top += 1
+            i += 2
+        elif op == OP_NEG:
+            stack[top] = spans[code[i + 2]].count > 0 and not _bit(p, code[i + 1], sc, items, spans)
+            top += 1
+            i += 3
+        elif op == OP_EXISTS or op == OP_MISSING:
+            stack[top] = (spans[code[i + 1]].count > 0) == (op == OP_EXISTS)
+            top += 1
+            i += 2
+        else:
+            count = code[i + 1]
+            top -= count
+            if op == OP_AND:
+                value = True
+                for j in range(count):
+                    if not stack[top + j]:
+                        value = False
+                        break
+            else:
+                value = False
+                for j in range(count):
+                    if stack[top + j]:
+                        value = True
+                        break
+                if op == OP_NOR:
+                    value = not value
+            stack[top] = value
+            top += 1
+            i += 2
+    return stack[0] != 0
+
+
+cdef void _evaluate(PartC* p, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out) noexcept nogil:
+    cdef size_t i, j, first
+    cdef int32_t r
+    _next_stamp(sc)
+    sc.true_preds.clear()
+    sc.candidates.clear()
+    for i in range(p.eager.size()):
+        _run_group(p, p.eager[i], sc, items, spans)
+    for i in range(p.always.size()):
+        r = p.always[i]
+        sc.rule_mark[r] = sc.stamp
+        sc.candidates.push_back(r)
+    for i in range(sc.true_preds.size()):
+        for j in range(p.triggers[sc.true_preds[i]].size()):
+            r = p.triggers[sc.true_preds[i]][j]
+            if sc.rule_mark[r] != sc.stamp:
+                sc.rule_mark[r] = sc.stamp
+                sc.candidates.push_back(r)
+    sort(sc.candidates.begin(), sc.candidates.end())
+    for i in range(sc.candidates.size()):
+        r = sc.candidates[i]
+        if _run_program(p, p.programs[r], sc, items, spans):
+            out.push_back(p.rules[r])
+
+
+# ---------------------------------------------------------------------------------------------
+# The matcher: extraction under the GIL, evaluation without it
+
+cdef class Matcher:
+    """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
+
+    cdef list _ids
+    cdef object _unscoped  # Partition or None (kept alive for the C pointers below)
+    cdef dict _scoped  # source -> Partition
+    cdef list _field_kind  # per slot: F_* code
+    cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each) or None
+    cdef list _field_needs_text
+    cdef list _unscoped_fields
+    cdef dict _scoped_fields  # source -> tuple of slots to extract besides the unscoped ones
+    cdef size_t _max_preds, _max_groups, _max_rules, _max_program
+    cdef int _nfields
+
+    def __init__(self, fields, unscoped, scoped, ids):
+        self._ids = list(ids)
+        self._unscoped = unscoped
+        self._scoped = dict(scoped)
+        self._nfields = len(fields)
+        parts = ([unscoped] if unscoped is not None else []) + list(self._scoped.values())
+        needs_text = set().union(*(p.needs_text for p in parts)) if parts else set()
+        self._field_kind = []
+        self._field_segments = []
+        self._field_needs_text = []
+        for slot, path in enumerate(fields):
+            kind = {"url": F_URL, "event": F_EVENT, "device_type": F_DEVICE, "domain": F_DOMAIN,
+                    "path": F_PATH}.get(path.builtin, F_CUSTOM)
+            self._field_kind.append(kind)
+            self._field_segments.append(
+                tuple((s.name, s.folded.encode("utf-8"), s.each) for s in path.segments) if kind == F_CUSTOM else None)
+            self._field_needs_text.append(slot in needs_text)
+        self._unscoped_fields = list(self._fields_of(unscoped)) if unscoped is not None else []
+        base = set(self._unscoped_fields)
+        self._scoped_fields = {k: tuple(s for s in self._fields_of(v) if s not in base) for k, v in self._scoped.items()}
+        self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
+        for part in parts:
+            self._size_for(part)
+
+    cdef list _fields_of(self, Partition part):
+        return [part.part.fields[i] for i in range(part.part.fields.size())]
+
+    cdef void _size_for(self, Partition part):
+        cdef PartC* p = part.part
+        self._max_preds = max(self._max_preds, p.pred_group.size())
+        self._max_groups = max(self._max_groups, p.groups.size())
+        self._max_rules = max(self._max_rules, p.rules.size())
+        self._max_program = max(self._max_program, p.max_program)
+
+    def match(self, event):
+        return self.match_batch((event,))[0]
+
+    def match_batch(self, events):
+        cdef Py_ssize_t n = len(events), start, stop, row
+        cdef Scratch sc
+        cdef vector[Item] items
+        cdef vector[Span] spans
+        cdef vector[Row] rows
+        cdef vector[int32_t] matched
+        cdef vector[size_t] offsets
+        cdef deque[string] owned
+        cdef list keep
+        cdef list results = PyList_New(n)
+        cdef list out
+        cdef size_t i, m
+        cdef Row* r
+        sc.pred_mark.resize(self._max_preds, 0)
+        sc.group_mark.resize(self._max_groups, 0)
+        sc.rule_mark.resize(self._max_rules, 0)
+        sc.stack.resize(self._max_program + 1, 0)
+        sc.stamp = 0
+        spans.resize(CHUNK * max(self._nfields, 1))
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            items.clear()
+            rows.clear()
+            owned.clear()
+            keep = []
+            for row in range(start, stop):
+                rows.push_back(self._extract(events[row], row - start, items, spans, owned, keep))
+            matched.clear()
+            offsets.clear()
+            with nogil:
+                for row in range(stop - start):
+                    offsets.push_back(matched.size())
+                    r = &rows[row]
+                    if r.unscoped != NULL:
+                        _evaluate(r.unscoped, &sc, items.data(), &spans[row * self._nfields], matched)
+                    if r.scoped != NULL:
+                        m = matched.size()
+                        _evaluate(r.scoped, &sc, items.data(), &spans[row * self._nfields], matched)
+                        if m != offsets.back() and m != matched.size():
+                            sort(matched.begin() + offsets.back(), matched.end())
+                offsets.push_back(matched.size())
+            for row in range(stop - start):
+                out = PyList_New(offsets[row + 1] - offsets[row])
+                for i in range(offsets[row], offsets[row + 1]):
+                    rule_id = self._ids[matched[i]]
+                    Py_INCREF(rule_id)
+                    PyList_SET_ITEM(out, i - offsets[row], rule_id)
+                Py_INCREF(out)
+                PyList_SET_ITEM(results, start + row, out)
+        return results
+
+    cdef Row _extract(self, object event, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,
+                      deque[string]& owned, list keep) except *:
+        cdef Row result
+        cdef dict ev
+        cdef Partition part
+        cdef Span* base = &spans[row * self._nfields]
+        if type(event) is dict:
+            ev = <dict>event
+        elif isinstance(event, Mapping):
+            ev = dict(event)
+            keep.append(ev)
+        else:
+            raise TypeError(f"an event is a mapping, got {type(event).__name__}")
+        result.unscoped = NULL
+        result.scoped = NULL
+        if self._unscoped is not None:
+            result.unscoped = (<Partition>self._unscoped).part
+            for slot in self._unscoped_fields:
+                self._extract_field(ev, slot, base, items, owned, keep)
+        if self._scoped:
+            pixel = ev.get("pixel_id")
+            if type(pixel) is not str:
+                pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else None
+            if pixel is not None:
+                found = self._scoped.get(pixel)
+                if found is not None:
+                    part = <Partition>found
+                    result.scoped = part.part
+                    for slot in <tuple>self._scoped_fields[pixel]:
+                        self._extract_field(ev, slot, base, items, owned, keep)
+        return result
+
+    cdef void _extract_field(self, dict ev, int slot, Span* base, vector[Item]& items, deque[string]& owned,
+                             list keep) except *:
+        cdef int kind = self._field_kind[slot]
+        cdef bint needs_text = self._field_needs_text[slot]
+        cdef Span span
+        cdef PyObject* raw
+        cdef const char* text
+        cdef Py_ssize_t size, hs, hl, ps, pl, k
+        cdef Item item
+        cdef string host
+        span.start = items.size()
+        span.count = 0
+        if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
+            raw = PyDict_GetItem(ev, EVENT_FIELDS[kind - F_URL])
+            if raw != NULL:
+                self._add_items(<object>raw, items, needs_text, keep)
+        elif kind == F_DOMAIN or kind == F_PATH:
+            raw = PyDict_GetItem(ev, "url")
+            if raw != NULL and isinstance(<object>raw, str):
+                text = _utf8(<object>raw, &size)
+                if text != NULL:
+                    url_parts(text, size, &hs, &hl, &ps, &pl)
+                    if kind == F_DOMAIN:
+                        if hl >= 0:
+                            host.assign(text + hs, hl)
+                            for k in range(hl):
+                                if b'A' <= host[k] <= b'Z':
+                                    host[k] = host[k] + 32
+                            owned.push_back(host)
+                            item.text = owned.back().data()
+                            item.size = hl
+                            item.num_state = NUM_UNKNOWN
+                            items.push_back(item)
+                    elif pl > 0:
+                        item.text = text + ps
+                        item.size = pl
+                        item.num_state = NUM_UNKNOWN
+                        items.push_back(item)
+                    else:
+                        item.text = _SLASH
+                        item.size = 1
+                        item.num_state = NUM_UNKNOWN
+                        items.push_back(item)
+        else:
+            self._extract_custom(ev, slot, items, needs_text, keep)
+        span.count = items.size() - span.start
+        base[slot] = span
+
+    cdef void _extract_custom(self, dict ev, int slot, vector[Item]& items, bint needs_text, list keep) except *:
+        cdef tuple segments = self._field_segments[slot]
+        cdef Py_ssize_t i, last = len(segments) - 1
+        cdef PyObject* raw = PyDict_GetItem(ev, "custom_data")
+        if raw == NULL:
+            return
+        nodes = [<object>raw]
+        for i in range(last + 1):
+            name, folded, each = segments[i]
+            found = []
+            for node in nodes:
+                value = _lookup_key(node, name, folded)
+                if value is None:
+                    continue
+                if each or i == last:
+                    if isinstance(value, (list, tuple)):
+                        found.extend([v for v in value if v is not None])
+                    else:
+                        found.append(value)
+                else:
+                    found.append(value)
+            nodes = found
+            if not nodes:
+                return
+        for value in nodes:
+            self._add_item(value, items, needs_text, keep)
+
+    cdef void _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except *:
+        if value is None:
+            return
+        if isinstance(value, (list, tuple)):
+            for element in value:
+                if element is not None:
+                    self._add_item(element, items, needs_text, keep)
+        else:
+            self._add_item(value, items, needs_text, keep)
+
+    cdef void _add_item(self, object value, vector[Item]& items, bint needs_text, list keep) except *:
+        cdef Item item
+        item.text = NULL
+        item.size = 0
+        item.number = 0.0
+        item.num_state = NUM_NO
+        if isinstance(value, str):
+            item.text = _utf8(value, &item.size)
+            item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
+        elif value is True:
+            item.text = _TRUE
+            item.size = 4
+        elif value is False:
+            item.text = _FALSE
+            item.size = 5
+        elif isinstance(value, int):
+            try:
+                item.number = float(value)
+                item.num_state = NUM_YES
+            except OverflowError:
+                pass
+            if needs_text:
+                try:
+                    text = str(value)
+                except ValueError:
+                    text = None
+                if text is not None:
+                    keep.append(text)
+                    item.text = _utf8(text, &item.size)
+        elif isinstance(value, float):
+            if isfinite(<double>value):
+                item.number = <double>value
+                item.num_state = NUM_YES
+            if needs_text:
+                text = number_text(value)
+                keep.append(text)
+                item.text = _utf8(text, &item.size)
+        items.push_back(item)
+
+
+cdef object _lookup_key(object node, str name, bytes folded):
+    """A custom parameter: the exact key wins, else the first key equal under case folding."""
+    cdef PyObject* raw
+    cdef const char* text
+    cdef Py_ssize_t size
+    cdef string buf
+    if type(node) is dict:
+        raw = PyDict_GetItem(node, name)
+        if raw != NULL:
+            return <object>raw
+        items = (<dict>node).items()
+    elif isinstance(node, Mapping):
+        if name in node:
+            return node[name]
+        items = node.items()
+    else:
+        return None
+    for key, value in items:
+        if isinstance(key, str):
+            text = _utf8(key, &size)
+            if text == NULL:
+                continue
+            fold_utf8(text, size, buf)
+            if buf.size() == <size_t>len(folded) and buf == <string>folded:
+                return value
+    return None
+
+
+cdef const char* _utf8(object text, Py_ssize_t* size) except? NULL:
+    """UTF-8 of a str (cached by CPython), or NULL for strings with lone surrogates."""
+    try:
+        return PyUnicode_AsUTF8AndSize(text, size)
+    except UnicodeEncodeError:
+        size[0] = 0
+        return NULL

@@ -1,0 +1,224 @@
+"""Compile a set of rules into evaluation plans: shared predicates, boolean programs, triggers.
+
+One plan per *partition* (the rules of one event source, or the unscoped rules). The plan is
+plain data; the Cython kernel loads it into C++ structures and the pure-Python twin
+interprets it directly, so both execute the same design:
+
+- Leaves become *predicates*, deduplicated across the partition's rules. A negative leaf
+  (``neq``, ``not_contains``, ...) uses the predicate of its positive twin.
+- Predicates are evaluated in *groups*, one pass per group and event:
+  ``TEXT`` groups (per field) look the field's text up in hash maps (``eq``, ``is_any``,
+  numeric ``eq``) and run one multi-pattern pass (``contains``, ``starts_with``,
+  ``regex_match``); ``FOLDED`` groups do the same on the case-folded text (the ``i_``
+  operators); a ``NUMBER`` group is one numeric comparison.
+- Each rule is a postfix *program* over predicate bits and field presence.
+- Each rule gets a *trigger set*: predicates of which at least one must hold for the rule
+  to hold. Only rules triggered by a true predicate (plus the few rules with no trigger
+  set, e.g. pure negations) run their program, and only groups holding trigger predicates
+  are evaluated up front; other groups are evaluated when a program first needs them.
+  So the work per event grows with what the event matches, not with the number of rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from matcher.rules import NEGATIVE_TWIN, And, Leaf, Node, Not, Or, Rule, operand_text
+from matcher.values import FieldPath, fold
+
+# Group kinds.
+TEXT, FOLDED, NUMBER = 0, 1, 2
+# Pattern kinds within TEXT and FOLDED groups.
+P_CONTAINS, P_PREFIX, P_REGEX = 0, 1, 2
+# Numeric comparisons.
+NUMBER_OPS = {"lt": 0, "lte": 1, "gt": 2, "gte": 3}
+# Program opcodes (postfix). PRED p | NEG p f | EXISTS f | MISSING f | AND n | OR n | NOR n
+OP_PRED, OP_NEG, OP_EXISTS, OP_MISSING, OP_AND, OP_OR, OP_NOR = range(7)
+
+# Trigger cost of one predicate by how it is found: hash lookups are cheap and selective.
+_COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
+
+
+@dataclass
+class Group:
+    kind: int
+    field: int  # field slot
+    # TEXT / FOLDED
+    text_eq: dict[str, list[int]] = field(default_factory=dict)
+    number_eq: dict[float, list[int]] = field(default_factory=dict)  # TEXT only
+    number_text_eq: dict[str, list[int]] = field(default_factory=dict)  # TEXT only
+    patterns: list[tuple[int, str, int]] = field(default_factory=list)  # (kind, text, pred)
+    # NUMBER
+    op: int = 0
+    bound: float = 0.0
+    pred: int = -1
+
+
+@dataclass
+class PartitionPlan:
+    rules: list[int]  # global rule index of each partition-local rule
+    programs: list[list[int]]
+    groups: list[Group]
+    pred_group: list[int]
+    triggers: list[list[int]]  # per predicate: local rules it triggers
+    always: list[int]  # local rules with no trigger set
+    eager: list[int]  # groups holding trigger predicates
+    fields: list[int]  # field slots read
+    needs_text: set[int]  # field slots whose items' text is used
+    needs_number: set[int]  # field slots whose items' number is used
+
+
+class FieldTable:
+    """Field slots, shared by the partitions of a compiled set; append-only."""
+
+    def __init__(self, fields: list[FieldPath] | None = None) -> None:
+        self.fields: list[FieldPath] = list(fields or ())
+        self._slots = {f.text: i for i, f in enumerate(self.fields)}
+
+    def slot(self, path: FieldPath) -> int:
+        slot = self._slots.get(path.text)
+        if slot is None:
+            slot = self._slots[path.text] = len(self.fields)
+            self.fields.append(path)
+        return slot
+
+    def copy(self) -> "FieldTable":
+        return FieldTable(self.fields)
+
+
+class _Builder:
+    def __init__(self, table: FieldTable) -> None:
+        self.table = table
+        self.groups: list[Group] = []
+        self.pred_group: list[int] = []
+        self.pred_cost: list[int] = []
+        self._preds: dict[tuple, int] = {}
+        self._text_groups: dict[tuple[int, int], int] = {}
+        self.fields: set[int] = set()
+        self.needs_text: set[int] = set()
+        self.needs_number: set[int] = set()
+
+    def _group(self, kind: int, slot: int) -> int:
+        key = (kind, slot)
+        gid = self._text_groups.get(key)
+        if gid is None:
+            gid = self._text_groups[key] = len(self.groups)
+            self.groups.append(Group(kind, slot))
+        return gid
+
+    def _new_pred(self, key: tuple, gid: int, cost: int) -> tuple[int, bool]:
+        pid = self._preds.get(key)
+        if pid is not None:
+            return pid, False
+        pid = self._preds[key] = len(self.pred_group)
+        self.pred_group.append(gid)
+        self.pred_cost.append(cost)
+        return pid, True
+
+    def predicate(self, leaf: Leaf, op: str, slot: int) -> int:
+        """The predicate of a positive operator on a field, created on first use."""
+        if op in NUMBER_OPS:
+            self.needs_number.add(slot)
+            pid, new = self._new_pred(("num", slot, op, leaf.number), len(self.groups), _COST_NUMBER)
+            if new:
+                self.groups.append(Group(NUMBER, slot, op=NUMBER_OPS[op], bound=leaf.number, pred=pid))
+            return pid
+        self.needs_text.add(slot)
+        if op == "eq":
+            gid = self._group(TEXT, slot)
+            group = self.groups[gid]
+            if leaf.number is not None:
+                self.needs_number.add(slot)
+                number = leaf.number + 0.0  # one key for 0.0 and -0.0
+                pid, new = self._new_pred(("eqn", slot, number), gid, _COST_LOOKUP)
+                if new:
+                    group.number_eq.setdefault(number, []).append(pid)
+                    group.number_text_eq.setdefault(operand_text(leaf), []).append(pid)
+                return pid
+            text = operand_text(leaf)
+            pid, new = self._new_pred(("eq", slot, text), gid, _COST_LOOKUP)
+            if new:
+                group.text_eq.setdefault(text, []).append(pid)
+            return pid
+        if op in ("is_any", "i_is_any"):
+            folded = op == "i_is_any"
+            gid = self._group(FOLDED if folded else TEXT, slot)
+            values = sorted({fold(v) if folded else v for v in leaf.operand})
+            pid, new = self._new_pred((op, slot, tuple(values)), gid, _COST_LOOKUP * len(values))
+            if new:
+                for value in values:
+                    self.groups[gid].text_eq.setdefault(value, []).append(pid)
+            return pid
+        kind = {"contains": P_CONTAINS, "i_contains": P_CONTAINS, "starts_with": P_PREFIX,
+                "i_starts_with": P_PREFIX, "regex_match": P_REGEX}[op]
+        folded = op.startswith("i_")
+        text = fold(leaf.operand) if folded else leaf.operand
+        gid = self._group(FOLDED if folded else TEXT, slot)
+        pid, new = self._new_pred((op, slot, text), gid, _COST_PATTERN)
+        if new:
+            self.groups[gid].patterns.append((kind, text, pid))
+        return pid
+
+    def compile(self, node: Node, code: list[int]) -> tuple[frozenset[int], int] | None:
+        """Append the node's program to ``code``; return its trigger set and cost, if any."""
+        if isinstance(node, Leaf):
+            slot = self.table.slot(node.field)
+            self.fields.add(slot)
+            if node.op == "exists":
+                code += [OP_EXISTS if node.operand else OP_MISSING, slot]
+                return None
+            twin = NEGATIVE_TWIN.get(node.op)
+            if twin is not None:
+                code += [OP_NEG, self.predicate(node, twin, slot), slot]
+                return None
+            pid = self.predicate(node, node.op, slot)
+            code += [OP_PRED, pid]
+            return frozenset((pid,)), self.pred_cost[pid]
+        triggers = [self.compile(child, code) for child in node.children]
+        if isinstance(node, And):
+            code += [OP_AND, len(node.children)]
+            known = [t for t in triggers if t is not None]
+            return min(known, key=lambda t: t[1]) if known else None
+        if isinstance(node, Or):
+            code += [OP_OR, len(node.children)]
+            if any(t is None for t in triggers):
+                return None
+            union = frozenset().union(*(t[0] for t in triggers))
+            return union, sum(self.pred_cost[p] for p in union)
+        assert isinstance(node, Not)
+        code += [OP_NOR, len(node.children)]
+        return None
+
+
+def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> PartitionPlan:
+    """Plan the rules (global index, rule) of one partition; fields are interned in ``table``."""
+    builder = _Builder(table)
+    programs: list[list[int]] = []
+    trigger_sets: list[frozenset[int] | None] = []
+    for _, rule in rules:
+        code: list[int] = []
+        found = builder.compile(rule.root, code)
+        programs.append(code)
+        trigger_sets.append(found[0] if found else None)
+    triggers: list[list[int]] = [[] for _ in builder.pred_group]
+    always: list[int] = []
+    eager: set[int] = set()
+    for local, trigger in enumerate(trigger_sets):
+        if trigger is None:
+            always.append(local)
+            continue
+        for pid in sorted(trigger):
+            triggers[pid].append(local)
+            eager.add(builder.pred_group[pid])
+    return PartitionPlan(
+        rules=[index for index, _ in rules],
+        programs=programs,
+        groups=builder.groups,
+        pred_group=builder.pred_group,
+        triggers=triggers,
+        always=always,
+        eager=sorted(eager),
+        fields=sorted(builder.fields),
+        needs_text=builder.needs_text,
+        needs_number=builder.needs_number,
+    )

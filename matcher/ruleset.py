@@ -1,0 +1,156 @@
+"""Compiled rule sets: many rules, each optionally scoped to an event source, matched in batches.
+
+Concurrency contract: a ``CompiledRules`` is immutable. ``with_changes`` builds a new one,
+recompiling only the partitions (event sources) whose rules changed and sharing the rest;
+readers keep using the snapshot they hold, without locks, and the writer swaps in the new
+one (one reference assignment). The kernel releases the GIL while it evaluates a batch, so
+threads holding the same snapshot classify in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from matcher import _ruleset
+from matcher.errors import RuleError
+from matcher.plan import FieldTable, plan_partition
+from matcher.rules import Rule, parse_rule
+from matcher.values import source_key
+
+_UNSCOPED = None
+
+
+class CompiledRules:
+    """An immutable compiled set of rules; build one with :func:`compile_rules`."""
+
+    def __init__(self, *, _engine: ModuleType, _table: FieldTable, _entries: dict, _order: list,
+                 _partitions: dict) -> None:
+        self._engine = _engine
+        self._table = _table
+        self._entries = _entries  # id -> (global index, rule, source or None)
+        self._order = _order  # global index -> id, None where a rule was removed
+        self._partitions = _partitions  # source (None: unscoped) -> engine Partition
+        self._matcher = _engine.Matcher(
+            _table.fields,
+            _partitions.get(_UNSCOPED),
+            {k: v for k, v in _partitions.items() if k is not _UNSCOPED},
+            _order,
+        )
+
+    # -- matching -------------------------------------------------------------------------
+    def match(self, event: Mapping) -> list[str]:
+        """Ids of the rules the event satisfies, in the order the rules were given."""
+        return self._matcher.match(event)
+
+    def match_batch(self, events: Sequence[Mapping]) -> list[list[str]]:
+        """One ``match`` result per event."""
+        return self._matcher.match_batch(events)
+
+    # -- inspection -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._entries
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for i in self._order if i is not None]
+
+    def rule(self, rule_id: str) -> Rule:
+        return self._entries[rule_id][1]
+
+    def source(self, rule_id: str) -> str | None:
+        return self._entries[rule_id][2]
+
+    @property
+    def compiled(self) -> bool:
+        """True when the compiled kernel (not the pure-Python twin) evaluates this set."""
+        return self._engine.__name__.endswith("_c")
+
+    # -- changes ----------------------------------------------------------------------------
+    def with_changes(self, add: Mapping[str, Any] | None = None, *, sources: Mapping[str, Any] | None = None,
+                     remove: Iterable[str] = ()) -> "CompiledRules":
+        """A new set with rules added or replaced (``add``) and removed (``remove``).
+
+        A replaced rule keeps its place in the order; new rules go last. Only partitions
+        whose rules changed are recompiled. Raises RuleError (and builds nothing) when a
+        rule is invalid, KeyError when removing an unknown id.
+        """
+        add = dict(add or {})
+        sources = dict(sources or {})
+        parsed = _parse_all(add, sources)
+        entries = dict(self._entries)
+        order = list(self._order)
+        touched: set = set()
+        for rule_id in remove:
+            index, _, source = entries.pop(rule_id)
+            order[index] = None
+            touched.add(source)
+        for rule_id, (rule, source) in parsed.items():
+            old = entries.get(rule_id)
+            if old is not None:
+                index = old[0]
+                touched.add(old[2])
+            else:
+                index = len(order)
+                order.append(rule_id)
+            entries[rule_id] = (index, rule, source)
+            touched.add(source)
+        return _build(self._engine, self._table.copy(), entries, order, dict(self._partitions), touched)
+
+
+def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:
+    unknown = set(sources) - set(rules)
+    if unknown:
+        raise KeyError(f"sources given for rules not in the set: {sorted(map(str, unknown))[:5]}")
+    parsed = {}
+    for rule_id, rule in rules.items():
+        rule = parse_rule(rule, path=f"rules[{rule_id!r}]")
+        source = sources.get(rule_id)
+        if source is not None:
+            key = source_key(source)
+            if key is None:
+                raise RuleError(f"sources[{rule_id!r}]", "an event source id is a string or an integer")
+            source = key
+        parsed[rule_id] = (rule, source)
+    return parsed
+
+
+def _build(engine: ModuleType, table: FieldTable, entries: dict, order: list, partitions: dict,
+           touched: set) -> CompiledRules:
+    members: dict = {source: [] for source in touched}
+    for index, rule, source in entries.values():
+        if source in members:
+            members[source].append((index, rule))
+    for source, rules in members.items():
+        if not rules:
+            partitions.pop(source, None)
+            continue
+        rules.sort(key=lambda pair: pair[0])
+        partitions[source] = engine.Partition(plan_partition(rules, table), table.fields)
+    return CompiledRules(_engine=engine, _table=table, _entries=entries, _order=order, _partitions=partitions)
+
+
+def compile_rules(rules: Mapping[str, Any], sources: Mapping[str, Any] | None = None, *,
+                  engine: ModuleType | None = None) -> CompiledRules:
+    """Compile ``{id: rule}`` (rules as ``Rule``, JSON text or decoded objects).
+
+    ``sources`` maps ids to the event source (pixel id) a rule is scoped to; a scoped rule
+    only sees events whose ``pixel_id`` is that source, unscoped rules see every event.
+    ``engine`` picks an implementation module (default: the kernel when it loaded).
+    """
+    parsed = _parse_all(rules, sources or {})
+    entries = {rule_id: (i, rule, source) for i, (rule_id, (rule, source)) in enumerate(parsed.items())}
+    order = list(parsed)
+    touched = {source for _, _, source in entries.values()}
+    engine = engine or _engine_module()
+    return _build(engine, FieldTable(), entries, order, {}, touched)
+
+
+def _engine_module() -> ModuleType:
+    import importlib
+
+    return importlib.import_module(_ruleset.Matcher.__module__)

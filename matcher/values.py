@@ -1,0 +1,241 @@
+"""How an event's values look to a rule (rule-language spec, sections 1 and 4).
+
+This module is the single statement of value semantics in Python: the reference evaluator
+and the pure-Python twin call it, and the compiled kernel (``_ruleset_c.pyx``) mirrors it
+line for line; the differential tests hold the two to each other.
+
+- A field resolves to a list of *items* or to ``None`` (missing). Null values, empty lists
+  and absent keys are missing; a list value contributes its elements.
+- An item has a *text* form (strings as they are, numbers canonically, booleans as
+  ``true``/``false``; mappings and lists have none) and possibly a *number* form (JSON
+  numbers, and strings in decimal notation; booleans are not numbers).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from matcher._casefold_data import FOLD_PAIRS
+
+# Fields of the event itself; every other name is a custom parameter in ``custom_data``.
+EVENT_FIELDS = ("url", "event", "device_type")
+# Fields derived from ``url``.
+URL_FIELDS = ("domain", "path")
+BUILTIN_FIELDS = EVENT_FIELDS + URL_FIELDS
+# Event keys a rule may not name: they select or describe the event, they are not matched.
+UNMATCHABLE_FIELDS = ("pixel_id", "event_time", "custom_data")
+
+_FOLD_TABLE = dict(FOLD_PAIRS)
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+# Decimal numbers: optional ASCII white space around an optionally signed decimal with an
+# optional exponent. No hex, no underscores, no "inf"/"nan" (Python's float() is laxer).
+_NUMBER = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\r\f\v]*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def fold(text: str) -> str:
+    """Unicode simple case folding, one code point to one code point."""
+    return text.translate(_FOLD_TABLE)
+
+
+def ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
+def parse_number(text: str) -> float | None:
+    """The number a decimal string denotes, or None (not decimal, or not finite)."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def number_text(value: float) -> str:
+    """Canonical text of a float: integral values without a fraction, else shortest round-trip."""
+    if math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _is_text(value: str) -> bool:
+    """Strings holding lone surrogates are not text (they have no UTF-8 form)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def item_text(item: Any) -> str | None:
+    """The text a string operator sees for one item, or None when it has none."""
+    if isinstance(item, str):
+        return item if _is_text(item) else None
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, int):
+        try:
+            return str(item)
+        except ValueError:  # more digits than int->str allows
+            return None
+    if isinstance(item, float):
+        return number_text(item)
+    return None
+
+
+def item_number(item: Any) -> float | None:
+    """The number a numeric operator sees for one item, or None."""
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        try:
+            return float(item)
+        except OverflowError:
+            return None
+    if isinstance(item, float):
+        return item if math.isfinite(item) else None
+    if isinstance(item, str):
+        return parse_number(item)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One step of a custom-parameter path: a key, and whether it fans out over a list."""
+
+    name: str
+    folded: str
+    each: bool  # written ``name[*]``
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPath:
+    """A field a rule names, resolved once when the rule is parsed."""
+
+    text: str  # canonical spelling: built-in names lower-cased, custom paths as written
+    builtin: str | None  # one of BUILTIN_FIELDS, or None for a custom parameter
+    segments: tuple[Segment, ...] = ()
+
+
+_SEGMENT = re.compile(r"([^.\[\]]+)(\[\*\])?")
+
+
+def parse_field(name: str) -> FieldPath:
+    """Parse a field name; raises ValueError with the reason when it is not one."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("field name must be a non-empty string")
+    lowered = ascii_lower(name)
+    if lowered in BUILTIN_FIELDS:
+        return FieldPath(lowered, lowered)
+    if lowered in UNMATCHABLE_FIELDS:
+        raise ValueError(f'"{name}" is not a field a rule can match (it selects or describes the event)')
+    segments = []
+    for part in name.split("."):
+        m = _SEGMENT.fullmatch(part)
+        if m is None:
+            raise ValueError(f'invalid field name "{name}": each dotted part is a key, optionally followed by [*]')
+        segments.append(Segment(m.group(1), fold(m.group(1)), m.group(2) is not None))
+    return FieldPath(name, None, tuple(segments))
+
+
+def lookup(mapping: Mapping, segment: Segment) -> Any:
+    """A custom parameter: the exact key wins, else the first key equal under case folding."""
+    if segment.name in mapping:
+        return mapping[segment.name]
+    for key, value in mapping.items():
+        if isinstance(key, str) and fold(key) == segment.folded:
+            return value
+    return None
+
+
+def url_parts(url: str) -> tuple[str | None, str]:
+    """(domain, path) of a URL as reported by a pixel.
+
+    The authority follows ``scheme://`` or ``//``; a URL starting with ``/`` has none; any
+    other string is read as a URL without scheme (``example.com/x``). The host is the
+    authority after the last ``@``, without ``:port`` (an IPv6 ``[...]`` is kept whole),
+    ASCII lower-cased; empty means no domain. The path runs to ``?`` or ``#``; empty is ``/``.
+    """
+    m = _SCHEME.match(url)
+    if m is not None:
+        rest, has_authority = url[m.end() :], True
+    elif url.startswith("//"):
+        rest, has_authority = url[2:], True
+    elif url.startswith("/"):
+        rest, has_authority = url, False
+    else:
+        rest, has_authority = url, True
+    host = None
+    if has_authority:
+        end = _first_of(rest, "/?#")
+        authority, rest = rest[:end], rest[end:]
+        authority = authority[authority.rfind("@") + 1 :]
+        if authority.startswith("["):
+            close = authority.find("]")
+            authority = authority if close < 0 else authority[: close + 1]
+        else:
+            colon = authority.find(":")
+            authority = authority if colon < 0 else authority[:colon]
+        host = ascii_lower(authority) or None
+    path = rest[: _first_of(rest, "?#")]
+    return host, path or "/"
+
+
+def _first_of(text: str, chars: str) -> int:
+    positions = [i for i in (text.find(c) for c in chars) if i >= 0]
+    return min(positions) if positions else len(text)
+
+
+def _items(value: Any) -> list[Any]:
+    """A value's items: a list contributes its non-null elements, null nothing."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if v is not None]
+    return [value]
+
+
+def resolve(event: Mapping, field: FieldPath) -> list[Any] | None:
+    """The items a field has in an event, or None when the field is missing."""
+    if field.builtin is not None:
+        if field.builtin in EVENT_FIELDS:
+            items = _items(event.get(field.builtin))
+        else:
+            url = event.get("url")
+            if not isinstance(url, str) or not _is_text(url):
+                return None
+            domain, path = url_parts(url)
+            items = [domain if field.builtin == "domain" else path]
+            items = [v for v in items if v is not None]
+        return items or None
+    nodes = [event.get("custom_data")]
+    last = len(field.segments) - 1
+    for i, segment in enumerate(field.segments):
+        found = []
+        for node in nodes:
+            if not isinstance(node, Mapping):
+                continue
+            value = lookup(node, segment)
+            if value is None:
+                continue
+            if segment.each or i == last:
+                found.extend(_items(value))
+            else:
+                found.append(value)
+        nodes = found
+    return nodes or None
+
+
+def source_key(pixel_id: Any) -> str | None:
+    """The event source an event belongs to: its ``pixel_id`` as text (ids may come as numbers)."""
+    if isinstance(pixel_id, str):
+        return pixel_id
+    if isinstance(pixel_id, int) and not isinstance(pixel_id, bool):
+        return str(pixel_id)
+    return None
