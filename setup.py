@@ -42,6 +42,7 @@ def kernel(name: str, libraries=()) -> Extension:
 
 EXTENSIONS = [
     kernel("_ruleset_c", libraries=["re2"]),
+    kernel("_actionset_c"),
 ]
 # CM_ONLY=_ruleset_c,... builds a subset while developing one kernel.
 if os.environ.get("CM_ONLY"):

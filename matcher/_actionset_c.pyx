@@ -1,0 +1,549 @@
+# cython: language_level=3
+"""Compiled action-spec set: many ads' specs in one C++ index, matched over batches of actions.
+
+Same API and results as the pure-Python twin :mod:`matcher._actionset_py`; see its docstring
+for the index layout.  Here every string is interned to an ``int32`` id at compile time, the
+index is a flat open-addressing hash table keyed by ``(type, anchor selector, value)`` whose
+buckets list candidate specs, and matching runs in three phases:
+
+1. *extract* (GIL held): per action, look up its type and the values of the selectors that
+   matter for that type in Python dicts (cached string hashes make this cheap), producing
+   ``(selector id, value id)`` pairs in C++ buffers;
+2. *evaluate* (``with nogil``): probe the hash table per anchor pair, check the remaining
+   selectors of each candidate, keep the first matching spec per ad;
+3. *build* (GIL held): turn the ``(ad, spec)`` pairs into Python lists.
+
+Instances are immutable snapshots; concurrent readers need no lock.
+"""
+
+from cpython.dict cimport PyDict_GetItemWithError
+from cython.operator cimport dereference as deref
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLong
+from cpython.ref cimport Py_INCREF, PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_CheckExact
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libcpp.algorithm cimport sort, unique
+from libcpp.pair cimport pair
+from libcpp.unordered_map cimport unordered_map
+from libcpp.vector cimport vector
+
+from collections.abc import Iterable, Mapping
+
+from matcher._actionset_py import _apply_changes
+from matcher.actionspecs import (
+    ACTION_TYPE_KEY,
+    ATTRIBUTE_KEYS,
+    DEFAULT_MAX_LENGTH,
+    action_value_text,
+    parse_ads,
+)
+
+__all__ = ["ActionSpecSet", "compile_action_specs"]
+
+cdef uint64_t EMPTY_SLOT = <uint64_t>0xFFFFFFFFFFFFFFFF
+
+
+cdef struct Slot:
+    uint64_t key      # (anchor pair id << 32) | value id; EMPTY_SLOT when free
+    uint32_t begin    # range of candidate spec records in entry_records
+    uint32_t end
+
+
+cdef struct ActionPair:
+    int32_t key       # selector id
+    int32_t value     # value id
+    int32_t anchor    # anchor pair id of (action type, selector), -1 when not an anchor
+
+
+cdef inline uint64_t _slot_of(uint64_t key, int bits) noexcept nogil:
+    # Fibonacci hashing: the multiply spreads the low value ids over the top bits.
+    return (key * <uint64_t>0x9E3779B97F4A7C15) >> (64 - bits)
+
+
+cdef inline bint _contains_sorted(const int32_t* values, Py_ssize_t count, int32_t wanted) noexcept nogil:
+    cdef Py_ssize_t low = 0, high = count, middle
+    if count <= 8:
+        for low in range(count):
+            if values[low] == wanted:
+                return True
+        return False
+    while low < high:
+        middle = (low + high) >> 1
+        if values[middle] < wanted:
+            low = middle + 1
+        else:
+            high = middle
+    return low < count and values[low] == wanted
+
+
+cdef inline int32_t _intern(dict table, object text):
+    cdef PyObject* found = PyDict_GetItemWithError(table, text)
+    if found != NULL:
+        return <int32_t>PyLong_AsLong(<object>found)
+    cdef int32_t new_id = <int32_t>len(table)
+    table[text] = new_id
+    return new_id
+
+
+cdef class ActionSpecSet:
+    """Many ads' action specs compiled for matching actions against all of them at once."""
+
+    # Spec records: one per (ad, spec).
+    cdef vector[int32_t] record_ad
+    cdef vector[int32_t] record_spec
+    cdef vector[int32_t] record_constraints    # start in constraint arrays; size records + 1
+    cdef vector[int32_t] record_anchor         # constraint index the record is filed under
+    cdef vector[uint8_t] record_rsvp_default
+    # Constraints: selector id and a sorted range of value ids.
+    cdef vector[int32_t] constraint_key
+    cdef vector[int32_t] constraint_values     # start in values; size constraints + 1
+    cdef vector[int32_t] values
+    # Hash table of anchor pairs to candidate records.
+    cdef vector[Slot] slots
+    cdef int slot_bits
+    cdef vector[int32_t] entry_records
+    # Per type: the selectors an action of that type is read at.
+    cdef vector[int32_t] type_read_start       # size types + 1
+    cdef vector[int32_t] read_key
+    cdef vector[int32_t] read_anchor
+    cdef int32_t rsvp_type, response_key, yes_value, maybe_value
+
+    cdef dict type_ids
+    cdef dict value_ids
+    cdef list read_selectors                  # per type id: tuple of selector strings
+    cdef tuple _ids
+    cdef list _ads
+    cdef Py_ssize_t _max_length
+
+    def __init__(self, ads=None, *, max_length=DEFAULT_MAX_LENGTH):
+        """Compile ``{ad_id: specs}``; specs are anything ``parse_action_specs`` takes."""
+        self._max_length = max_length
+        self._build(parse_ads(ads if ads is not None else {}, max_length=max_length))
+
+    # ----------------------------------------------------------------------------- compile
+
+    cdef _build(self, list ads):
+        cdef dict key_ids = {}
+        cdef dict type_ids = {}
+        cdef dict value_ids = {}
+        cdef dict typeset_ids = {}              # expanded types -> typeset id
+        cdef vector[int32_t] typeset_start      # per typeset: start in typeset_types
+        cdef vector[int32_t] typeset_types
+        cdef vector[int32_t] record_typeset
+        cdef vector[uint64_t] key_value_pairs
+        cdef Py_ssize_t ad_index, spec_index, start, i, j, n_records, n_keys
+        cdef int32_t key_id, typeset_id
+        cdef uint8_t rsvp_flag
+        cdef object ad_id, specs, spec, key, spec_values, value, action_type
+
+        self._ads = ads
+        self._ids = tuple([entry[0] for entry in ads])
+        self.type_ids = type_ids
+        self.value_ids = value_ids
+        self.response_key = _intern(key_ids, "response")
+        self.yes_value = _intern(value_ids, "yes")
+        self.maybe_value = _intern(value_ids, "maybe")
+        typeset_start.push_back(0)
+        self.record_constraints.push_back(0)
+        self.constraint_values.push_back(0)
+
+        # 1. Intern every string; flatten the specs into records and constraints.
+        for ad_index in range(len(ads)):
+            specs = (<tuple>ads[ad_index])[1]
+            for spec_index in range(len(<tuple>specs)):
+                spec = (<tuple>specs)[spec_index]
+                expanded = spec.expanded_types
+                found = typeset_ids.get(expanded)
+                if found is None:
+                    typeset_id = <int32_t>len(typeset_ids)
+                    typeset_ids[expanded] = typeset_id
+                    for action_type in sorted(expanded):
+                        typeset_types.push_back(_intern(type_ids, action_type))
+                    typeset_start.push_back(<int32_t>typeset_types.size())
+                else:
+                    typeset_id = <int32_t>found
+                record_typeset.push_back(typeset_id)
+                self.record_ad.push_back(<int32_t>ad_index)
+                self.record_spec.push_back(<int32_t>spec_index)
+                rsvp_flag = 1 if spec.rsvp_default else 0
+                self.record_rsvp_default.push_back(rsvp_flag)
+                for key, spec_values in spec.constraints:
+                    key_id = _intern(key_ids, key)
+                    self.constraint_key.push_back(key_id)
+                    start = self.values.size()
+                    for value in spec_values:
+                        self.values.push_back(_intern(value_ids, value))
+                        key_value_pairs.push_back(
+                            ((<uint64_t>key_id) << 32) | <uint32_t>self.values.back()
+                        )
+                    sort(self.values.begin() + start, self.values.end())
+                    self.constraint_values.push_back(<int32_t>self.values.size())
+                self.record_constraints.push_back(<int32_t>self.constraint_key.size())
+        n_records = self.record_ad.size()
+        n_keys = len(key_ids)
+        self.rsvp_type = _intern(type_ids, "rsvp")
+
+        # 2. Distinct values per selector and the name order of selectors: the anchor rank.
+        cdef vector[int64_t] distinct_values = vector[int64_t](n_keys, 0)
+        sort(key_value_pairs.begin(), key_value_pairs.end())
+        for i in range(<Py_ssize_t>key_value_pairs.size()):
+            if i == 0 or key_value_pairs[i] != key_value_pairs[i - 1]:
+                distinct_values[key_value_pairs[i] >> 32] += 1
+        key_value_pairs.clear()
+        key_value_pairs.shrink_to_fit()
+        cdef vector[int32_t] key_name_rank = vector[int32_t](n_keys, 0)
+        cdef vector[uint8_t] key_is_attribute = vector[uint8_t](n_keys, 0)
+        for i, key in enumerate(sorted(key_ids)):
+            key_name_rank[<int32_t>key_ids[key]] = <int32_t>i
+            if key in ATTRIBUTE_KEYS:
+                key_is_attribute[<int32_t>key_ids[key]] = 1
+
+        # 3. Anchor of each record (same rule as matcher.actionspecs.choose_anchor).
+        cdef int32_t best, c, count
+        cdef int64_t best_count, best_distinct, best_name
+        self.record_anchor.resize(n_records)
+        with nogil:
+            for i in range(n_records):
+                best = -1
+                best_count = best_distinct = best_name = 0
+                for c in range(self.record_constraints[i], self.record_constraints[i + 1]):
+                    key_id = self.constraint_key[c]
+                    if key_is_attribute[key_id]:
+                        continue
+                    count = self.constraint_values[c + 1] - self.constraint_values[c]
+                    if (
+                        best < 0
+                        or count < best_count
+                        or (count == best_count and (
+                            distinct_values[key_id] > best_distinct
+                            or (distinct_values[key_id] == best_distinct
+                                and key_name_rank[key_id] < best_name)))
+                    ):
+                        best = c
+                        best_count = count
+                        best_distinct = distinct_values[key_id]
+                        best_name = key_name_rank[key_id]
+                self.record_anchor[i] = best
+
+        # 4. Which selectors to read per type, and anchor pair ids of (type, selector).
+        cdef vector[uint64_t] typeset_keys
+        for i in range(n_records):
+            for c in range(self.record_constraints[i], self.record_constraints[i + 1]):
+                typeset_keys.push_back((<uint64_t>record_typeset[i] << 32) | <uint32_t>self.constraint_key[c])
+        sort(typeset_keys.begin(), typeset_keys.end())
+        typeset_keys.erase(unique(typeset_keys.begin(), typeset_keys.end()), typeset_keys.end())
+        cdef Py_ssize_t n_types = len(type_ids)
+        cdef list keys_by_type = [set() for _ in range(n_types)]
+        for i in range(<Py_ssize_t>typeset_keys.size()):
+            typeset_id = <int32_t>(typeset_keys[i] >> 32)
+            key_id = <int32_t>(typeset_keys[i] & 0xFFFFFFFF)
+            for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
+                (<set>keys_by_type[typeset_types[j]]).add(key_id)
+        for i in range(n_records):
+            if self.record_rsvp_default[i]:
+                (<set>keys_by_type[self.rsvp_type]).add(self.response_key)
+                break
+        cdef unordered_map[uint64_t, int32_t] anchor_pair_ids
+        for i in range(n_records):
+            key_id = self.constraint_key[self.record_anchor[i]]
+            typeset_id = record_typeset[i]
+            for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
+                anchor_pair_ids.insert(
+                    pair[uint64_t, int32_t](
+                        (<uint64_t>typeset_types[j] << 32) | <uint32_t>key_id,
+                        <int32_t>anchor_pair_ids.size(),
+                    )
+                )
+        cdef list key_names = [None] * n_keys
+        for key, key_id in key_ids.items():
+            key_names[key_id] = key
+        self.read_selectors = []
+        self.type_read_start.push_back(0)
+        cdef unordered_map[uint64_t, int32_t].iterator where
+        for i in range(n_types):
+            ordered = sorted(keys_by_type[i])
+            self.read_selectors.append(tuple([key_names[k] for k in ordered]))
+            for key_id in ordered:
+                self.read_key.push_back(key_id)
+                where = anchor_pair_ids.find((<uint64_t>i << 32) | <uint32_t>key_id)
+                if where == anchor_pair_ids.end():
+                    self.read_anchor.push_back(-1)
+                else:
+                    self.read_anchor.push_back(deref(where).second)
+            self.type_read_start.push_back(<int32_t>self.read_key.size())
+
+        # 5. Entries (anchor pair, value) -> record, sorted, then the open-addressing table.
+        cdef vector[pair[uint64_t, int32_t]] entries
+        cdef int32_t anchor, pair_id
+        with nogil:
+            for i in range(n_records):
+                anchor = self.record_anchor[i]
+                key_id = self.constraint_key[anchor]
+                typeset_id = record_typeset[i]
+                for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
+                    pair_id = anchor_pair_ids[(<uint64_t>typeset_types[j] << 32) | <uint32_t>key_id]
+                    for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
+                        entries.push_back(pair[uint64_t, int32_t](
+                            (<uint64_t>pair_id << 32) | <uint32_t>self.values[c], <int32_t>i))
+            sort(entries.begin(), entries.end())
+            self._fill_table(entries)
+
+    cdef void _fill_table(self, vector[pair[uint64_t, int32_t]]& entries) noexcept nogil:
+        cdef Py_ssize_t n = entries.size(), i, run_start, distinct = 0
+        cdef uint64_t key, position, mask
+        for i in range(n):
+            if i == 0 or entries[i].first != entries[i - 1].first:
+                distinct += 1
+        self.slot_bits = 4
+        while (<Py_ssize_t>1 << self.slot_bits) < 2 * distinct:
+            self.slot_bits += 1
+        mask = ((<uint64_t>1) << self.slot_bits) - 1
+        cdef Slot empty
+        empty.key = EMPTY_SLOT
+        empty.begin = 0
+        empty.end = 0
+        self.slots.assign((<size_t>1) << self.slot_bits, empty)
+        self.entry_records.resize(n)
+        i = 0
+        while i < n:
+            run_start = i
+            key = entries[i].first
+            while i < n and entries[i].first == key:
+                self.entry_records[i] = entries[i].second
+                i += 1
+            position = _slot_of(key, self.slot_bits)
+            while self.slots[position].key != EMPTY_SLOT:
+                position = (position + 1) & mask
+            self.slots[position].key = key
+            self.slots[position].begin = <uint32_t>run_start
+            self.slots[position].end = <uint32_t>i
+
+    # ----------------------------------------------------------------------------- match
+
+    cdef int _extract(self, object actions, vector[int32_t]& action_type,
+                      vector[int64_t]& pair_start, vector[ActionPair]& pairs) except -1:
+        """Phase 1 (GIL held): the interned type and selector values of each action."""
+        cdef Py_ssize_t index = 0, k, read_start, read_end
+        cdef PyObject* found
+        cdef PyObject* interned
+        cdef object action, raw, text, selectors
+        cdef int32_t type_id
+        cdef ActionPair item
+        cdef dict type_ids = self.type_ids
+        cdef dict value_ids = self.value_ids
+        pair_start.push_back(0)
+        for action in actions:
+            if type(action) is not dict:
+                if not isinstance(action, Mapping):
+                    raise TypeError(
+                        f"actions[{index}]: an action must be a mapping of selector to value, "
+                        f"got {type(action).__name__}"
+                    )
+                action = dict(action)
+            type_id = -1
+            found = PyDict_GetItemWithError(action, ACTION_TYPE_KEY)
+            if found != NULL:
+                raw = <object>found
+                text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
+                if text is not None:
+                    interned = PyDict_GetItemWithError(type_ids, text)
+                    if interned != NULL:
+                        type_id = <int32_t>PyLong_AsLong(<object>interned)
+            action_type.push_back(type_id)
+            if type_id >= 0:
+                selectors = self.read_selectors[type_id]
+                read_start = self.type_read_start[type_id]
+                read_end = self.type_read_start[type_id + 1]
+                for k in range(read_end - read_start):
+                    found = PyDict_GetItemWithError(action, <object>PyTuple_GET_ITEM(selectors, k))
+                    if found == NULL:
+                        continue
+                    raw = <object>found
+                    text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
+                    if text is None:
+                        continue
+                    interned = PyDict_GetItemWithError(value_ids, text)
+                    if interned == NULL:
+                        continue  # a value no spec names: as good as absent
+                    item.key = self.read_key[read_start + k]
+                    item.value = <int32_t>PyLong_AsLong(<object>interned)
+                    item.anchor = self.read_anchor[read_start + k]
+                    pairs.push_back(item)
+            pair_start.push_back(<int64_t>pairs.size())
+            index += 1
+        return 0
+
+    cdef void _evaluate(self, const vector[int32_t]& action_type, const vector[int64_t]& pair_start,
+                        const vector[ActionPair]& pairs, vector[uint64_t]& out,
+                        vector[int64_t]& out_start) noexcept nogil:
+        """Phase 2 (no GIL): ``(ad << 32 | spec)`` of the first matching spec per ad."""
+        cdef Py_ssize_t n_actions = action_type.size(), a, p, q, r, c, found_start
+        cdef int64_t first, last
+        cdef int32_t type_id, record, key_id, wanted, response
+        cdef uint64_t key, position, mask = ((<uint64_t>1) << self.slot_bits) - 1
+        cdef const Slot* slots = self.slots.data()
+        cdef const int32_t* entry_records = self.entry_records.data()
+        cdef const int32_t* record_constraints = self.record_constraints.data()
+        cdef const int32_t* record_anchor = self.record_anchor.data()
+        cdef const int32_t* constraint_key = self.constraint_key.data()
+        cdef const int32_t* constraint_values = self.constraint_values.data()
+        cdef const int32_t* values = self.values.data()
+        cdef const ActionPair* action_pairs
+        cdef bint ok, present
+        cdef uint64_t previous
+        out_start.push_back(0)
+        for a in range(n_actions):
+            type_id = action_type[a]
+            found_start = out.size()
+            if type_id >= 0:
+                first = pair_start[a]
+                last = pair_start[a + 1]
+                action_pairs = pairs.data() + first
+                for p in range(last - first):
+                    if action_pairs[p].anchor < 0:
+                        continue
+                    key = (<uint64_t>action_pairs[p].anchor << 32) | <uint32_t>action_pairs[p].value
+                    position = _slot_of(key, self.slot_bits)
+                    while slots[position].key != key and slots[position].key != EMPTY_SLOT:
+                        position = (position + 1) & mask
+                    if slots[position].key == EMPTY_SLOT:
+                        continue
+                    for r in range(slots[position].begin, slots[position].end):
+                        record = entry_records[r]
+                        ok = True
+                        for c in range(record_constraints[record], record_constraints[record + 1]):
+                            if c == record_anchor[record]:
+                                continue
+                            key_id = constraint_key[c]
+                            present = False
+                            for q in range(last - first):
+                                if action_pairs[q].key == key_id:
+                                    present = _contains_sorted(
+                                        values + constraint_values[c],
+                                        constraint_values[c + 1] - constraint_values[c],
+                                        action_pairs[q].value,
+                                    )
+                                    break
+                            if not present:
+                                ok = False
+                                break
+                        if ok and self.record_rsvp_default[record] and type_id == self.rsvp_type:
+                            response = -1
+                            for q in range(last - first):
+                                if action_pairs[q].key == self.response_key:
+                                    response = action_pairs[q].value
+                                    break
+                            ok = response == self.yes_value or response == self.maybe_value
+                        if ok:
+                            out.push_back(
+                                (<uint64_t>self.record_ad[record] << 32)
+                                | <uint32_t>self.record_spec[record]
+                            )
+                if <Py_ssize_t>out.size() - found_start > 1:
+                    # Order by ad, then keep each ad's first matching spec.
+                    sort(out.begin() + found_start, out.end())
+                    q = found_start
+                    previous = out[found_start]
+                    for r in range(found_start + 1, out.size()):
+                        if (out[r] >> 32) != (previous >> 32):
+                            q += 1
+                            out[q] = out[r]
+                            previous = out[r]
+                    out.resize(q + 1)
+            out_start.push_back(<int64_t>out.size())
+
+    cdef list _run(self, object actions, bint detail):
+        cdef vector[int32_t] action_type
+        cdef vector[int64_t] pair_start
+        cdef vector[ActionPair] pairs
+        cdef vector[uint64_t] out
+        cdef vector[int64_t] out_start
+        self._extract(actions, action_type, pair_start, pairs)
+        with nogil:
+            self._evaluate(action_type, pair_start, pairs, out, out_start)
+        # Phase 3 (GIL held): Python lists of ids (or (id, spec index) tuples).
+        cdef Py_ssize_t n_actions = action_type.size(), a, k, count
+        cdef list results = PyList_New(n_actions)
+        cdef list row
+        cdef tuple ids = self._ids
+        cdef object item
+        for a in range(n_actions):
+            count = out_start[a + 1] - out_start[a]
+            row = PyList_New(count)
+            for k in range(count):
+                if detail:
+                    item = (
+                        <object>PyTuple_GET_ITEM(ids, <Py_ssize_t>(out[out_start[a] + k] >> 32)),
+                        <Py_ssize_t>(out[out_start[a] + k] & 0xFFFFFFFF),
+                    )
+                else:
+                    item = <object>PyTuple_GET_ITEM(ids, <Py_ssize_t>(out[out_start[a] + k] >> 32))
+                Py_INCREF(item)
+                PyList_SET_ITEM(row, k, item)
+            Py_INCREF(row)
+            PyList_SET_ITEM(results, a, row)
+        return results
+
+    def match(self, action):
+        """Ids of the ads with a spec matching ``action``, in the set's order."""
+        if not isinstance(action, Mapping):
+            raise TypeError(
+                f"an action must be a mapping of selector to value, got {type(action).__name__}"
+            )
+        return self._run((action,), False)[0]
+
+    def match_detail(self, action):
+        """``(id, index of the first matching spec of that ad)`` for each matching ad."""
+        if not isinstance(action, Mapping):
+            raise TypeError(
+                f"an action must be a mapping of selector to value, got {type(action).__name__}"
+            )
+        return self._run((action,), True)[0]
+
+    def match_batch(self, actions):
+        """:meth:`match` for each action; the evaluation runs without the GIL."""
+        return self._run(actions, False)
+
+    def match_batch_detail(self, actions):
+        """:meth:`match_detail` for each action; the evaluation runs without the GIL."""
+        return self._run(actions, True)
+
+    # ----------------------------------------------------------------------------- the rest
+
+    @property
+    def ids(self):
+        """The ad ids, in the order results are reported."""
+        return self._ids
+
+    def specs(self, ad_id):
+        """The parsed specs of one ad (``KeyError`` when absent)."""
+        for known, specs in self._ads:
+            if known == ad_id:
+                return specs
+        raise KeyError(ad_id)
+
+    def __len__(self):
+        return len(self._ids)
+
+    def __contains__(self, ad_id):
+        return ad_id in self._ids
+
+    def with_changes(self, add=None, remove=()):
+        """A new set with ``remove`` dropped (unknown ids ignored), then ``add`` applied: an
+        added id already present keeps its place, new ids go last.  ``self`` is unchanged;
+        the parsed specs of unchanged ads are shared."""
+        cdef ActionSpecSet new = ActionSpecSet.__new__(ActionSpecSet)
+        new._max_length = self._max_length
+        new._build(_apply_changes(self._ads, add, remove, self._max_length))
+        return new
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {len(self._ids)} ads (compiled)>"
+
+
+def compile_action_specs(ads, *, max_length=DEFAULT_MAX_LENGTH):
+    """Compile ``{ad_id: specs}`` into an :class:`ActionSpecSet` (compiled kernel)."""
+    return ActionSpecSet(ads, max_length=max_length)
+
