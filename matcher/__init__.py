@@ -10,3 +10,17 @@ __all__ = [
     "Rule", "Limits", "DEFAULT_LIMITS", "parse_rule", "evaluate",
     "CompiledRules", "compile_rules",
 ]
+
+# Action specs (tracking and conversion specs): parsing, ads' effective specs, matching.
+from matcher._actionset import USING_EXTENSION as ACTION_SET_COMPILED
+from matcher._actionset import ActionSpecSet, compile_action_specs
+from matcher.action_reference import action_matches, matching_spec_indices
+from matcher.actionspecs import ActionSpec, parse_action_specs, specs_to_json
+from matcher.effective import effective_specs
+
+__all__ += [
+    "ActionSpec", "parse_action_specs", "specs_to_json",
+    "action_matches", "matching_spec_indices",
+    "ActionSpecSet", "compile_action_specs", "ACTION_SET_COMPILED",
+    "effective_specs",
+]
