@@ -32,5 +32,8 @@ serve: build
 bench: build
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+proto: $(STAMP)
+	$(BIN)/python tools/gen-proto
+
 clean:
 	rm -rf build $(VENV) matcher/*.so matcher/*.cpp matcher/*.html *.egg-info

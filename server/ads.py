@@ -1,0 +1,105 @@
+"""AdService: ads with their tracking and conversion specs, and the specs in effect."""
+
+from __future__ import annotations
+
+from server.auth import Principal
+from server.core import Core
+from server.errors import InvalidArgument, PermissionDenied
+from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
+from server.registry import AdSpecs, effective_ad_specs
+from server.store import AdRecord
+
+MAX_AD_ID_CHARS = 64
+MAX_JSON_FIELD_CHARS = 16 * 1024
+
+
+def _registration(record: AdRecord, specs: AdSpecs) -> pb.AdRegistration:
+    return pb.AdRegistration(
+        ad=pb.Ad(
+            id=record.id,
+            account_id=record.account_id,
+            objective=record.objective,
+            creative=record.creative,
+            optimization_goal=record.optimization_goal,
+            promoted_object=record.promoted_object,
+            tracking_specs=record.tracking_specs,
+            conversion_specs=record.conversion_specs,
+        ),
+        effective_tracking_specs=specs.tracking_json,
+        effective_conversion_specs=specs.conversion_json,
+    )
+
+
+class AdServicer(ads_pb2_grpc.AdServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def _record(self, principal: Principal, ad: pb.Ad) -> AdRecord:
+        if not ad.id:
+            raise InvalidArgument("ad.id: required")
+        if len(ad.id) > MAX_AD_ID_CHARS:
+            raise InvalidArgument(f"ad.id: more than {MAX_AD_ID_CHARS} characters")
+        principal.require_account(ad.account_id, "ad.account_id")
+        for name in ("objective", "optimization_goal"):
+            if len(getattr(ad, name)) > MAX_AD_ID_CHARS:
+                raise InvalidArgument(f"ad.{name}: more than {MAX_AD_ID_CHARS} characters")
+        for name in ("creative", "promoted_object", "tracking_specs", "conversion_specs"):
+            if len(getattr(ad, name)) > MAX_JSON_FIELD_CHARS:
+                raise InvalidArgument(f"ad.{name}: more than {MAX_JSON_FIELD_CHARS} characters")
+        return AdRecord(
+            id=ad.id,
+            account_id=ad.account_id,
+            objective=ad.objective,
+            creative=ad.creative,
+            optimization_goal=ad.optimization_goal,
+            promoted_object=ad.promoted_object,
+            tracking_specs=ad.tracking_specs,
+            conversion_specs=ad.conversion_specs,
+        )
+
+    def _owned(self, principal: Principal, ad_id: str) -> AdRecord:
+        if not ad_id:
+            raise InvalidArgument("ad_id: required")
+        record = self.core.store.get_ad(ad_id)
+        if record.account_id not in principal.accounts:
+            raise PermissionDenied(
+                f"Permissions error: ad {record.id} belongs to ad account {record.account_id}, "
+                "which this access token cannot act for"
+            )
+        return record
+
+    def _put(self, request, context, *, replace_existing: bool) -> pb.AdRegistration:
+        principal = self.core.authenticate(context)
+        record = self._record(principal, request.ad)
+        if replace_existing:
+            self._owned(principal, record.id)
+        stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing)
+        self.core.metrics.ads.set(len(self.core.registry.snapshot.ad_specs))
+        return _registration(stored, specs)
+
+    def RegisterAd(self, request, context):
+        return self._put(request, context, replace_existing=False)
+
+    def ReplaceAd(self, request, context):
+        return self._put(request, context, replace_existing=True)
+
+    def GetAd(self, request, context):
+        principal = self.core.authenticate(context)
+        record = self._owned(principal, request.ad_id)
+        specs = self.core.registry.snapshot.ad_specs.get(record.id) or effective_ad_specs(record)
+        return _registration(record, specs)
+
+    def ListAds(self, request, context):
+        principal = self.core.authenticate(context)
+        account = principal.require_account(request.account_id)
+        specs = self.core.registry.snapshot.ad_specs
+        return pb.ListAdsResponse(
+            ads=[_registration(r, specs[r.id]) for r in self.core.store.list_ads(account) if r.id in specs]
+        )
+
+    def DeleteAd(self, request, context):
+        principal = self.core.authenticate(context)
+        record = self._owned(principal, request.ad_id)
+        self.core.registry.delete_ad(record.id)
+        self.core.metrics.ads.set(len(self.core.registry.snapshot.ad_specs))
+        return pb.DeleteAdResponse(success=True)

@@ -1,0 +1,109 @@
+"""Access tokens: who may act for which ad accounts, and who may send events.
+
+The token file is JSON::
+
+    {"tokens": {"<token>": {"accounts": ["act_1", "act_2"], "ingest": true}}}
+
+``accounts`` are the ad accounts the token acts for; ``ingest`` lets it call the
+classification service. Callers send ``authorization: Bearer <token>`` metadata.
+Tokens are never logged and never returned; errors name the account, never the token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import grpc
+
+from server.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+ACCOUNT_ID = re.compile(r"act_[0-9]{1,20}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """What one token may do."""
+
+    accounts: frozenset[str]
+    ingest: bool
+
+    def require_account(self, account_id: str, field: str = "account_id") -> str:
+        """Return ``account_id`` when well-formed and held by this token."""
+        check_account_id(account_id, field)
+        if account_id not in self.accounts:
+            raise PermissionDenied(f"Permissions error: this access token cannot act for ad account {account_id}")
+        return account_id
+
+    def require_any(self, accounts: frozenset[str] | set[str], what: str) -> None:
+        """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``)."""
+        if not self.accounts & set(accounts):
+            raise PermissionDenied(f"Permissions error: no ad account of this access token is authorised on {what}")
+
+    def require_ingest(self) -> None:
+        if not self.ingest:
+            raise PermissionDenied("Permissions error: this access token has no ingest scope for classification")
+
+
+def check_account_id(account_id: str, field: str = "account_id") -> str:
+    if not ACCOUNT_ID.fullmatch(account_id or ""):
+        raise InvalidArgument(f"{field}: expected an ad account id like act_123, got {account_id!r}")
+    return account_id
+
+
+class TokenTable:
+    """Tokens loaded from a file (or given directly, e.g. by tests)."""
+
+    def __init__(self, tokens: Mapping[str, Principal]) -> None:
+        self._tokens = dict(tokens)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> TokenTable:
+        """Build from the decoded file; raises ValueError naming the bad entry (never the token)."""
+        entries = data.get("tokens") if isinstance(data, Mapping) else None
+        if not isinstance(entries, Mapping):
+            raise ValueError('token file: expected {"tokens": {TOKEN: {"accounts": [...], "ingest": bool}}}')
+        tokens = {}
+        for position, (token, entry) in enumerate(entries.items()):
+            where = f"token file: entry {position}"
+            if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+                raise ValueError(f"{where}: a token must be a non-empty string without spaces")
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{where}: expected an object with accounts and ingest")
+            accounts = entry.get("accounts", [])
+            if not isinstance(accounts, list) or not all(
+                isinstance(a, str) and ACCOUNT_ID.fullmatch(a) for a in accounts
+            ):
+                raise ValueError(f"{where}: accounts must be a list of ad account ids like act_123")
+            ingest = entry.get("ingest", False)
+            if not isinstance(ingest, bool):
+                raise ValueError(f"{where}: ingest must be true or false")
+            tokens[token] = Principal(frozenset(accounts), ingest)
+        return cls(tokens)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenTable:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"token file {path}: not JSON ({error.msg} at line {error.lineno})") from None
+        return cls.from_mapping(data)
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal:
+        """The caller's principal, from ``authorization: Bearer <token>`` metadata."""
+        header = None
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                header = value
+                break
+        if header is None:
+            raise Unauthenticated("Invalid OAuth 2.0 Access Token: no authorization metadata (want 'Bearer <token>')")
+        scheme, _, token = header.partition(" ")
+        principal = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise Unauthenticated("Invalid OAuth 2.0 Access Token: the token is unknown")
+        return principal

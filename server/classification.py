@@ -1,0 +1,276 @@
+"""ClassificationService: batches of pixel events and actions against the current snapshot.
+
+The hot path per batch: decode the columns (a few C-level calls), one ``match_batch``
+over all events (the compiled matcher: no per-rule Python), per-match Python only to
+attach conversion values, and per *distinct pixel* (cached on the snapshot) the ads
+tracking its firings. Recording aggregates the batch in memory and writes it in one
+transaction before the reply, so a recorded batch is durable when the call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import chain
+from typing import Any, Iterable
+
+from matcher.values import url_parts
+
+from server.core import Core
+from server.errors import InvalidArgument, LimitExceeded
+from server.gen.conversion_matcher.v1 import classification_pb2 as pb, classification_pb2_grpc
+from server.registry import Snapshot
+from server.store import Recording
+
+HOUR = 3600
+NO_SPEC = -1
+
+
+def event_value(custom_data: Any) -> float | None:
+    """The event's ``value`` custom parameter when it is a number (or numeric text)."""
+    if not custom_data:
+        return None
+    value = custom_data.get("value")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _custom_data(text: str, where: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise InvalidArgument(f"{where}: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+    if value is not None and not isinstance(value, dict):
+        raise InvalidArgument(f"{where}: expected a JSON object of custom parameters")
+    return value
+
+
+class PixelBatch:
+    """A decoded batch: parallel lists, one entry per event."""
+
+    __slots__ = ("pixel_ids", "events", "custom_data", "times")
+
+    def __init__(self, request: pb.ClassifyPixelEventsRequest, max_events: int) -> None:
+        columns = request.columns
+        if request.events and columns.pixel_id:
+            raise InvalidArgument("give events as rows (events) or as columns (columns), not both")
+        if request.events:
+            self._from_rows(request.events, max_events)
+        else:
+            self._from_columns(columns, max_events)
+
+    def _from_rows(self, rows, max_events: int) -> None:
+        if len(rows) > max_events:
+            raise LimitExceeded(f"events: {len(rows)} events, more than the limit of {max_events} per batch")
+        self.pixel_ids = [r.pixel_id for r in rows]
+        self.custom_data = [_custom_data(r.custom_data, f"events[{i}].custom_data") for i, r in enumerate(rows)]
+        self.times = [r.event_time for r in rows]
+        self.events = [
+            {"pixel_id": r.pixel_id, "event": r.event or None, "url": r.url or None,
+             "device_type": r.device_type or None, "custom_data": c}
+            for r, c in zip(rows, self.custom_data)
+        ]
+
+    def _from_columns(self, columns: pb.PixelEventColumns, max_events: int) -> None:
+        count = len(columns.pixel_id)
+        if count > max_events:
+            raise LimitExceeded(f"columns.pixel_id: {count} events, more than the limit of {max_events} per batch")
+        self.pixel_ids = list(columns.pixel_id)
+        missing = [None] * count
+
+        def column(name: str) -> list:
+            values = getattr(columns, name)
+            if not values:
+                return missing
+            if len(values) != count:
+                raise InvalidArgument(f"columns.{name}: {len(values)} values, expected {count} (one per pixel_id)")
+            # Empty strings are absent fields (proto3 cannot tell them apart).
+            return [v or None for v in values]
+
+        names, urls, devices = column("event"), column("url"), column("device_type")
+        self.times = list(columns.event_time) or [0] * count
+        if len(self.times) != count:
+            raise InvalidArgument(f"columns.event_time: {len(self.times)} values, expected {count} (one per pixel_id)")
+        if columns.custom_data:
+            try:
+                data = json.loads(columns.custom_data)
+            except (json.JSONDecodeError, RecursionError) as error:
+                raise InvalidArgument(f"columns.custom_data: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+            if not isinstance(data, list) or len(data) != count:
+                raise InvalidArgument(f"columns.custom_data: expected a JSON array of {count} objects or nulls")
+            for i, item in enumerate(data):
+                if item is not None and not isinstance(item, dict):
+                    raise InvalidArgument(f"columns.custom_data[{i}]: expected a JSON object or null")
+            self.custom_data = data
+        else:
+            self.custom_data = missing
+        self.events = [
+            {"pixel_id": p, "event": e, "url": u, "device_type": d, "custom_data": c}
+            for p, e, u, d, c in zip(self.pixel_ids, names, urls, devices, self.custom_data)
+        ]
+
+
+def _json_actions(texts: Iterable[str], max_events: int) -> list[dict]:
+    texts = list(texts)
+    if len(texts) > max_events:
+        raise LimitExceeded(f"actions: {len(texts)} actions, more than the limit of {max_events} per batch")
+    actions = []
+    for i, text in enumerate(texts):
+        try:
+            action = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise InvalidArgument(f"actions[{i}]: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+        if not isinstance(action, dict):
+            raise InvalidArgument(f"actions[{i}]: expected a JSON object mapping selector to value")
+        actions.append(action)
+    return actions
+
+
+def ads_for_actions(snapshot: Snapshot, actions: list[dict]) -> list[list[tuple[str, int, int]]]:
+    """Per action: (ad id, tracking spec index or -1, conversion spec index or -1), tracked ads first."""
+    empty: list[list] = [[] for _ in actions]
+    tracked = snapshot.tracking.match_batch_detail(actions) if snapshot.tracking is not None else empty
+    converted = snapshot.conversion.match_batch_detail(actions) if snapshot.conversion is not None else empty
+    results = []
+    for tracking_matches, conversion_matches in zip(tracked, converted):
+        if not tracking_matches and not conversion_matches:
+            results.append(())
+            continue
+        by_ad: dict[str, list[int]] = {}
+        for ad_id, index in tracking_matches:
+            by_ad.setdefault(ad_id, [index, NO_SPEC])
+        for ad_id, index in conversion_matches:
+            entry = by_ad.setdefault(ad_id, [NO_SPEC, NO_SPEC])
+            if entry[1] == NO_SPEC:
+                entry[1] = index
+        results.append(tuple((ad_id, t, c) for ad_id, (t, c) in by_ad.items()))
+    return results
+
+
+def pixel_firing_action(pixel_id: str) -> dict:
+    """The action a pixel firing is, for ads' specs (both the old and the new pixel selector)."""
+    return {"action.type": "offsite_conversion", "fb_pixel": pixel_id, "offsite_pixel": pixel_id}
+
+
+def ads_for_pixels(snapshot: Snapshot, pixel_ids: Iterable[str]) -> dict[str, tuple]:
+    """Ads tracking each pixel's firings, memoised on the snapshot (a pure function of it)."""
+    cache = snapshot.pixel_ad_cache
+    unknown = [p for p in set(pixel_ids) if p not in cache]
+    if unknown:
+        for pixel_id, ads in zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(p) for p in unknown])):
+            cache[pixel_id] = ads
+    return cache
+
+
+class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # -- pixel events ---------------------------------------------------------------------
+
+    def classify_pixel_events(self, request: pb.ClassifyPixelEventsRequest) -> pb.ClassifyPixelEventsResponse:
+        batch = PixelBatch(request, self.core.limits.max_batch_events)
+        snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
+        matches = snapshot.rules.match_batch(batch.events)
+        defaults = snapshot.default_values
+        values: list[float] = []
+        for matched, custom_data in zip(matches, batch.custom_data):
+            if matched:
+                value = event_value(custom_data)
+                values.extend([value] * len(matched) if value is not None else [defaults[c] for c in matched])
+        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
+        ads = [pixel_ads.get(p, ()) for p in batch.pixel_ids] if pixel_ads else ()
+        if request.record:
+            self._record(snapshot, batch, matches, values)
+        self.core.metrics.events.labels("pixel_event").inc(len(batch.events))
+        return pb.ClassifyPixelEventsResponse(
+            conversion_counts=[len(m) for m in matches],
+            custom_conversion_ids=list(chain.from_iterable(matches)),
+            conversion_values=values,
+            ad_counts=[len(a) for a in ads] if ads else [0] * len(batch.events),
+            ad_ids=[ad for entries in ads for ad, _, _ in entries],
+            tracking_spec_indexes=[t for entries in ads for _, t, _ in entries],
+            conversion_spec_indexes=[c for entries in ads for _, _, c in entries],
+        )
+
+    def _record(self, snapshot: Snapshot, batch: PixelBatch, matches: list, values: list[float]) -> None:
+        now = self.core.now()
+        recording = Recording()
+        position = 0  # into values: the matches' conversion values, in order
+        for pixel_id, event, custom_data, event_time, matched in zip(
+            batch.pixel_ids, batch.events, batch.custom_data, batch.times, matches
+        ):
+            if pixel_id not in snapshot.pixel_ids:
+                position += len(matched)
+                continue
+            # Event times in the future (clock skew) count as now: they must not keep a pixel ACTIVE.
+            fired = min(event_time, now) if event_time > 0 else now
+            hour = fired - fired % HOUR
+            own_value = event_value(custom_data) or 0.0
+            earliest, latest = recording.pixel_firings.get(pixel_id, (fired, fired))
+            recording.pixel_firings[pixel_id] = (min(earliest, fired), max(latest, fired))
+            counter = recording.pixel_hourly.setdefault((pixel_id, hour), [0, 0.0])
+            counter[0] += 1
+            counter[1] += own_value
+            if not matched:
+                continue
+            url = event["url"]
+            keys = (("", ""), ("url", url), ("host", url_parts(url)[0] if url else None), ("device_type", event["device_type"]))
+            for conversion_id in matched:
+                amount = values[position]
+                position += 1
+                earliest, latest = recording.conversion_firings.get(conversion_id, (fired, fired))
+                recording.conversion_firings[conversion_id] = (min(earliest, fired), max(latest, fired))
+                for dimension, key in keys:
+                    if key is None:
+                        continue
+                    counter = recording.conversion_hourly.setdefault((conversion_id, hour, dimension, key), [0, 0.0, 0.0])
+                    counter[0] += 1
+                    counter[1] += amount
+                    counter[2] += own_value
+        if recording.pixel_firings:
+            self.core.store.record(recording)
+
+    def ClassifyPixelEvents(self, request, context):
+        self.core.authenticate(context).require_ingest()
+        return self.classify_pixel_events(request)
+
+    def StreamClassifyPixelEvents(self, request_iterator, context):
+        self.core.authenticate(context).require_ingest()
+        for request in request_iterator:
+            yield self.classify_pixel_events(request)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def classify_actions(self, request: pb.ClassifyActionsRequest) -> pb.ClassifyActionsResponse:
+        actions = _json_actions(request.actions, self.core.limits.max_batch_events)
+        snapshot = self.core.registry.snapshot
+        ads = ads_for_actions(snapshot, actions) if snapshot.ad_specs else [()] * len(actions)
+        self.core.metrics.events.labels("action").inc(len(actions))
+        return pb.ClassifyActionsResponse(
+            ad_counts=[len(a) for a in ads],
+            ad_ids=[ad for entries in ads for ad, _, _ in entries],
+            tracking_spec_indexes=[t for entries in ads for _, t, _ in entries],
+            conversion_spec_indexes=[c for entries in ads for _, _, c in entries],
+        )
+
+    def ClassifyActions(self, request, context):
+        self.core.authenticate(context).require_ingest()
+        return self.classify_actions(request)
+
+    def StreamClassifyActions(self, request_iterator, context):
+        self.core.authenticate(context).require_ingest()
+        for request in request_iterator:
+            yield self.classify_actions(request)

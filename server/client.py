@@ -1,0 +1,209 @@
+"""A small Python client for the conversion-matcher service.
+
+    from server.client import Client, error_code
+    with Client("127.0.0.1:50051", token="...") as client:
+        pixel = client.create_pixel("act_1", "Checkout", tag="checkout")
+        created = client.create_custom_conversion(
+            "act_1", "Big purchases", pixel.id, {"and": [{"event": "Purchase"}, {"value": {"gt": 100}}]}
+        )
+        results = client.classify_pixel_events([{"pixel_id": pixel.id, "event": "Purchase", "custom_data": {"value": 150}}])
+
+Rejected calls raise ``grpc.RpcError``; :func:`error_code` reads the numeric code (100, 190,
+200, 368) from the rich status details, :func:`error_info` the whole ``ErrorInfo``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from server.gen.conversion_matcher.v1 import (
+    ads_pb2,
+    ads_pb2_grpc,
+    classification_pb2,
+    classification_pb2_grpc,
+    custom_conversions_pb2,
+    custom_conversions_pb2_grpc,
+    pixels_pb2,
+    pixels_pb2_grpc,
+)
+
+__all__ = ["Client", "ConversionMatch", "AdMatch", "EventResult", "error_code", "error_info", "split_columns"]
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ``ErrorInfo`` in a rejected call's rich status, if any."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def error_code(error: grpc.RpcError) -> int | None:
+    """The numeric Graph API code (100, 190, 200, 368, ...) of a rejected call."""
+    info = error_info(error)
+    return int(info.metadata["code"]) if info is not None and "code" in info.metadata else None
+
+
+@dataclass(frozen=True)
+class ConversionMatch:
+    custom_conversion_id: str
+    value: float
+
+
+@dataclass(frozen=True)
+class AdMatch:
+    ad_id: str
+    tracking_spec_index: int  # -1: no tracking spec matched
+    conversion_spec_index: int  # -1: no conversion spec matched
+
+
+@dataclass(frozen=True)
+class EventResult:
+    conversions: tuple[ConversionMatch, ...]
+    ads: tuple[AdMatch, ...]
+
+
+def split_columns(counts: Sequence[int], *columns: Sequence) -> list[list[tuple]]:
+    """Turn a columnar reply into one list of row tuples per input."""
+    out, position = [], 0
+    for count in counts:
+        out.append([tuple(column[i] for column in columns) for i in range(position, position + count)])
+        position += count
+    return out
+
+
+def pixel_event_columns(events: Sequence[Mapping[str, Any]]) -> classification_pb2.PixelEventColumns:
+    """Events (mappings like the matcher's) as the columnar message."""
+    columns = classification_pb2.PixelEventColumns(
+        pixel_id=[str(e["pixel_id"]) for e in events],
+        event=[e.get("event") or "" for e in events],
+        url=[e.get("url") or "" for e in events],
+        device_type=[e.get("device_type") or "" for e in events],
+        event_time=[int(e.get("event_time") or 0) for e in events],
+    )
+    if any(e.get("custom_data") for e in events):
+        columns.custom_data = json.dumps([e.get("custom_data") for e in events], separators=(",", ":"))
+    return columns
+
+
+class Client:
+    """Stubs for the four services with the token attached; convenience methods for common calls."""
+
+    def __init__(self, target: str, token: str | None = None, *, timeout: float = 30.0,
+                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)],
+        )
+        self.metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+        self.timeout = timeout
+        self.pixels = pixels_pb2_grpc.PixelServiceStub(self.channel)
+        self.custom_conversions = custom_conversions_pb2_grpc.CustomConversionServiceStub(self.channel)
+        self.ads = ads_pb2_grpc.AdServiceStub(self.channel)
+        self.classification = classification_pb2_grpc.ClassificationServiceStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, method: Any, request: Any) -> Any:
+        """Invoke any unary stub method with the token and timeout."""
+        return method(request, metadata=self.metadata, timeout=self.timeout)
+
+    # -- pixels -----------------------------------------------------------------------------
+    def create_pixel(self, account_id: str, name: str, tag: str = "") -> pixels_pb2.Pixel:
+        return self.call(self.pixels.CreatePixel, pixels_pb2.CreatePixelRequest(account_id=account_id, name=name, tag=tag))
+
+    def get_pixel(self, pixel_id: str) -> pixels_pb2.Pixel:
+        return self.call(self.pixels.GetPixel, pixels_pb2.GetPixelRequest(pixel_id=pixel_id))
+
+    def snippets(self, pixel_id: str, value_cents: int | None = None) -> pixels_pb2.PixelSnippets:
+        request = pixels_pb2.GetPixelSnippetsRequest(pixel_id=pixel_id)
+        if value_cents is not None:
+            request.value = value_cents
+        return self.call(self.pixels.GetPixelSnippets, request)
+
+    # -- custom conversions ------------------------------------------------------------------
+    def create_custom_conversion(self, account_id: str, name: str, event_source_id: str, rule: Any, *,
+                                 custom_event_type: str | None = None, default_conversion_value: float = 0.0,
+                                 description: str = "") -> custom_conversions_pb2.CreateCustomConversionResponse:
+        request = custom_conversions_pb2.CreateCustomConversionRequest(
+            account_id=account_id, name=name, event_source_id=event_source_id,
+            rule=rule if isinstance(rule, str) else json.dumps(rule),
+            default_conversion_value=default_conversion_value, description=description,
+        )
+        if custom_event_type is not None:
+            request.custom_event_type = custom_event_type
+        return self.call(self.custom_conversions.CreateCustomConversion, request)
+
+    def update_custom_conversion(self, conversion_id: str, **changes: Any) -> custom_conversions_pb2.CustomConversion:
+        return self.call(
+            self.custom_conversions.UpdateCustomConversion,
+            custom_conversions_pb2.UpdateCustomConversionRequest(
+                custom_conversion=custom_conversions_pb2.CustomConversion(id=conversion_id, **changes),
+                update_mask=field_mask_pb2.FieldMask(paths=list(changes)),
+            ),
+        )
+
+    def stats(self, conversion_id: str, aggregation: str = "count", start_time: int = 0,
+              end_time: int = 0) -> custom_conversions_pb2.CustomConversionStats:
+        return self.call(
+            self.custom_conversions.GetCustomConversionStats,
+            custom_conversions_pb2.GetCustomConversionStatsRequest(
+                custom_conversion_id=conversion_id, aggregation=aggregation, start_time=start_time, end_time=end_time
+            ),
+        )
+
+    # -- classification ----------------------------------------------------------------------
+    @staticmethod
+    def event_results(reply: classification_pb2.ClassifyPixelEventsResponse) -> list[EventResult]:
+        conversions = split_columns(reply.conversion_counts, reply.custom_conversion_ids, reply.conversion_values)
+        ads = split_columns(reply.ad_counts, reply.ad_ids, reply.tracking_spec_indexes, reply.conversion_spec_indexes)
+        return [
+            EventResult(tuple(ConversionMatch(*m) for m in c), tuple(AdMatch(*a) for a in a_))
+            for c, a_ in zip(conversions, ads)
+        ]
+
+    def classify_pixel_events(self, events: Sequence[Mapping[str, Any]], *, record: bool = False) -> list[EventResult]:
+        request = classification_pb2.ClassifyPixelEventsRequest(columns=pixel_event_columns(events), record=record)
+        return self.event_results(self.call(self.classification.ClassifyPixelEvents, request))
+
+    def stream_pixel_events(self, batches: Iterable[Sequence[Mapping[str, Any]]], *,
+                            record: bool = False) -> Iterator[list[EventResult]]:
+        requests = (
+            classification_pb2.ClassifyPixelEventsRequest(columns=pixel_event_columns(b), record=record) for b in batches
+        )
+        for reply in self.classification.StreamClassifyPixelEvents(requests, metadata=self.metadata, timeout=self.timeout):
+            yield self.event_results(reply)
+
+    @staticmethod
+    def action_results(reply: classification_pb2.ClassifyActionsResponse) -> list[list[AdMatch]]:
+        rows = split_columns(reply.ad_counts, reply.ad_ids, reply.tracking_spec_indexes, reply.conversion_spec_indexes)
+        return [[AdMatch(*row) for row in ads] for ads in rows]
+
+    def classify_actions(self, actions: Sequence[Mapping[str, Any]]) -> list[list[AdMatch]]:
+        request = classification_pb2.ClassifyActionsRequest(actions=[json.dumps(a) for a in actions])
+        return self.action_results(self.call(self.classification.ClassifyActions, request))
+
+    # -- ads -------------------------------------------------------------------------------------
+    def register_ad(self, ad: Mapping[str, Any], *, replace: bool = False) -> ads_pb2.AdRegistration:
+        fields = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in ad.items()}
+        method = self.ads.ReplaceAd if replace else self.ads.RegisterAd
+        return self.call(method, ads_pb2.RegisterAdRequest(ad=ads_pb2.Ad(**fields)))

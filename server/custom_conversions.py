@@ -1,0 +1,252 @@
+"""CustomConversionService: rules over one pixel's events, their values and stats."""
+
+from __future__ import annotations
+
+import math
+
+import matcher
+from matcher.rules import And, Leaf
+
+from server.auth import Principal
+from server.core import Core
+from server.errors import InvalidArgument, PermissionDenied
+from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
+from server.store import CustomConversionRecord
+
+CUSTOM_EVENT_TYPES = (
+    "ADD_PAYMENT_INFO", "ADD_TO_CART", "ADD_TO_WISHLIST", "COMPLETE_REGISTRATION", "CONTENT_VIEW",
+    "INITIATED_CHECKOUT", "LEAD", "PURCHASE", "SEARCH", "CONTACT", "CUSTOMIZE_PRODUCT", "DONATE",
+    "FIND_LOCATION", "SCHEDULE", "START_TRIAL", "SUBMIT_APPLICATION", "SUBSCRIBE", "LISTING_INTERACTION",
+    "FACEBOOK_SELECTED", "OTHER",
+)
+# Pixel standard event names (as fbq('track', ...) sends them) and the type each one predicts.
+STANDARD_EVENTS = {
+    "AddPaymentInfo": "ADD_PAYMENT_INFO",
+    "AddToCart": "ADD_TO_CART",
+    "AddToWishlist": "ADD_TO_WISHLIST",
+    "CompleteRegistration": "COMPLETE_REGISTRATION",
+    "ViewContent": "CONTENT_VIEW",
+    "InitiateCheckout": "INITIATED_CHECKOUT",
+    "Lead": "LEAD",
+    "Purchase": "PURCHASE",
+    "Search": "SEARCH",
+    "Contact": "CONTACT",
+    "CustomizeProduct": "CUSTOMIZE_PRODUCT",
+    "Donate": "DONATE",
+    "FindLocation": "FIND_LOCATION",
+    "Schedule": "SCHEDULE",
+    "StartTrial": "START_TRIAL",
+    "SubmitApplication": "SUBMIT_APPLICATION",
+    "Subscribe": "SUBSCRIBE",
+}
+UPDATABLE_FIELDS = ("name", "description", "default_conversion_value")
+AGGREGATIONS = ("count", "url", "host", "device_type", "pixel_fire", "usd_amount", "unmatched_count", "unmatched_usd_amount")
+DEFAULT_STATS_RANGE = 7 * 24 * 3600
+HOUR = 3600
+
+
+def _required_leaves(node) -> list[Leaf]:
+    """Leaves that must hold for the rule to hold: the root leaf or leaves under top-level ``and``s."""
+    if isinstance(node, Leaf):
+        return [node]
+    if isinstance(node, And):
+        return [leaf for child in node.children for leaf in _required_leaves(child)]
+    return []
+
+
+def predict_custom_event_type(rule: matcher.Rule) -> str:
+    """PURCHASE for a rule that requires ``event`` eq ``Purchase`` (and so on); else OTHER."""
+    for leaf in _required_leaves(rule.root):
+        if leaf.field.builtin == "event" and leaf.op == "eq" and leaf.operand in STANDARD_EVENTS:
+            return STANDARD_EVENTS[leaf.operand]
+    return "OTHER"
+
+
+def check_event_names(rule: matcher.Rule, limit: int) -> None:
+    """Custom event names in rules are at most ``limit`` characters."""
+    for leaf in rule.leaves():
+        if leaf.field.builtin != "event":
+            continue
+        operands = leaf.operand if isinstance(leaf.operand, (tuple, list)) else (leaf.operand,)
+        for operand in operands:
+            if isinstance(operand, str) and len(operand) > limit and leaf.op in ("eq", "neq", "is_any", "is_not_any", "i_is_any", "i_is_not_any"):
+                raise InvalidArgument(
+                    f"rule: custom event name {operand[:20]!r}... is {len(operand)} characters, more than {limit}"
+                )
+
+
+def conversion_value(value: float, field_name: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{field_name}: must be a finite number >= 0, got {value}")
+    return value
+
+
+def to_message(record: CustomConversionRecord) -> pb.CustomConversion:
+    message = pb.CustomConversion(
+        id=record.id,
+        account_id=record.account_id,
+        name=record.name,
+        description=record.description,
+        rule=record.rule,
+        event_source_id=record.event_source_id,
+        event_source_type=record.event_source_type,
+        custom_event_type=record.custom_event_type,
+        default_conversion_value=record.default_conversion_value,
+        creation_time=record.creation_time,
+        is_archived=record.is_archived,
+        retention_days=record.retention_days,
+    )
+    if record.first_fired_time is not None:
+        message.first_fired_time = record.first_fired_time
+    if record.last_fired_time is not None:
+        message.last_fired_time = record.last_fired_time
+    return message
+
+
+class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def _owned(self, principal: Principal, conversion_id: str) -> CustomConversionRecord:
+        if not conversion_id:
+            raise InvalidArgument("custom_conversion_id: required")
+        record = self.core.store.get_custom_conversion(conversion_id)
+        if record.account_id not in principal.accounts:
+            raise PermissionDenied(
+                f"Permissions error: custom conversion {record.id} belongs to ad account {record.account_id}, "
+                "which this access token cannot act for"
+            )
+        return record
+
+    def CreateCustomConversion(self, request, context):
+        principal = self.core.authenticate(context)
+        account = principal.require_account(request.account_id)
+        limits = self.core.limits
+        name = self.core.text(request.name, "name")
+        description = self.core.text(request.description, "description", required=False, limit=limits.max_description_chars)
+        if not request.event_source_id:
+            raise InvalidArgument("event_source_id: required (the pixel whose events it counts)")
+        if not request.rule:
+            raise InvalidArgument("rule: required")
+        rule = matcher.parse_rule(request.rule)
+        check_event_names(rule, limits.max_custom_event_name_chars)
+        predicted = not request.HasField("custom_event_type")
+        if predicted:
+            event_type = predict_custom_event_type(rule)
+        else:
+            event_type = request.custom_event_type.strip().upper()
+            if event_type not in CUSTOM_EVENT_TYPES:
+                raise InvalidArgument(
+                    f"custom_event_type: {request.custom_event_type!r} is not one of {', '.join(CUSTOM_EVENT_TYPES)}"
+                )
+        default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
+        pixel = self.core.store.get_pixel(request.event_source_id)
+        if account not in pixel.authorized_accounts:
+            raise PermissionDenied(f"Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
+        record = CustomConversionRecord(
+            id="",
+            account_id=account,
+            name=name,
+            description=description,
+            rule=rule.to_json(),
+            event_source_id=pixel.id,
+            event_source_type="pixel",
+            custom_event_type=event_type,
+            default_conversion_value=default_value,
+            creation_time=self.core.now(),
+            retention_days=request.retention_days,
+        )
+        stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
+        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
+        return pb.CreateCustomConversionResponse(
+            id=stored.id, is_custom_event_type_predicted=predicted, custom_conversion=to_message(stored)
+        )
+
+    def GetCustomConversion(self, request, context):
+        principal = self.core.authenticate(context)
+        return to_message(self._owned(principal, request.custom_conversion_id))
+
+    def ListCustomConversions(self, request, context):
+        principal = self.core.authenticate(context)
+        account = principal.require_account(request.account_id)
+        archived = request.is_archived if request.HasField("is_archived") else None
+        records = self.core.store.list_custom_conversions(account, archived)
+        return pb.ListCustomConversionsResponse(custom_conversions=[to_message(r) for r in records])
+
+    def UpdateCustomConversion(self, request, context):
+        principal = self.core.authenticate(context)
+        wanted = request.custom_conversion
+        if request.HasField("update_mask") and request.update_mask.paths:
+            paths = list(request.update_mask.paths)
+        else:
+            paths = [f.name for f, _ in wanted.ListFields() if f.name != "id"]
+        frozen = [p for p in paths if p not in UPDATABLE_FIELDS]
+        if frozen:
+            raise InvalidArgument(
+                f"custom_conversion.{frozen[0]}: cannot be changed; only {', '.join(UPDATABLE_FIELDS)} can be updated"
+            )
+        if not paths:
+            raise InvalidArgument(f"nothing to update: give one of {', '.join(UPDATABLE_FIELDS)}")
+        changes: dict[str, object] = {}
+        limits = self.core.limits
+        for path in dict.fromkeys(paths):
+            if path == "name":
+                changes["name"] = self.core.text(wanted.name, "custom_conversion.name")
+            elif path == "description":
+                changes["description"] = self.core.text(
+                    wanted.description, "custom_conversion.description", required=False, limit=limits.max_description_chars
+                )
+            else:
+                changes[path] = conversion_value(wanted.default_conversion_value, "custom_conversion.default_conversion_value")
+        record = self._owned(principal, wanted.id)
+        return to_message(self.core.registry.update_custom_conversion(record.id, changes))
+
+    def ArchiveCustomConversion(self, request, context):
+        principal = self.core.authenticate(context)
+        record = self._owned(principal, request.custom_conversion_id)
+        archived = self.core.registry.untrack_custom_conversion(record.id, self.core.store.archive_custom_conversion)
+        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
+        return to_message(archived)
+
+    def DeleteCustomConversion(self, request, context):
+        principal = self.core.authenticate(context)
+        record = self._owned(principal, request.custom_conversion_id)
+        self.core.registry.untrack_custom_conversion(record.id, self.core.store.delete_custom_conversion)
+        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
+        return pb.DeleteCustomConversionResponse(success=True)
+
+    def GetCustomConversionStats(self, request, context):
+        principal = self.core.authenticate(context)
+        aggregation = request.aggregation or "count"
+        if aggregation not in AGGREGATIONS:
+            raise InvalidArgument(f"aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        end = request.end_time or self.core.now() + 1
+        start = request.start_time or end - DEFAULT_STATS_RANGE
+        if start >= end:
+            raise InvalidArgument(f"start_time: {start} is not before end_time {end}")
+        start -= start % HOUR  # whole hours: an hour bucket is in range when it starts in range
+        record = self._owned(principal, request.custom_conversion_id)
+        store = self.core.store
+        rows: list[tuple[int, str, float]]
+        if aggregation in ("url", "host", "device_type"):
+            rows = [(row[0], row[1], row[2]) for row in store.conversion_hourly(record.id, aggregation, start, end)]
+        elif aggregation in ("count", "usd_amount"):
+            column = 2 if aggregation == "count" else 3
+            rows = [(row[0], "", row[column]) for row in store.conversion_hourly(record.id, "", start, end)]
+        else:
+            fired = store.pixel_hourly(record.event_source_id, start, end)
+            if aggregation == "pixel_fire":
+                rows = [(hour, "", events) for hour, events, _ in fired]
+            else:
+                # The pixel's events minus this conversion's matches; amounts are the events' own values.
+                matched = {hour: (n, value) for hour, _, n, _, value in store.conversion_hourly(record.id, "", start, end)}
+                column = 0 if aggregation == "unmatched_count" else 1
+                rows = [
+                    (hour, "", (events, amount)[column] - matched.get(hour, (0, 0.0))[column])
+                    for hour, events, amount in fired
+                ]
+        return pb.CustomConversionStats(
+            custom_conversion_id=record.id,
+            aggregation=aggregation,
+            rows=[pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value) for hour, key, value in rows],
+        )

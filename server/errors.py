@@ -1,0 +1,164 @@
+"""Service errors and the one place that turns them into gRPC statuses.
+
+Servicers raise :class:`ServiceError` subclasses (or let a ``matcher.MatcherError`` escape);
+:class:`ErrorInterceptor` maps every exception to a status carrying rich details: a
+``google.rpc.Status`` whose details hold a ``google.rpc.ErrorInfo`` with
+``metadata["code"]`` set to the numeric Graph API code, so a client in any language can
+read it. Anything unexpected becomes ``INTERNAL`` and is logged with its traceback;
+the message sent to the client never includes internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+import matcher
+
+log = logging.getLogger("server.errors")
+
+ERROR_DOMAIN = "conversion-matcher"
+
+INVALID_PARAMETER = 100
+INVALID_TOKEN = 190
+PERMISSIONS_ERROR = 200
+LIMIT_REACHED = 368
+
+
+class ServiceError(Exception):
+    """A request the service rejects: a gRPC status, a Graph API code and an actionable message."""
+
+    status: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    code: int = INVALID_PARAMETER
+    reason: str = "INVALID_PARAMETER"
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(ServiceError):
+    """Code 100: a parameter is missing, malformed or not allowed."""
+
+
+class Unauthenticated(ServiceError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+    code = INVALID_TOKEN
+    reason = "INVALID_ACCESS_TOKEN"
+
+
+class PermissionDenied(ServiceError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+    code = PERMISSIONS_ERROR
+    reason = "PERMISSIONS_ERROR"
+
+
+class NotFound(ServiceError):
+    status = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    status = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ServiceError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class LimitExceeded(ServiceError):
+    """Code 368: a request over the size limits."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = LIMIT_REACHED
+    reason = "LIMIT_EXCEEDED"
+
+
+def rich_status(status: grpc.StatusCode, code: int, reason: str, message: str) -> grpc.Status:
+    """A gRPC status whose details carry ``ErrorInfo`` with the numeric ``code``."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata={"code": str(code)})
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return rpc_status.to_status(
+        status_pb2.Status(code=status.value[0], message=message, details=[detail])
+    )
+
+
+def to_status(error: BaseException) -> grpc.Status:
+    """The status a client receives for ``error``."""
+    if isinstance(error, ServiceError):
+        return rich_status(error.status, error.code, error.reason, error.message)
+    if isinstance(error, matcher.MatcherError):
+        return rich_status(grpc.StatusCode.INVALID_ARGUMENT, error.code, "INVALID_PARAMETER", str(error))
+    return rich_status(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "INTERNAL", "internal error; the server logged it")
+
+
+def _status_of(error: BaseException, method: str) -> grpc.Status:
+    if not isinstance(error, (ServiceError, matcher.MatcherError)):
+        log.exception("unexpected error", extra={"method": method})
+    return to_status(error)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions raised by any handler (unary or streaming) to rich statuses, and
+    reports every call's method, status and duration to ``observe`` (metrics)."""
+
+    def __init__(self, observe: Callable[[str, str, float], None] | None = None) -> None:
+        self._observe = observe or (lambda method, code, seconds: None)
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, method))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, method))
+        return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, method))
+
+    def _wrap_unary(self, behaviour: Callable, method: str) -> Callable:
+        observe = self._observe
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return behaviour(request, context)
+            except Exception as error:  # noqa: BLE001 - every error becomes a status
+                status = _status_of(error, method)
+                code = status.code.name
+                context.abort_with_status(status)
+            finally:
+                observe(method, code, time.perf_counter() - started)
+
+        return unary
+
+    def _wrap_stream(self, behaviour: Callable, method: str) -> Callable:
+        observe = self._observe
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                yield from behaviour(request, context)
+            except Exception as error:  # noqa: BLE001 - every error becomes a status
+                status = _status_of(error, method)
+                code = status.code.name
+                context.abort_with_status(status)
+            finally:
+                observe(method, code, time.perf_counter() - started)
+
+        return stream

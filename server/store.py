@@ -1,0 +1,499 @@
+"""Durable state: pixels, custom conversions, ads and recorded stats.
+
+:class:`Store` is the small interface the servicers use; :class:`SQLiteStore` is the
+embedded default (WAL journal, ``synchronous=FULL``, one transaction per call), so a
+registration or a recording is durable when the call returns. Another backend (e.g.
+PostgreSQL) implements the same methods.
+
+Concurrency: one connection guarded by a lock. Writes are serialised anyway (the
+registry holds its writer lock around store write + compiled swap), and reads are
+short primary-key or per-account lookups; classification never touches the store
+unless it records.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from server.errors import AlreadyExists, FailedPrecondition, NotFound
+
+__all__ = [
+    "AdRecord",
+    "CustomConversionRecord",
+    "PixelRecord",
+    "Recording",
+    "SQLiteStore",
+    "Store",
+]
+
+
+@dataclass(frozen=True)
+class PixelRecord:
+    id: str
+    name: str
+    tag: str
+    creator: str
+    creation_time: int
+    last_firing_time: int | None = None
+    authorized_accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomConversionRecord:
+    id: str
+    account_id: str
+    name: str
+    description: str
+    rule: str
+    event_source_id: str
+    event_source_type: str
+    custom_event_type: str
+    default_conversion_value: float
+    creation_time: int
+    retention_days: int = 0
+    first_fired_time: int | None = None
+    last_fired_time: int | None = None
+    is_archived: bool = False
+
+
+@dataclass(frozen=True)
+class AdRecord:
+    id: str
+    account_id: str
+    objective: str
+    creative: str
+    optimization_goal: str
+    promoted_object: str
+    tracking_specs: str
+    conversion_specs: str
+
+
+@dataclass
+class Recording:
+    """What one recorded batch adds, already aggregated (one row per key, not per event)."""
+
+    # pixel_id -> (earliest, latest) firing time in the batch
+    pixel_firings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # custom conversion id -> (earliest, latest) match time
+    conversion_firings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (pixel_id, hour) -> [events, usd amount]
+    pixel_hourly: dict[tuple[str, int], list] = field(default_factory=dict)
+    # (custom conversion id, hour, dimension, key) -> [matches, usd amount (conversion values),
+    # event value (the events' own numeric `value`, for unmatched amounts)]; dimension "" is the total
+    conversion_hourly: dict[tuple[str, int, str, str], list] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """The persistence interface of the service. Methods raise NotFound / AlreadyExists /
+    FailedPrecondition from ``server.errors``; a method that raises changed nothing."""
+
+    @abstractmethod
+    def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord: ...
+    @abstractmethod
+    def get_pixel(self, pixel_id: str) -> PixelRecord: ...
+    @abstractmethod
+    def list_pixels(self, account_id: str) -> list[PixelRecord]: ...
+    @abstractmethod
+    def all_pixels(self) -> list[PixelRecord]: ...
+    @abstractmethod
+    def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord: ...
+    @abstractmethod
+    def delete_pixel(self, pixel_id: str) -> None: ...
+    @abstractmethod
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord: ...
+    @abstractmethod
+    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord: ...
+
+    @abstractmethod
+    def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
+        """Insert ``record`` under a new id (``record.id`` is ignored); FailedPrecondition at ``limit``."""
+    @abstractmethod
+    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord: ...
+    @abstractmethod
+    def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]: ...
+    @abstractmethod
+    def tracked_custom_conversions(self) -> list[CustomConversionRecord]: ...
+    @abstractmethod
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord: ...
+    @abstractmethod
+    def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord: ...
+    @abstractmethod
+    def delete_custom_conversion(self, conversion_id: str) -> None: ...
+
+    @abstractmethod
+    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord: ...
+    @abstractmethod
+    def get_ad(self, ad_id: str) -> AdRecord: ...
+    @abstractmethod
+    def list_ads(self, account_id: str | None) -> list[AdRecord]: ...
+    @abstractmethod
+    def delete_ad(self, ad_id: str) -> None: ...
+
+    @abstractmethod
+    def record(self, recording: Recording) -> None: ...
+    @abstractmethod
+    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int) -> list[tuple[int, str, int, float, float]]:
+        """(hour, key, matches, usd amount, matched events' own value) rows of one dimension."""
+    @abstractmethod
+    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]: ...
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pixels (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    creation_time INTEGER NOT NULL,
+    last_firing_time INTEGER
+);
+CREATE TABLE IF NOT EXISTS pixel_accounts (
+    pixel_id TEXT NOT NULL REFERENCES pixels(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL,
+    PRIMARY KEY (pixel_id, account_id)
+);
+CREATE INDEX IF NOT EXISTS pixel_accounts_by_account ON pixel_accounts(account_id);
+CREATE TABLE IF NOT EXISTS custom_conversions (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    event_source_id TEXT NOT NULL REFERENCES pixels(id),
+    event_source_type TEXT NOT NULL,
+    custom_event_type TEXT NOT NULL,
+    default_conversion_value REAL NOT NULL,
+    creation_time INTEGER NOT NULL,
+    retention_days INTEGER NOT NULL,
+    first_fired_time INTEGER,
+    last_fired_time INTEGER,
+    is_archived INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS custom_conversions_by_account ON custom_conversions(account_id);
+CREATE TABLE IF NOT EXISTS ads (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    objective TEXT NOT NULL,
+    creative TEXT NOT NULL,
+    optimization_goal TEXT NOT NULL,
+    promoted_object TEXT NOT NULL,
+    tracking_specs TEXT NOT NULL,
+    conversion_specs TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ads_by_account ON ads(account_id);
+CREATE TABLE IF NOT EXISTS pixel_hourly (
+    pixel_id TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    usd_amount REAL NOT NULL,
+    PRIMARY KEY (pixel_id, hour)
+);
+CREATE TABLE IF NOT EXISTS conversion_hourly (
+    conversion_id TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    dimension TEXT NOT NULL,
+    key TEXT NOT NULL,
+    matches INTEGER NOT NULL,
+    usd_amount REAL NOT NULL,
+    event_value REAL NOT NULL,
+    PRIMARY KEY (conversion_id, dimension, hour, key)
+);
+"""
+
+_CC_COLUMNS = (
+    "id, account_id, name, description, rule, event_source_id, event_source_type, custom_event_type, "
+    "default_conversion_value, creation_time, retention_days, first_fired_time, last_fired_time, is_archived"
+)
+_AD_COLUMNS = "id, account_id, objective, creative, optimization_goal, promoted_object, tracking_specs, conversion_specs"
+
+
+def _new_id() -> str:
+    # Numeric string ids like the Graph API's; 15 digits make collisions negligible and
+    # the insert retries on the rare one.
+    return str(10**14 + secrets.randbelow(9 * 10**14))
+
+
+class SQLiteStore(Store):
+    """The embedded store: one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed registration or recording survives a power cut, not only a crash.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            # Fold the WAL back into the main file so the database is one file at rest.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+
+    # -- pixels -------------------------------------------------------------------------
+
+    def _pixel(self, db: sqlite3.Connection, pixel_id: str) -> PixelRecord:
+        row = db.execute(
+            "SELECT id, name, tag, creator, creation_time, last_firing_time FROM pixels WHERE id = ?", (pixel_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"pixel {pixel_id!r} does not exist")
+        accounts = tuple(
+            a for (a,) in db.execute("SELECT account_id FROM pixel_accounts WHERE pixel_id = ? ORDER BY account_id", (pixel_id,))
+        )
+        return PixelRecord(*row, authorized_accounts=accounts)
+
+    def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
+        with self._transaction() as db:
+            while True:
+                pixel_id = _new_id()
+                if db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is None:
+                    break
+            db.execute(
+                "INSERT INTO pixels (id, name, tag, creator, creation_time) VALUES (?, ?, ?, ?, ?)",
+                (pixel_id, name, tag, creator, now),
+            )
+            db.execute("INSERT INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)", (pixel_id, creator))
+            return self._pixel(db, pixel_id)
+
+    def get_pixel(self, pixel_id: str) -> PixelRecord:
+        with self._lock:
+            return self._pixel(self._db, pixel_id)
+
+    def list_pixels(self, account_id: str) -> list[PixelRecord]:
+        with self._lock:
+            ids = self._db.execute(
+                "SELECT pixel_id FROM pixel_accounts WHERE account_id = ? ORDER BY pixel_id", (account_id,)
+            ).fetchall()
+            return [self._pixel(self._db, pixel_id) for (pixel_id,) in ids]
+
+    def all_pixels(self) -> list[PixelRecord]:
+        with self._lock:
+            return [self._pixel(self._db, pixel_id) for (pixel_id,) in self._db.execute("SELECT id FROM pixels ORDER BY id").fetchall()]
+
+    def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord:
+        with self._transaction() as db:
+            self._pixel(db, pixel_id)
+            if name is not None:
+                db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
+            if tag is not None:
+                db.execute("UPDATE pixels SET tag = ? WHERE id = ?", (tag, pixel_id))
+            return self._pixel(db, pixel_id)
+
+    def delete_pixel(self, pixel_id: str) -> None:
+        with self._transaction() as db:
+            self._pixel(db, pixel_id)
+            (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ?", (pixel_id,)).fetchone()
+            if count:
+                raise FailedPrecondition(
+                    f"pixel {pixel_id} is the event source of {count} custom conversion(s); delete them first"
+                )
+            db.execute("DELETE FROM pixel_hourly WHERE pixel_id = ?", (pixel_id,))
+            db.execute("DELETE FROM pixels WHERE id = ?", (pixel_id,))
+
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+        with self._transaction() as db:
+            self._pixel(db, pixel_id)
+            db.executemany(
+                "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
+                [(pixel_id, account) for account in accounts],
+            )
+            return self._pixel(db, pixel_id)
+
+    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+        with self._transaction() as db:
+            self._pixel(db, pixel_id)
+            db.executemany(
+                "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
+                [(pixel_id, account) for account in accounts],
+            )
+            return self._pixel(db, pixel_id)
+
+    # -- custom conversions --------------------------------------------------------------
+
+    @staticmethod
+    def _conversion_from_row(row: tuple) -> CustomConversionRecord:
+        values = list(row)
+        values[-1] = bool(values[-1])
+        (cid, account, name, description, rule, source, source_type, event_type, value, created, retention, first, last, archived) = values
+        return CustomConversionRecord(
+            id=cid, account_id=account, name=name, description=description, rule=rule, event_source_id=source,
+            event_source_type=source_type, custom_event_type=event_type, default_conversion_value=value,
+            creation_time=created, retention_days=retention, first_fired_time=first, last_fired_time=last,
+            is_archived=archived,
+        )
+
+    def _conversion(self, db: sqlite3.Connection, conversion_id: str) -> CustomConversionRecord:
+        row = db.execute(f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"custom conversion {conversion_id!r} does not exist")
+        return self._conversion_from_row(row)
+
+    def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
+        with self._transaction() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE account_id = ?", (record.account_id,)).fetchone()
+            if count >= limit:
+                raise FailedPrecondition(
+                    f"ad account {record.account_id} already has {count} custom conversions, the limit is {limit} "
+                    "(archived ones count; delete one first)"
+                )
+            if db.execute("SELECT 1 FROM pixels WHERE id = ?", (record.event_source_id,)).fetchone() is None:
+                raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
+            record = replace(record, id=_new_id())
+            while db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
+                record = replace(record, id=_new_id())
+            db.execute(
+                f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                (
+                    record.id, record.account_id, record.name, record.description, record.rule, record.event_source_id,
+                    record.event_source_type, record.custom_event_type, record.default_conversion_value,
+                    record.creation_time, record.retention_days, record.first_fired_time, record.last_fired_time,
+                    int(record.is_archived),
+                ),
+            )
+            return self._conversion(db, record.id)
+
+    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
+        with self._lock:
+            return self._conversion(self._db, conversion_id)
+
+    def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
+        sql = f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE account_id = ?"
+        args: tuple = (account_id,)
+        if archived is not None:
+            sql += " AND is_archived = ?"
+            args += (int(archived),)
+        return [self._conversion_from_row(row) for row in self._read(sql + " ORDER BY creation_time, id", args)]
+
+    def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
+        rows = self._read(f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE is_archived = 0 ORDER BY id")
+        return [self._conversion_from_row(row) for row in rows]
+
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
+        allowed = {"name", "description", "default_conversion_value"}
+        if not set(changes) <= allowed:
+            raise ValueError(f"not updatable: {sorted(set(changes) - allowed)}")
+        with self._transaction() as db:
+            self._conversion(db, conversion_id)
+            for column, value in changes.items():
+                db.execute(f"UPDATE custom_conversions SET {column} = ? WHERE id = ?", (value, conversion_id))
+            return self._conversion(db, conversion_id)
+
+    def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
+        with self._transaction() as db:
+            self._conversion(db, conversion_id)
+            db.execute("UPDATE custom_conversions SET is_archived = 1 WHERE id = ?", (conversion_id,))
+            return self._conversion(db, conversion_id)
+
+    def delete_custom_conversion(self, conversion_id: str) -> None:
+        with self._transaction() as db:
+            self._conversion(db, conversion_id)
+            db.execute("DELETE FROM conversion_hourly WHERE conversion_id = ?", (conversion_id,))
+            db.execute("DELETE FROM custom_conversions WHERE id = ?", (conversion_id,))
+
+    # -- ads ------------------------------------------------------------------------------
+
+    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord:
+        with self._transaction() as db:
+            exists = db.execute("SELECT 1 FROM ads WHERE id = ?", (record.id,)).fetchone() is not None
+            if exists and not replace_existing:
+                raise AlreadyExists(f"ad {record.id!r} is already registered; use ReplaceAd to change it")
+            if replace_existing and not exists:
+                raise NotFound(f"ad {record.id!r} is not registered")
+            db.execute(
+                f"INSERT OR REPLACE INTO ads ({_AD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,
+                 record.promoted_object, record.tracking_specs, record.conversion_specs),
+            )
+            return record
+
+    def get_ad(self, ad_id: str) -> AdRecord:
+        rows = self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE id = ?", (ad_id,))
+        if not rows:
+            raise NotFound(f"ad {ad_id!r} is not registered")
+        return AdRecord(*rows[0])
+
+    def list_ads(self, account_id: str | None) -> list[AdRecord]:
+        if account_id is None:
+            return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads ORDER BY id")]
+        return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE account_id = ? ORDER BY id", (account_id,))]
+
+    def delete_ad(self, ad_id: str) -> None:
+        with self._transaction() as db:
+            if db.execute("DELETE FROM ads WHERE id = ?", (ad_id,)).rowcount == 0:
+                raise NotFound(f"ad {ad_id!r} is not registered")
+
+    # -- recorded events -----------------------------------------------------------------
+
+    def record(self, recording: Recording) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE pixels SET last_firing_time = MAX(COALESCE(last_firing_time, 0), ?) WHERE id = ?",
+                [(latest, pixel_id) for pixel_id, (_, latest) in recording.pixel_firings.items()],
+            )
+            db.executemany(
+                "UPDATE custom_conversions SET first_fired_time = MIN(COALESCE(first_fired_time, ?), ?), "
+                "last_fired_time = MAX(COALESCE(last_fired_time, 0), ?) WHERE id = ?",
+                [(earliest, earliest, latest, cid) for cid, (earliest, latest) in recording.conversion_firings.items()],
+            )
+            db.executemany(
+                "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pixel_id, hour) DO UPDATE SET events = events + excluded.events, "
+                "usd_amount = usd_amount + excluded.usd_amount",
+                [(pixel_id, hour, n, amount) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
+            )
+            # Only conversions still registered get counters: one deleted meanwhile is skipped.
+            db.executemany(
+                "INSERT INTO conversion_hourly (conversion_id, hour, dimension, key, matches, usd_amount, event_value) "
+                "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM custom_conversions WHERE id = ?) "
+                "ON CONFLICT (conversion_id, dimension, hour, key) DO UPDATE SET matches = matches + excluded.matches, "
+                "usd_amount = usd_amount + excluded.usd_amount, event_value = event_value + excluded.event_value",
+                [
+                    (cid, hour, dim, key, n, amount, value, cid)
+                    for (cid, hour, dim, key), (n, amount, value) in recording.conversion_hourly.items()
+                ],
+            )
+
+    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int) -> list[tuple[int, str, int, float, float]]:
+        return self._read(
+            "SELECT hour, key, matches, usd_amount, event_value FROM conversion_hourly "
+            "WHERE conversion_id = ? AND dimension = ? AND hour >= ? AND hour < ? ORDER BY hour, key",
+            (conversion_id, dimension, start, end),
+        )
+
+    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]:
+        return self._read(
+            "SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+            (pixel_id, start, end),
+        )

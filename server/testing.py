@@ -1,0 +1,88 @@
+"""Helpers for tests and benchmarks: a real server on loopback with a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from server.app import Server, create_server
+from server.auth import TokenTable
+from server.core import Limits
+
+#: Tokens used by the tests: an owner of two ad accounts, an owner of another, an ingest-only producer.
+TEST_TOKENS = {
+    "tokens": {
+        "owner-token": {"accounts": ["act_1", "act_2"], "ingest": False},
+        "other-token": {"accounts": ["act_3"], "ingest": False},
+        "ingest-token": {"accounts": [], "ingest": True},
+    }
+}
+
+
+@contextmanager
+def running_server(db_path: str | Path, *, limits: Limits | None = None, **kwargs) -> Iterator[tuple[Server, str]]:
+    """An in-process server on 127.0.0.1 (a free port); yields (server, target)."""
+    server, port = create_server(
+        "127.0.0.1:0", db_path=db_path, tokens=TokenTable.from_mapping(TEST_TOKENS), limits=limits, **kwargs
+    )
+    server.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=5)
+
+
+class ServerProcess:
+    """``python -m server`` as a child process; the port is read from its 'serving' log line."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        tokens = directory / "tokens.json"
+        tokens.write_text(json.dumps(TEST_TOKENS))
+        self.log_lines: list[dict] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", "--port", "0", "--db", str(directory / "matcher.db"),
+             "--tokens", str(tokens), *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._ready = threading.Event()
+        self.port = 0
+        self.metrics_port: int | None = None
+        threading.Thread(target=self._read_logs, daemon=True).start()
+        if not self._ready.wait(30) or not self.port:
+            self.process.kill()
+            raise RuntimeError(f"server did not start: {self.log_lines}")
+
+    def _read_logs(self) -> None:
+        for line in self.process.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"raw": line}
+            self.log_lines.append(entry)
+            if entry.get("msg") == "serving":
+                self.port = entry["port"]
+                self.metrics_port = entry.get("metrics_port")
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
