@@ -14,3 +14,50 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# -- rule matching implementations ---------------------------------------------------------
+from matcher import _ruleset_py  # noqa: E402
+from matcher.reference import evaluate  # noqa: E402
+from matcher.ruleset import compile_rules  # noqa: E402
+
+try:
+    from matcher import _ruleset_c
+except ImportError:  # the guard test in test_ruleset.py reports this
+    _ruleset_c = None
+
+
+def _reference_match(rules, events, sources=None):
+    sources = sources or {}
+    out = []
+    for event in events:
+        pixel = event.get("pixel_id")
+        pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else pixel
+        out.append([rid for rid, rule in rules.items()
+                    if (sources.get(rid) is None or str(sources[rid]) == pixel) and evaluate(rule, event)])
+    return out
+
+
+def _engine_match(engine):
+    def run(rules, events, sources=None):
+        return compile_rules(rules, sources, engine=engine).match_batch(events)
+    return run
+
+
+IMPLEMENTATIONS = {"reference": _reference_match, "twin": _engine_match(_ruleset_py)}
+if _ruleset_c is not None:
+    IMPLEMENTATIONS["compiled"] = _engine_match(_ruleset_c)
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def match_all(request):
+    """``match_all(rules, events, sources=None) -> [[ids] per event]`` for each implementation."""
+    return IMPLEMENTATIONS[request.param]
+
+
+@pytest.fixture
+def holds(match_all):
+    """``holds(rule, event) -> bool`` for each implementation."""
+    def check(rule, event):
+        return match_all({"r": rule}, [event])[0] == ["r"]
+    return check

@@ -1,0 +1,113 @@
+"""The compiled matcher, its twin and the reference agree on every (rule set, event)."""
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher import _ruleset_py, compile_rules, evaluate
+from tests.conftest import _ruleset_c
+from tests.strategies import events, rules
+
+ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
+
+
+def reference(rule_set, sources, evs):
+    out = []
+    for event in evs:
+        pixel = event.get("pixel_id")
+        pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else pixel
+        out.append([rid for rid, rule in rule_set.items()
+                    if (sources.get(rid) is None or sources[rid] == pixel) and evaluate(rule, event)])
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
+    evs=st.lists(events, min_size=1, max_size=8),
+)
+def test_engines_agree_with_reference(rule_list, evs):
+    rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
+    sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
+    expected = reference(rule_set, sources, evs)
+    for engine in ENGINES:
+        assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected, engine.__name__
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(rules, min_size=1, max_size=6),
+    second=st.lists(rules, min_size=1, max_size=6),
+    drop=st.sets(st.integers(0, 5)),
+    evs=st.lists(events, min_size=1, max_size=5),
+)
+def test_incremental_changes_agree_with_a_fresh_compile(first, second, drop, evs):
+    base = {f"a{i}": r for i, r in enumerate(first)}
+    sources = {rid: ("P1" if i % 2 else None) for i, rid in enumerate(base)}
+    sources = {k: v for k, v in sources.items() if v}
+    added = {f"b{i}": r for i, r in enumerate(second)}
+    removed = [f"a{i}" for i in drop if f"a{i}" in base]
+    for engine in ENGINES:
+        changed = compile_rules(base, sources, engine=engine).with_changes(added, sources={"b0": "P1"}, remove=removed)
+        final = {k: v for k, v in {**base, **added}.items() if k not in removed}
+        final_sources = {k: v for k, v in {**sources, "b0": "P1"}.items() if k in final}
+        assert changed.match_batch(evs) == reference(final, final_sources, evs)
+
+
+def test_thousands_of_rules_in_one_set():
+    """3,000 random rules over 30 pixels plus unscoped ones, 300 events: all agree."""
+    rng = random.Random(20261122)
+    rule_set = {f"cc{i}": _random_rule(rng) for i in range(3000)}
+    sources = {rid: f"P{rng.randrange(30)}" for rid in rule_set if rng.random() < 0.8}
+    evs = [_random_event(rng) for _ in range(300)]
+    expected = reference(rule_set, sources, evs)
+    assert sum(map(len, expected)) > 100  # the workload really matches things
+    for engine in ENGINES:
+        assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected
+
+
+WORDS = ["thank", "cart", "checkout", "confirm", "Sale", "shoes", "red", "Black", "10", "99.5"]
+
+
+def _random_rule(rng):
+    def leaf():
+        kind = rng.randrange(7)
+        if kind == 0:
+            return {"url": {"i_contains": rng.choice(WORDS)}}
+        if kind == 1:
+            return {"event": rng.choice(["Purchase", "Lead", "AddToCart", "ViewContent"])}
+        if kind == 2:
+            return {"value": {rng.choice(["gt", "lte", "gte", "lt"]): rng.choice([10, 50, "99.5", 100])}}
+        if kind == 3:
+            return {"url": {"regex_match": rng.choice([r"/p/\d+", "(?i)conf", "checkout$", "^https://shop"])}}
+        if kind == 4:
+            op = rng.choice(["eq", "neq", "i_is_any", "i_contains"])
+            return {"color": {op: ["red", "Black"] if op == "i_is_any" else rng.choice(["red", "Black"])}}
+        if kind == 5:
+            return {"path": {"starts_with": rng.choice(["/checkout", "/p/", "/cart"])}}
+        return {"category": {"is_not_any": rng.sample(WORDS, 2)}}
+
+    def node(depth):
+        if depth == 0 or rng.random() < 0.4:
+            return leaf()
+        op = rng.choice(["and", "or", "not"])
+        if op == "not":
+            return {"not": node(depth - 1)}
+        return {op: [node(depth - 1) for _ in range(rng.randint(1, 3))]}
+
+    return node(3)
+
+
+def _random_event(rng):
+    host = rng.choice(["shop.example.com", "Shop.Example.COM", "blog.example.org"])
+    path = rng.choice(["/checkout", "/checkout/confirm", "/p/123", "/cart", "/ThankYou.html", "/"])
+    custom = {}
+    if rng.random() < 0.7:
+        custom["value"] = rng.choice([5, 10, 50.5, "99.5", "100", "abc", None])
+    if rng.random() < 0.5:
+        custom[rng.choice(["color", "Color"])] = rng.choice(["red", "BLACK", ["red", "blue"], 3])
+    if rng.random() < 0.3:
+        custom["category"] = rng.choice(WORDS)
+    return {"event": rng.choice(["Purchase", "Lead", "AddToCart", "ViewContent", "PageView"]),
+            "url": f"https://{host}{path}?utm=1", "custom_data": custom, "pixel_id": f"P{rng.randrange(35)}"}

@@ -1,0 +1,61 @@
+"""The regex dialect: RE2 syntax, PCRE-only constructs rejected by name, hostile patterns harmless."""
+
+import pytest
+
+from matcher import RuleError, compile_rules, evaluate, parse_rule
+
+
+def reason(pattern):
+    with pytest.raises(RuleError) as info:
+        parse_rule({"url": {"regex_match": pattern}})
+    assert info.value.code == 100
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("pattern", "named"), [
+    (r"(a)\1", "backreference \\1"),
+    (r"(?P<x>a)(?P=x)", "named backreference"),
+    (r"\k<x>", "named backreference"),
+    ("(?=a)", "lookahead"),
+    ("(?!a)", "negative lookahead"),
+    ("(?<=a)b", "lookbehind"),
+    ("(?<!a)b", "negative lookbehind"),
+    ("(?>a)", "atomic group"),
+    ("a*+", "possessive"),
+    ("(?(1)a|b)", "conditional"),
+    ("(?R)", "recursion"),
+    (r"\Z", "\\Z"),
+    (r"\C", "\\C"),
+    (r"\Qa.b\E", "\\Q"),
+    (r"\x{41}", "\\x{...}"),
+    (r"\0", "octal"),
+    (r"[\b]", "\\b inside a character class"),
+    ("abc\\", "lone backslash"),
+    ("", "empty"),
+])
+def test_unsupported_constructs_are_named(pattern, named):
+    assert named in reason(pattern)
+
+
+def test_invalid_syntax_carries_re2_reason():
+    assert "invalid regex" in reason("(unclosed")
+    assert "invalid regex" in reason("a{2,1}")
+
+
+def test_too_large_programs_are_rejected():
+    assert "too large" in reason("((((a{100}){100}){100}){100})") or "invalid" in reason("((((a{100}){100}){100}){100})")
+
+
+@pytest.mark.parametrize("pattern", [r"\d+", r"\bword\b", r"[[:alpha:]]+", r"(?i)abc", r"\p{Greek}", r"\x41", r"[\]a]", r"(?P<n>x)", r"a{2,3}"])
+def test_plain_re2_syntax_is_accepted(pattern):
+    parse_rule({"url": {"regex_match": pattern}})
+
+
+def test_catastrophic_backtracking_patterns_run_in_linear_time():
+    # Exponential for backtracking engines; RE2 is linear in the text. No timing asserted:
+    # the test finishing at all (in a fraction of a second) is the point.
+    rules = {"evil": {"url": {"regex_match": "^(a+)+$"}}, "evil2": {"url": {"regex_match": "(x+x+)+y"}}}
+    text = "a" * 50000 + "!"
+    assert evaluate(rules["evil"], {"url": text}) is False
+    compiled = compile_rules(rules)
+    assert compiled.match_batch([{"url": text}, {"url": "x" * 20000}]) == [[], []]

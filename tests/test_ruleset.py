@@ -1,0 +1,105 @@
+"""The compiled set's API: scoping, order, immutable updates, threads, and the extension guard."""
+
+import os
+import threading
+
+import pytest
+
+import matcher
+from matcher import RuleError, _ruleset, compile_rules
+from tools.gen_casefold import render
+
+
+def test_the_compiled_extension_loaded():
+    """Guard: the suite must exercise the kernel, not silently fall back to the twin."""
+    if os.environ.get("MATCHER_NO_EXTENSIONS") == "1":
+        assert not _ruleset.USING_EXTENSION
+        pytest.skip("twin forced by MATCHER_NO_EXTENSIONS=1")
+    assert _ruleset.USING_EXTENSION, "matcher._ruleset_c did not load: run `make build`"
+    assert compile_rules({"a": {"event": "x"}}).compiled
+
+
+def test_casefold_table_is_current():
+    from pathlib import Path
+
+    assert (Path(matcher.__file__).parent / "_casefold_data.py").read_text(encoding="utf-8") == render()
+
+
+def test_api_contract():
+    rule = matcher.parse_rule('{"url": {"i_contains": "thankyou"}}')
+    assert matcher.evaluate(rule, {"url": "/ThankYou"}) is True
+    cr = matcher.compile_rules({"cc1": rule, "cc2": '{"event": "Lead"}', "cc3": {"event": "Lead"}}, sources={"cc1": "PX"})
+    assert cr.match({"url": "/thankyou", "pixel_id": "PX", "event": "Lead"}) == ["cc1", "cc2", "cc3"]
+    assert cr.match_batch([{"event": "Lead"}, {}]) == [["cc2", "cc3"], []]
+    assert len(cr) == 3 and "cc2" in cr and cr.ids == ["cc1", "cc2", "cc3"]
+    assert cr.source("cc1") == "PX" and cr.source("cc2") is None
+    assert cr.rule("cc3").to_json() == '{"event":{"eq":"Lead"}}'
+
+
+def test_invalid_rule_names_its_id_and_builds_nothing():
+    with pytest.raises(RuleError) as info:
+        compile_rules({"ok": {"event": "x"}, "bad": {"value": {"gt": "abc"}}})
+    assert str(info.value).startswith("rules['bad'].value:")
+
+
+def test_non_mapping_events_are_type_errors():
+    cr = compile_rules({"a": {"event": "x"}})
+    with pytest.raises(TypeError):
+        cr.match_batch([["not", "a", "mapping"]])
+    assert cr.match_batch([]) == []
+
+
+def test_with_changes_leaves_the_old_set_alone():
+    old = compile_rules({"a": {"event": "x"}, "b": {"event": "y"}}, sources={"b": "P1"})
+    new = old.with_changes({"c": {"event": "x"}, "a": {"event": "z"}}, sources={"c": "P1"}, remove=["b"])
+    x_event, y_event = {"event": "x", "pixel_id": "P1"}, {"event": "y", "pixel_id": "P1"}
+    assert old.match_batch([x_event, y_event]) == [["a"], ["b"]]
+    assert new.match_batch([x_event, y_event, {"event": "z"}]) == [["c"], [], ["a"]]
+    assert new.ids == ["a", "c"]  # a replaced rule keeps its place
+    with pytest.raises(KeyError):
+        new.with_changes(remove=["nope"])
+
+
+def test_with_changes_recompiles_only_touched_partitions():
+    old = compile_rules({f"r{i}": {"event": "x"} for i in range(6)}, sources={f"r{i}": f"P{i % 3}" for i in range(6)})
+    new = old.with_changes({"n": {"event": "y"}}, sources={"n": "P1"})
+    assert new._partitions["P0"] is old._partitions["P0"]
+    assert new._partitions["P2"] is old._partitions["P2"]
+    assert new._partitions["P1"] is not old._partitions["P1"]
+
+
+def test_threads_classify_in_parallel_with_the_same_answers():
+    rules = {f"r{i}": {"or": [{"url": {"i_contains": f"p{i}"}}, {"value": {"gt": i}}]} for i in range(200)}
+    cr = compile_rules(rules, sources={f"r{i}": f"P{i % 4}" for i in range(0, 200, 2)})
+    events = [{"url": f"https://x.com/p{i % 300}", "custom_data": {"value": i % 250}, "pixel_id": f"P{i % 5}"}
+              for i in range(2000)]
+    expected = cr.match_batch(events)
+    results = [None] * 4
+    errors = []
+
+    def work(k):
+        try:
+            results[k] = cr.match_batch(events)
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == [expected] * 4
+
+
+def test_non_dict_mappings_work():
+    from types import MappingProxyType
+
+    cr = compile_rules({"a": {"color": "red"}})
+    assert cr.match(MappingProxyType({"custom_data": MappingProxyType({"COLOR": "red"})})) == ["a"]
+
+
+def test_lone_surrogates_are_not_text():
+    cr = compile_rules({"a": {"color": {"exists": True}}, "b": {"color": {"contains": ""}}, "c": {"domain": {"exists": True}}})
+    assert cr.match({"custom_data": {"color": "\ud800"}, "url": "http://\ud800.com"}) == ["a"]
+    assert matcher.evaluate({"color": {"contains": ""}}, {"custom_data": {"color": "\ud800"}}) is False
