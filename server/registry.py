@@ -114,7 +114,7 @@ class Registry:
             return result
 
     def add_custom_conversion(self, record: CustomConversionRecord, rule: Any, limit: int) -> CustomConversionRecord:
-        """Store a new conversion (``record.id`` ignored) and make it visible to classification."""
+        """Store a new conversion under a fresh id and make it visible to classification."""
         with self._writer:
             current = self.snapshot
             record = replace(record, id=new_id())
@@ -204,17 +204,18 @@ def effective_ad_specs(ad: AdRecord) -> AdSpecs:
 
 def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *, changed: str | None = None,
                  removed: str | None = None) -> tuple[Any, Any]:
-    """Compiled tracking and conversion sets; with ``current``, only the changed ad is rebuilt."""
+    """Compiled tracking and conversion sets (None when empty); with ``current``, built from
+    its sets by ``with_changes`` for the one changed or removed ad."""
     compiled = []
     for kind in ("tracking", "conversion"):
         members = {ad_id: getattr(specs, kind) for ad_id, specs in ads.items() if getattr(specs, kind)}
         previous = getattr(current, kind) if current is not None else None
-        if previous is None or not members:
-            compiled.append(matcher.compile_action_specs(members) if members else None)
-            continue
-        gone = [ad_id for ad_id in (changed, removed) if ad_id is not None and ad_id not in members]
-        had = set(previous.ids) if hasattr(previous, "ids") else None
-        add = {changed: members[changed]} if changed in members else {}
-        remove = [ad_id for ad_id in gone if had is None or ad_id in had]
-        compiled.append(previous.with_changes(add=add, remove=remove))
+        if not members:
+            compiled.append(None)
+        elif previous is None:
+            compiled.append(matcher.compile_action_specs(members))
+        else:
+            add = {changed: members[changed]} if changed in members else None
+            gone = [ad_id for ad_id in (changed, removed) if ad_id is not None and ad_id not in members]
+            compiled.append(previous.with_changes(add=add, remove=gone))
     return compiled[0], compiled[1]

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -113,7 +113,7 @@ class Store(ABC):
 
     @abstractmethod
     def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
-        """Insert ``record`` under a new id (``record.id`` is ignored); FailedPrecondition at ``limit``."""
+        """Insert ``record`` (its id chosen by the caller); FailedPrecondition at ``limit``."""
     @abstractmethod
     def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord: ...
     @abstractmethod
@@ -370,9 +370,8 @@ class SQLiteStore(Store):
                 )
             if db.execute("SELECT 1 FROM pixels WHERE id = ?", (record.event_source_id,)).fetchone() is None:
                 raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
-            record = replace(record, id=_new_id())
-            while db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
-                record = replace(record, id=_new_id())
+            if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
+                raise AlreadyExists(f"custom conversion id {record.id} is taken")
             db.execute(
                 f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 (
@@ -394,7 +393,7 @@ class SQLiteStore(Store):
         if archived is not None:
             sql += " AND is_archived = ?"
             args += (int(archived),)
-        return [self._conversion_from_row(row) for row in self._read(sql + " ORDER BY creation_time, id", args)]
+        return [self._conversion_from_row(row) for row in self._read(sql + " ORDER BY creation_time, rowid", args)]
 
     def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
         rows = self._read(f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE is_archived = 0 ORDER BY id")

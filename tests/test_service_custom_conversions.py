@@ -1,0 +1,254 @@
+"""CustomConversionService over a real server on loopback with a real SQLite file."""
+
+import json
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from server.client import Client, error_code
+from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, pixels_pb2
+from server.testing import running_server
+
+PURCHASE_OVER_100 = {"and": [{"event": {"eq": "Purchase"}}, {"value": {"gt": 100}}]}
+THANK_YOU = {"or": [{"url": {"i_contains": "thankyou.html"}}, {"url": {"i_contains": "confirmation.html"}}]}
+
+
+@pytest.fixture
+def service(tmp_path):
+    with running_server(tmp_path / "matcher.db") as (server, target):
+        yield server, target
+
+
+@pytest.fixture
+def owner(service):
+    with Client(service[1], "owner-token") as client:
+        yield client
+
+
+@pytest.fixture
+def ingest(service):
+    with Client(service[1], "ingest-token") as client:
+        yield client
+
+
+@pytest.fixture
+def pixel(owner):
+    return owner.create_pixel("act_1", "site pixel")
+
+
+def rejected(call, *args, **kwargs):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def listed(client, account="act_1", archived=None):
+    request = pb.ListCustomConversionsRequest(account_id=account)
+    if archived is not None:
+        request.is_archived = archived
+    return [c.id for c in client.call(client.custom_conversions.ListCustomConversions, request).custom_conversions]
+
+
+def get(client, conversion_id):
+    return client.call(client.custom_conversions.GetCustomConversion, pb.GetCustomConversionRequest(custom_conversion_id=conversion_id))
+
+
+def test_create_with_explicit_type_and_canonical_rule(owner, pixel):
+    created = owner.create_custom_conversion(
+        "act_1", "URL based", pixel.id, THANK_YOU, custom_event_type="purchase", default_conversion_value=2.5,
+        description="thank-you pages",
+    )
+    assert not created.is_custom_event_type_predicted
+    conversion = created.custom_conversion
+    assert conversion.id == created.id and conversion.id.isdigit()
+    assert (conversion.account_id, conversion.event_source_id, conversion.event_source_type) == ("act_1", pixel.id, "pixel")
+    assert conversion.custom_event_type == "PURCHASE" and conversion.default_conversion_value == 2.5
+    assert json.loads(conversion.rule) == THANK_YOU
+    assert not conversion.is_archived and not conversion.HasField("first_fired_time")
+    assert get(owner, created.id) == conversion
+
+
+@pytest.mark.parametrize(
+    ("rule", "predicted"),
+    [
+        (PURCHASE_OVER_100, "PURCHASE"),
+        ({"event": "Lead"}, "LEAD"),
+        ({"event": {"=": "ViewContent"}}, "CONTENT_VIEW"),
+        ({"and": [{"event": {"eq": "item-sold"}}, {"color": {"i_contains": "black"}}]}, "OTHER"),
+        ({"or": [{"event": {"eq": "Purchase"}}, {"event": {"eq": "Lead"}}]}, "OTHER"),
+        ({"not": {"event": {"eq": "Purchase"}}}, "OTHER"),
+        (THANK_YOU, "OTHER"),
+    ],
+)
+def test_custom_event_type_predicted_from_the_rule(owner, pixel, rule, predicted):
+    created = owner.create_custom_conversion("act_1", "c", pixel.id, rule)
+    assert created.is_custom_event_type_predicted
+    assert created.custom_conversion.custom_event_type == predicted
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rule": '{"url": {"gt": "abc"}}'}, "rule.url"),
+        ({"rule": "{not json"}, "rule"),
+        ({"rule": ""}, "rule: required"),
+        ({"name": ""}, "name:"),
+        ({"custom_event_type": "BUY"}, "custom_event_type:"),
+        ({"default_conversion_value": -1}, "default_conversion_value:"),
+        ({"default_conversion_value": float("nan")}, "default_conversion_value:"),
+        ({"event_source_id": ""}, "event_source_id:"),
+        ({"rule": json.dumps({"event": "x" * 51})}, "custom event name"),
+    ],
+)
+def test_invalid_create_is_code_100_and_creates_nothing(owner, pixel, changes, message):
+    fields = {"account_id": "act_1", "name": "c", "event_source_id": pixel.id, "rule": json.dumps(PURCHASE_OVER_100)}
+    fields.update(changes)
+    request = pb.CreateCustomConversionRequest(**fields)
+    error = rejected(owner.call, owner.custom_conversions.CreateCustomConversion, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
+    assert message in error.details()
+    assert listed(owner) == []
+
+
+def test_create_needs_an_existing_pixel_the_account_may_use(service, owner, pixel):
+    error = rejected(owner.create_custom_conversion, "act_1", "c", "123", PURCHASE_OVER_100)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    error = rejected(owner.create_custom_conversion, "act_2", "c", pixel.id, PURCHASE_OVER_100)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+    with Client(service[1], "other-token") as other:
+        error = rejected(other.create_custom_conversion, "act_1", "c", pixel.id, PURCHASE_OVER_100)
+        assert error_code(error) == 200
+    assert listed(owner) == [] and listed(owner, "act_2") == []
+
+
+def test_the_101st_conversion_is_refused(owner, pixel):
+    ids = [owner.create_custom_conversion("act_1", f"c{i}", pixel.id, {"event": f"e{i}"}).id for i in range(100)]
+    owner.call(owner.custom_conversions.ArchiveCustomConversion, pb.ArchiveCustomConversionRequest(custom_conversion_id=ids[0]))
+    error = rejected(owner.create_custom_conversion, "act_1", "c100", pixel.id, {"event": "e100"})
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "100" in error.details()
+    assert len(listed(owner)) == 100
+    # Another account has its own limit; deleting one frees a place.
+    owner.call(owner.pixels.AddAuthorizedAdAccounts, pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel.id, account_ids=["act_2"]))
+    owner.create_custom_conversion("act_2", "elsewhere", pixel.id, {"event": "x"})
+    owner.call(owner.custom_conversions.DeleteCustomConversion, pb.DeleteCustomConversionRequest(custom_conversion_id=ids[1]))
+    owner.create_custom_conversion("act_1", "c100", pixel.id, {"event": "e100"})
+
+
+def test_update_changes_only_name_description_and_value(owner, pixel):
+    created = owner.create_custom_conversion("act_1", "before", pixel.id, PURCHASE_OVER_100, default_conversion_value=1)
+    updated = owner.update_custom_conversion(created.id, name="after", description="d", default_conversion_value=7.5)
+    assert (updated.name, updated.description, updated.default_conversion_value) == ("after", "d", 7.5)
+    assert updated.rule == created.custom_conversion.rule
+
+    # Without a mask, the fields set in the message are the changes.
+    request = pb.UpdateCustomConversionRequest(custom_conversion=pb.CustomConversion(id=created.id, name="inferred"))
+    assert owner.call(owner.custom_conversions.UpdateCustomConversion, request).name == "inferred"
+
+
+@pytest.mark.parametrize(
+    "frozen",
+    [
+        {"rule": '{"event": "Lead"}'},
+        {"event_source_id": "1"},
+        {"custom_event_type": "LEAD"},
+        {"account_id": "act_2"},
+        {"is_archived": True},
+    ],
+)
+def test_update_of_a_frozen_field_changes_nothing(owner, pixel, frozen):
+    created = owner.create_custom_conversion("act_1", "before", pixel.id, PURCHASE_OVER_100)
+    before = get(owner, created.id)
+    for with_mask in (True, False):
+        request = pb.UpdateCustomConversionRequest(
+            custom_conversion=pb.CustomConversion(id=created.id, name="changed", **frozen),
+        )
+        if with_mask:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=["name", *frozen]))
+        error = rejected(owner.call, owner.custom_conversions.UpdateCustomConversion, request)
+        assert error_code(error) == 100 and next(iter(frozen)) in error.details()
+    assert get(owner, created.id) == before
+
+
+def test_update_errors(owner, pixel):
+    created = owner.create_custom_conversion("act_1", "n", pixel.id, PURCHASE_OVER_100)
+    error = rejected(owner.update_custom_conversion, created.id, name="")
+    assert error_code(error) == 100
+    error = rejected(owner.call, owner.custom_conversions.UpdateCustomConversion,
+                     pb.UpdateCustomConversionRequest(custom_conversion=pb.CustomConversion(id=created.id)))
+    assert error_code(error) == 100 and "nothing to update" in error.details()
+    error = rejected(owner.update_custom_conversion, "999", name="x")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert get(owner, created.id).name == "n"
+
+
+def test_archive_list_filter_and_delete(owner, pixel):
+    kept = owner.create_custom_conversion("act_1", "kept", pixel.id, {"event": "A"}).id
+    archived = owner.create_custom_conversion("act_1", "archived", pixel.id, {"event": "B"}).id
+    reply = owner.call(owner.custom_conversions.ArchiveCustomConversion, pb.ArchiveCustomConversionRequest(custom_conversion_id=archived))
+    assert reply.is_archived
+    assert listed(owner) == [kept, archived]
+    assert listed(owner, archived=True) == [archived]
+    assert listed(owner, archived=False) == [kept]
+    assert owner.call(owner.custom_conversions.DeleteCustomConversion, pb.DeleteCustomConversionRequest(custom_conversion_id=kept)).success
+    assert listed(owner) == [archived]
+    assert rejected(get, owner, kept).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_other_accounts_cannot_see_or_change_a_conversion(service, owner, pixel):
+    created = owner.create_custom_conversion("act_1", "mine", pixel.id, PURCHASE_OVER_100)
+    with Client(service[1], "other-token") as other:
+        for call in (
+            lambda: get(other, created.id),
+            lambda: other.update_custom_conversion(created.id, name="theirs"),
+            lambda: other.call(other.custom_conversions.DeleteCustomConversion, pb.DeleteCustomConversionRequest(custom_conversion_id=created.id)),
+            lambda: other.stats(created.id),
+            lambda: listed(other, "act_1"),
+        ):
+            assert error_code(rejected(call)) == 200
+    assert get(owner, created.id).name == "mine"
+
+
+def test_deleting_a_pixel_with_conversions_is_refused(owner, pixel):
+    owner.create_custom_conversion("act_1", "c", pixel.id, PURCHASE_OVER_100)
+    error = rejected(owner.call, owner.pixels.DeletePixel, pixels_pb2.DeletePixelRequest(pixel_id=pixel.id))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert owner.get_pixel(pixel.id).id == pixel.id
+
+
+def test_stats_by_hour(service, owner, ingest, pixel):
+    server = service[0]
+    hour = server.core.now() // 3600 * 3600 - 2 * 3600
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, PURCHASE_OVER_100, default_conversion_value=5)
+    events = [
+        {"pixel_id": pixel.id, "event": "Purchase", "url": "https://shop.example/a?x=1", "device_type": "desktop",
+         "custom_data": {"value": 150}, "event_time": hour + 10},
+        {"pixel_id": pixel.id, "event": "Purchase", "url": "https://Shop.Example:8080/b", "device_type": "mobile_iphone",
+         "custom_data": {"value": "250.5"}, "event_time": hour + 20},
+        {"pixel_id": pixel.id, "event": "Purchase", "url": "https://shop.example/c", "custom_data": {"value": 50},
+         "event_time": hour + 30},
+        {"pixel_id": pixel.id, "event": "PageView", "url": "https://shop.example/", "event_time": hour + 3600 + 5},
+    ]
+    results = ingest.classify_pixel_events(events, record=True)
+    assert [[m.custom_conversion_id for m in r.conversions] for r in results] == [[created.id], [created.id], [], []]
+    assert [m.value for m in results[1].conversions] == [250.5]
+
+    def rows(aggregation):
+        return [(r.timestamp, r.key, r.value) for r in owner.stats(created.id, aggregation, hour, hour + 7200).rows]
+
+    assert rows("count") == [(hour, "", 2)]
+    assert rows("usd_amount") == [(hour, "", 400.5)]
+    assert rows("url") == [(hour, "https://Shop.Example:8080/b", 1), (hour, "https://shop.example/a?x=1", 1)]
+    assert rows("host") == [(hour, "shop.example", 2)]
+    assert rows("device_type") == [(hour, "desktop", 1), (hour, "mobile_iphone", 1)]
+    assert rows("pixel_fire") == [(hour, "", 3), (hour + 3600, "", 1)]
+    assert rows("unmatched_count") == [(hour, "", 1), (hour + 3600, "", 1)]
+    assert rows("unmatched_usd_amount") == [(hour, "", 50), (hour + 3600, "", 0)]
+    assert rows("count") == [(r.timestamp, r.key, r.value) for r in owner.stats(created.id).rows]
+    conversion = get(owner, created.id)
+    assert (conversion.first_fired_time, conversion.last_fired_time) == (hour + 10, hour + 20)
+
+    error = rejected(owner.stats, created.id, "clicks")
+    assert error_code(error) == 100 and error.details().startswith("aggregation:")
+    error = rejected(owner.stats, created.id, "count", hour + 10, hour)
+    assert error_code(error) == 100
