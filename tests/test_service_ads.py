@@ -1,0 +1,149 @@
+"""AdService and action classification over a real server with a real SQLite file."""
+
+import json
+
+import grpc
+import pytest
+
+from server.client import AdMatch, Client, error_code
+from server.gen.conversion_matcher.v1 import ads_pb2 as pb, classification_pb2
+from server.testing import running_server
+
+CONVERSION_AD = {
+    "id": "ad1",
+    "account_id": "act_1",
+    "objective": "CONVERSIONS",
+    "optimization_goal": "OFFSITE_CONVERSIONS",
+    "creative": {"kind": "page_post_link", "object_story_id": "P1_PO1"},
+    "promoted_object": {"pixel_id": "PX1"},
+}
+PAGE_LIKE_AD = {
+    "id": "ad2",
+    "account_id": "act_1",
+    "objective": "PAGE_LIKES",
+    "creative": {"kind": "page_like", "page_id": "P1"},
+    "tracking_specs": [{"action.type": "offsite_conversion", "offsite_pixel": "PX2"}],
+}
+
+
+@pytest.fixture
+def service(tmp_path):
+    with running_server(tmp_path / "matcher.db") as s:
+        yield s
+
+
+@pytest.fixture
+def owner(service):
+    with Client(service[1], "owner-token") as client:
+        yield client
+
+
+@pytest.fixture
+def ingest(service):
+    with Client(service[1], "ingest-token") as client:
+        yield client
+
+
+def rejected(call, *args, **kwargs):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def test_register_returns_effective_specs(owner):
+    registration = owner.register_ad(CONVERSION_AD)
+    tracking = json.loads(registration.effective_tracking_specs)
+    conversion = json.loads(registration.effective_conversion_specs)
+    assert {"action.type": ["offsite_conversion"], "fb_pixel": ["PX1"]} in tracking
+    assert conversion == [{"action.type": ["offsite_conversion"], "fb_pixel": ["PX1"]}]
+    assert registration.ad.id == "ad1" and json.loads(registration.ad.creative) == CONVERSION_AD["creative"]
+    fetched = owner.call(owner.ads.GetAd, pb.GetAdRequest(ad_id="ad1"))
+    assert fetched == registration
+
+
+def test_register_replace_list_delete(owner):
+    owner.register_ad(CONVERSION_AD)
+    error = rejected(owner.register_ad, CONVERSION_AD)
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    error = rejected(owner.register_ad, PAGE_LIKE_AD, replace=True)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    owner.register_ad(PAGE_LIKE_AD)
+    replaced = owner.register_ad({**PAGE_LIKE_AD, "tracking_specs": ""}, replace=True)
+    assert "PX2" not in replaced.effective_tracking_specs
+    listed = owner.call(owner.ads.ListAds, pb.ListAdsRequest(account_id="act_1")).ads
+    assert [a.ad.id for a in listed] == ["ad1", "ad2"]
+    assert owner.call(owner.ads.DeleteAd, pb.DeleteAdRequest(ad_id="ad1")).success
+    assert rejected(owner.call, owner.ads.GetAd, pb.GetAdRequest(ad_id="ad1")).code() == grpc.StatusCode.NOT_FOUND
+    assert [a.ad.id for a in owner.call(owner.ads.ListAds, pb.ListAdsRequest(account_id="act_1")).ads] == ["ad2"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"objective": "WIN"}, "objective"),
+        ({"creative": {"kind": "hologram"}}, "creative.kind"),
+        ({"creative": "{not json"}, "ad.creative"),
+        ({"tracking_specs": [{"action.type": "like"}]}, "tracking_specs"),
+        ({"conversion_specs": [{"action.type": "rsvp", "event": "E", "response": "perhaps"}]}, "conversion_specs"),
+        ({"promoted_object": {}}, "promoted_object.pixel_id"),
+        ({"id": ""}, "ad.id"),
+    ],
+)
+def test_invalid_ads_are_code_100_and_register_nothing(owner, changes, message):
+    error = rejected(owner.register_ad, {**CONVERSION_AD, **changes})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
+    assert message in error.details()
+    assert owner.call(owner.ads.ListAds, pb.ListAdsRequest(account_id="act_1")).ads == []
+
+
+def test_ads_of_other_accounts(service, owner):
+    owner.register_ad(CONVERSION_AD)
+    with Client(service[1], "other-token") as other:
+        assert error_code(rejected(other.register_ad, {**CONVERSION_AD, "id": "x"})) == 200
+        assert error_code(rejected(other.call, other.ads.GetAd, pb.GetAdRequest(ad_id="ad1"))) == 200
+        assert error_code(rejected(other.call, other.ads.DeleteAd, pb.DeleteAdRequest(ad_id="ad1"))) == 200
+        assert error_code(rejected(other.register_ad, {**CONVERSION_AD, "account_id": "act_3"}, replace=True)) == 200
+    assert owner.call(owner.ads.GetAd, pb.GetAdRequest(ad_id="ad1")).ad.account_id == "act_1"
+
+
+def test_actions_match_tracked_and_conversion_specs(owner, ingest):
+    owner.register_ad(CONVERSION_AD)
+    owner.register_ad(PAGE_LIKE_AD)
+    results = ingest.classify_actions(
+        [
+            {"action.type": "offsite_conversion", "fb_pixel": "PX1"},
+            {"action.type": "like", "page": "P1"},
+            {"action.type": "comment", "post": "PO1", "page": "P1"},
+            {"action.type": "offsite_conversion", "offsite_pixel": "PX2"},
+            {"action.type": "rsvp", "event": "E1"},
+        ]
+    )
+    # ad2's default page_engagement spec counts a comment in the context of page P1.
+    assert [[a.ad_id for a in r] for r in results] == [["ad1"], ["ad1", "ad2"], ["ad1", "ad2"], ["ad2"], []]
+    first = results[0][0]
+    assert first.tracking_spec_index >= 0 and first.conversion_spec_index == 0
+    assert results[3] == [AdMatch("ad2", results[3][0].tracking_spec_index, -1)]
+
+
+def test_pixel_events_report_ads_tracking_the_pixel(owner, ingest):
+    owner.register_ad(CONVERSION_AD)
+    owner.register_ad(PAGE_LIKE_AD)
+    results = ingest.classify_pixel_events([{"pixel_id": "PX1", "event": "Purchase"}, {"pixel_id": "PX2"}, {"pixel_id": "PX3"}])
+    assert [[a.ad_id for a in r.ads] for r in results] == [["ad1"], ["ad2"], []]
+    assert results[0].ads[0].conversion_spec_index == 0
+    owner.call(owner.ads.DeleteAd, pb.DeleteAdRequest(ad_id="ad1"))
+    assert ingest.classify_pixel_events([{"pixel_id": "PX1"}])[0].ads == ()
+
+
+def test_actions_stream_and_bad_actions(ingest, owner):
+    owner.register_ad(PAGE_LIKE_AD)
+    requests = [
+        classification_pb2.ClassifyActionsRequest(actions=['{"action.type": "like", "page": "P1"}']),
+        classification_pb2.ClassifyActionsRequest(actions=['{"action.type": "like", "page": "P9"}']),
+    ]
+    replies = list(ingest.classification.StreamClassifyActions(iter(requests), metadata=ingest.metadata, timeout=10))
+    assert [list(r.ad_ids) for r in replies] == [["ad2"], []]
+    for text, place in (("{oops", "actions[1]"), ("[1, 2]", "actions[1]")):
+        error = rejected(ingest.call, ingest.classification.ClassifyActions,
+                         classification_pb2.ClassifyActionsRequest(actions=["{}", text]))
+        assert error_code(error) == 100 and place in error.details()

@@ -1,0 +1,211 @@
+"""ClassificationService over a real server: batches, streams, recording, concurrency, bad input."""
+
+import json
+import threading
+
+import grpc
+import pytest
+
+from server.client import Client, error_code
+from server.core import Limits
+from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
+from server.testing import running_server
+
+PURCHASE_OVER_100 = {"and": [{"event": {"eq": "Purchase"}}, {"value": {"gt": 100}}]}
+
+
+@pytest.fixture
+def service(tmp_path):
+    with running_server(tmp_path / "matcher.db", limits=Limits(max_batch_events=50, max_message_bytes=256 * 1024)) as s:
+        yield s
+
+
+@pytest.fixture
+def owner(service):
+    with Client(service[1], "owner-token") as client:
+        yield client
+
+
+@pytest.fixture
+def ingest(service):
+    with Client(service[1], "ingest-token") as client:
+        yield client
+
+
+def rejected(call, *args, **kwargs):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def conversion_ids(results):
+    return [[m.custom_conversion_id for m in r.conversions] for r in results]
+
+
+def test_events_match_their_pixels_conversions_with_values(owner, ingest):
+    px1 = owner.create_pixel("act_1", "one").id
+    px2 = owner.create_pixel("act_1", "two").id
+    big = owner.create_custom_conversion("act_1", "big", px1, PURCHASE_OVER_100, default_conversion_value=3).id
+    thanks = owner.create_custom_conversion("act_1", "thanks", px1, {"url": {"i_contains": "thankyou"}}, default_conversion_value=1.5).id
+    other = owner.create_custom_conversion("act_1", "other pixel", px2, {"event": "Purchase"}).id
+    events = [
+        {"pixel_id": px1, "event": "Purchase", "url": "https://x.example/THANKYOU.html", "custom_data": {"value": 120}},
+        {"pixel_id": px1, "event": "Purchase", "url": "https://x.example/thankyou", "custom_data": {"value": "n/a"}},
+        {"pixel_id": px2, "event": "Purchase", "url": "https://x.example/thankyou", "custom_data": {"value": 500}},
+        {"pixel_id": "404", "event": "Purchase", "custom_data": {"value": 500}},
+        {"pixel_id": px1, "event": "PageView"},
+    ]
+    results = ingest.classify_pixel_events(events)
+    assert conversion_ids(results) == [[big, thanks], [thanks], [other], [], []]
+    # The event's numeric value wins; otherwise each conversion's default value.
+    assert [[m.value for m in r.conversions] for r in results] == [[120, 120], [1.5], [500], [], []]
+
+
+def test_rows_and_columns_give_the_same_answer(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    cid = owner.create_custom_conversion("act_1", "c", px, {"and": [{"device_type": "desktop"}, {"path": "/done"}]}).id
+    rows = [
+        pb.PixelEvent(pixel_id=px, event="Purchase", url="https://a.example/done?q=1", device_type="desktop"),
+        pb.PixelEvent(pixel_id=px, event="Purchase", url="https://a.example/done", custom_data='{"value": 2}'),
+    ]
+    by_rows = ingest.call(ingest.classification.ClassifyPixelEvents, pb.ClassifyPixelEventsRequest(events=rows))
+    columns = pb.PixelEventColumns(
+        pixel_id=[px, px], event=["Purchase", "Purchase"], url=[r.url for r in rows], device_type=["desktop", ""],
+        custom_data='[null, {"value": 2}]',
+    )
+    by_columns = ingest.call(ingest.classification.ClassifyPixelEvents, pb.ClassifyPixelEventsRequest(columns=columns))
+    assert by_rows == by_columns
+    assert list(by_rows.conversion_counts) == [1, 0] and list(by_rows.custom_conversion_ids) == [cid]
+
+
+def test_streaming_answers_each_batch_in_order(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    cid = owner.create_custom_conversion("act_1", "c", px, {"event": "Lead"}).id
+    batches = [[{"pixel_id": px, "event": name}] * size for name, size in [("Lead", 3), ("PageView", 2), ("Lead", 1)]]
+    replies = list(ingest.stream_pixel_events(batches))
+    assert [conversion_ids(r) for r in replies] == [[[cid]] * 3, [[]] * 2, [[cid]]]
+
+
+def test_registration_is_visible_at_once_and_delete_or_archive_remove_it(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    event = [{"pixel_id": px, "event": "Lead"}]
+    assert conversion_ids(ingest.classify_pixel_events(event)) == [[]]
+    first = owner.create_custom_conversion("act_1", "a", px, {"event": "Lead"}).id
+    second = owner.create_custom_conversion("act_1", "b", px, {"event": "Lead"}).id
+    assert conversion_ids(ingest.classify_pixel_events(event)) == [[first, second]]
+    owner.call(owner.custom_conversions.ArchiveCustomConversion, cc_pb.ArchiveCustomConversionRequest(custom_conversion_id=first))
+    assert conversion_ids(ingest.classify_pixel_events(event)) == [[second]]
+    owner.call(owner.custom_conversions.DeleteCustomConversion, cc_pb.DeleteCustomConversionRequest(custom_conversion_id=second))
+    assert conversion_ids(ingest.classify_pixel_events(event)) == [[]]
+
+
+def test_updated_default_value_applies_to_the_next_batch(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    cid = owner.create_custom_conversion("act_1", "a", px, {"event": "Lead"}, default_conversion_value=1).id
+    owner.update_custom_conversion(cid, default_conversion_value=9)
+    assert ingest.classify_pixel_events([{"pixel_id": px, "event": "Lead"}])[0].conversions[0].value == 9
+
+
+def test_classification_needs_the_ingest_scope(service, owner):
+    for token, status, code in (("owner-token", grpc.StatusCode.PERMISSION_DENIED, 200), ("nope", grpc.StatusCode.UNAUTHENTICATED, 190)):
+        with Client(service[1], token) as client:
+            error = rejected(client.classify_pixel_events, [{"pixel_id": "1", "event": "Lead"}])
+            assert error.code() == status and error_code(error) == code
+            error = rejected(lambda: list(client.stream_pixel_events([[{"pixel_id": "1"}]])))
+            assert error.code() == status and error_code(error) == code
+            error = rejected(client.classify_actions, [{"action.type": "like", "page": "1"}])
+            assert error_code(error) == code
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1", custom_data="{oops")]), 100, "events[0].custom_data"),
+        (pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1", custom_data="[1]")]), 100, "events[0].custom_data"),
+        (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1", "2"], event=["a"])), 100, "columns.event"),
+        (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1"], custom_data="[{}, {}]")), 100, "columns.custom_data"),
+        (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1"], custom_data="[7]")), 100, "columns.custom_data[0]"),
+        (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1"], custom_data="[" * 100000)), 100, "columns.custom_data"),
+        (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1"] * 51)), 368, "limit of 50"),
+        (
+            pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1")], columns=pb.PixelEventColumns(pixel_id=["1"])),
+            100, "not both",
+        ),
+    ],
+)
+def test_malformed_batches_are_rejected_and_the_server_stays_up(owner, ingest, request_, code, message):
+    error = rejected(ingest.call, ingest.classification.ClassifyPixelEvents, request_)
+    assert error_code(error) == code and message in error.details()
+    assert error.code() == (grpc.StatusCode.RESOURCE_EXHAUSTED if code == 368 else grpc.StatusCode.INVALID_ARGUMENT)
+    assert ingest.classify_pixel_events([{"pixel_id": "1", "event": "x"}])[0].conversions == ()
+
+
+def test_oversized_message_is_rejected_and_the_server_stays_up(ingest):
+    huge = pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1", url="x" * (300 * 1024))])
+    error = rejected(ingest.call, ingest.classification.ClassifyPixelEvents, huge)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert ingest.classify_pixel_events([{"pixel_id": "1"}])[0].conversions == ()
+
+
+def test_garbage_bytes_are_rejected(service):
+    channel = grpc.insecure_channel(service[1])
+    raw = channel.unary_unary("/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(b"\xff\xff\xff\xff garbage", metadata=(("authorization", "Bearer ingest-token"),), timeout=10)
+    assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    channel.close()
+    with Client(service[1], "ingest-token") as client:
+        assert client.classify_pixel_events([{"pixel_id": "1"}])[0].conversions == ()
+
+
+def test_registration_while_another_thread_classifies(owner, service):
+    """Classification keeps answering while conversions are added: every reply is a whole
+    snapshot (the conversions it reports are a prefix of the registration order)."""
+    px = owner.create_pixel("act_1", "p").id
+    registered: list[str] = []
+    problems: list[object] = []
+    replies: list[list[str]] = []
+    stop = threading.Event()
+
+    def classify():
+        with Client(service[1], "ingest-token") as client:
+            while not stop.is_set():
+                try:
+                    results = client.classify_pixel_events([{"pixel_id": px, "event": "Lead"}] * 20)
+                except grpc.RpcError as error:  # pragma: no cover - reported below
+                    problems.append(error)
+                    return
+                seen = conversion_ids(results)
+                if any(ids != seen[0] for ids in seen):
+                    problems.append(seen)
+                replies.append(seen[0])
+
+    workers = [threading.Thread(target=classify) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        for i in range(40):
+            registered.append(owner.create_custom_conversion("act_1", f"c{i}", px, {"event": "Lead"}).id)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert problems == []
+    # Each reply saw a whole number of registrations, in order; replies kept coming throughout.
+    assert all(seen == registered[: len(seen)] for seen in replies)
+    assert replies
+    with Client(service[1], "ingest-token") as client:
+        assert conversion_ids(client.classify_pixel_events([{"pixel_id": px, "event": "Lead"}])) == [registered]
+
+
+def test_recording_is_off_unless_asked(service, owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    cid = owner.create_custom_conversion("act_1", "c", px, {"event": "Lead"}).id
+    ingest.classify_pixel_events([{"pixel_id": px, "event": "Lead"}])
+    assert owner.get_pixel(px).status == "UNVERIFIED"
+    assert owner.stats(cid).rows == []
+    ingest.classify_pixel_events([{"pixel_id": px, "event": "Lead", "event_time": 10**12}], record=True)
+    pixel = owner.get_pixel(px)
+    # An event time in the future counts as the receive time.
+    assert pixel.status == "ACTIVE" and pixel.last_firing_time <= service[0].core.now()
+    assert [r.value for r in owner.stats(cid).rows] == [1]
