@@ -56,7 +56,8 @@ class ServerProcess:
         self._ready = threading.Event()
         self.port = 0
         self.metrics_port: int | None = None
-        threading.Thread(target=self._read_logs, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_logs, daemon=True)
+        self._reader.start()
         if not self._ready.wait(30) or not self.port:
             self.process.kill()
             raise RuntimeError(f"server did not start: {self.log_lines}")
@@ -79,10 +80,19 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, wait for the exit, collect the remaining logs; returns the exit status."""
         self.process.terminate()
-        return self.process.wait(timeout)
+        status = self.process.wait(timeout)
+        self._close()
+        return status
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self._reader.join(30)
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            self.process.stderr.close()
