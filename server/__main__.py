@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-message-bytes", type=int, default=int(_env("CM_MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
         help="largest request or reply (CM_MAX_MESSAGE_BYTES)",
     )
+    parser.add_argument(
+        "--sync", default=_env("CM_SYNC", "FULL").upper(), choices=("FULL", "NORMAL"),
+        help="SQLite synchronous mode: FULL fsyncs every commit (survives power loss), NORMAL only "
+        "survives a process crash (CM_SYNC)",
+    )
     parser.add_argument("--log-level", default=_env("CM_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING (CM_LOG_LEVEL)")
     return parser.parse_args(argv)
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_port = options.metrics_port if options.metrics_port >= 0 else None
     server, port = create_server(
         f"{options.host}:{options.port}", db_path=options.db, tokens=tokens, limits=limits,
-        workers=options.workers, metrics_port=metrics_port,
+        workers=options.workers, metrics_port=metrics_port, sync=options.sync,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -82,11 +82,12 @@ def create_server(
     limits: Limits | None = None,
     workers: int = 16,
     metrics_port: int | None = None,
+    sync: str = "FULL",
 ) -> tuple[Server, int]:
     """Build the server bound to ``addr`` (port 0 picks one) with its store loaded and
     compiled; returns ``(server, port)``. Call ``server.start()`` to serve."""
     limits = limits or Limits()
-    store = SQLiteStore(db_path)
+    store = SQLiteStore(db_path, synchronous=sync)
     registry = Registry(store)
     metrics = Metrics()
     core = Core(store=store, registry=registry, tokens=tokens, limits=limits, metrics=metrics)

@@ -96,8 +96,10 @@ class PixelBatch:
                 return missing
             if len(values) != count:
                 raise InvalidArgument(f"columns.{name}: {len(values)} values, expected {count} (one per pixel_id)")
-            # Empty strings are absent fields (proto3 cannot tell them apart).
-            return [v or None for v in values]
+            values = list(values)
+            # Empty strings are absent fields (proto3 cannot tell them apart); the scan for
+            # one runs in C, the rewrite only when there is one.
+            return [v or None for v in values] if "" in values else values
 
         names, urls, devices = column("event"), column("url"), column("device_type")
         self.times = list(columns.event_time) or [0] * count

@@ -225,14 +225,23 @@ def _new_id() -> str:
 class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode."""
 
-    def __init__(self, path: str | Path) -> None:
+    SYNC_MODES = ("FULL", "NORMAL", "OFF")
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        """Open (creating when missing) the database at ``path``.
+
+        ``synchronous``: FULL (default) fsyncs every commit, so a returned call survives a
+        power cut; NORMAL survives a process crash but may lose the last commits on power
+        loss; OFF is for bulk loading only.
+        """
+        if synchronous not in self.SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {self.SYNC_MODES}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed registration or recording survives a power cut, not only a crash.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._transaction() as db:

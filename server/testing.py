@@ -41,9 +41,9 @@ def running_server(db_path: str | Path, *, limits: Limits | None = None, **kwarg
 class ServerProcess:
     """``python -m server`` as a child process; the port is read from its 'serving' log line."""
 
-    def __init__(self, directory: Path, *args: str) -> None:
+    def __init__(self, directory: Path, *args: str, tokens_file: dict | None = None) -> None:
         tokens = directory / "tokens.json"
-        tokens.write_text(json.dumps(TEST_TOKENS))
+        tokens.write_text(json.dumps(tokens_file or TEST_TOKENS))
         self.log_lines: list[dict] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", "--port", "0", "--db", str(directory / "matcher.db"),
