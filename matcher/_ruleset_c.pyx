@@ -9,7 +9,7 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 """
 
 cimport cython
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
@@ -30,7 +30,7 @@ from matcher.includes.re2 cimport (
 from collections.abc import Mapping
 
 from matcher._casefold_data import FOLD_PAIRS
-from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_PREFIX, P_REGEX, TEXT
+from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT
 from matcher.regex import REGEX_MAX_MEM
 from matcher.errors import RuleError
 from matcher.values import EVENT_FIELDS, number_text
@@ -61,6 +61,8 @@ DEF G_NUMBER = 2
 DEF K_CONTAINS = 0
 DEF K_PREFIX = 1
 DEF K_REGEX = 2
+DEF K_ICONTAINS = 3
+DEF K_IPREFIX = 4
 # Built-in fields.
 DEF F_CUSTOM = 0
 DEF F_URL = 1
@@ -74,7 +76,7 @@ DEF NUM_YES = 1
 DEF NUM_NO = 2
 
 assert (TEXT, FOLDED, NUMBER) == (G_TEXT, G_FOLDED, G_NUMBER)
-assert (P_CONTAINS, P_PREFIX, P_REGEX) == (K_CONTAINS, K_PREFIX, K_REGEX)
+assert (P_CONTAINS, P_PREFIX, P_REGEX, P_ICONTAINS, P_IPREFIX) == (K_CONTAINS, K_PREFIX, K_REGEX, K_ICONTAINS, K_IPREFIX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,8 +109,19 @@ cdef void fold_utf8(const char* s, Py_ssize_t n, string& out) noexcept nogil:
     cdef Py_ssize_t i = 0
     cdef unsigned char c
     cdef uint32_t cp
+    cdef char* dst
     cdef unordered_map[uint32_t, uint32_t].iterator it
-    out.clear()
+    out.resize(n)
+    dst = &out[0]
+    while i < n:  # ASCII prefix: one table lookup per byte
+        c = <unsigned char>s[i]
+        if c >= 0x80:
+            break
+        dst[i] = <char>(c + 32) if 65 <= c <= 90 else <char>c
+        i += 1
+    if i == n:
+        return
+    out.resize(i)
     while i < n:
         c = <unsigned char>s[i]
         if c < 0x80:
@@ -266,10 +279,14 @@ cdef cppclass GroupC:
 
 cdef cppclass PartC:
     vector[int32_t] rules
-    vector[vector[int32_t]] programs
+    # Programs and trigger lists are stored flat (CSR): rule r's program is
+    # code[code_at[r]:code_at[r + 1]], predicate p triggers trigger[trigger_at[p]:trigger_at[p + 1]].
+    vector[int32_t] code
+    vector[int32_t] code_at
     vector[GroupC*] groups
     vector[int32_t] pred_group
-    vector[vector[int32_t]] triggers
+    vector[int32_t] trigger
+    vector[int32_t] trigger_at
     vector[int32_t] always
     vector[int32_t] eager
     vector[int32_t] fields
@@ -295,7 +312,6 @@ cdef class Partition:
     def __init__(self, plan, fields):
         cdef PartC* p = self.part
         cdef GroupC* g
-        cdef vector[int32_t] code
         self.needs_text = frozenset(plan.needs_text)
         self.needs_number = frozenset(plan.needs_number)
         self.size = len(plan.rules)
@@ -303,18 +319,18 @@ cdef class Partition:
         for index in plan.rules:
             p.rules.push_back(index)
         for program in plan.programs:
-            code.clear()
+            p.code_at.push_back(p.code.size())
             for x in program:
-                code.push_back(x)
-            p.programs.push_back(code)
-            p.max_program = max(p.max_program, code.size())
+                p.code.push_back(x)
+            p.max_program = max(p.max_program, len(program))
+        p.code_at.push_back(p.code.size())
         for gid in plan.pred_group:
             p.pred_group.push_back(gid)
         for rules in plan.triggers:
-            code.clear()
+            p.trigger_at.push_back(p.trigger.size())
             for x in rules:
-                code.push_back(x)
-            p.triggers.push_back(code)
+                p.trigger.push_back(x)
+        p.trigger_at.push_back(p.trigger.size())
         for x in plan.always:
             p.always.push_back(x)
         for x in plan.eager:
@@ -352,6 +368,15 @@ cdef void _load_map(GroupC* g, dict source, unordered_map[string_view, vector[in
             target[0][string_view(g.keys.back().data(), g.keys.back().size())].push_back(pid)
 
 
+cdef bint _USE_SETS = True
+
+
+def _set_multi_pattern_sets(bint enabled):
+    """Tests only: build partitions without RE2::Set, to exercise the pattern-by-pattern path."""
+    global _USE_SETS
+    _USE_SETS = enabled
+
+
 cdef void _load_patterns(GroupC* g, list patterns) except *:
     cdef Options opts
     cdef Options set_opts
@@ -370,16 +395,19 @@ cdef void _load_patterns(GroupC* g, list patterns) except *:
         text = string(<char*>raw, len(raw))
         if kind == K_REGEX:
             pattern = text
-            regex = new RE2(StringPiece(text.data(), text.size()), opts)
+        else:
+            pattern = QuoteMeta(StringPiece(text.data(), text.size()))
+            if kind == K_ICONTAINS or kind == K_IPREFIX:
+                pattern = string(b"(?i)") + pattern
+            if kind == K_PREFIX or kind == K_IPREFIX:
+                pattern = string(b"^") + pattern
+        regex = NULL
+        if kind == K_REGEX:  # kept for the pattern-by-pattern fallback
+            regex = new RE2(StringPiece(pattern.data(), pattern.size()), opts)
             if not regex.ok():
                 message = regex.error().decode("utf-8", "replace")
                 del regex
                 raise RuleError("rule", f"regex {source!r} is not valid RE2: {message}")
-        else:
-            pattern = QuoteMeta(StringPiece(text.data(), text.size()))
-            if kind == K_PREFIX:
-                pattern = string(b"^") + pattern
-            regex = NULL
         g.pat_kind.push_back(kind)
         g.pat_text.push_back(text)
         g.pat_regex.push_back(regex)
@@ -387,7 +415,7 @@ cdef void _load_patterns(GroupC* g, list patterns) except *:
         if g.set != NULL and g.set.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
             del g.set  # evaluate this group pattern by pattern instead
             g.set = NULL
-    if g.set != NULL and not g.set.Compile():
+    if g.set != NULL and (not _USE_SETS or not g.set.Compile()):
         del g.set
         g.set = NULL
 
@@ -483,17 +511,27 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
             for i in range(sc.set_hits.size()):
                 _mark_one(sc, g.set_preds[sc.set_hits[i]])
             return
-    # No set, or its DFA ran out of memory: pattern by pattern.
-    view = string_view(text, size)
+    # No set, or its DFA ran out of memory: pattern by pattern (the i_ literals on folded text).
+    cdef cbool folded = False
     for i in range(g.pat_kind.size()):
         kind = g.pat_kind[i]
-        if kind == K_CONTAINS:
-            hit = view.find(string_view(g.pat_text[i].data(), g.pat_text[i].size())) != <size_t>-1
-        elif kind == K_PREFIX:
-            hit = size >= g.pat_text[i].size() and view.substr(0, g.pat_text[i].size()) == string_view(
-                g.pat_text[i].data(), g.pat_text[i].size())
-        else:
+        if kind == K_REGEX:
             hit = g.pat_regex[i].Match(StringPiece(text, size), 0, size, UNANCHORED, NULL, 0)
+            if hit:
+                _mark_one(sc, g.set_preds[i])
+            continue
+        if kind == K_ICONTAINS or kind == K_IPREFIX:
+            if not folded:
+                fold_utf8(text, size, sc.folded)
+                folded = True
+            view = string_view(sc.folded.data(), sc.folded.size())
+        else:
+            view = string_view(text, size)
+        if kind == K_CONTAINS or kind == K_ICONTAINS:
+            hit = view.find(string_view(g.pat_text[i].data(), g.pat_text[i].size())) != <size_t>-1
+        else:
+            hit = view.size() >= g.pat_text[i].size() and view.substr(0, g.pat_text[i].size()) == string_view(
+                g.pat_text[i].data(), g.pat_text[i].size())
         if hit:
             _mark_one(sc, g.set_preds[i])
 
@@ -530,13 +568,9 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
             _lookup(sc, g.text_eq, item.text, item.size)
             if not g.pat_kind.empty():
                 _run_patterns(g, sc, item.text, item.size)
-        else:
-            if item.text == NULL:
-                continue
+        elif item.text != NULL:  # G_FOLDED: i_is_any
             fold_utf8(item.text, item.size, sc.folded)
             _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())
-            if not g.pat_kind.empty():
-                _run_patterns(g, sc, sc.folded.data(), sc.folded.size())
 
 
 cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
@@ -546,9 +580,9 @@ cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans)
     return sc.pred_mark[pid] == sc.stamp
 
 
-cdef cbool _run_program(PartC* p, const vector[int32_t]& code, Scratch* sc, Item* items,
+cdef cbool _run_program(PartC* p, const int32_t* code, size_t n, Scratch* sc, Item* items,
                         Span* spans) noexcept nogil:
-    cdef size_t i = 0, top = 0, n = code.size()
+    cdef size_t i = 0, top = 0
     cdef int op, count, j
     cdef cbool value
     cdef char* stack = sc.stack.data()
@@ -602,15 +636,15 @@ cdef void _evaluate(PartC* p, Scratch* sc, Item* items, Span* spans, vector[int3
         sc.rule_mark[r] = sc.stamp
         sc.candidates.push_back(r)
     for i in range(sc.true_preds.size()):
-        for j in range(p.triggers[sc.true_preds[i]].size()):
-            r = p.triggers[sc.true_preds[i]][j]
+        for j in range(p.trigger_at[sc.true_preds[i]], p.trigger_at[sc.true_preds[i] + 1]):
+            r = p.trigger[j]
             if sc.rule_mark[r] != sc.stamp:
                 sc.rule_mark[r] = sc.stamp
                 sc.candidates.push_back(r)
     sort(sc.candidates.begin(), sc.candidates.end())
     for i in range(sc.candidates.size()):
         r = sc.candidates[i]
-        if _run_program(p, p.programs[r], sc, items, spans):
+        if _run_program(p, &p.code[p.code_at[r]], p.code_at[r + 1] - p.code_at[r], sc, items, spans):
             out.push_back(p.rules[r])
 
 
@@ -623,31 +657,40 @@ cdef class Matcher:
     cdef list _ids
     cdef object _unscoped  # Partition or None (kept alive for the C pointers below)
     cdef dict _scoped  # source -> Partition
-    cdef list _field_kind  # per slot: F_* code
+    cdef vector[int] _field_kind  # per slot: F_* code
+    cdef vector[cbool] _field_needs_text
+    cdef vector[cbool] _field_simple  # a custom parameter named by one key, no [*]
+    cdef list _field_name  # per slot: the first key (custom parameters)
+    cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each) or None
-    cdef list _field_needs_text
     cdef list _unscoped_fields
     cdef dict _scoped_fields  # source -> tuple of slots to extract besides the unscoped ones
     cdef size_t _max_preds, _max_groups, _max_rules, _max_program
     cdef int _nfields
 
     def __init__(self, fields, unscoped, scoped, ids):
+        cdef cbool flag
         self._ids = list(ids)
         self._unscoped = unscoped
         self._scoped = dict(scoped)
         self._nfields = len(fields)
         parts = ([unscoped] if unscoped is not None else []) + list(self._scoped.values())
         needs_text = set().union(*(p.needs_text for p in parts)) if parts else set()
-        self._field_kind = []
         self._field_segments = []
-        self._field_needs_text = []
+        self._field_name = []
+        self._field_folded = []
         for slot, path in enumerate(fields):
             kind = {"url": F_URL, "event": F_EVENT, "device_type": F_DEVICE, "domain": F_DOMAIN,
                     "path": F_PATH}.get(path.builtin, F_CUSTOM)
-            self._field_kind.append(kind)
-            self._field_segments.append(
-                tuple((s.name, s.folded.encode("utf-8"), s.each) for s in path.segments) if kind == F_CUSTOM else None)
-            self._field_needs_text.append(slot in needs_text)
+            self._field_kind.push_back(kind)
+            flag = slot in needs_text
+            self._field_needs_text.push_back(flag)
+            segments = tuple((s.name, s.folded.encode("utf-8"), s.each) for s in path.segments)
+            self._field_segments.append(segments)
+            flag = len(segments) == 1 and not segments[0][2]
+            self._field_simple.push_back(flag)
+            self._field_name.append(segments[0][0] if segments else None)
+            self._field_folded.append(segments[0][1] if segments else None)
         self._unscoped_fields = list(self._fields_of(unscoped)) if unscoped is not None else []
         base = set(self._unscoped_fields)
         self._scoped_fields = {k: tuple(s for s in self._fields_of(v) if s not in base) for k, v in self._scoped.items()}
@@ -733,12 +776,14 @@ cdef class Matcher:
             keep.append(ev)
         else:
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
+        cdef PyObject* raw = PyDict_GetItem(ev, "custom_data")
+        cdef object custom = <object>raw if raw != NULL else None
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
             result.unscoped = (<Partition>self._unscoped).part
             for slot in self._unscoped_fields:
-                self._extract_field(ev, slot, base, items, owned, keep)
+                self._extract_field(ev, custom, slot, base, items, owned, keep)
         if self._scoped:
             pixel = ev.get("pixel_id")
             if type(pixel) is not str:
@@ -749,11 +794,11 @@ cdef class Matcher:
                     part = <Partition>found
                     result.scoped = part.part
                     for slot in <tuple>self._scoped_fields[pixel]:
-                        self._extract_field(ev, slot, base, items, owned, keep)
+                        self._extract_field(ev, custom, slot, base, items, owned, keep)
         return result
 
-    cdef void _extract_field(self, dict ev, int slot, Span* base, vector[Item]& items, deque[string]& owned,
-                             list keep) except *:
+    cdef void _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
+                             deque[string]& owned, list keep) except *:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -795,18 +840,22 @@ cdef class Matcher:
                         item.size = 1
                         item.num_state = NUM_UNKNOWN
                         items.push_back(item)
+        elif self._field_simple[slot]:
+            value = _lookup_key(custom, self._field_name[slot], self._field_folded[slot])
+            if value is not None:
+                self._add_items(value, items, needs_text, keep)
         else:
-            self._extract_custom(ev, slot, items, needs_text, keep)
+            self._extract_custom(custom, slot, items, needs_text, keep)
         span.count = items.size() - span.start
         base[slot] = span
 
-    cdef void _extract_custom(self, dict ev, int slot, vector[Item]& items, bint needs_text, list keep) except *:
+    cdef void _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
+                              list keep) except *:
         cdef tuple segments = self._field_segments[slot]
         cdef Py_ssize_t i, last = len(segments) - 1
-        cdef PyObject* raw = PyDict_GetItem(ev, "custom_data")
-        if raw == NULL:
+        if custom is None:
             return
-        nodes = [<object>raw]
+        nodes = [custom]
         for i in range(last + 1):
             name, folded, each = segments[i]
             found = []
@@ -880,29 +929,37 @@ cdef class Matcher:
 cdef object _lookup_key(object node, str name, bytes folded):
     """A custom parameter: the exact key wins, else the first key equal under case folding."""
     cdef PyObject* raw
-    cdef const char* text
-    cdef Py_ssize_t size
-    cdef string buf
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef Py_ssize_t pos = 0
     if type(node) is dict:
         raw = PyDict_GetItem(node, name)
         if raw != NULL:
             return <object>raw
-        items = (<dict>node).items()
-    elif isinstance(node, Mapping):
+        while PyDict_Next(node, &pos, &key, &value):
+            if _folds_to(<object>key, folded):
+                return <object>value
+        return None
+    if isinstance(node, Mapping):
         if name in node:
             return node[name]
-        items = node.items()
-    else:
-        return None
-    for key, value in items:
-        if isinstance(key, str):
-            text = _utf8(key, &size)
-            if text == NULL:
-                continue
-            fold_utf8(text, size, buf)
-            if buf.size() == <size_t>len(folded) and buf == <string>folded:
-                return value
+        for k, v in node.items():
+            if _folds_to(k, folded):
+                return v
     return None
+
+
+cdef bint _folds_to(object key, bytes folded) except -1:
+    cdef const char* text
+    cdef Py_ssize_t size
+    cdef string buf
+    if not isinstance(key, str):
+        return False
+    text = _utf8(key, &size)
+    if text == NULL:
+        return False
+    fold_utf8(text, size, buf)
+    return buf.size() == <size_t>len(folded) and buf == <string>folded
 
 
 cdef const char* _utf8(object text, Py_ssize_t* size) except? NULL:

@@ -11,7 +11,7 @@ from typing import Any
 
 from matcher.plan import (
     FOLDED, NUMBER, OP_AND, OP_EXISTS, OP_MISSING, OP_NEG, OP_NOR, OP_OR, OP_PRED,
-    P_CONTAINS, P_PREFIX, TEXT, Group, PartitionPlan,
+    P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT, Group, PartitionPlan,
 )
 from matcher.regex import compile_regex
 from matcher.values import FieldPath, fold, item_number, item_text, resolve, source_key
@@ -26,7 +26,7 @@ class Partition:
         self.plan = plan
         self.size = len(plan.rules)
         self._matchers = [
-            [(kind, text, compile_regex(text).search if kind not in (P_CONTAINS, P_PREFIX) else None, pred)
+            [(kind, text, compile_regex(text).search if kind == P_REGEX else None, pred)
              for kind, text, pred in group.patterns]
             for group in plan.groups
         ]
@@ -75,15 +75,20 @@ class Partition:
             if text is None:
                 continue
             if group.kind == FOLDED:
-                text = fold(text)
+                true_preds.update(group.text_eq.get(fold(text), ()))
+                continue
             true_preds.update(group.text_eq.get(text, ()))
+            folded = None
             for kind, pattern, search, pred in matchers:
                 if kind == P_CONTAINS:
                     hit = pattern in text
                 elif kind == P_PREFIX:
                     hit = text.startswith(pattern)
-                else:
+                elif kind == P_REGEX:
                     hit = search(text) is not None
+                else:
+                    folded = fold(text) if folded is None else folded
+                    hit = pattern in folded if kind == P_ICONTAINS else folded.startswith(pattern)
                 if hit:
                     true_preds.add(pred)
 

@@ -9,8 +9,8 @@ interprets it directly, so both execute the same design:
 - Predicates are evaluated in *groups*, one pass per group and event:
   ``TEXT`` groups (per field) look the field's text up in hash maps (``eq``, ``is_any``,
   numeric ``eq``) and run one multi-pattern pass (``contains``, ``starts_with``,
-  ``regex_match``); ``FOLDED`` groups do the same on the case-folded text (the ``i_``
-  operators); a ``NUMBER`` group is one numeric comparison.
+  ``regex_match`` and their ``i_`` variants); ``FOLDED`` groups look the case-folded text
+  up (``i_is_any``); a ``NUMBER`` group is one numeric comparison.
 - Each rule is a postfix *program* over predicate bits and field presence.
 - Each rule gets a *trigger set*: predicates of which at least one must hold for the rule
   to hold. Only rules triggered by a true predicate (plus the few rules with no trigger
@@ -28,8 +28,10 @@ from matcher.values import FieldPath, fold
 
 # Group kinds.
 TEXT, FOLDED, NUMBER = 0, 1, 2
-# Pattern kinds within TEXT and FOLDED groups.
-P_CONTAINS, P_PREFIX, P_REGEX = 0, 1, 2
+# Pattern kinds within TEXT groups. The case-insensitive ones hold folded literals and match
+# where the folded text contains (starts with) them; the kernel runs them as RE2 ``(?i)``
+# literals in the same multi-pattern pass, RE2's case orbits being simple case folding.
+P_CONTAINS, P_PREFIX, P_REGEX, P_ICONTAINS, P_IPREFIX = 0, 1, 2, 3, 4
 # Numeric comparisons.
 NUMBER_OPS = {"lt": 0, "lte": 1, "gt": 2, "gte": 3}
 # Program opcodes (postfix). PRED p | NEG p f | EXISTS f | MISSING f | AND n | OR n | NOR n
@@ -47,7 +49,7 @@ class Group:
     text_eq: dict[str, list[int]] = field(default_factory=dict)
     number_eq: dict[float, list[int]] = field(default_factory=dict)  # TEXT only
     number_text_eq: dict[str, list[int]] = field(default_factory=dict)  # TEXT only
-    patterns: list[tuple[int, str, int]] = field(default_factory=list)  # (kind, text, pred)
+    patterns: list[tuple[int, str, int]] = field(default_factory=list)  # TEXT only: (kind, text, pred)
     # NUMBER
     op: int = 0
     bound: float = 0.0
@@ -149,11 +151,10 @@ class _Builder:
                 for value in values:
                     self.groups[gid].text_eq.setdefault(value, []).append(pid)
             return pid
-        kind = {"contains": P_CONTAINS, "i_contains": P_CONTAINS, "starts_with": P_PREFIX,
-                "i_starts_with": P_PREFIX, "regex_match": P_REGEX}[op]
-        folded = op.startswith("i_")
-        text = fold(leaf.operand) if folded else leaf.operand
-        gid = self._group(FOLDED if folded else TEXT, slot)
+        kind = {"contains": P_CONTAINS, "i_contains": P_ICONTAINS, "starts_with": P_PREFIX,
+                "i_starts_with": P_IPREFIX, "regex_match": P_REGEX}[op]
+        text = fold(leaf.operand) if kind in (P_ICONTAINS, P_IPREFIX) else leaf.operand
+        gid = self._group(TEXT, slot)
         pid, new = self._new_pred((op, slot, text), gid, _COST_PATTERN)
         if new:
             self.groups[gid].patterns.append((kind, text, pid))

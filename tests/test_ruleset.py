@@ -103,3 +103,23 @@ def test_lone_surrogates_are_not_text():
     cr = compile_rules({"a": {"color": {"exists": True}}, "b": {"color": {"contains": ""}}, "c": {"domain": {"exists": True}}})
     assert cr.match({"custom_data": {"color": "\ud800"}, "url": "http://\ud800.com"}) == ["a"]
     assert matcher.evaluate({"color": {"contains": ""}}, {"custom_data": {"color": "\ud800"}}) is False
+
+
+def test_case_insensitive_literals_follow_simple_folding_for_every_folding_code_point():
+    """The kernel runs i_contains as RE2 (?i) literals; RE2's case orbits must equal simple folding.
+
+    For every code point the fold table maps, both the code point and its folding must match
+    a rule written with either, on every implementation's answer (reference included).
+    """
+    from matcher._casefold_data import FOLD_PAIRS
+
+    pairs = FOLD_PAIRS
+    rules = {f"r{j}": {"t": {"i_contains": chr(a)}} for j, (a, _) in enumerate(pairs)}
+    rules.update({f"s{j}": {"t": {"i_starts_with": chr(b)}} for j, (_, b) in enumerate(pairs)})
+    cr = compile_rules(rules)
+    events = [{"custom_data": {"t": f"{chr(a)}>"}} for a, _ in pairs] + [{"custom_data": {"t": f"{chr(b)}>"}} for _, b in pairs]
+    targets = [b for _, b in pairs] * 2
+    for target, matched in zip(targets, cr.match_batch(events)):
+        expected = [f"r{j}" for j, (_, b) in enumerate(pairs) if b == target]
+        expected += [f"s{j}" for j, (_, b) in enumerate(pairs) if b == target]
+        assert matched == expected, hex(target)
