@@ -24,6 +24,9 @@ from server.store import Recording
 
 HOUR = 3600
 NO_SPEC = -1
+# Events name any pixel id a web page sends; past this many the per-snapshot cache stops
+# growing (lookups still work, uncached) so junk ids cannot exhaust memory.
+MAX_CACHED_PIXELS = 100_000
 
 
 def event_value(custom_data: Any) -> float | None:
@@ -170,9 +173,12 @@ def ads_for_pixels(snapshot: Snapshot, pixel_ids: Iterable[str]) -> dict[str, tu
     """Ads tracking each pixel's firings, memoised on the snapshot (a pure function of it)."""
     cache = snapshot.pixel_ad_cache
     unknown = [p for p in set(pixel_ids) if p not in cache]
-    if unknown:
-        for pixel_id, ads in zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(p) for p in unknown])):
-            cache[pixel_id] = ads
+    if not unknown:
+        return cache
+    found = dict(zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(p) for p in unknown])))
+    if len(cache) + len(found) > MAX_CACHED_PIXELS:
+        return {**cache, **found}
+    cache.update(found)  # concurrent batches may both fill a key: with the same value
     return cache
 
 

@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import grpc
+
 from server.auth import Principal, TokenTable
 from server.errors import InvalidArgument
 from server.metrics import Metrics
 from server.registry import Registry
 from server.store import Store
-
-import grpc
 
 
 @dataclass(frozen=True)

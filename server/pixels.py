@@ -116,7 +116,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         name = self.core.text(request.name, "name")
         tag = parse_tag(request.tag)
         now = self.core.now()
-        pixel = self.core.registry.change_pixels(lambda: self.core.store.create_pixel(name, tag, account, now))
+        pixel = self.core.registry.add_pixel(lambda: self.core.store.create_pixel(name, tag, account, now))
         return self._message(pixel)
 
     def GetPixel(self, request, context):
@@ -142,7 +142,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
     def DeletePixel(self, request, context):
         principal = self.core.authenticate(context)
         pixel = self._managed(principal, request.pixel_id)
-        self.core.registry.change_pixels(lambda: self.core.store.delete_pixel(pixel.id))
+        self.core.registry.remove_pixel(pixel.id, self.core.store.delete_pixel)
         return pixels_pb2.DeletePixelResponse(success=True)
 
     def ListAuthorizedAdAccounts(self, request, context):

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import matcher
 
 from server.errors import InvalidArgument
-from server.store import AdRecord, CustomConversionRecord, Store
+from server.store import AdRecord, CustomConversionRecord, PixelRecord, Store
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ class Registry:
                     rules=rules,
                     default_values={c.id: c.default_conversion_value for c in conversions},
                     conversion_pixel={c.id: c.event_source_id for c in conversions},
-                    pixel_ids=frozenset(p.id for p in self.store.all_pixels()),
+                    pixel_ids=frozenset(self.store.pixel_ids()),
                     tracking=tracking,
                     conversion=conversion,
                     ad_specs=ads,
@@ -105,13 +105,19 @@ class Registry:
 
     # -- writers ----------------------------------------------------------------------------
 
-    def change_pixels(self, write: Callable[[], T]) -> T:
-        """Run a pixel write; then refresh the set of known pixel ids."""
+    def add_pixel(self, create: Callable[[], PixelRecord]) -> PixelRecord:
+        """Run the store's create; its events are recorded from now on."""
         with self._writer:
-            result = write()
-            pixel_ids = frozenset(p.id for p in self.store.all_pixels())
-            self._publish(replace(self.snapshot, pixel_ids=pixel_ids, pixel_ad_cache={}))
-            return result
+            pixel = create()
+            current = self.snapshot
+            self._publish(replace(current, pixel_ids=current.pixel_ids | {pixel.id}))
+            return pixel
+
+    def remove_pixel(self, pixel_id: str, delete: Callable[[str], None]) -> None:
+        with self._writer:
+            delete(pixel_id)
+            current = self.snapshot
+            self._publish(replace(current, pixel_ids=current.pixel_ids - {pixel_id}))
 
     def add_custom_conversion(self, record: CustomConversionRecord, rule: Any, limit: int) -> CustomConversionRecord:
         """Store a new conversion under a fresh id and make it visible to classification."""

@@ -101,7 +101,7 @@ class Store(ABC):
     @abstractmethod
     def list_pixels(self, account_id: str) -> list[PixelRecord]: ...
     @abstractmethod
-    def all_pixels(self) -> list[PixelRecord]: ...
+    def pixel_ids(self) -> list[str]: ...
     @abstractmethod
     def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord: ...
     @abstractmethod
@@ -307,9 +307,8 @@ class SQLiteStore(Store):
             ).fetchall()
             return [self._pixel(self._db, pixel_id) for (pixel_id,) in ids]
 
-    def all_pixels(self) -> list[PixelRecord]:
-        with self._lock:
-            return [self._pixel(self._db, pixel_id) for (pixel_id,) in self._db.execute("SELECT id FROM pixels ORDER BY id").fetchall()]
+    def pixel_ids(self) -> list[str]:
+        return [pixel_id for (pixel_id,) in self._read("SELECT id FROM pixels")]
 
     def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord:
         with self._transaction() as db:
