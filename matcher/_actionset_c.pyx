@@ -29,6 +29,11 @@ from libcpp.pair cimport pair
 from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
+
+cdef extern from "Python.h":
+    int PyGC_Disable()
+    int PyGC_Enable()
+
 from collections.abc import Iterable, Mapping
 
 from matcher._actionset_py import _apply_changes
@@ -37,6 +42,7 @@ from matcher.actionspecs import (
     ATTRIBUTE_KEYS,
     DEFAULT_MAX_LENGTH,
     action_value_text,
+    gc_paused,
     parse_ads,
 )
 
@@ -120,7 +126,9 @@ cdef class ActionSpecSet:
     def __init__(self, ads=None, *, max_length=DEFAULT_MAX_LENGTH):
         """Compile ``{ad_id: specs}``; specs are anything ``parse_action_specs`` takes."""
         self._max_length = max_length
-        self._build(parse_ads(ads if ads is not None else {}, max_length=max_length))
+        parsed = parse_ads(ads if ads is not None else {}, max_length=max_length)
+        with gc_paused():
+            self._build(parsed)
 
     # ----------------------------------------------------------------------------- compile
 
@@ -290,7 +298,7 @@ cdef class ActionSpecSet:
             sort(entries.begin(), entries.end())
             self._fill_table(entries)
 
-    cdef void _fill_table(self, vector[pair[uint64_t, int32_t]]& entries) noexcept nogil:
+    cdef int _fill_table(self, vector[pair[uint64_t, int32_t]]& entries) except -1 nogil:
         cdef Py_ssize_t n = entries.size(), i, run_start, distinct = 0
         cdef uint64_t key, position, mask
         for i in range(n):
@@ -319,6 +327,7 @@ cdef class ActionSpecSet:
             self.slots[position].key = key
             self.slots[position].begin = <uint32_t>run_start
             self.slots[position].end = <uint32_t>i
+        return 0
 
     # ----------------------------------------------------------------------------- match
 
@@ -375,9 +384,9 @@ cdef class ActionSpecSet:
             index += 1
         return 0
 
-    cdef void _evaluate(self, const vector[int32_t]& action_type, const vector[int64_t]& pair_start,
+    cdef int _evaluate(self, const vector[int32_t]& action_type, const vector[int64_t]& pair_start,
                         const vector[ActionPair]& pairs, vector[uint64_t]& out,
-                        vector[int64_t]& out_start) noexcept nogil:
+                        vector[int64_t]& out_start) except -1 nogil:
         """Phase 2 (no GIL): ``(ad << 32 | spec)`` of the first matching spec per ad."""
         cdef Py_ssize_t n_actions = action_type.size(), a, p, q, r, c, found_start
         cdef int64_t first, last
@@ -453,6 +462,7 @@ cdef class ActionSpecSet:
                             previous = out[r]
                     out.resize(q + 1)
             out_start.push_back(<int64_t>out.size())
+        return 0
 
     cdef list _run(self, object actions, bint detail):
         cdef vector[int32_t] action_type
@@ -463,8 +473,20 @@ cdef class ActionSpecSet:
         self._extract(actions, action_type, pair_start, pairs)
         with nogil:
             self._evaluate(action_type, pair_start, pairs, out, out_start)
-        # Phase 3 (GIL held): Python lists of ids (or (id, spec index) tuples).
+        # Phase 3 (GIL held): Python lists of ids (or (id, spec index) tuples).  The lists
+        # are acyclic; letting 200,000 new lists trigger cyclic collections that rescan the
+        # whole heap would cost more than building them, so the collector waits.
         cdef Py_ssize_t n_actions = action_type.size(), a, k, count
+        cdef int gc_was_enabled = PyGC_Disable()
+        try:
+            return self._build_results(out, out_start, n_actions, detail)
+        finally:
+            if gc_was_enabled:
+                PyGC_Enable()
+
+    cdef list _build_results(self, const vector[uint64_t]& out, const vector[int64_t]& out_start,
+                             Py_ssize_t n_actions, bint detail):
+        cdef Py_ssize_t a, k, count
         cdef list results = PyList_New(n_actions)
         cdef list row
         cdef tuple ids = self._ids
@@ -536,7 +558,9 @@ cdef class ActionSpecSet:
         the parsed specs of unchanged ads are shared."""
         cdef ActionSpecSet new = ActionSpecSet.__new__(ActionSpecSet)
         new._max_length = self._max_length
-        new._build(_apply_changes(self._ads, add, remove, self._max_length))
+        changed = _apply_changes(self._ads, add, remove, self._max_length)
+        with gc_paused():
+            new._build(changed)
         return new
 
     def __repr__(self):

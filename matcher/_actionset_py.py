@@ -22,6 +22,7 @@ from matcher.actionspecs import (
     action_value_text,
     choose_anchor,
     count_distinct_values,
+    gc_paused,
     parse_ads,
 )
 
@@ -53,7 +54,9 @@ class ActionSpecSet:
     ) -> None:
         """Compile ``{ad_id: specs}``; specs are anything ``parse_action_specs`` takes."""
         self._max_length = max_length
-        self._build(parse_ads(ads if ads is not None else {}, max_length=max_length))
+        parsed = parse_ads(ads if ads is not None else {}, max_length=max_length)
+        with gc_paused():
+            self._build(parsed)
 
     def _build(self, ads: list[tuple[str, tuple[ActionSpec, ...]]]) -> None:
         self._ads = ads
@@ -160,7 +163,8 @@ class ActionSpecSet:
     ) -> ActionSpecSet:
         new = object.__new__(cls)
         new._max_length = max_length
-        new._build(ads)
+        with gc_paused():
+            new._build(ads)
         return new
 
     def __repr__(self) -> str:

@@ -53,9 +53,9 @@ def spec_matches(spec: ActionSpec, action: Mapping[str, Any]) -> bool:
     return True
 
 
-def _as_specs(specs: Any) -> list[ActionSpec]:
-    if isinstance(specs, list) and all(isinstance(spec, ActionSpec) for spec in specs):
-        return specs
+def _as_specs(specs: Any) -> list[ActionSpec] | tuple[ActionSpec, ...]:
+    if isinstance(specs, (list, tuple)) and all(type(spec) is ActionSpec for spec in specs):
+        return specs  # type: ignore[return-value]
     return parse_action_specs(specs)
 
 

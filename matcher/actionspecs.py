@@ -12,10 +12,14 @@ compiled set (:mod:`matcher._actionset`); both read the normalised fields define
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from functools import partial
+from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -126,7 +130,21 @@ def action_value_text(value: Any) -> str | None:
     return _number_text(value)
 
 
-class ActionSpec:
+# types as written -> concrete types; shared so equal type sets are one object (cheap to hash).
+_EXPANSIONS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _expand(types: tuple[str, ...]) -> frozenset[str]:
+    expanded: set[str] = set()
+    for action_type in types:
+        expanded |= META_SPECS.get(action_type, {action_type})
+    result = frozenset(expanded)
+    if len(_EXPANSIONS) < 10_000:
+        _EXPANSIONS[types] = result
+    return result
+
+
+class ActionSpec(tuple):
     """One validated, normalised action spec.  Immutable and hashable.
 
     ``types`` are the action types as written (meta types kept), sorted and de-duplicated;
@@ -134,95 +152,73 @@ class ActionSpec:
     de-duplicated; ``expanded_types`` is the set of concrete types the spec accepts.
     ``rsvp_default`` says the spec accepts ``rsvp`` and names no ``response``, so an ``rsvp``
     action must answer ``yes`` or ``maybe``.
+
+    It is stored as a tuple of those four fields (the cheapest immutable record to create by
+    the hundred thousand), but compares equal only to another ``ActionSpec``.
     """
 
-    __slots__ = ("types", "constraints", "expanded_types", "rsvp_default", "_json", "_hash")
+    __slots__ = ()
 
-    types: tuple[str, ...]
-    constraints: tuple[tuple[str, tuple[str, ...]], ...]
-    expanded_types: frozenset[str]
-    rsvp_default: bool
+    types: tuple[str, ...] = property(itemgetter(0))  # type: ignore[assignment]
+    constraints: tuple[tuple[str, tuple[str, ...]], ...] = property(itemgetter(1))  # type: ignore[assignment]
+    expanded_types: frozenset[str] = property(itemgetter(2))  # type: ignore[assignment]
+    rsvp_default: bool = property(itemgetter(3))  # type: ignore[assignment]
 
-    def __init__(self, spec: Mapping[str, Any] | str, *, path: str = "spec") -> None:
+    def __new__(cls, spec: Mapping[str, Any] | str, *, path: str = "spec") -> ActionSpec:
         """Validate ``spec`` (a mapping, or JSON text of one spec); raise :class:`SpecError`."""
         if isinstance(spec, (str, bytes, bytearray)):
             decoded = _loads(spec, path, DEFAULT_MAX_LENGTH)
         else:
             decoded = spec
-        types, constraints = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
-        self._init(types, constraints)
+        types, constraints, _ = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
+        return cls._trusted(types, constraints)
 
     @classmethod
     def _trusted(
         cls, types: tuple[str, ...], constraints: tuple[tuple[str, tuple[str, ...]], ...]
     ) -> ActionSpec:
         """Build from already validated, normalised parts."""
-        spec = object.__new__(cls)
-        spec._init(types, constraints)
-        return spec
-
-    def _init(
-        self, types: tuple[str, ...], constraints: tuple[tuple[str, tuple[str, ...]], ...]
-    ) -> None:
-        expanded: set[str] = set()
-        for action_type in types:
-            expanded |= META_SPECS.get(action_type, {action_type})
-        set_ = object.__setattr__
-        set_(self, "types", types)
-        set_(self, "constraints", constraints)
-        set_(self, "expanded_types", frozenset(expanded))
-        set_(
-            self,
-            "rsvp_default",
-            "rsvp" in expanded and all(key != "response" for key, _ in constraints),
-        )
-        set_(self, "_json", None)
-        set_(self, "_hash", None)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("ActionSpec is immutable")
+        expanded = _EXPANSIONS.get(types)
+        if expanded is None:
+            expanded = _expand(types)
+        rsvp_default = "rsvp" in expanded and all(key != "response" for key, _ in constraints)
+        return tuple.__new__(cls, (types, constraints, expanded, rsvp_default))
 
     def values(self, selector: str) -> tuple[str, ...] | None:
         """The accepted values of ``selector``, or ``None`` when the spec leaves it free."""
-        for key, values in self.constraints:
+        for key, values in self[1]:
             if key == selector:
                 return values
         return None
 
     def to_dict(self) -> dict[str, list[str]]:
         """The canonical decoded form: every value a list of strings."""
-        out: dict[str, list[str]] = {ACTION_TYPE_KEY: list(self.types)}
-        for key, values in self.constraints:
+        out: dict[str, list[str]] = {ACTION_TYPE_KEY: list(self[0])}
+        for key, values in self[1]:
             out[key] = list(values)
         return out
 
     def to_json(self) -> str:
         """Canonical JSON: compact, keys sorted, every value an array of sorted strings."""
-        text = self._json
-        if text is None:
-            text = json.dumps(
-                self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
-            object.__setattr__(self, "_json", text)
-        return text
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ActionSpec):
+        if type(other) is not ActionSpec:
             return NotImplemented
-        return self.types == other.types and self.constraints == other.constraints
+        return tuple.__eq__(self, other)
 
-    def __hash__(self) -> int:
-        value = self._hash
-        if value is None:
-            value = hash((self.types, self.constraints))
-            object.__setattr__(self, "_hash", value)
-        return value
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not ActionSpec:
+            return NotImplemented
+        return tuple.__ne__(self, other)
+
+    __hash__ = tuple.__hash__
 
     def __repr__(self) -> str:
         return f"ActionSpec({self.to_json()})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_spec, (self.types, self.constraints))
+        return (_rebuild_spec, (self[0], self[1]))
 
 
 def _rebuild_spec(types: tuple[str, ...], constraints: Any) -> ActionSpec:
@@ -271,82 +267,129 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
         raise SpecError(path, f"invalid JSON: {error}") from None
 
 
-def _scalar_text(value: Any, path: str) -> str:
+def _scalar_text(value: Any, path: Callable[[], str]) -> str:
+    if type(value) is str:
+        if value:
+            return value
+        raise SpecError(path(), "empty string is not a value")
     if isinstance(value, str):
-        if not value:
-            raise SpecError(path, "empty string is not a value")
-        return str.__str__(value)
+        return _scalar_text(str.__str__(value), path)
     if isinstance(value, bool) or value is None:
-        raise SpecError(path, f"expected a string or a number, got {json.dumps(value)}")
+        raise SpecError(path(), f"expected a string or a number, got {json.dumps(value)}")
     text = _number_text(value)
     if text is None:
         if isinstance(value, (int, float, Decimal)):
-            raise SpecError(path, "number is not finite or has too many digits")
-        raise SpecError(path, f"expected a string or a number, got {type(value).__name__}")
+            raise SpecError(path(), "number is not finite or has too many digits")
+        raise SpecError(path(), f"expected a string or a number, got {type(value).__name__}")
     return text
 
 
-def _values(raw: Any, path: str, max_length: int) -> tuple[str, ...]:
+def _values(raw: Any, path: Callable[[], str], max_length: int) -> tuple[str, ...]:
     """String-or-array notation: one scalar or a non-empty list of them, as sorted texts."""
-    if isinstance(raw, (list, tuple)):
+    kind = type(raw)
+    if kind is str and raw:
+        return (raw,)
+    if kind is list or kind is tuple:
+        if len(raw) == 1 and type(raw[0]) is str and raw[0]:
+            return (raw[0],)
         if not raw:
-            raise SpecError(path, "empty list matches nothing; give at least one value")
+            raise SpecError(path(), "empty list matches nothing; give at least one value")
         if len(raw) > max_length:
-            raise SpecError(path, f"more than {max_length} values")
-        texts = {_scalar_text(item, f"{path}[{i}]") for i, item in enumerate(raw)}
+            raise SpecError(path(), f"more than {max_length} values")
+        texts = {
+            _scalar_text(item, lambda i=i: f"{path()}[{i}]")  # type: ignore[misc]
+            for i, item in enumerate(raw)
+        }
         return tuple(sorted(texts))
-    if isinstance(raw, (Mapping, set, frozenset)):
-        raise SpecError(path, "expected a string, a number or a list of them, got an object")
+    if isinstance(raw, (Mapping, set, frozenset, list, tuple)):
+        raise SpecError(path(), "expected a string, a number or a list of them, got an object")
     return (_scalar_text(raw, path),)
+
+
+# Names already checked against _NAME_RE: specs repeat a handful of types and selectors.
+_VALID_NAMES: set[str] = set()
+
+
+def _valid_name(name: Any) -> bool:
+    if name in _VALID_NAMES:
+        return True
+    if type(name) is not str or not _NAME_RE.fullmatch(name):
+        return False
+    if len(_VALID_NAMES) < 100_000:
+        _VALID_NAMES.add(name)
+    return True
 
 
 def _validate_spec(
     spec: Any, path: str, max_length: int
-) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
-    if not isinstance(spec, Mapping):
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...], int]:
+    """``(types, constraints, bound)``: ``bound`` is at least the canonical JSON length."""
+    if type(spec) is not dict and not isinstance(spec, Mapping):
         raise SpecError(path, f"expected an object (a spec), got {type(spec).__name__}")
     if ACTION_TYPE_KEY not in spec:
         raise SpecError(path, 'missing "action.type"')
     if len(spec) > max_length:
         raise SpecError(path, f"more than {max_length} keys")
-    types_path = _key_path(path, ACTION_TYPE_KEY)
-    types = _values(spec[ACTION_TYPE_KEY], types_path, max_length)
-    for i, action_type in enumerate(types):
-        if not _NAME_RE.fullmatch(action_type):
+    types = _values(spec[ACTION_TYPE_KEY], lambda: _key_path(path, ACTION_TYPE_KEY), max_length)
+    for action_type in types:
+        if not _valid_name(action_type):
             raise SpecError(
-                types_path,
-                f"invalid action type {json.dumps(action_type, ensure_ascii=False)}: "
+                _key_path(path, ACTION_TYPE_KEY),
+                f"invalid action type {json.dumps(action_type, ensure_ascii=False)[:80]}: "
                 "expected verb, namespace:verb or dotted.name",
             )
     constraints: list[tuple[str, tuple[str, ...]]] = []
     has_object = False
+    # A JSON string is at most 6 characters per character (\\u escapes) plus quotes.
+    chars = sum(map(len, types)) + 11
+    items = len(types)
     for key, raw in spec.items():
         if key == ACTION_TYPE_KEY:
             continue
-        if not isinstance(key, str) or not _NAME_RE.fullmatch(key):
+        if not _valid_name(key):
             shown = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
             raise SpecError(
                 path, f"invalid selector {shown[:80]}: expected a name like page or post.wall"
             )
-        key_path = _key_path(path, key)
-        values = _values(raw, key_path, max_length)
-        if key == "response":
+        values = _values(raw, lambda key=key: _key_path(path, key), max_length)
+        if key in ATTRIBUTE_KEYS:
             for value in values:
                 if value not in RSVP_RESPONSES:
                     raise SpecError(
-                        key_path,
+                        _key_path(path, key),
                         f"invalid response {json.dumps(value, ensure_ascii=False)[:80]}: "
                         "expected yes, maybe or no",
                     )
-        if key not in ATTRIBUTE_KEYS:
+        else:
             has_object = True
         constraints.append((key, values))
+        chars += len(key) + (len(values[0]) if len(values) == 1 else sum(map(len, values)))
+        items += len(values) + 1
     if not has_object:
         raise SpecError(
             path, "needs at least one object reference (such as page, post or application)"
         )
     constraints.sort()
-    return types, tuple(constraints)
+    return types, tuple(constraints), 6 * chars + 4 * items + 2
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _json_length(text: str) -> int:
+    """Length of ``text`` as a JSON string (``ensure_ascii=False``), without encoding it."""
+    if _NEEDS_ESCAPE.search(text) is None:
+        return len(text) + 2
+    return len(json.dumps(text, ensure_ascii=False))
+
+
+def canonical_length(spec: ActionSpec) -> int:
+    """``len(spec.to_json())``, computed without building the text."""
+    total = 1 + _json_length(ACTION_TYPE_KEY) + 3 + sum(map(_json_length, spec.types))
+    total += len(spec.types) - 1
+    for key, values in spec.constraints:
+        total += 1 + _json_length(key) + 3 + sum(map(_json_length, values)) + len(values) - 1
+    return total + 1
 
 
 def parse_action_specs(
@@ -360,45 +403,81 @@ def parse_action_specs(
     ``max_length`` characters; for decoded input the limit applies to the canonical JSON.
     Raises :class:`matcher.SpecError` (code 100) naming the spec and key that is wrong.
     """
+    return _parse(specs, lambda: field, max_length)
+
+
+def _parse(specs: Any, field: Callable[[], str], max_length: int) -> list[ActionSpec]:
+    """:func:`parse_action_specs` with the field name built only when an error needs it."""
+    measured = False
     if isinstance(specs, (str, bytes, bytearray)):
-        decoded = _loads(specs, field, max_length)
-        measured_text = True
-    else:
-        decoded = specs
-        measured_text = False
-    if isinstance(decoded, ActionSpec):
-        parsed = [decoded]
-    elif isinstance(decoded, Mapping):
-        parsed = [ActionSpec._trusted(*_validate_spec(decoded, field, max_length))]
-    elif isinstance(decoded, (list, tuple)):
-        if not decoded:
-            raise SpecError(field, "empty list: give at least one spec")
-        if len(decoded) > max_length:
-            raise SpecError(field, f"more than {max_length} specs")
+        specs = _loads(specs, field(), max_length)
+        measured = True
+    bound = 0
+    if type(specs) is list or isinstance(specs, (list, tuple)):
+        if not specs:
+            raise SpecError(field(), "empty list: give at least one spec")
+        if len(specs) > max_length:
+            raise SpecError(field(), f"more than {max_length} specs")
         parsed = []
-        for index, item in enumerate(decoded):
-            if isinstance(item, ActionSpec):
+        for index, item in enumerate(specs):
+            if type(item) is ActionSpec:
                 parsed.append(item)
-            else:
-                item_path = f"{field}[{index}]"
-                parsed.append(ActionSpec._trusted(*_validate_spec(item, item_path, max_length)))
+                bound += max_length + 1  # unknown: measure exactly below
+                continue
+            types, constraints, size = _validate_spec(item, f"{field()}[{index}]", max_length) \
+                if type(item) is not dict else _validate_dict(item, field, index, max_length)
+            parsed.append(ActionSpec._trusted(types, constraints))
+            bound += size + 1
+    elif type(specs) is ActionSpec:
+        parsed = [specs]
+        bound = max_length + 1
+    elif isinstance(specs, Mapping):
+        types, constraints, bound = _validate_spec(specs, field(), max_length)
+        parsed = [ActionSpec._trusted(types, constraints)]
     else:
         raise SpecError(
-            field, f"expected a spec, a list of specs or JSON text, got {type(decoded).__name__}"
+            field(), f"expected a spec, a list of specs or JSON text, got {type(specs).__name__}"
         )
-    if not measured_text:
-        length = sum(len(spec.to_json()) for spec in parsed) + len(parsed) + 1
+    if not measured and bound + 1 > max_length:
+        length = sum(map(canonical_length, parsed)) + len(parsed) + 1
         if length > max_length:
             raise SpecError(
-                field,
+                field(),
                 f"canonical JSON is {length} characters, longer than the limit of {max_length}",
             )
     return parsed
 
 
+def _validate_dict(item: dict, field: Callable[[], str], index: int, max_length: int):
+    """Validate a decoded spec, formatting its path only if it is wrong."""
+    try:
+        return _validate_spec(item, "\0", max_length)
+    except SpecError as error:
+        # Re-raise with the real place; "\0" stood in for it while validating.
+        path = f"{field()}[{index}]" + error.path[1:]
+        raise SpecError(path, error.reason) from None
+
+
 def specs_to_json(specs: Iterable[ActionSpec]) -> str:
     """Canonical JSON text of a list of specs (each as :meth:`ActionSpec.to_json`)."""
     return "[" + ",".join(spec.to_json() for spec in specs) + "]"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects.
+
+    Parsing or compiling 100,000 ads creates millions of tuples; each allocation burst would
+    trigger collections that walk every live object again (more than half the build time).
+    Nothing built here can form a cycle, so pausing loses nothing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_ads(
@@ -411,6 +490,11 @@ def parse_ads(
     """
     if not isinstance(ads, Mapping):
         raise TypeError(f"ads must be a mapping of ad id to specs, got {type(ads).__name__}")
+    with gc_paused():
+        return _parse_ads(ads, max_length)
+
+
+def _parse_ads(ads: Mapping[Any, Any], max_length: int) -> list[tuple[str, tuple[ActionSpec, ...]]]:
     parsed: list[tuple[str, tuple[ActionSpec, ...]]] = []
     for ad_id, specs in ads.items():
         if not isinstance(ad_id, str) or not ad_id:
@@ -419,9 +503,12 @@ def parse_ads(
         if isinstance(specs, tuple) and specs and all(type(s) is ActionSpec for s in specs):
             parsed.append((ad_id, specs))
             continue
-        field = f"ads[{json.dumps(ad_id, ensure_ascii=False)}]"
-        parsed.append((ad_id, tuple(parse_action_specs(specs, field=field, max_length=max_length))))
+        parsed.append((ad_id, tuple(_parse(specs, partial(_ad_field, ad_id), max_length))))
     return parsed
+
+
+def _ad_field(ad_id: str) -> str:
+    return f"ads[{json.dumps(ad_id, ensure_ascii=False)}]"
 
 
 def choose_anchor(
