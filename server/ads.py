@@ -74,7 +74,6 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         if replace_existing:
             self._owned(principal, record.id)
         stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing)
-        self.core.metrics.ads.set(len(self.core.registry.snapshot.ad_specs))
         return _registration(stored, specs)
 
     def RegisterAd(self, request, context):
@@ -101,5 +100,4 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         principal = self.core.authenticate(context)
         record = self._owned(principal, request.ad_id)
         self.core.registry.delete_ad(record.id)
-        self.core.metrics.ads.set(len(self.core.registry.snapshot.ad_specs))
         return pb.DeleteAdResponse(success=True)

@@ -91,9 +91,8 @@ def create_server(
     registry = Registry(store)
     metrics = Metrics()
     core = Core(store=store, registry=registry, tokens=tokens, limits=limits, metrics=metrics)
+    registry.listeners.append(metrics.observe_snapshot)
     registry.load()
-    metrics.rules.set(registry.snapshot.rule_count)
-    metrics.ads.set(len(registry.snapshot.ad_specs))
 
     def observe(method: str, code: str, seconds: float) -> None:
         metrics.requests.labels(method, code).inc()

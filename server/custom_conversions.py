@@ -157,7 +157,6 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             retention_days=request.retention_days,
         )
         stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
-        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
         return pb.CreateCustomConversionResponse(
             id=stored.id, is_custom_event_type_predicted=predicted, custom_conversion=to_message(stored)
         )
@@ -205,14 +204,12 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         principal = self.core.authenticate(context)
         record = self._owned(principal, request.custom_conversion_id)
         archived = self.core.registry.untrack_custom_conversion(record.id, self.core.store.archive_custom_conversion)
-        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
         return to_message(archived)
 
     def DeleteCustomConversion(self, request, context):
         principal = self.core.authenticate(context)
         record = self._owned(principal, request.custom_conversion_id)
         self.core.registry.untrack_custom_conversion(record.id, self.core.store.delete_custom_conversion)
-        self.core.metrics.rules.set(self.core.registry.snapshot.rule_count)
         return pb.DeleteCustomConversionResponse(success=True)
 
     def GetCustomConversionStats(self, request, context):

@@ -103,8 +103,9 @@ def to_status(error: BaseException) -> grpc.Status:
     return rich_status(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "INTERNAL", "internal error; the server logged it")
 
 
-def _status_of(error: BaseException, method: str) -> grpc.Status:
-    if not isinstance(error, (ServiceError, matcher.MatcherError)):
+def _status_of(error: BaseException, method: str, context: grpc.ServicerContext) -> grpc.Status:
+    # A call the client cancelled or that timed out ends in errors that are not bugs.
+    if not isinstance(error, (ServiceError, matcher.MatcherError)) and context.is_active():
         log.exception("unexpected error", extra={"method": method})
     return to_status(error)
 
@@ -138,7 +139,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             try:
                 return behaviour(request, context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
-                status = _status_of(error, method)
+                status = _status_of(error, method, context)
                 code = status.code.name
                 context.abort_with_status(status)
             finally:
@@ -155,7 +156,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             try:
                 yield from behaviour(request, context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
-                status = _status_of(error, method)
+                status = _status_of(error, method, context)
                 code = status.code.name
                 context.abort_with_status(status)
             finally:

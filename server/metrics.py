@@ -29,6 +29,11 @@ class Metrics:
         self.rules = Gauge("cm_rules_loaded", "Custom conversion rules compiled for classification", registry=self.registry)
         self.ads = Gauge("cm_ads_loaded", "Ads whose specs are compiled for classification", registry=self.registry)
 
+    def observe_snapshot(self, snapshot) -> None:
+        """Registry listener: the gauges follow every published snapshot."""
+        self.rules.set(snapshot.rule_count)
+        self.ads.set(len(snapshot.ad_specs))
+
     def serve_http(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve /metrics on ``addr:port`` (0 picks a port); returns the port."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)

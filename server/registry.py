@@ -47,7 +47,6 @@ class Snapshot:
 
     rules: Any  # matcher.CompiledRules over tracked custom conversions, scoped to their pixel
     default_values: Mapping[str, float]  # custom conversion id -> default_conversion_value
-    conversion_pixel: Mapping[str, str]  # custom conversion id -> event_source_id
     pixel_ids: frozenset[str]  # registered pixels (only their events are recorded)
     tracking: Any  # compiled effective tracking specs of every ad, or None when no ads
     conversion: Any  # compiled effective conversion specs, or None
@@ -68,11 +67,11 @@ class Registry:
         self.snapshot = Snapshot(
             rules=matcher.compile_rules({}),
             default_values={},
-            conversion_pixel={},
             pixel_ids=frozenset(),
             tracking=None,
             conversion=None,
         )
+        # Called with every published snapshot (under the writer lock), e.g. to update gauges.
         self.listeners: list[Callable[[Snapshot], None]] = []
 
     # -- start-up ---------------------------------------------------------------------------
@@ -90,7 +89,6 @@ class Registry:
                 Snapshot(
                     rules=rules,
                     default_values={c.id: c.default_conversion_value for c in conversions},
-                    conversion_pixel={c.id: c.event_source_id for c in conversions},
                     pixel_ids=frozenset(self.store.pixel_ids()),
                     tracking=tracking,
                     conversion=conversion,
@@ -133,7 +131,6 @@ class Registry:
                     current,
                     rules=rules,
                     default_values={**current.default_values, stored.id: stored.default_conversion_value},
-                    conversion_pixel={**current.conversion_pixel, stored.id: stored.event_source_id},
                 )
             )
             return stored
@@ -156,8 +153,7 @@ class Registry:
             result = store_change(conversion_id)
             if tracked:
                 values = {k: v for k, v in current.default_values.items() if k != conversion_id}
-                pixels = {k: v for k, v in current.conversion_pixel.items() if k != conversion_id}
-                self._publish(replace(current, rules=rules, default_values=values, conversion_pixel=pixels))
+                self._publish(replace(current, rules=rules, default_values=values))
             return result
 
     def put_ad(self, record: AdRecord, *, replace_existing: bool) -> tuple[AdRecord, AdSpecs]:

@@ -45,14 +45,15 @@ def test_health_reflection_and_metrics(process):
     channel.close()
 
     with Client(process.target, "owner-token") as owner:
-        owner.create_pixel("act_1", "p")
+        pixel = owner.create_pixel("act_1", "p")
+        owner.create_custom_conversion("act_1", "c", pixel.id, {"event": "Lead"})
     with Client(process.target, "ingest-token") as ingest:
         ingest.classify_pixel_events([{"pixel_id": "1", "event": "x"}] * 7)
     with urllib.request.urlopen(f"http://127.0.0.1:{process.metrics_port}/metrics", timeout=10) as response:
         body = response.read().decode()
     assert 'cm_requests_total{code="OK",method="/conversion_matcher.v1.PixelService/CreatePixel"} 1.0' in body
     assert 'cm_events_classified_total{kind="pixel_event"} 7.0' in body
-    assert "cm_request_seconds_bucket" in body and "cm_rules_loaded 0.0" in body
+    assert "cm_request_seconds_bucket" in body and "cm_rules_loaded 1.0" in body and "cm_ads_loaded 0.0" in body
 
 
 def test_logs_are_json_lines_without_tokens(process):
