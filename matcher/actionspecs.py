@@ -202,15 +202,12 @@ class ActionSpec(tuple):
         """Canonical JSON: compact, keys sorted, every value an array of sorted strings."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
+    # Never equal to a plain tuple (whose reflected comparison would say so otherwise).
     def __eq__(self, other: object) -> bool:
-        if type(other) is not ActionSpec:
-            return NotImplemented
-        return tuple.__eq__(self, other)
+        return type(other) is ActionSpec and tuple.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
-        if type(other) is not ActionSpec:
-            return NotImplemented
-        return tuple.__ne__(self, other)
+        return not self.__eq__(other)
 
     __hash__ = tuple.__hash__
 
@@ -413,7 +410,10 @@ def _parse(specs: Any, field: Callable[[], str], max_length: int) -> list[Action
         specs = _loads(specs, field(), max_length)
         measured = True
     bound = 0
-    if type(specs) is list or isinstance(specs, (list, tuple)):
+    if type(specs) is ActionSpec:
+        parsed = [specs]
+        bound = max_length + 1
+    elif type(specs) is list or isinstance(specs, (list, tuple)):
         if not specs:
             raise SpecError(field(), "empty list: give at least one spec")
         if len(specs) > max_length:
@@ -428,9 +428,6 @@ def _parse(specs: Any, field: Callable[[], str], max_length: int) -> list[Action
                 if type(item) is not dict else _validate_dict(item, field, index, max_length)
             parsed.append(ActionSpec._trusted(types, constraints))
             bound += size + 1
-    elif type(specs) is ActionSpec:
-        parsed = [specs]
-        bound = max_length + 1
     elif isinstance(specs, Mapping):
         types, constraints, bound = _validate_spec(specs, field(), max_length)
         parsed = [ActionSpec._trusted(types, constraints)]

@@ -1,0 +1,324 @@
+"""Parsing, validation and the canonical form of action specs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from decimal import Decimal
+
+import pytest
+
+import matcher
+from matcher import ActionSpec, SpecError, parse_action_specs, specs_to_json
+from matcher.actionspecs import META_SPECS, action_value_text, canonical_length
+
+
+def one(spec, **kwargs) -> ActionSpec:
+    (parsed,) = parse_action_specs(spec, **kwargs)
+    return parsed
+
+
+def error_of(spec, **kwargs) -> SpecError:
+    with pytest.raises(SpecError) as caught:
+        parse_action_specs(spec, **kwargs)
+    return caught.value
+
+
+# -- shapes ----------------------------------------------------------------------------------
+
+
+def test_one_spec_or_a_list():
+    spec = {"action.type": "like", "page": "P1"}
+    assert parse_action_specs(spec) == parse_action_specs([spec])
+    assert parse_action_specs(json.dumps(spec)) == parse_action_specs(json.dumps([spec]))
+    assert parse_action_specs(json.dumps(spec).encode()) == parse_action_specs([spec])
+
+
+def test_string_or_array_notation():
+    assert one({"action.type": "app_install", "application": "A"}) == one(
+        {"action.type": ["app_install"], "application": ["A"]}
+    )
+
+
+def test_fields_are_normalised():
+    spec = one({"action.type": ["share", "like", "like"], "post.wall": "P", "page": ["b", "a", "b"]})
+    assert spec.types == ("like", "share")
+    assert spec.constraints == (("page", ("a", "b")), ("post.wall", ("P",)))
+    assert spec.values("page") == ("a", "b")
+    assert spec.values("post") is None
+    assert spec.expanded_types == frozenset({"like", "share"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (174829001234, "174829001234"),
+        (-5, "-5"),
+        (0, "0"),
+        (12.0, "12"),
+        (12.5, "12.5"),
+        (Decimal("12.50"), "12.5"),
+        (Decimal("1E+2"), "100"),
+        (-0.0, "0"),
+        (10**30, "1000000000000000000000000000000"),
+    ],
+)
+def test_numbers_become_decimal_text(raw, text):
+    assert one({"action.type": "x", "n": raw}).values("n") == (text,)
+    assert one({"action.type": "x", "n": [raw]}).values("n") == (text,)
+    assert action_value_text(raw) == text
+
+
+@pytest.mark.parametrize(
+    ("json_number", "text"),
+    [("174829001234", "174829001234"), ("1.0", "1"), ("1e3", "1000"), ("0.10", "0.1"), ("-0", "0")],
+)
+def test_json_numbers_keep_their_decimal_value(json_number, text):
+    spec = one(f'{{"action.type": "x", "n": {json_number}}}')
+    assert spec.values("n") == (text,)
+
+
+def test_seed_001_examples_parse():
+    specs = parse_action_specs(
+        """[
+        {"action.type":["flightsim:fly"], "application":[174829001234]},
+        {"action.type":["flightsim:fly"], "plane":[68764758347]},
+        {"action.type":["flightsim:fly","flightsim:land","flightsim:crash"],
+         "plane":[68764758347,68764712345,68764723424],
+         "application":[174829001234, 174829001234]},
+        {"action.type":"app_install","application":"12345"},
+        {"action.type":"like","post":"456","post.wall":"123"},
+        {"action.type":["like"],"page":"123"},
+        {"action.type":"music.listens","application":"777"}
+        ]"""
+    )
+    assert specs[0].values("application") == ("174829001234",)
+    assert specs[2].types == ("flightsim:crash", "flightsim:fly", "flightsim:land")
+    assert specs[2].values("application") == ("174829001234",)
+    assert specs[2].values("plane") == ("68764712345", "68764723424", "68764758347")
+    assert specs[6].types == ("music.listens",)
+
+
+@pytest.mark.parametrize(
+    "action_type", ["like", "flightsim:fly", "og.likes", "music.listens", "my-app:read", "og:watch",
+                    "app_custom_event", "a1:b2.c3"],
+)
+def test_valid_action_types(action_type):
+    assert one({"action.type": action_type, "page": "P"}).types == (action_type,)
+
+
+@pytest.mark.parametrize(
+    "action_type", ["", " like", "like ", "a::b", ":like", "like:", "a:b:c", "a b", "-x", "x-",
+                    "like!", "a..b", ".a", "é"],
+)
+def test_invalid_action_types(action_type):
+    error = error_of({"action.type": action_type, "page": "P"}, field="tracking_specs")
+    assert error.path.startswith('tracking_specs["action.type"]')
+    assert error.code == 100
+
+
+# -- validation errors name the place -------------------------------------------------------
+
+
+def test_missing_action_type():
+    error = error_of([{"action.type": "like", "page": "P"}, {"page": "P"}], field="tracking_specs")
+    assert str(error) == 'tracking_specs[1]: missing "action.type"'
+    assert isinstance(error, ValueError) and error.code == 100
+
+
+def test_needs_an_object_reference():
+    assert "object reference" in str(error_of({"action.type": "like"}))
+    error = error_of({"action.type": "rsvp", "response": "yes"})
+    assert "object reference" in str(error)
+
+
+def test_response_values():
+    error = error_of([{"action.type": "like", "page": "P"},
+                      {"action.type": "rsvp", "event": "E", "response": "perhaps"}],
+                     field="tracking_specs")
+    assert error.path == "tracking_specs[1].response"
+    assert "yes, maybe or no" in error.reason
+    error = error_of({"action.type": "rsvp", "event": "E", "response": ["yes", "sure"]})
+    assert error.path == "specs.response"
+    assert one({"action.type": "rsvp", "event": "E", "response": ["no", "yes"]}).values("response") == (
+        "no", "yes")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "empty list"),
+        ("", "empty string"),
+        (None, "string or a number"),
+        (True, "string or a number"),
+        ({"a": 1}, "got an object"),
+        ([["nested"]], "string or a number"),
+        ([1, None], "string or a number"),
+        (float("nan"), "not finite"),
+        (float("inf"), "not finite"),
+        (10**400, "too many digits"),
+        (Decimal("1e999999"), "too many digits"),
+        (b"bytes", "string or a number"),
+    ],
+)
+def test_bad_values(value, message):
+    error = error_of([{"action.type": "like", "post.wall": value}], field="tracking_specs")
+    assert error.path.startswith('tracking_specs[0]["post.wall"]')
+    assert message in error.reason
+
+
+def test_bad_value_inside_a_list_names_its_index():
+    error = error_of({"action.type": "like", "page": ["P1", "", "P3"]})
+    assert error.path == "specs.page[1]"
+
+
+@pytest.mark.parametrize("key", ["", "bad key", 7, "a..b", "x\n"])
+def test_bad_selectors(key):
+    error = error_of([{"action.type": "like", "page": "P", key: "v"}])
+    assert error.path == "specs[0]" and "selector" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "invalid JSON"),
+        ('{"action.type": "like", "page": NaN}', "invalid JSON"),
+        ('{"action.type": "like", "page": "P", "page": "Q"}', "duplicate key"),
+        ("[]", "empty list"),
+        ("42", "expected a spec"),
+        ('"like"', "expected a spec"),
+        ("null", "expected a spec"),
+        ("[1]", "expected an object"),
+    ],
+)
+def test_bad_json(text, message):
+    assert message in str(error_of(text))
+
+
+def test_bad_utf8():
+    assert "UTF-8" in str(error_of(b'{"action.type": "like", "page": "\xff"}'))
+
+
+def test_not_specs_at_all():
+    assert "expected a spec" in str(error_of(42))
+    assert "expected a spec" in str(error_of(None))
+    assert "empty list" in str(error_of([]))
+
+
+# -- limits and hostile input ---------------------------------------------------------------
+
+
+def test_length_limit_on_text():
+    base = '[{"action.type":"like","page":"%s"}]'
+    exact = base % ("P" * (4096 - len(base % "")))
+    assert len(exact) == 4096
+    parse_action_specs(exact)
+    error = error_of(base % ("P" * (4097 - len(base % ""))))
+    assert "4097 characters" in str(error) and "4096" in str(error)
+    assert "limit of 50" in str(error_of('{"action.type":"like","page":"%s"}' % ("P" * 40),
+                                         max_length=50))
+
+
+def test_length_limit_on_decoded_specs():
+    spec = {"action.type": "like", "page": "P" * 5000}
+    assert "limit of 4096" in str(error_of(spec))
+    many = [{"action.type": "like", "page": f"P{i}"} for i in range(200)]
+    assert "limit of 4096" in str(error_of(many))
+    assert len(parse_action_specs(many, max_length=10**6)) == 200
+
+
+def test_hostile_input_is_a_clean_error():
+    assert "longer than" in str(error_of("[" * 100_000))
+    assert "invalid JSON" in str(error_of("[" * 3000 + "]" * 3000, max_length=10**6))
+    deep: object = "x"
+    for _ in range(10_000):
+        deep = [deep]
+    assert isinstance(error_of({"action.type": "like", "page": deep}), SpecError)
+    assert "more than" in str(error_of([{"action.type": "like", "page": "P"}] * 100_000))
+    assert "more than" in str(error_of({"action.type": "like", "page": list(range(100_000))}))
+
+
+# -- canonical form --------------------------------------------------------------------------
+
+
+def test_canonical_json():
+    spec = one({"page": ["b", 2, "a"], "action.type": "like", "object.domain": "x.com"})
+    assert spec.to_json() == (
+        '{"action.type":["like"],"object.domain":["x.com"],"page":["2","a","b"]}'
+    )
+    assert spec.to_dict() == {"action.type": ["like"], "object.domain": ["x.com"], "page": ["2", "a", "b"]}
+    assert specs_to_json([spec, spec]) == f"[{spec.to_json()},{spec.to_json()}]"
+    assert canonical_length(spec) == len(spec.to_json())
+
+
+def test_canonical_json_round_trips():
+    specs = parse_action_specs([
+        {"action.type": ["post_engagement"], "post": ["PO1"], "page": ["P1"]},
+        {"action.type": "rsvp", "event": "E\"1\\é\n", "response": ["yes", "no"]},
+    ])
+    assert parse_action_specs(specs_to_json(specs)) == specs
+    for spec in specs:
+        assert canonical_length(spec) == len(spec.to_json())
+        assert ActionSpec(spec.to_json()) == spec
+
+
+def test_equality_and_hashing():
+    first = one({"action.type": "like", "page": ["a", "b"]})
+    second = one({"action.type": ["like"], "page": ["b", "a", "a"]})
+    other = one({"action.type": "like", "page": "a"})
+    assert first == second and hash(first) == hash(second)
+    assert first != other
+    assert len({first, second, other}) == 2
+    assert first != tuple(first)
+
+
+def test_action_spec_is_immutable_and_picklable():
+    spec = ActionSpec({"action.type": "rsvp", "event": "E"})
+    with pytest.raises(AttributeError):
+        spec.types = ("like",)  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert copy.deepcopy(spec) == spec
+    assert repr(spec) == 'ActionSpec({"action.type":["rsvp"],"event":["E"]})'
+
+
+def test_action_spec_constructor_validates():
+    assert ActionSpec('{"action.type": "like", "page": 1}').values("page") == ("1",)
+    with pytest.raises(SpecError, match=r"^spec: missing"):
+        ActionSpec({"page": "P"})
+
+
+def test_already_parsed_specs_pass_through():
+    specs = parse_action_specs([{"action.type": "like", "page": "P"}])
+    assert parse_action_specs(specs) == specs
+    assert parse_action_specs(specs[0]) == specs
+
+
+# -- meta specs and rsvp ---------------------------------------------------------------------
+
+
+def test_meta_specs_expand():
+    assert one({"action.type": "page_engagement", "page": "P"}).expanded_types == frozenset({
+        "checkin", "comment", "follow", "like", "mention", "post", "share", "vote", "link_click",
+        "photo_view", "video_play"})
+    assert one({"action.type": "post_engagement", "post": "P"}).expanded_types == frozenset({
+        "comment", "follow", "like", "share", "vote", "receive_offer", "link_click", "photo_view",
+        "video_play"})
+    assert one({"action.type": "app_engagement", "application": "A"}).expanded_types == frozenset({
+        "app_story", "app_use", "app_install", "credit_spent"})
+    mixed = one({"action.type": ["app_engagement", "app_custom_event"], "application": "A"})
+    assert mixed.expanded_types == META_SPECS["app_engagement"] | {"app_custom_event"}
+    assert mixed.types == ("app_custom_event", "app_engagement")
+
+
+def test_rsvp_default_flag():
+    assert one({"action.type": "rsvp", "event": "E"}).rsvp_default is True
+    assert one({"action.type": ["rsvp", "like"], "event": "E"}).rsvp_default is True
+    assert one({"action.type": "rsvp", "event": "E", "response": "no"}).rsvp_default is False
+    assert one({"action.type": "like", "event": "E"}).rsvp_default is False
+
+
+def test_package_exports():
+    for name in ("ActionSpec", "parse_action_specs", "specs_to_json", "action_matches",
+                 "compile_action_specs", "effective_specs", "SpecError"):
+        assert name in matcher.__all__ and hasattr(matcher, name)
