@@ -103,6 +103,7 @@ class Client:
 
     def __init__(self, target: str, token: str | None = None, *, timeout: float = 30.0,
                  max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.target = target
         self.channel = grpc.insecure_channel(
             target,
             options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)],

@@ -1,0 +1,123 @@
+"""Every call that names an object: unknown ids are NOT_FOUND, other accounts' objects are code 200,
+missing ids are code 100, and a rejected call changes nothing."""
+
+import grpc
+import pytest
+
+from server.client import Client, error_code
+from server.gen.conversion_matcher.v1 import ads_pb2, classification_pb2, custom_conversions_pb2 as cc_pb, pixels_pb2
+from server.testing import running_server
+
+AD = {"id": "ad1", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P1"}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("access") / "matcher.db") as (_, target):
+        with Client(target, "owner-token") as owner, Client(target, "other-token") as other:
+            pixel = owner.create_pixel("act_1", "p").id
+            conversion = owner.create_custom_conversion("act_1", "c", pixel, {"event": "Lead"}).id
+            owner.register_ad(AD)
+            yield owner, other, {"pixel": pixel, "conversion": conversion, "ad": "ad1"}
+
+
+def calls(ids):
+    """(name, stub attribute, method, request) for every call naming one object."""
+    pixel, conversion, ad = ids["pixel"], ids["conversion"], ids["ad"]
+    accounts = pixels_pb2.ChangeAuthorizedAdAccountsRequest
+    return [
+        ("GetPixel", "pixels", pixels_pb2.GetPixelRequest(pixel_id=pixel)),
+        ("UpdatePixel", "pixels", pixels_pb2.UpdatePixelRequest(pixel_id=pixel, name="x")),
+        ("DeletePixel", "pixels", pixels_pb2.DeletePixelRequest(pixel_id=pixel)),
+        ("ListAuthorizedAdAccounts", "pixels", pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel)),
+        ("AddAuthorizedAdAccounts", "pixels", accounts(pixel_id=pixel, account_ids=["act_9"])),
+        ("RemoveAuthorizedAdAccounts", "pixels", accounts(pixel_id=pixel, account_ids=["act_9"])),
+        ("GetPixelSnippets", "pixels", pixels_pb2.GetPixelSnippetsRequest(pixel_id=pixel)),
+        ("GetCustomConversion", "custom_conversions", cc_pb.GetCustomConversionRequest(custom_conversion_id=conversion)),
+        ("UpdateCustomConversion", "custom_conversions",
+         cc_pb.UpdateCustomConversionRequest(custom_conversion=cc_pb.CustomConversion(id=conversion, name="x"))),
+        ("ArchiveCustomConversion", "custom_conversions", cc_pb.ArchiveCustomConversionRequest(custom_conversion_id=conversion)),
+        ("DeleteCustomConversion", "custom_conversions", cc_pb.DeleteCustomConversionRequest(custom_conversion_id=conversion)),
+        ("GetCustomConversionStats", "custom_conversions", cc_pb.GetCustomConversionStatsRequest(custom_conversion_id=conversion)),
+        ("GetAd", "ads", ads_pb2.GetAdRequest(ad_id=ad)),
+        ("DeleteAd", "ads", ads_pb2.DeleteAdRequest(ad_id=ad)),
+    ]
+
+
+NAMES = [name for name, _, _ in calls({"pixel": "", "conversion": "", "ad": ""})]
+
+
+def invoke(client, service, name, request):
+    with pytest.raises(grpc.RpcError) as caught:
+        client.call(getattr(getattr(client, service), name), request)
+    return caught.value
+
+
+def state(owner, ids):
+    """Everything the calls above could change."""
+    return (
+        owner.get_pixel(ids["pixel"]),
+        owner.call(owner.pixels.ListAuthorizedAdAccounts, pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=ids["pixel"])),
+        owner.call(owner.custom_conversions.GetCustomConversion, cc_pb.GetCustomConversionRequest(custom_conversion_id=ids["conversion"])),
+        owner.call(owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id=ids["ad"])),
+    )
+
+
+@pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
+def test_other_accounts_get_code_200_and_change_nothing(world, index):
+    owner, other, ids = world
+    before = state(owner, ids)
+    name, service, request = calls(ids)[index]
+    error = invoke(other, service, name, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+    assert state(owner, ids) == before
+
+
+@pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
+def test_unknown_ids_are_not_found(world, index):
+    owner, _, _ = world
+    name, service, request = calls({"pixel": "123", "conversion": "456", "ad": "no-such-ad"})[index]
+    assert invoke(owner, service, name, request).code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
+def test_missing_ids_are_code_100(world, index):
+    owner, _, _ = world
+    name, service, request = calls({"pixel": "", "conversion": "", "ad": ""})[index]
+    error = invoke(owner, service, name, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
+
+
+@pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
+def test_no_token_is_code_190(world, index):
+    owner, _, ids = world
+    name, service, request = calls(ids)[index]
+    with Client(owner.target, None) as anonymous:
+        error = invoke(anonymous, service, name, request)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED and error_code(error) == 190
+
+
+def test_lists_of_another_account_are_code_200(world):
+    _, other, _ = world
+    for method, request in (
+        (other.pixels.ListPixels, pixels_pb2.ListPixelsRequest(account_id="act_1")),
+        (other.custom_conversions.ListCustomConversions, cc_pb.ListCustomConversionsRequest(account_id="act_1")),
+        (other.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1")),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            other.call(method, request)
+        assert error_code(caught.value) == 200
+
+
+def test_a_bad_batch_mid_stream_ends_the_stream_with_its_error(world):
+    owner, _, ids = world
+    target = owner.target
+    good = classification_pb2.ClassifyPixelEventsRequest(events=[classification_pb2.PixelEvent(pixel_id=ids["pixel"], event="Lead")])
+    bad = classification_pb2.ClassifyPixelEventsRequest(events=[classification_pb2.PixelEvent(pixel_id="1", custom_data="{")])
+    with Client(target, "ingest-token") as ingest:
+        replies = ingest.classification.StreamClassifyPixelEvents(iter([good, bad, good]), metadata=ingest.metadata, timeout=10)
+        assert list(next(replies).custom_conversion_ids) == [ids["conversion"]]
+        with pytest.raises(grpc.RpcError) as caught:
+            next(replies)
+        assert error_code(caught.value) == 100 and "events[0].custom_data" in caught.value.details()
+        assert ingest.classify_pixel_events([{"pixel_id": ids["pixel"], "event": "Lead"}])[0].conversions
