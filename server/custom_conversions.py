@@ -107,9 +107,9 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    def _owned(self, principal: Principal, conversion_id: str) -> CustomConversionRecord:
+    def _owned(self, principal: Principal, conversion_id: str, field: str = "custom_conversion_id") -> CustomConversionRecord:
         if not conversion_id:
-            raise InvalidArgument("custom_conversion_id: required")
+            raise InvalidArgument(f"{field}: required")
         record = self.core.store.get_custom_conversion(conversion_id)
         if record.account_id not in principal.accounts:
             raise PermissionDenied(
@@ -197,7 +197,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
                 )
             else:
                 changes[path] = conversion_value(wanted.default_conversion_value, "custom_conversion.default_conversion_value")
-        record = self._owned(principal, wanted.id)
+        record = self._owned(principal, wanted.id, "custom_conversion.id")
         return to_message(self.core.registry.update_custom_conversion(record.id, changes))
 
     def ArchiveCustomConversion(self, request, context):
