@@ -95,56 +95,96 @@ class Store(ABC):
     FailedPrecondition from ``server.errors``; a method that raises changed nothing."""
 
     @abstractmethod
-    def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord: ...
+    def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
+        """Insert a pixel under a new id; its creator is its first authorised account."""
+
     @abstractmethod
-    def get_pixel(self, pixel_id: str) -> PixelRecord: ...
+    def get_pixel(self, pixel_id: str) -> PixelRecord:
+        """The pixel with its authorised accounts; NotFound."""
+
     @abstractmethod
-    def list_pixels(self, account_id: str) -> list[PixelRecord]: ...
+    def list_pixels(self, account_id: str) -> list[PixelRecord]:
+        """Pixels ``account_id`` is authorised on (created or shared)."""
+
     @abstractmethod
-    def pixel_ids(self) -> list[str]: ...
+    def pixel_ids(self) -> list[str]:
+        """Ids of every pixel (loaded at start)."""
+
     @abstractmethod
-    def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord: ...
+    def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord:
+        """Change name and/or tag (None: unchanged); NotFound."""
+
     @abstractmethod
-    def delete_pixel(self, pixel_id: str) -> None: ...
+    def delete_pixel(self, pixel_id: str) -> None:
+        """Delete a pixel and its counters; FailedPrecondition while conversions count it."""
+
     @abstractmethod
-    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord: ...
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+        """Authorise more accounts (already authorised ones are ignored)."""
+
     @abstractmethod
-    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord: ...
+    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+        """De-authorise accounts (the caller keeps the creator out of the list)."""
 
     @abstractmethod
     def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
         """Insert ``record`` (its id chosen by the caller); FailedPrecondition at ``limit``."""
-    @abstractmethod
-    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord: ...
-    @abstractmethod
-    def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]: ...
-    @abstractmethod
-    def tracked_custom_conversions(self) -> list[CustomConversionRecord]: ...
-    @abstractmethod
-    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord: ...
-    @abstractmethod
-    def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord: ...
-    @abstractmethod
-    def delete_custom_conversion(self, conversion_id: str) -> None: ...
 
     @abstractmethod
-    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord: ...
-    @abstractmethod
-    def get_ad(self, ad_id: str) -> AdRecord: ...
-    @abstractmethod
-    def list_ads(self, account_id: str | None) -> list[AdRecord]: ...
-    @abstractmethod
-    def delete_ad(self, ad_id: str) -> None: ...
+    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
+        """One custom conversion; NotFound."""
 
     @abstractmethod
-    def record(self, recording: Recording) -> None: ...
+    def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
+        """An account's conversions in creation order; ``archived`` None means all."""
+
+    @abstractmethod
+    def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
+        """Every conversion that is not archived (loaded at start)."""
+
+    @abstractmethod
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
+        """Set name / description / default_conversion_value; NotFound."""
+
+    @abstractmethod
+    def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
+        """Mark archived (idempotent); NotFound."""
+
+    @abstractmethod
+    def delete_custom_conversion(self, conversion_id: str) -> None:
+        """Delete a conversion and its counters; NotFound."""
+
+    @abstractmethod
+    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord:
+        """Insert (AlreadyExists when taken) or, with ``replace_existing``, replace (NotFound when absent)."""
+
+    @abstractmethod
+    def get_ad(self, ad_id: str) -> AdRecord:
+        """One ad; NotFound."""
+
+    @abstractmethod
+    def list_ads(self, account_id: str | None) -> list[AdRecord]:
+        """An account's ads, or every ad when ``account_id`` is None."""
+
+    @abstractmethod
+    def delete_ad(self, ad_id: str) -> None:
+        """Delete an ad; NotFound."""
+
+    @abstractmethod
+    def record(self, recording: Recording) -> None:
+        """Apply one recorded batch in one transaction (conversions deleted meanwhile are skipped)."""
+
     @abstractmethod
     def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int) -> list[tuple[int, str, int, float, float]]:
         """(hour, key, matches, usd amount, matched events' own value) rows of one dimension."""
+
     @abstractmethod
-    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]: ...
+    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]:
+        """(hour, events, usd amount) rows of a pixel."""
+
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Checkpoint and close; the store is unusable afterwards."""
 
 
 SCHEMA = """
