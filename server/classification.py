@@ -9,7 +9,6 @@ transaction before the reply, so a recorded batch is durable when the call retur
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import chain
 from typing import Any, Iterable
@@ -17,7 +16,7 @@ from typing import Any, Iterable
 from matcher.values import url_parts
 
 from server.core import Core
-from server.errors import InvalidArgument, LimitExceeded
+from server.errors import InvalidArgument, LimitExceeded, parse_json
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, classification_pb2_grpc
 from server.registry import Snapshot
 from server.store import Recording
@@ -51,10 +50,7 @@ def event_value(custom_data: Any) -> float | None:
 def _custom_data(text: str, where: str) -> dict | None:
     if not text:
         return None
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise InvalidArgument(f"{where}: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+    value = parse_json(text, where)
     if value is not None and not isinstance(value, dict):
         raise InvalidArgument(f"{where}: expected a JSON object of custom parameters")
     return value
@@ -67,7 +63,7 @@ class PixelBatch:
 
     def __init__(self, request: pb.ClassifyPixelEventsRequest, max_events: int) -> None:
         columns = request.columns
-        if request.events and columns.pixel_id:
+        if request.events and request.HasField("columns"):
             raise InvalidArgument("give events as rows (events) or as columns (columns), not both")
         if request.events:
             self._from_rows(request.events, max_events)
@@ -109,10 +105,7 @@ class PixelBatch:
         if len(self.times) != count:
             raise InvalidArgument(f"columns.event_time: {len(self.times)} values, expected {count} (one per pixel_id)")
         if columns.custom_data:
-            try:
-                data = json.loads(columns.custom_data)
-            except (json.JSONDecodeError, RecursionError) as error:
-                raise InvalidArgument(f"columns.custom_data: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+            data = parse_json(columns.custom_data, "columns.custom_data")
             if not isinstance(data, list) or len(data) != count:
                 raise InvalidArgument(f"columns.custom_data: expected a JSON array of {count} objects or nulls")
             for i, item in enumerate(data):
@@ -133,10 +126,7 @@ def _json_actions(texts: Iterable[str], max_events: int) -> list[dict]:
         raise LimitExceeded(f"actions: {len(texts)} actions, more than the limit of {max_events} per batch")
     actions = []
     for i, text in enumerate(texts):
-        try:
-            action = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise InvalidArgument(f"actions[{i}]: not JSON ({getattr(error, 'msg', 'too deeply nested')})") from None
+        action = parse_json(text, f"actions[{i}]")
         if not isinstance(action, dict):
             raise InvalidArgument(f"actions[{i}]: expected a JSON object mapping selector to value")
         actions.append(action)

@@ -10,6 +10,7 @@ the message sent to the client never includes internals.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -82,6 +83,16 @@ class LimitExceeded(ServiceError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = LIMIT_REACHED
     reason = "LIMIT_EXCEEDED"
+
+
+def parse_json(text: str, where: str) -> Any:
+    """Decode JSON text a client sent; InvalidArgument naming ``where`` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"{where}: not JSON ({error.msg} at position {error.pos})") from None
+    except RecursionError:
+        raise InvalidArgument(f"{where}: JSON nested too deeply") from None
 
 
 def rich_status(status: grpc.StatusCode, code: int, reason: str, message: str) -> grpc.Status:

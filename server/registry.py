@@ -11,7 +11,6 @@ registration therefore changes neither the store nor what classification sees.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import matcher
 
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, parse_json
 from server.store import AdRecord, CustomConversionRecord, PixelRecord, Store
 
 T = TypeVar("T")
@@ -180,10 +179,7 @@ class Registry:
 def _json_object(text: str, field_name: str) -> dict:
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"{field_name}: not JSON ({error.msg} at position {error.pos})") from None
+    value = parse_json(text, field_name)
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field_name}: expected a JSON object")
     return value
