@@ -111,6 +111,7 @@ class Registry:
             return pixel
 
     def remove_pixel(self, pixel_id: str, delete: Callable[[str], None]) -> None:
+        """Run the store's delete; its events are no longer recorded."""
         with self._writer:
             delete(pixel_id)
             current = self.snapshot
@@ -135,6 +136,7 @@ class Registry:
             return stored
 
     def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
+        """Apply an update; a new default value applies to the next batch."""
         with self._writer:
             stored = self.store.update_custom_conversion(conversion_id, changes)
             current = self.snapshot
@@ -156,6 +158,7 @@ class Registry:
             return result
 
     def put_ad(self, record: AdRecord, *, replace_existing: bool) -> tuple[AdRecord, AdSpecs]:
+        """Register or replace an ad; returns it with its effective specs, now in classification."""
         with self._writer:
             specs = effective_ad_specs(record)
             current = self.snapshot
@@ -166,11 +169,12 @@ class Registry:
             return stored, specs
 
     def delete_ad(self, ad_id: str) -> None:
+        """Delete an ad; its specs leave classification."""
         with self._writer:
             current = self.snapshot
-            self.store.delete_ad(ad_id)
             ads = {k: v for k, v in current.ad_specs.items() if k != ad_id}
             tracking, conversion = _compile_ads(ads, current, removed=ad_id)
+            self.store.delete_ad(ad_id)
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
 
 
