@@ -74,3 +74,14 @@ def _request_class(service: str, method: str):
         if descriptor is not None:
             return getattr(module, descriptor.methods_by_name[method].input_type.name)
     raise LookupError(f"{service}/{method}")
+
+
+def test_the_python_example_runs(tmp_path, capsys):
+    text = DOC.read_text()
+    start = text.index("```python", text.index("The same from Python"))
+    code = text[start + len("```python"): text.index("```", start + 3)]
+    with running_server(tmp_path / "matcher.db") as (_, target):
+        exec(compile(code.replace("127.0.0.1:50051", target), str(DOC), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "ConversionMatch(" in printed and "value=150.0" in printed
+    assert "timestamp:" in printed and "value: 1" in printed
