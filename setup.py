@@ -25,7 +25,7 @@ if DEBUG:
     DIRECTIVES.update(linetrace=True, profile=True)
     MACROS += [("CYTHON_TRACE_NOGIL", "1")]
 
-CXX_FLAGS = ["-std=c++17", "-O3" if not DEBUG else "-O0", "-g0" if not DEBUG else "-g"]
+CXX_FLAGS = ["-std=c++17", "-O3" if not DEBUG else "-O0", "-g0" if not DEBUG and not os.environ.get("CM_SYMBOLS") else "-g"]
 
 
 def kernel(name: str, libraries=()) -> Extension:

@@ -9,12 +9,13 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 """
 
 cimport cython
-from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport strtod
+from libc.string cimport memcpy
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport sort
 from libcpp.deque cimport deque
@@ -33,10 +34,21 @@ from matcher._casefold_data import FOLD_PAIRS
 from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT
 from matcher.regex import REGEX_MAX_MEM
 from matcher.errors import RuleError
-from matcher.values import EVENT_FIELDS, number_text
+from matcher.values import number_text
 
 cdef extern from "Python.h":
-    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+    const char* PyUnicode_AsUTF8AndSize_NoExc "PyUnicode_AsUTF8AndSize"(object, Py_ssize_t*)
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    void* PyUnicode_DATA(object)
+    void PyErr_Clear()
+
+# Event keys, as objects (no module-global lookups in the extraction loop).
+cdef str _KEY_URL = "url"
+cdef str _KEY_EVENT = "event"
+cdef str _KEY_DEVICE = "device_type"
+cdef str _KEY_CUSTOM = "custom_data"
+cdef str _KEY_PIXEL = "pixel_id"
 
 cdef const char* _SLASH = "/"
 cdef const char* _TRUE = "true"
@@ -155,6 +167,7 @@ cdef inline cbool _is_digit(char c) noexcept nogil:
 cdef cbool parse_decimal(const char* s, Py_ssize_t n, double* out) noexcept nogil:
     """A decimal number with optional surrounding ASCII space; false unless finite."""
     cdef Py_ssize_t i = 0, start, end, digits = 0
+    cdef char small[64]
     cdef string buf
     while i < n and _is_space(s[i]):
         i += 1
@@ -184,8 +197,13 @@ cdef cbool parse_decimal(const char* s, Py_ssize_t n, double* out) noexcept nogi
         i += 1
     if i != n:
         return False
-    buf.assign(s + start, end - start)
-    out[0] = strtod(buf.c_str(), NULL)
+    if end - start < 63:  # the usual case: no allocation
+        memcpy(small, s + start, end - start)
+        small[end - start] = 0
+        out[0] = strtod(small, NULL)
+    else:
+        buf.assign(s + start, end - start)
+        out[0] = strtod(buf.c_str(), NULL)
     return isfinite(out[0])
 
 
@@ -359,13 +377,14 @@ cdef class Partition:
         del self.part
 
 
-cdef void _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int]]* target) except *:
+cdef int _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int]]* target) except -1:
     cdef bytes raw
     for text, preds in source.items():
         raw = (<str>text).encode("utf-8")
         g.keys.push_back(string(<char*>raw, len(raw)))
         for pid in preds:
             target[0][string_view(g.keys.back().data(), g.keys.back().size())].push_back(pid)
+    return 0
 
 
 cdef bint _USE_SETS = True
@@ -377,7 +396,7 @@ def _set_multi_pattern_sets(bint enabled):
     _USE_SETS = enabled
 
 
-cdef void _load_patterns(GroupC* g, list patterns) except *:
+cdef int _load_patterns(GroupC* g, list patterns) except -1:
     cdef Options opts
     cdef Options set_opts
     cdef string err
@@ -418,6 +437,7 @@ cdef void _load_patterns(GroupC* g, list patterns) except *:
     if g.set != NULL and (not _USE_SETS or not g.set.Compile()):
         del g.set
         g.set = NULL
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,7 +796,7 @@ cdef class Matcher:
             keep.append(ev)
         else:
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
-        cdef PyObject* raw = PyDict_GetItem(ev, "custom_data")
+        cdef PyObject* raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
         cdef object custom = <object>raw if raw != NULL else None
         result.unscoped = NULL
         result.scoped = NULL
@@ -785,7 +805,8 @@ cdef class Matcher:
             for slot in self._unscoped_fields:
                 self._extract_field(ev, custom, slot, base, items, owned, keep)
         if self._scoped:
-            pixel = ev.get("pixel_id")
+            raw = PyDict_GetItemWithError(ev, _KEY_PIXEL)
+            pixel = <object>raw if raw != NULL else None
             if type(pixel) is not str:
                 pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else None
             if pixel is not None:
@@ -797,8 +818,8 @@ cdef class Matcher:
                         self._extract_field(ev, custom, slot, base, items, owned, keep)
         return result
 
-    cdef void _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
-                             deque[string]& owned, list keep) except *:
+    cdef int _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
+                             deque[string]& owned, list keep) except -1:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -810,11 +831,11 @@ cdef class Matcher:
         span.start = items.size()
         span.count = 0
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
-            raw = PyDict_GetItem(ev, EVENT_FIELDS[kind - F_URL])
+            raw = PyDict_GetItemWithError(ev, _KEY_URL if kind == F_URL else _KEY_EVENT if kind == F_EVENT else _KEY_DEVICE)
             if raw != NULL:
                 self._add_items(<object>raw, items, needs_text, keep)
         elif kind == F_DOMAIN or kind == F_PATH:
-            raw = PyDict_GetItem(ev, "url")
+            raw = PyDict_GetItemWithError(ev, _KEY_URL)
             if raw != NULL and isinstance(<object>raw, str):
                 text = _utf8(<object>raw, &size)
                 if text != NULL:
@@ -849,12 +870,12 @@ cdef class Matcher:
         span.count = items.size() - span.start
         base[slot] = span
 
-    cdef void _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
-                              list keep) except *:
+    cdef int _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
+                              list keep) except -1:
         cdef tuple segments = self._field_segments[slot]
         cdef Py_ssize_t i, last = len(segments) - 1
         if custom is None:
-            return
+            return 0
         nodes = [custom]
         for i in range(last + 1):
             name, folded, each = segments[i]
@@ -872,13 +893,13 @@ cdef class Matcher:
                     found.append(value)
             nodes = found
             if not nodes:
-                return
+                return 0
         for value in nodes:
             self._add_item(value, items, needs_text, keep)
 
-    cdef void _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except *:
+    cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
         if value is None:
-            return
+            return 0
         if isinstance(value, (list, tuple)):
             for element in value:
                 if element is not None:
@@ -886,7 +907,7 @@ cdef class Matcher:
         else:
             self._add_item(value, items, needs_text, keep)
 
-    cdef void _add_item(self, object value, vector[Item]& items, bint needs_text, list keep) except *:
+    cdef int _add_item(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
         cdef Item item
         item.text = NULL
         item.size = 0
@@ -924,6 +945,7 @@ cdef class Matcher:
                 keep.append(text)
                 item.text = _utf8(text, &item.size)
         items.push_back(item)
+        return 0
 
 
 cdef object _lookup_key(object node, str name, bytes folded):
@@ -933,7 +955,7 @@ cdef object _lookup_key(object node, str name, bytes folded):
     cdef PyObject* value
     cdef Py_ssize_t pos = 0
     if type(node) is dict:
-        raw = PyDict_GetItem(node, name)
+        raw = PyDict_GetItemWithError(node, name)
         if raw != NULL:
             return <object>raw
         while PyDict_Next(node, &pos, &key, &value):
@@ -950,22 +972,37 @@ cdef object _lookup_key(object node, str name, bytes folded):
 
 
 cdef bint _folds_to(object key, bytes folded) except -1:
+    """Whether a key's simple case folding is ``folded`` (UTF-8)."""
     cdef const char* text
-    cdef Py_ssize_t size
+    cdef const char* target = folded
+    cdef Py_ssize_t size, i, n = len(folded)
+    cdef unsigned char c
     cdef string buf
     if not isinstance(key, str):
         return False
     text = _utf8(key, &size)
     if text == NULL:
         return False
+    for i in range(size):  # ASCII keys fold byte by byte: compare without building the folding
+        c = <unsigned char>text[i]
+        if c >= 0x80:
+            break
+        if i >= n or <char>(c + 32 if 65 <= c <= 90 else c) != target[i]:
+            return False
+    else:
+        return size == n
     fold_utf8(text, size, buf)
-    return buf.size() == <size_t>len(folded) and buf == <string>folded
+    return buf.size() == <size_t>n and buf == <string>folded
 
 
-cdef const char* _utf8(object text, Py_ssize_t* size) except? NULL:
-    """UTF-8 of a str (cached by CPython), or NULL for strings with lone surrogates."""
-    try:
-        return PyUnicode_AsUTF8AndSize(text, size)
-    except UnicodeEncodeError:
+cdef const char* _utf8(object text, Py_ssize_t* size) noexcept:
+    """UTF-8 of a str (ASCII data directly; else CPython's cached UTF-8), NULL for lone surrogates."""
+    cdef const char* data
+    if PyUnicode_IS_COMPACT_ASCII(text):
+        size[0] = PyUnicode_GET_LENGTH(text)
+        return <const char*>PyUnicode_DATA(text)
+    data = PyUnicode_AsUTF8AndSize_NoExc(text, size)
+    if data == NULL:
+        PyErr_Clear()
         size[0] = 0
-        return NULL
+    return data
