@@ -34,6 +34,14 @@ cdef extern from "Python.h":
     int PyGC_Disable()
     int PyGC_Enable()
 
+cdef extern from *:
+    void prefetch "__builtin_prefetch"(const void* address) noexcept nogil
+
+# Actions ahead of the one being evaluated whose hash slots, then candidate runs, are
+# prefetched: probes of a big table are cache misses, and overlapping them is most of the gain.
+DEF SLOT_PREFETCH = 8
+DEF CANDIDATE_PREFETCH = 4
+
 from collections.abc import Iterable, Mapping
 
 from matcher._actionset_py import _apply_changes
@@ -48,27 +56,49 @@ from matcher.actionspecs import (
 
 __all__ = ["ActionSpecSet", "compile_action_specs"]
 
-cdef uint64_t EMPTY_SLOT = <uint64_t>0xFFFFFFFFFFFFFFFF
+
+
+# Value ids are the addresses of the set's canonical value strings (``value_ids`` maps each
+# value text to its one canonical str object and keeps it alive).  Interning an action value is
+# then one dict lookup, with no int object to read afterwards: a cache miss less per value.
+ctypedef uint64_t ValueId
 
 
 cdef struct Slot:
-    uint64_t key      # (anchor pair id << 32) | value id; EMPTY_SLOT when free
+    ValueId value     # 0 when the slot is free
+    uint32_t anchor   # anchor pair id of (action type, selector)
     uint32_t begin    # range of candidate spec records in entry_records
     uint32_t end
 
 
+cdef struct Candidate:
+    # One spec filed under one (anchor pair, value): everything needed to accept it, inline, so
+    # a probe costs the slot, its run of candidates, and the checks only when there are any.
+    int32_t ad
+    int32_t spec
+    int32_t checks_begin   # range in Index.checks: the spec's constraints except the anchor
+    int32_t checks_end
+    int32_t rsvp_default
+
+
+cdef struct Check:
+    int32_t key            # selector id
+    int32_t values_begin   # sorted range in Index.values
+    int32_t values_end
+
+
 cdef struct ActionPair:
+    ValueId value
     int32_t key       # selector id
-    int32_t value     # value id
     int32_t anchor    # anchor pair id of (action type, selector), -1 when not an anchor
 
 
-cdef inline uint64_t _slot_of(uint64_t key, int bits) noexcept nogil:
-    # Fibonacci hashing: the multiply spreads the low value ids over the top bits.
-    return (key * <uint64_t>0x9E3779B97F4A7C15) >> (64 - bits)
+cdef inline uint64_t _slot_of(ValueId value, uint32_t anchor, int bits) noexcept nogil:
+    # Multiplicative hashing: the multiply spreads pointer bits over the top bits used.
+    return ((value ^ (<uint64_t>anchor * <uint64_t>0x9E3779B97F4A7C15)) * <uint64_t>0xBF58476D1CE4E5B9) >> (64 - bits)
 
 
-cdef inline bint _contains_sorted(const int32_t* values, Py_ssize_t count, int32_t wanted) noexcept nogil:
+cdef inline bint _contains_sorted(const ValueId* values, Py_ssize_t count, ValueId wanted) noexcept nogil:
     cdef Py_ssize_t low = 0, high = count, middle
     if count <= 8:
         for low in range(count):
@@ -82,6 +112,14 @@ cdef inline bint _contains_sorted(const int32_t* values, Py_ssize_t count, int32
         else:
             high = middle
     return low < count and values[low] == wanted
+
+
+cdef inline ValueId _intern_value(dict table, object text):
+    cdef PyObject* found = PyDict_GetItemWithError(table, text)
+    if found != NULL:
+        return <ValueId>found
+    table[text] = text
+    return <ValueId><PyObject*>text
 
 
 cdef inline int32_t _intern(dict table, object text):
@@ -105,16 +143,19 @@ cdef class ActionSpecSet:
     # Constraints: selector id and a sorted range of value ids.
     cdef vector[int32_t] constraint_key
     cdef vector[int32_t] constraint_values     # start in values; size constraints + 1
-    cdef vector[int32_t] values
+    cdef vector[ValueId] values
     # Hash table of anchor pairs to candidate records.
     cdef vector[Slot] slots
     cdef int slot_bits
     cdef vector[int32_t] entry_records
+    cdef vector[Candidate] candidates          # entry_records with each record inlined
+    cdef vector[Check] checks
     # Per type: the selectors an action of that type is read at.
     cdef vector[int32_t] type_read_start       # size types + 1
     cdef vector[int32_t] read_key
     cdef vector[int32_t] read_anchor
-    cdef int32_t rsvp_type, response_key, yes_value, maybe_value
+    cdef int32_t rsvp_type, response_key
+    cdef ValueId yes_value, maybe_value
 
     cdef dict type_ids
     cdef dict value_ids
@@ -140,7 +181,7 @@ cdef class ActionSpecSet:
         cdef vector[int32_t] typeset_start      # per typeset: start in typeset_types
         cdef vector[int32_t] typeset_types
         cdef vector[int32_t] record_typeset
-        cdef vector[uint64_t] key_value_pairs
+        cdef vector[pair[int32_t, ValueId]] key_value_pairs
         cdef Py_ssize_t ad_index, spec_index, start, i, j, n_records, n_keys
         cdef int32_t key_id, typeset_id
         cdef uint8_t rsvp_flag
@@ -151,8 +192,8 @@ cdef class ActionSpecSet:
         self.type_ids = type_ids
         self.value_ids = value_ids
         self.response_key = _intern(key_ids, "response")
-        self.yes_value = _intern(value_ids, "yes")
-        self.maybe_value = _intern(value_ids, "maybe")
+        self.yes_value = _intern_value(value_ids, "yes")
+        self.maybe_value = _intern_value(value_ids, "maybe")
         typeset_start.push_back(0)
         self.record_constraints.push_back(0)
         self.constraint_values.push_back(0)
@@ -182,10 +223,8 @@ cdef class ActionSpecSet:
                     self.constraint_key.push_back(key_id)
                     start = self.values.size()
                     for value in spec_values:
-                        self.values.push_back(_intern(value_ids, value))
-                        key_value_pairs.push_back(
-                            ((<uint64_t>key_id) << 32) | <uint32_t>self.values.back()
-                        )
+                        self.values.push_back(_intern_value(value_ids, value))
+                        key_value_pairs.push_back(pair[int32_t, ValueId](key_id, self.values.back()))
                     sort(self.values.begin() + start, self.values.end())
                     self.constraint_values.push_back(<int32_t>self.values.size())
                 self.record_constraints.push_back(<int32_t>self.constraint_key.size())
@@ -198,7 +237,7 @@ cdef class ActionSpecSet:
         sort(key_value_pairs.begin(), key_value_pairs.end())
         for i in range(<Py_ssize_t>key_value_pairs.size()):
             if i == 0 or key_value_pairs[i] != key_value_pairs[i - 1]:
-                distinct_values[key_value_pairs[i] >> 32] += 1
+                distinct_values[key_value_pairs[i].first] += 1
         key_value_pairs.clear()
         key_value_pairs.shrink_to_fit()
         cdef vector[int32_t] key_name_rank = vector[int32_t](n_keys, 0)
@@ -246,7 +285,7 @@ cdef class ActionSpecSet:
         cdef list keys_by_type = [set() for _ in range(n_types)]
         for i in range(<Py_ssize_t>typeset_keys.size()):
             typeset_id = <int32_t>(typeset_keys[i] >> 32)
-            key_id = <int32_t>(typeset_keys[i] & 0xFFFFFFFF)
+            key_id = <int32_t><uint32_t>typeset_keys[i]
             for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
                 (<set>keys_by_type[typeset_types[j]]).add(key_id)
         for i in range(n_records):
@@ -283,7 +322,7 @@ cdef class ActionSpecSet:
             self.type_read_start.push_back(<int32_t>self.read_key.size())
 
         # 5. Entries (anchor pair, value) -> record, sorted, then the open-addressing table.
-        cdef vector[pair[uint64_t, int32_t]] entries
+        cdef vector[pair[ValueId, uint64_t]] entries   # (value, anchor pair << 32 | record)
         cdef int32_t anchor, pair_id
         with nogil:
             for i in range(n_records):
@@ -293,23 +332,54 @@ cdef class ActionSpecSet:
                 for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
                     pair_id = anchor_pair_ids[(<uint64_t>typeset_types[j] << 32) | <uint32_t>key_id]
                     for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
-                        entries.push_back(pair[uint64_t, int32_t](
-                            (<uint64_t>pair_id << 32) | <uint32_t>self.values[c], <int32_t>i))
+                        entries.push_back(pair[ValueId, uint64_t](
+                            self.values[c], (<uint64_t>pair_id << 32) | <uint32_t>i))
             sort(entries.begin(), entries.end())
             self._fill_table(entries)
+            self._inline_candidates()
 
-    cdef int _fill_table(self, vector[pair[uint64_t, int32_t]]& entries) except -1 nogil:
+    cdef int _inline_candidates(self) except -1 nogil:
+        cdef Py_ssize_t i, c, record, n_records = self.record_ad.size()
+        cdef vector[int32_t] checks_start
+        cdef Check check
+        for record in range(n_records):
+            checks_start.push_back(<int32_t>self.checks.size())
+            for c in range(self.record_constraints[record], self.record_constraints[record + 1]):
+                if c == self.record_anchor[record]:
+                    continue
+                check.key = self.constraint_key[c]
+                check.values_begin = self.constraint_values[c]
+                check.values_end = self.constraint_values[c + 1]
+                self.checks.push_back(check)
+        checks_start.push_back(<int32_t>self.checks.size())
+        self.candidates.resize(self.entry_records.size())
+        for i in range(<Py_ssize_t>self.entry_records.size()):
+            record = self.entry_records[i]
+            self.candidates[i].ad = self.record_ad[record]
+            self.candidates[i].spec = self.record_spec[record]
+            self.candidates[i].checks_begin = checks_start[record]
+            self.candidates[i].checks_end = checks_start[record + 1]
+            self.candidates[i].rsvp_default = self.record_rsvp_default[record]
+        self.entry_records.clear()
+        self.entry_records.shrink_to_fit()
+        return 0
+
+    cdef int _fill_table(self, vector[pair[ValueId, uint64_t]]& entries) except -1 nogil:
         cdef Py_ssize_t n = entries.size(), i, run_start, distinct = 0
-        cdef uint64_t key, position, mask
+        cdef uint64_t position, mask
+        cdef ValueId value
+        cdef uint32_t anchor
         for i in range(n):
-            if i == 0 or entries[i].first != entries[i - 1].first:
+            if i == 0 or entries[i].first != entries[i - 1].first or (
+                    entries[i].second >> 32) != (entries[i - 1].second >> 32):
                 distinct += 1
         self.slot_bits = 4
         while (<Py_ssize_t>1 << self.slot_bits) < 2 * distinct:
             self.slot_bits += 1
         mask = ((<uint64_t>1) << self.slot_bits) - 1
         cdef Slot empty
-        empty.key = EMPTY_SLOT
+        empty.value = 0
+        empty.anchor = 0
         empty.begin = 0
         empty.end = 0
         self.slots.assign((<size_t>1) << self.slot_bits, empty)
@@ -317,14 +387,16 @@ cdef class ActionSpecSet:
         i = 0
         while i < n:
             run_start = i
-            key = entries[i].first
-            while i < n and entries[i].first == key:
-                self.entry_records[i] = entries[i].second
+            value = entries[i].first
+            anchor = <uint32_t>(entries[i].second >> 32)
+            while i < n and entries[i].first == value and <uint32_t>(entries[i].second >> 32) == anchor:
+                self.entry_records[i] = <int32_t><uint32_t>entries[i].second
                 i += 1
-            position = _slot_of(key, self.slot_bits)
-            while self.slots[position].key != EMPTY_SLOT:
+            position = _slot_of(value, anchor, self.slot_bits)
+            while self.slots[position].value != 0:
                 position = (position + 1) & mask
-            self.slots[position].key = key
+            self.slots[position].value = value
+            self.slots[position].anchor = anchor
             self.slots[position].begin = <uint32_t>run_start
             self.slots[position].end = <uint32_t>i
         return 0
@@ -377,79 +449,102 @@ cdef class ActionSpecSet:
                     if interned == NULL:
                         continue  # a value no spec names: as good as absent
                     item.key = self.read_key[read_start + k]
-                    item.value = <int32_t>PyLong_AsLong(<object>interned)
+                    item.value = <ValueId>interned
                     item.anchor = self.read_anchor[read_start + k]
                     pairs.push_back(item)
             pair_start.push_back(<int64_t>pairs.size())
             index += 1
         return 0
 
-    cdef int _evaluate(self, const vector[int32_t]& action_type, const vector[int64_t]& pair_start,
-                        const vector[ActionPair]& pairs, vector[uint64_t]& out,
-                        vector[int64_t]& out_start) except -1 nogil:
-        """Phase 2 (no GIL): ``(ad << 32 | spec)`` of the first matching spec per ad."""
-        cdef Py_ssize_t n_actions = action_type.size(), a, p, q, r, c, found_start
-        cdef int64_t first, last
-        cdef int32_t type_id, record, key_id, wanted, response
-        cdef uint64_t key, position, mask = ((<uint64_t>1) << self.slot_bits) - 1
+    cdef inline const Slot* _probe(self, const ActionPair* pair) noexcept nogil:
+        """The slot of (anchor pair, value), or NULL."""
+        cdef uint64_t mask = ((<uint64_t>1) << self.slot_bits) - 1
+        cdef uint64_t position = _slot_of(pair.value, <uint32_t>pair.anchor, self.slot_bits)
         cdef const Slot* slots = self.slots.data()
-        cdef const int32_t* entry_records = self.entry_records.data()
-        cdef const int32_t* record_constraints = self.record_constraints.data()
-        cdef const int32_t* record_anchor = self.record_anchor.data()
-        cdef const int32_t* constraint_key = self.constraint_key.data()
-        cdef const int32_t* constraint_values = self.constraint_values.data()
-        cdef const int32_t* values = self.values.data()
+        while slots[position].value != 0:
+            if slots[position].value == pair.value and slots[position].anchor == <uint32_t>pair.anchor:
+                return &slots[position]
+            position = (position + 1) & mask
+        return NULL
+
+    cdef inline void _prefetch_slots(self, const ActionPair* pairs, Py_ssize_t count) noexcept nogil:
+        cdef Py_ssize_t p
+        for p in range(count):
+            if pairs[p].anchor >= 0:
+                prefetch(self.slots.data() + _slot_of(pairs[p].value, <uint32_t>pairs[p].anchor,
+                                                      self.slot_bits))
+
+    cdef inline void _prefetch_candidates(self, const ActionPair* pairs, Py_ssize_t count) noexcept nogil:
+        cdef Py_ssize_t p
+        cdef const Slot* slot
+        for p in range(count):
+            if pairs[p].anchor >= 0:
+                slot = self._probe(&pairs[p])
+                if slot != NULL:
+                    prefetch(self.candidates.data() + slot.begin)
+
+    cdef int _evaluate(self, const vector[int32_t]& action_type, const vector[int64_t]& pair_start,
+                       const vector[ActionPair]& pairs, vector[uint64_t]& out,
+                       vector[int64_t]& out_start) except -1 nogil:
+        """Phase 2 (no GIL): ``(ad << 32 | spec)`` of the first matching spec per ad."""
+        cdef Py_ssize_t n_actions = action_type.size(), a, ahead, p, q, r, c, found_start, n_pairs
+        cdef int32_t type_id, key_id
+        cdef ValueId response
+        cdef const Slot* slot
+        cdef const Candidate* candidate
+        cdef const Candidate* candidates = self.candidates.data()
+        cdef const Check* checks = self.checks.data()
+        cdef const ValueId* values = self.values.data()
         cdef const ActionPair* action_pairs
         cdef bint ok, present
         cdef uint64_t previous
         out_start.push_back(0)
         for a in range(n_actions):
+            ahead = a + SLOT_PREFETCH
+            if ahead < n_actions and action_type[ahead] >= 0:
+                self._prefetch_slots(pairs.data() + pair_start[ahead],
+                                     pair_start[ahead + 1] - pair_start[ahead])
+            ahead = a + CANDIDATE_PREFETCH
+            if ahead < n_actions and action_type[ahead] >= 0:
+                self._prefetch_candidates(pairs.data() + pair_start[ahead],
+                                          pair_start[ahead + 1] - pair_start[ahead])
             type_id = action_type[a]
             found_start = out.size()
             if type_id >= 0:
-                first = pair_start[a]
-                last = pair_start[a + 1]
-                action_pairs = pairs.data() + first
-                for p in range(last - first):
+                action_pairs = pairs.data() + pair_start[a]
+                n_pairs = pair_start[a + 1] - pair_start[a]
+                for p in range(n_pairs):
                     if action_pairs[p].anchor < 0:
                         continue
-                    key = (<uint64_t>action_pairs[p].anchor << 32) | <uint32_t>action_pairs[p].value
-                    position = _slot_of(key, self.slot_bits)
-                    while slots[position].key != key and slots[position].key != EMPTY_SLOT:
-                        position = (position + 1) & mask
-                    if slots[position].key == EMPTY_SLOT:
+                    slot = self._probe(&action_pairs[p])
+                    if slot == NULL:
                         continue
-                    for r in range(slots[position].begin, slots[position].end):
-                        record = entry_records[r]
+                    for r in range(slot.begin, slot.end):
+                        candidate = &candidates[r]
                         ok = True
-                        for c in range(record_constraints[record], record_constraints[record + 1]):
-                            if c == record_anchor[record]:
-                                continue
-                            key_id = constraint_key[c]
+                        for c in range(candidate.checks_begin, candidate.checks_end):
+                            key_id = checks[c].key
                             present = False
-                            for q in range(last - first):
+                            for q in range(n_pairs):
                                 if action_pairs[q].key == key_id:
                                     present = _contains_sorted(
-                                        values + constraint_values[c],
-                                        constraint_values[c + 1] - constraint_values[c],
+                                        values + checks[c].values_begin,
+                                        checks[c].values_end - checks[c].values_begin,
                                         action_pairs[q].value,
                                     )
                                     break
                             if not present:
                                 ok = False
                                 break
-                        if ok and self.record_rsvp_default[record] and type_id == self.rsvp_type:
-                            response = -1
-                            for q in range(last - first):
+                        if ok and candidate.rsvp_default and type_id == self.rsvp_type:
+                            response = 0
+                            for q in range(n_pairs):
                                 if action_pairs[q].key == self.response_key:
                                     response = action_pairs[q].value
                                     break
                             ok = response == self.yes_value or response == self.maybe_value
                         if ok:
-                            out.push_back(
-                                (<uint64_t>self.record_ad[record] << 32)
-                                | <uint32_t>self.record_spec[record]
-                            )
+                            out.push_back((<uint64_t>candidate.ad << 32) | <uint32_t>candidate.spec)
                 if <Py_ssize_t>out.size() - found_start > 1:
                     # Order by ad, then keep each ad's first matching spec.
                     sort(out.begin() + found_start, out.end())
@@ -498,7 +593,7 @@ cdef class ActionSpecSet:
                 if detail:
                     item = (
                         <object>PyTuple_GET_ITEM(ids, <Py_ssize_t>(out[out_start[a] + k] >> 32)),
-                        <Py_ssize_t>(out[out_start[a] + k] & 0xFFFFFFFF),
+                        <Py_ssize_t><uint32_t>out[out_start[a] + k],
                     )
                 else:
                     item = <object>PyTuple_GET_ITEM(ids, <Py_ssize_t>(out[out_start[a] + k] >> 32))
