@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, PermissionDenied
+from server.errors import InvalidArgument
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
 from server.registry import AdSpecs, effective_ad_specs
 from server.store import AdRecord
@@ -61,11 +61,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         if not ad_id:
             raise InvalidArgument("ad_id: required")
         record = self.core.store.get_ad(ad_id)
-        if record.account_id not in principal.accounts:
-            raise PermissionDenied(
-                f"Permissions error: ad {record.id} belongs to ad account {record.account_id}, "
-                "which this access token cannot act for"
-            )
+        principal.require_owner(record.account_id, f"ad {record.id}")
         return record
 
     def _put(self, request, context, *, replace_existing: bool) -> pb.AdRegistration:

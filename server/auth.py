@@ -38,12 +38,20 @@ class Principal:
             raise PermissionDenied(f"Permissions error: this access token cannot act for ad account {account_id}")
         return account_id
 
+    def require_owner(self, account_id: str, what: str) -> None:
+        """Allow when the token holds ``account_id``, the account ``what`` belongs to."""
+        if account_id not in self.accounts:
+            raise PermissionDenied(
+                f"Permissions error: {what} belongs to ad account {account_id}, which this access token cannot act for"
+            )
+
     def require_any(self, accounts: frozenset[str] | set[str], what: str) -> None:
         """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``)."""
         if not self.accounts & set(accounts):
             raise PermissionDenied(f"Permissions error: no ad account of this access token is authorised on {what}")
 
     def require_ingest(self) -> None:
+        """Allow when the token may send events and actions for classification."""
         if not self.ingest:
             raise PermissionDenied("Permissions error: this access token has no ingest scope for classification")
 

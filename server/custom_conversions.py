@@ -111,11 +111,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         if not conversion_id:
             raise InvalidArgument(f"{field}: required")
         record = self.core.store.get_custom_conversion(conversion_id)
-        if record.account_id not in principal.accounts:
-            raise PermissionDenied(
-                f"Permissions error: custom conversion {record.id} belongs to ad account {record.account_id}, "
-                "which this access token cannot act for"
-            )
+        principal.require_owner(record.account_id, f"custom conversion {record.id}")
         return record
 
     def CreateCustomConversion(self, request, context):

@@ -7,7 +7,7 @@ import pytest
 
 from server.client import AdMatch, Client, error_code
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, classification_pb2
-from server.testing import running_server
+from tests.service_fixtures import ingest, owner, rejected, service  # noqa: F401 (fixtures)
 
 CONVERSION_AD = {
     "id": "ad1",
@@ -26,28 +26,8 @@ PAGE_LIKE_AD = {
 }
 
 
-@pytest.fixture
-def service(tmp_path):
-    with running_server(tmp_path / "matcher.db") as s:
-        yield s
 
 
-@pytest.fixture
-def owner(service):
-    with Client(service[1], "owner-token") as client:
-        yield client
-
-
-@pytest.fixture
-def ingest(service):
-    with Client(service[1], "ingest-token") as client:
-        yield client
-
-
-def rejected(call, *args, **kwargs):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)
-    return caught.value
 
 
 def test_register_returns_effective_specs(owner):

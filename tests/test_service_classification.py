@@ -10,6 +10,7 @@ from server.client import Client, error_code
 from server.core import Limits
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.testing import running_server
+from tests.service_fixtures import ingest, owner, rejected  # noqa: F401 (fixtures)
 
 PURCHASE_OVER_100 = {"and": [{"event": {"eq": "Purchase"}}, {"value": {"gt": 100}}]}
 
@@ -20,22 +21,7 @@ def service(tmp_path):
         yield s
 
 
-@pytest.fixture
-def owner(service):
-    with Client(service[1], "owner-token") as client:
-        yield client
 
-
-@pytest.fixture
-def ingest(service):
-    with Client(service[1], "ingest-token") as client:
-        yield client
-
-
-def rejected(call, *args, **kwargs):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)
-    return caught.value
 
 
 def conversion_ids(results):

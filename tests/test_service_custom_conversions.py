@@ -8,39 +8,19 @@ from google.protobuf import field_mask_pb2
 
 from server.client import Client, error_code
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, pixels_pb2
-from server.testing import running_server
+from tests.service_fixtures import ingest, owner, rejected, service  # noqa: F401 (fixtures)
 
 PURCHASE_OVER_100 = {"and": [{"event": {"eq": "Purchase"}}, {"value": {"gt": 100}}]}
 THANK_YOU = {"or": [{"url": {"i_contains": "thankyou.html"}}, {"url": {"i_contains": "confirmation.html"}}]}
 
 
-@pytest.fixture
-def service(tmp_path):
-    with running_server(tmp_path / "matcher.db") as (server, target):
-        yield server, target
 
-
-@pytest.fixture
-def owner(service):
-    with Client(service[1], "owner-token") as client:
-        yield client
-
-
-@pytest.fixture
-def ingest(service):
-    with Client(service[1], "ingest-token") as client:
-        yield client
 
 
 @pytest.fixture
 def pixel(owner):
     return owner.create_pixel("act_1", "site pixel")
 
-
-def rejected(call, *args, **kwargs):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)
-    return caught.value
 
 
 def listed(client, account="act_1", archived=None):

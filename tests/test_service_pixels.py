@@ -5,31 +5,11 @@ import pytest
 
 from server.client import Client, error_code, error_info
 from server.gen.conversion_matcher.v1 import pixels_pb2 as pb
-from server.testing import running_server
+from tests.service_fixtures import owner, other, rejected, service  # noqa: F401 (fixtures)
 
 
-@pytest.fixture
-def service(tmp_path):
-    with running_server(tmp_path / "matcher.db") as (server, target):
-        yield server, target
 
 
-@pytest.fixture
-def owner(service):
-    with Client(service[1], "owner-token") as client:
-        yield client
-
-
-@pytest.fixture
-def other(service):
-    with Client(service[1], "other-token") as client:
-        yield client
-
-
-def rejected(call, *args):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args)
-    return caught.value
 
 
 def test_create_get_list(owner):
