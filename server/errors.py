@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
@@ -26,6 +26,7 @@ log = logging.getLogger("server.errors")
 
 ERROR_DOMAIN = "conversion-matcher"
 
+UNKNOWN_ERROR = 1
 INVALID_PARAMETER = 100
 INVALID_TOKEN = 190
 PERMISSIONS_ERROR = 200
@@ -111,7 +112,7 @@ def to_status(error: BaseException) -> grpc.Status:
         return rich_status(error.status, error.code, error.reason, error.message)
     if isinstance(error, matcher.MatcherError):
         return rich_status(grpc.StatusCode.INVALID_ARGUMENT, error.code, "INVALID_PARAMETER", str(error))
-    return rich_status(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "INTERNAL", "internal error; the server logged it")
+    return rich_status(grpc.StatusCode.INTERNAL, UNKNOWN_ERROR, "INTERNAL", "internal error; the server logged it")
 
 
 def _status_of(error: BaseException, method: str, context: grpc.ServicerContext) -> grpc.Status:
