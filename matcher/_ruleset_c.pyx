@@ -58,6 +58,7 @@ cdef const char* _FALSE = "false"
 DEF CHUNK = 256
 # RE2 memory budget of one multi-pattern set (program plus DFA cache).
 DEF SET_MAX_MEM = 4 << 20
+cdef long long REGEX_MAX_MEM_C = REGEX_MAX_MEM
 
 # Opcodes and kinds, as in matcher.plan.
 DEF OP_PRED = 0
@@ -387,13 +388,23 @@ cdef int _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int
     return 0
 
 
+cdef Options _regex_options() noexcept nogil:
+    cdef Options opts
+    opts.set_log_errors(False)
+    opts.set_max_mem(REGEX_MAX_MEM_C)
+    return opts
+
+
 cdef bint _USE_SETS = True
+cdef long long _SET_MAX_MEM = SET_MAX_MEM
 
 
-def _set_multi_pattern_sets(bint enabled):
-    """Tests only: build partitions without RE2::Set, to exercise the pattern-by-pattern path."""
-    global _USE_SETS
+def _set_multi_pattern_sets(bint enabled, long long max_mem=SET_MAX_MEM):
+    """Tests only: build partitions without RE2::Set, or with a small DFA budget, to exercise
+    the pattern-by-pattern paths (no set; set whose DFA runs out of memory)."""
+    global _USE_SETS, _SET_MAX_MEM
     _USE_SETS = enabled
+    _SET_MAX_MEM = max_mem
 
 
 cdef int _load_patterns(GroupC* g, list patterns) except -1:
@@ -402,12 +413,11 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
     cdef string err
     cdef string text
     cdef string pattern
-    cdef RE2* regex
     cdef bytes raw
-    opts.set_log_errors(False)
-    opts.set_max_mem(REGEX_MAX_MEM)
+    cdef size_t i
+    opts = _regex_options()
     set_opts.set_log_errors(False)
-    set_opts.set_max_mem(SET_MAX_MEM)
+    set_opts.set_max_mem(_SET_MAX_MEM)
     g.set = new RE2Set(set_opts, UNANCHORED)
     for kind, source, pid in patterns:
         raw = (<str>source).encode("utf-8")
@@ -420,23 +430,19 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
                 pattern = string(b"(?i)") + pattern
             if kind == K_PREFIX or kind == K_IPREFIX:
                 pattern = string(b"^") + pattern
-        regex = NULL
-        if kind == K_REGEX:  # kept for the pattern-by-pattern fallback
-            regex = new RE2(StringPiece(pattern.data(), pattern.size()), opts)
-            if not regex.ok():
-                message = regex.error().decode("utf-8", "replace")
-                del regex
-                raise RuleError("rule", f"regex {source!r} is not valid RE2: {message}")
         g.pat_kind.push_back(kind)
         g.pat_text.push_back(text)
-        g.pat_regex.push_back(regex)
+        g.pat_regex.push_back(NULL)
         g.set_preds.push_back(pid)
-        if g.set != NULL and g.set.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
-            del g.set  # evaluate this group pattern by pattern instead
-            g.set = NULL
-    if g.set != NULL and (not _USE_SETS or not g.set.Compile()):
+        if g.set.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
+            raise RuleError("rule", f"regex {source!r} is not valid RE2: {err.decode('utf-8', 'replace')}")
+    if not _USE_SETS or not g.set.Compile():
+        # Too large for one program: evaluate this group pattern by pattern.
         del g.set
         g.set = NULL
+        for i in range(g.pat_kind.size()):
+            if g.pat_kind[i] == K_REGEX:
+                g.pat_regex[i] = new RE2(StringPiece(g.pat_text[i].data(), g.pat_text[i].size()), opts)
     return 0
 
 
@@ -523,6 +529,7 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
     cdef SetErrorInfo info
     cdef size_t i
     cdef int kind
+    cdef RE2* regex
     cdef cbool hit
     cdef string_view view
     if g.set != NULL:
@@ -536,7 +543,12 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
     for i in range(g.pat_kind.size()):
         kind = g.pat_kind[i]
         if kind == K_REGEX:
-            hit = g.pat_regex[i].Match(StringPiece(text, size), 0, size, UNANCHORED, NULL, 0)
+            regex = g.pat_regex[i]
+            if regex == NULL:  # the set's DFA ran out of memory: a one-off program for this call
+                regex = new RE2(StringPiece(g.pat_text[i].data(), g.pat_text[i].size()), _regex_options())
+            hit = regex.Match(StringPiece(text, size), 0, size, UNANCHORED, NULL, 0)
+            if regex != g.pat_regex[i]:
+                del regex
             if hit:
                 _mark_one(sc, g.set_preds[i])
             continue

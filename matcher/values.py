@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from matcher._casefold_data import FOLD_PAIRS
@@ -127,8 +128,18 @@ _SEGMENT = re.compile(r"([^.\[\]]+)(\[\*\])?")
 
 
 def parse_field(name: str) -> FieldPath:
-    """Parse a field name; raises ValueError with the reason when it is not one."""
+    """Parse a field name; raises ValueError with the reason when it is not one.
+
+    Parsed paths are shared (rules name few distinct fields), which keeps rules small.
+    """
     if not isinstance(name, str) or not name:
+        raise ValueError("field name must be a non-empty string")
+    return _parse_field(name)
+
+
+@lru_cache(maxsize=65536)
+def _parse_field(name: str) -> FieldPath:
+    if not name:
         raise ValueError("field name must be a non-empty string")
     lowered = ascii_lower(name)
     if lowered in BUILTIN_FIELDS:
