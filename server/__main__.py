@@ -2,7 +2,7 @@
 
 Every flag has an environment variable (shown in ``--help``); flags win. SIGTERM and
 SIGINT stop gracefully: health NOT_SERVING, in-flight calls finish (``--grace``), the
-store is checkpointed and closed.
+store is checkpointed and closed. SIGHUP reloads the token file.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import logging
 import os
 import signal
 import sys
-import threading
+import queue
 
 from server import logs
 from server.app import create_server
 from server.auth import TokenTable
-from server.core import Limits
+from server.core import Core, Limits
 
 log = logging.getLogger("server")
 
@@ -56,6 +56,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def reload_tokens(core: Core, path: str) -> None:
+    """SIGHUP: read the token file again; a bad file keeps the tokens in use."""
+    try:
+        core.tokens = TokenTable.load(path)
+    except (OSError, ValueError) as error:
+        log.error("token file not reloaded; the previous tokens stay in use", extra={"path": path, "error": str(error)})
+        return
+    log.info("tokens reloaded", extra={"path": path})
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     logs.configure(options.log_level)
@@ -70,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{options.host}:{options.port}", db_path=options.db, tokens=tokens, limits=limits,
         workers=options.workers, metrics_port=metrics_port, sync=options.sync,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: stop.set())
+    # Handlers only queue the signal; the main thread acts on it outside signal context.
+    received: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda number, frame: received.put(number))
     server.start()
     log.info("serving", extra={"host": options.host, "port": port, "metrics_port": server.core.metrics.port})
-    stop.wait()
+    while received.get() == signal.SIGHUP:
+        reload_tokens(server.core, options.tokens)
     log.info("stopping", extra={"grace_seconds": options.grace})
     server.stop(options.grace)
     return 0

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -74,6 +75,16 @@ class ServerProcess:
                 self.metrics_port = entry.get("metrics_port")
                 self._ready.set()
         self._ready.set()
+
+    def wait_for_log(self, message: str, timeout: float = 30) -> dict:
+        """The first log entry with ``msg == message``, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in list(self.log_lines):
+                if entry.get("msg") == message:
+                    return entry
+            time.sleep(0.01)
+        raise TimeoutError(f"no {message!r} in the server log: {self.log_lines}")
 
     @property
     def target(self) -> str:

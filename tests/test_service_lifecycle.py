@@ -159,3 +159,27 @@ def test_environment_variables_and_bad_token_file(tmp_path):
     entry = json.loads(result.stderr.strip().splitlines()[-1])
     assert entry["msg"] == "cannot load the token file" and "accounts" in entry["error"]
     assert '"t"' not in result.stderr  # the token itself is never logged
+
+
+def test_sighup_reloads_the_token_file_and_keeps_it_when_bad(tmp_path):
+    process = ServerProcess(tmp_path)
+    try:
+        tokens = tmp_path / "tokens.json"
+        with Client(process.target, "new-token") as newcomer:
+            with pytest.raises(grpc.RpcError):
+                newcomer.create_pixel("act_7", "p")
+            tokens.write_text(json.dumps({"tokens": {"new-token": {"accounts": ["act_7"]}}}))
+            process.process.send_signal(signal.SIGHUP)
+            process.wait_for_log("tokens reloaded")
+            assert newcomer.create_pixel("act_7", "p").creator == "act_7"
+            tokens.write_text("{not json")
+            process.process.send_signal(signal.SIGHUP)
+            process.wait_for_log("token file not reloaded; the previous tokens stay in use")
+            assert newcomer.create_pixel("act_7", "q").creator == "act_7"
+        with Client(process.target, "owner-token") as old:
+            with pytest.raises(grpc.RpcError) as caught:
+                old.create_pixel("act_1", "p")
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert process.terminate() == 0
+    finally:
+        process.kill()
