@@ -37,6 +37,24 @@ cdef extern from "Python.h":
 cdef extern from *:
     void prefetch "__builtin_prefetch"(const void* address) noexcept nogil
 
+cdef extern from "Python.h":
+    ctypedef struct PyDictObject:
+        void* ma_keys
+
+
+cdef inline void _prefetch_dict(object maybe_dict) noexcept:
+    """Start loading an action dict's header (one stage) or its key table (the next stage)."""
+    prefetch(<PyObject*>maybe_dict)
+
+
+cdef inline void _prefetch_dict_keys(object maybe_dict) noexcept:
+    cdef char* keys
+    if type(maybe_dict) is dict:
+        keys = <char*>(<PyDictObject*><PyObject*>maybe_dict).ma_keys
+        prefetch(keys)
+        prefetch(keys + 64)
+        prefetch(keys + 128)
+
 # Actions ahead of the one being evaluated whose hash slots, then candidate runs, are
 # prefetched: probes of a big table are cache misses, and overlapping them is most of the gain.
 DEF SLOT_PREFETCH = 8
@@ -406,7 +424,7 @@ cdef class ActionSpecSet:
     cdef int _extract(self, object actions, vector[int32_t]& action_type,
                       vector[int64_t]& pair_start, vector[ActionPair]& pairs) except -1:
         """Phase 1 (GIL held): the interned type and selector values of each action."""
-        cdef Py_ssize_t index = 0, k, read_start, read_end
+        cdef Py_ssize_t index, k, read_start, read_end
         cdef PyObject* found
         cdef PyObject* interned
         cdef object action, raw, text, selectors
@@ -414,8 +432,20 @@ cdef class ActionSpecSet:
         cdef ActionPair item
         cdef dict type_ids = self.type_ids
         cdef dict value_ids = self.value_ids
+        cdef object type_key = ACTION_TYPE_KEY
+        cdef list read_selectors = self.read_selectors
+        cdef object batch = actions if type(actions) is list or type(actions) is tuple else list(actions)
+        cdef Py_ssize_t n_actions = len(batch)
+        action_type.reserve(n_actions)
+        pair_start.reserve(n_actions + 1)
         pair_start.push_back(0)
-        for action in actions:
+        for index in range(n_actions):
+            # Actions built long before the call are cold: fetch a few ahead, in two stages.
+            if index + 8 < n_actions:
+                _prefetch_dict(batch[index + 8])
+            if index + 4 < n_actions:
+                _prefetch_dict_keys(batch[index + 4])
+            action = batch[index]
             if type(action) is not dict:
                 if not isinstance(action, Mapping):
                     raise TypeError(
@@ -424,7 +454,7 @@ cdef class ActionSpecSet:
                     )
                 action = dict(action)
             type_id = -1
-            found = PyDict_GetItemWithError(action, ACTION_TYPE_KEY)
+            found = PyDict_GetItemWithError(action, type_key)
             if found != NULL:
                 raw = <object>found
                 text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
@@ -434,7 +464,7 @@ cdef class ActionSpecSet:
                         type_id = <int32_t>PyLong_AsLong(<object>interned)
             action_type.push_back(type_id)
             if type_id >= 0:
-                selectors = self.read_selectors[type_id]
+                selectors = read_selectors[type_id]
                 read_start = self.type_read_start[type_id]
                 read_end = self.type_read_start[type_id + 1]
                 for k in range(read_end - read_start):
@@ -453,7 +483,6 @@ cdef class ActionSpecSet:
                     item.anchor = self.read_anchor[read_start + k]
                     pairs.push_back(item)
             pair_start.push_back(<int64_t>pairs.size())
-            index += 1
         return 0
 
     cdef inline const Slot* _probe(self, const ActionPair* pair) noexcept nogil:
@@ -587,6 +616,10 @@ cdef class ActionSpecSet:
         cdef tuple ids = self._ids
         cdef object item
         for a in range(n_actions):
+            if a + 4 < n_actions:
+                # The ids' reference counts are written below: start loading them early.
+                for k in range(out_start[a + 4], out_start[a + 5]):
+                    prefetch(PyTuple_GET_ITEM(ids, <Py_ssize_t>(out[k] >> 32)))
             count = out_start[a + 1] - out_start[a]
             row = PyList_New(count)
             for k in range(count):
