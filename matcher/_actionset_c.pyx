@@ -203,7 +203,7 @@ cdef class ActionSpecSet:
         cdef Py_ssize_t ad_index, spec_index, start, i, j, n_records, n_keys
         cdef int32_t key_id, typeset_id
         cdef uint8_t rsvp_flag
-        cdef object ad_id, specs, spec, key, spec_values, value, action_type
+        cdef object ad_id, specs, spec, key, constraint, value, action_type
 
         self._ads = ads
         self._ids = tuple([entry[0] for entry in ads])
@@ -220,8 +220,9 @@ cdef class ActionSpecSet:
         for ad_index in range(len(ads)):
             specs = (<tuple>ads[ad_index])[1]
             for spec_index in range(len(<tuple>specs)):
+                # An ActionSpec is a tuple (types, constraints, expanded_types, rsvp_default).
                 spec = (<tuple>specs)[spec_index]
-                expanded = spec.expanded_types
+                expanded = (<tuple>spec)[2]
                 found = typeset_ids.get(expanded)
                 if found is None:
                     typeset_id = <int32_t>len(typeset_ids)
@@ -234,13 +235,13 @@ cdef class ActionSpecSet:
                 record_typeset.push_back(typeset_id)
                 self.record_ad.push_back(<int32_t>ad_index)
                 self.record_spec.push_back(<int32_t>spec_index)
-                rsvp_flag = 1 if spec.rsvp_default else 0
+                rsvp_flag = 1 if (<tuple>spec)[3] else 0
                 self.record_rsvp_default.push_back(rsvp_flag)
-                for key, spec_values in spec.constraints:
-                    key_id = _intern(key_ids, key)
+                for constraint in <tuple>((<tuple>spec)[1]):
+                    key_id = _intern(key_ids, (<tuple>constraint)[0])
                     self.constraint_key.push_back(key_id)
                     start = self.values.size()
-                    for value in spec_values:
+                    for value in <tuple>((<tuple>constraint)[1]):
                         self.values.push_back(_intern_value(value_ids, value))
                         key_value_pairs.push_back(pair[int32_t, ValueId](key_id, self.values.back()))
                     sort(self.values.begin() + start, self.values.end())

@@ -327,7 +327,14 @@ def _validate_spec(
         raise SpecError(path, 'missing "action.type"')
     if len(spec) > max_length:
         raise SpecError(path, f"more than {max_length} keys")
-    types = _values(spec[ACTION_TYPE_KEY], lambda: _key_path(path, ACTION_TYPE_KEY), max_length)
+    raw = spec[ACTION_TYPE_KEY]
+    # Inline fast paths for the common one-string forms ("like", ["like"]).
+    if type(raw) is str and raw:
+        types: tuple[str, ...] = (raw,)
+    elif type(raw) is list and len(raw) == 1 and type(raw[0]) is str and raw[0]:
+        types = (raw[0],)
+    else:
+        types = _values(raw, lambda: _key_path(path, ACTION_TYPE_KEY), max_length)
     for action_type in types:
         if not _valid_name(action_type):
             raise SpecError(
@@ -348,7 +355,12 @@ def _validate_spec(
             raise SpecError(
                 path, f"invalid selector {shown[:80]}: expected a name like page or post.wall"
             )
-        values = _values(raw, lambda key=key: _key_path(path, key), max_length)
+        if type(raw) is str and raw:
+            values: tuple[str, ...] = (raw,)
+        elif type(raw) is list and len(raw) == 1 and type(raw[0]) is str and raw[0]:
+            values = (raw[0],)
+        else:
+            values = _values(raw, lambda key=key: _key_path(path, key), max_length)
         if key in ATTRIBUTE_KEYS:
             for value in values:
                 if value not in RSVP_RESPONSES:
@@ -497,9 +509,13 @@ def _parse_ads(ads: Mapping[Any, Any], max_length: int) -> list[tuple[str, tuple
         if not isinstance(ad_id, str) or not ad_id:
             raise SpecError("ads", f"ad id must be a non-empty string, got {ad_id!r:.80}")
         ad_id = str.__str__(ad_id)
-        if isinstance(specs, tuple) and specs and all(type(s) is ActionSpec for s in specs):
-            parsed.append((ad_id, specs))
-            continue
+        if type(specs) is tuple and specs:
+            for spec in specs:
+                if type(spec) is not ActionSpec:
+                    break
+            else:  # already parsed (a set rebuilt from another): share, don't re-validate
+                parsed.append((ad_id, specs))
+                continue
         parsed.append((ad_id, tuple(_parse(specs, partial(_ad_field, ad_id), max_length))))
     return parsed
 
