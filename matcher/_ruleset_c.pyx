@@ -692,6 +692,7 @@ cdef class Matcher:
     cdef vector[int] _field_kind  # per slot: F_* code
     cdef vector[cbool] _field_needs_text
     cdef vector[cbool] _field_simple  # a custom parameter named by one key, no [*]
+    cdef vector[cbool] _field_name_folded  # that key is its own case folding
     cdef list _field_name  # per slot: the first key (custom parameters)
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each) or None
@@ -721,6 +722,8 @@ cdef class Matcher:
             self._field_segments.append(segments)
             flag = len(segments) == 1 and not segments[0][2]
             self._field_simple.push_back(flag)
+            flag = bool(segments) and segments[0][1] == segments[0][0].encode("utf-8")
+            self._field_name_folded.push_back(flag)
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
         self._unscoped_fields = list(self._fields_of(unscoped)) if unscoped is not None else []
@@ -810,12 +813,13 @@ cdef class Matcher:
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
         cdef PyObject* raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
         cdef object custom = <object>raw if raw != NULL else None
+        cdef int keys_state = -1  # custom_data's keys all their own folding? unknown until needed
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
             result.unscoped = (<Partition>self._unscoped).part
             for slot in self._unscoped_fields:
-                self._extract_field(ev, custom, slot, base, items, owned, keep)
+                self._extract_field(ev, custom, slot, base, items, owned, keep, &keys_state)
         if self._scoped:
             raw = PyDict_GetItemWithError(ev, _KEY_PIXEL)
             pixel = <object>raw if raw != NULL else None
@@ -827,11 +831,11 @@ cdef class Matcher:
                     part = <Partition>found
                     result.scoped = part.part
                     for slot in <tuple>self._scoped_fields[pixel]:
-                        self._extract_field(ev, custom, slot, base, items, owned, keep)
+                        self._extract_field(ev, custom, slot, base, items, owned, keep, &keys_state)
         return result
 
     cdef int _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
-                             deque[string]& owned, list keep) except -1:
+                             deque[string]& owned, list keep, int* keys_state) except -1:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -874,7 +878,8 @@ cdef class Matcher:
                         item.num_state = NUM_UNKNOWN
                         items.push_back(item)
         elif self._field_simple[slot]:
-            value = _lookup_key(custom, self._field_name[slot], self._field_folded[slot])
+            value = _lookup_key(custom, self._field_name[slot], self._field_folded[slot],
+                                keys_state if self._field_name_folded[slot] else NULL)
             if value is not None:
                 self._add_items(value, items, needs_text, keep)
         else:
@@ -893,7 +898,7 @@ cdef class Matcher:
             name, folded, each = segments[i]
             found = []
             for node in nodes:
-                value = _lookup_key(node, name, folded)
+                value = _lookup_key(node, name, folded, NULL)
                 if value is None:
                     continue
                 if each or i == last:
@@ -960,8 +965,13 @@ cdef class Matcher:
         return 0
 
 
-cdef object _lookup_key(object node, str name, bytes folded):
-    """A custom parameter: the exact key wins, else the first key equal under case folding."""
+cdef object _lookup_key(object node, str name, bytes folded, int* keys_state):
+    """A custom parameter: the exact key wins, else the first key equal under case folding.
+
+    ``keys_state`` (given when ``name`` is its own folding) caches whether every key of
+    ``node`` is its own folding; then no key can equal ``name`` under folding without
+    equalling it exactly, and the scan is skipped.
+    """
     cdef PyObject* raw
     cdef PyObject* key
     cdef PyObject* value
@@ -970,6 +980,11 @@ cdef object _lookup_key(object node, str name, bytes folded):
         raw = PyDict_GetItemWithError(node, name)
         if raw != NULL:
             return <object>raw
+        if keys_state != NULL:
+            if keys_state[0] < 0:
+                keys_state[0] = _keys_are_folded(<dict>node)
+            if keys_state[0] == 1:
+                return None
         while PyDict_Next(node, &pos, &key, &value):
             if _folds_to(<object>key, folded):
                 return <object>value
@@ -981,6 +996,25 @@ cdef object _lookup_key(object node, str name, bytes folded):
             if _folds_to(k, folded):
                 return v
     return None
+
+
+cdef int _keys_are_folded(dict node):
+    """1 when every str key is ASCII without capitals (its own folding), else 0."""
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef Py_ssize_t pos = 0, i, n
+    cdef const char* data
+    while PyDict_Next(node, &pos, &key, &value):
+        if not isinstance(<object>key, str):
+            continue
+        if not PyUnicode_IS_COMPACT_ASCII(<object>key):
+            return 0
+        data = <const char*>PyUnicode_DATA(<object>key)
+        n = PyUnicode_GET_LENGTH(<object>key)
+        for i in range(n):
+            if b'A' <= data[i] <= b'Z':
+                return 0
+    return 1
 
 
 cdef bint _folds_to(object key, bytes folded) except -1:

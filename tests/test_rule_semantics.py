@@ -223,6 +223,9 @@ def test_field_names_are_case_insensitive(holds):
     assert holds({"URL": {"contains": "Thank"}}, ev())
     assert holds({"Event": "Purchase"}, ev())
     assert holds({"COLOR": "red"}, ev(color="red"))
+    assert holds({"color": "red"}, ev(Color="red"))
+    assert holds({"straße": 1}, ev(STRAẞE=1))
+    assert not holds({"color": "red"}, ev(colour="red", COLOUR="red"))
 
 
 def test_exact_custom_key_wins(holds):
