@@ -56,6 +56,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def next_signal(received: queue.SimpleQueue[int]) -> int:
+    """The next signal the handlers queued.
+
+    The OS may deliver a signal to any thread (gRPC has several); Python then runs the
+    handler in the main thread only when that thread next runs Python code. So the main
+    thread never blocks for long: it wakes every 0.2 s to let pending handlers run.
+    """
+    while True:
+        try:
+            return received.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
 def reload_tokens(core: Core, path: str) -> None:
     """SIGHUP: read the token file again; a bad file keeps the tokens in use."""
     try:
@@ -82,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Handlers only queue the signal; the main thread acts on it outside signal context.
     received: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda number, frame: received.put(number))
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(handled, lambda number, frame: received.put(number))
     server.start()
     log.info("serving", extra={"host": options.host, "port": port, "metrics_port": server.core.metrics.port})
-    while received.get() == signal.SIGHUP:
+    while (signum := next_signal(received)) == signal.SIGHUP:
         reload_tokens(server.core, options.tokens)
-    log.info("stopping", extra={"grace_seconds": options.grace})
+    log.info("stopping", extra={"signal": signal.Signals(signum).name, "grace_seconds": options.grace})
     server.stop(options.grace)
     return 0
 
