@@ -22,7 +22,7 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLong
 from cpython.ref cimport Py_INCREF, PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.unicode cimport PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Compare
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libcpp.algorithm cimport sort, unique
 from libcpp.pair cimport pair
@@ -105,6 +105,11 @@ cdef struct Check:
     int32_t values_end
 
 
+cdef struct ValueSlot:
+    Py_hash_t hash
+    PyObject* canonical   # NULL when free
+
+
 cdef struct ActionPair:
     ValueId value
     int32_t key       # selector id
@@ -177,6 +182,10 @@ cdef class ActionSpecSet:
 
     cdef dict type_ids
     cdef dict value_ids
+    # value_ids again, as a flat open-addressing table of (hash, canonical string): one probe
+    # usually settles a lookup, where the dict reads its index, then its entry array.
+    cdef vector[ValueSlot] value_slots
+    cdef int value_bits
     cdef list read_selectors                  # per type id: tuple of selector strings
     cdef tuple _ids
     cdef list _ads
@@ -356,6 +365,42 @@ cdef class ActionSpecSet:
             sort(entries.begin(), entries.end())
             self._fill_table(entries)
             self._inline_candidates()
+        self._fill_value_slots()
+
+    cdef int _fill_value_slots(self) except -1:
+        cdef Py_ssize_t n = len(self.value_ids)
+        cdef uint64_t position, mask
+        cdef Py_hash_t hash_value
+        cdef ValueSlot empty
+        empty.hash = 0
+        empty.canonical = NULL
+        self.value_bits = 4
+        while (<Py_ssize_t>1 << self.value_bits) < 2 * n:
+            self.value_bits += 1
+        mask = ((<uint64_t>1) << self.value_bits) - 1
+        self.value_slots.assign((<size_t>1) << self.value_bits, empty)
+        for text in self.value_ids:
+            hash_value = hash(text)
+            position = (<uint64_t>hash_value * <uint64_t>0x9E3779B97F4A7C15) >> (64 - self.value_bits)
+            while self.value_slots[position].canonical != NULL:
+                position = (position + 1) & mask
+            self.value_slots[position].hash = hash_value
+            self.value_slots[position].canonical = <PyObject*>text
+        return 0
+
+    cdef inline ValueId _value_id(self, object text) except? 0:
+        """The interned id of ``text`` (a str), or 0 when no spec names it."""
+        cdef Py_hash_t hash_value = hash(text)   # cached in the str after the first time
+        cdef uint64_t mask = ((<uint64_t>1) << self.value_bits) - 1
+        cdef uint64_t position = (<uint64_t>hash_value * <uint64_t>0x9E3779B97F4A7C15) >> (64 - self.value_bits)
+        cdef const ValueSlot* slots = self.value_slots.data()
+        while slots[position].canonical != NULL:
+            if slots[position].hash == hash_value and (
+                    slots[position].canonical == <PyObject*>text
+                    or PyUnicode_Compare(<object>slots[position].canonical, text) == 0):
+                return <ValueId>slots[position].canonical
+            position = (position + 1) & mask
+        return 0
 
     cdef int _inline_candidates(self) except -1 nogil:
         cdef Py_ssize_t i, c, record, n_records = self.record_ad.size()
@@ -476,11 +521,10 @@ cdef class ActionSpecSet:
                     text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
                     if text is None:
                         continue
-                    interned = PyDict_GetItemWithError(value_ids, text)
-                    if interned == NULL:
+                    item.value = self._value_id(text)
+                    if item.value == 0:
                         continue  # a value no spec names: as good as absent
                     item.key = self.read_key[read_start + k]
-                    item.value = <ValueId>interned
                     item.anchor = self.read_anchor[read_start + k]
                     pairs.push_back(item)
             pair_start.push_back(<int64_t>pairs.size())
