@@ -1,13 +1,15 @@
 """Load benchmark of the gRPC service: client and server on this machine, real SQLite file.
 
-    .venv/bin/python -m bench.grpc_load [--rules 10000] [--batch 1000] [--seconds 5]
+    .venv/bin/python -m bench.grpc_load [--rules 10000] [--batch 1000] [--seconds 3] [--repeat 3]
 
 Steps, all against a ``python -m server`` child process:
 1. seed ``--rules`` custom conversions (seed-style rules over 100 pixels in 100 ad accounts)
    straight into the SQLite file, then start the server, which loads and compiles them;
 2. throughput: ``--concurrency`` callers send pre-serialised ``--batch``-event columnar
-   batches for ``--seconds`` (unary calls, then as many bidirectional streams); the same bytes go to an *empty handler* (a server that reads
-   the request bytes and replies with nothing) to show the transport ceiling;
+   batches for ``--seconds`` (unary calls, then as many bidirectional streams), ``--repeat``
+   times (median and range printed: the machine is shared); the same bytes go to an *empty
+   handler* (a server that reads the request bytes and replies with nothing) to show the
+   transport ceiling;
 3. latency: 100-event batches paced at half the events/s measured in step 2; p50/p90/p99;
 4. registration visibility: create a custom conversion, then classify an event only it
    matches; the time until it matches (p50/p99). The create call returns after the swap, so
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1_000)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median shown)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--registrations", type=int, default=50)
     parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
@@ -267,13 +269,20 @@ def main(argv: list[str] | None = None) -> int:
                 sample = client.classify_pixel_events(events)
             matches = sum(len(r.conversions) for r in sample) / len(sample)
 
-            rows = []
-            for name, target in (("empty handler (transport ceiling)", empty_target), ("ClassifyPixelEvents", server.target)):
-                events_per_s, calls_per_s = throughput(target, big, options.batch, options.seconds, options.concurrency)
-                rows.append((name, options.batch, events_per_s, calls_per_s))
-            full_rate = rows[1][2]
-            streamed = stream_throughput(server.target, big, options.batch, options.seconds, options.concurrency)
-            small_rate, _ = throughput(server.target, small, 100, options.seconds, options.concurrency)
+            seconds, concurrency, batch = options.seconds, options.concurrency, options.batch
+
+            def measured(run) -> list[float]:
+                return sorted(run() for _ in range(options.repeat))
+
+            rows = [
+                ("empty handler (transport ceiling)", batch,
+                 measured(lambda: throughput(empty_target, big, batch, seconds, concurrency)[0])),
+                ("ClassifyPixelEvents", batch, measured(lambda: throughput(server.target, big, batch, seconds, concurrency)[0])),
+                ("StreamClassifyPixelEvents", batch,
+                 measured(lambda: stream_throughput(server.target, big, batch, seconds, concurrency))),
+                ("ClassifyPixelEvents", 100, measured(lambda: throughput(server.target, small, 100, seconds, concurrency)[0])),
+            ]
+            full_rate = statistics.median(rows[1][2])
             # "Half that load": half the events/s measured at the big batch size, sent as 100-event batches.
             paced_rate = 0.5 * full_rate
             latencies = paced_latency(server.target, small, paced_rate / 100, options.seconds, options.concurrency)
@@ -286,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"rules: {options.rules} over {len(pixels)} pixels (seeded in {seeded:.1f} s); "
           f"{matches:.2f} matching conversions per event; sync={options.sync}; concurrency {options.concurrency}")
-    print(f"{'target':<36} {'batch':>6} {'events/s':>12} {'calls/s':>10}")
-    for name, batch, events_per_s, calls_per_s in rows:
-        print(f"{name:<36} {batch:>6} {events_per_s:>12,.0f} {calls_per_s:>10,.1f}")
-    print(f"{'ClassifyPixelEvents':<36} {100:>6} {small_rate:>12,.0f} {small_rate / 100:>10,.1f}")
-    print(f"{'StreamClassifyPixelEvents':<36} {options.batch:>6} {streamed:>12,.0f} {streamed / options.batch:>10,.1f}")
-    print(f"server / ceiling at batch {options.batch}: {full_rate / rows[0][2]:.2f}")
+    print(f"{'target':<36} {'batch':>6} {'events/s':>12} {'calls/s':>10}   range of {options.repeat} runs (events/s)")
+    for name, batch, runs in rows:
+        median = statistics.median(runs)
+        print(f"{name:<36} {batch:>6} {median:>12,.0f} {median / batch:>10,.1f}   {runs[0]:,.0f} .. {runs[-1]:,.0f}")
+    print(f"server / ceiling at batch {options.batch}: {full_rate / statistics.median(rows[0][2]):.2f}")
     print(
         f"latency, 100-event batches at half the batch-{options.batch} load ({paced_rate:,.0f} events/s, {len(latencies)} calls): "
         f"p50 {percentile(latencies, 0.5) * 1e3:.2f} ms  p90 {percentile(latencies, 0.9) * 1e3:.2f} ms  "
