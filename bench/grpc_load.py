@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(runs)
         print(f"{name:<36} {batch:>6} {median:>12,.0f} {median / batch:>10,.1f}   {runs[0]:,.0f} .. {runs[-1]:,.0f}")
     print(f"server / ceiling at batch {options.batch}: {full_rate / statistics.median(rows[0][2]):.2f}")
+    small_capacity = statistics.median(rows[3][2])
+    if paced_rate > 0.8 * small_capacity:
+        print(f"note: the paced rate is {paced_rate / small_capacity:.0%} of the 100-event capacity measured above; "
+              "the latency below is mostly queueing")
     print(
         f"latency, 100-event batches at half the batch-{options.batch} load ({paced_rate:,.0f} events/s, {len(latencies)} calls): "
         f"p50 {percentile(latencies, 0.5) * 1e3:.2f} ms  p90 {percentile(latencies, 0.9) * 1e3:.2f} ms  "
