@@ -2,18 +2,19 @@
 """Compiled action-spec set: many ads' specs in one C++ index, matched over batches of actions.
 
 Same API and results as the pure-Python twin :mod:`matcher._actionset_py`; see its docstring
-for the index layout.  Here every string is interned to an ``int32`` id at compile time, the
-index is a flat open-addressing hash table keyed by ``(type, anchor selector, value)`` whose
-buckets list candidate specs, and matching runs in three phases:
+for the index layout.  Here types and selectors are interned to ``int32`` ids and values to the
+address of the set's canonical string for them; the index is a flat open-addressing hash table
+keyed by ``(type, anchor selector)`` pair and value whose slots point at runs of inlined
+candidate specs.  Matching runs in three phases:
 
-1. *extract* (GIL held): per action, look up its type and the values of the selectors that
-   matter for that type in Python dicts (cached string hashes make this cheap), producing
-   ``(selector id, value id)`` pairs in C++ buffers;
+1. *extract* (GIL held): per action, its type id and, for the selectors its type needs, the
+   interned value ids (a probe of a flat ``(hash, canonical str)`` table), into C++ buffers;
 2. *evaluate* (``with nogil``): probe the hash table per anchor pair, check the remaining
    selectors of each candidate, keep the first matching spec per ad;
-3. *build* (GIL held): turn the ``(ad, spec)`` pairs into Python lists.
+3. *build* (GIL held, cyclic GC paused): turn the ``(ad, spec)`` pairs into Python lists.
 
-Instances are immutable snapshots; concurrent readers need no lock.
+Instances are immutable snapshots; concurrent readers need no lock.  ``docs/action-specs.md``
+has the measurements and where the time goes.
 """
 
 from cpython.dict cimport PyDict_GetItemWithError
@@ -21,7 +22,7 @@ from cython.operator cimport dereference as deref
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLong
 from cpython.ref cimport Py_INCREF, PyObject
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Compare
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libcpp.algorithm cimport sort, unique
@@ -57,10 +58,11 @@ cdef inline void _prefetch_dict_keys(object maybe_dict) noexcept:
 
 # Actions ahead of the one being evaluated whose hash slots, then candidate runs, are
 # prefetched: probes of a big table are cache misses, and overlapping them is most of the gain.
-DEF SLOT_PREFETCH = 8
-DEF CANDIDATE_PREFETCH = 4
+cdef enum:
+    SLOT_PREFETCH = 8
+    CANDIDATE_PREFETCH = 4
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from matcher._actionset_py import _apply_changes
 from matcher.actionspecs import (
