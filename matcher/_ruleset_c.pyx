@@ -15,7 +15,7 @@ from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport strtod
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport sort
 from libcpp.deque cimport deque
@@ -309,6 +309,9 @@ cdef cppclass PartC:
     vector[int32_t] always
     vector[int32_t] eager
     vector[int32_t] fields
+    vector[int32_t] eager_fields  # fields the eager groups read: extracted for every event
+    vector[int32_t] rule_field  # CSR: other fields rule r's program reads, extracted on demand
+    vector[int32_t] rule_field_at
     size_t max_program
 
     __dealloc__():
@@ -356,6 +359,14 @@ cdef class Partition:
             p.eager.push_back(x)
         for x in plan.fields:
             p.fields.push_back(x)
+        eager_fields = sorted({plan.groups[gid].field for gid in plan.eager})
+        for x in eager_fields:
+            p.eager_fields.push_back(x)
+        for program in plan.programs:
+            p.rule_field_at.push_back(p.rule_field.size())
+            for x in sorted(_program_fields(plan, program) - set(eager_fields)):
+                p.rule_field.push_back(x)
+        p.rule_field_at.push_back(p.rule_field.size())
         for group in plan.groups:
             g = new GroupC()
             p.groups.push_back(g)
@@ -376,6 +387,27 @@ cdef class Partition:
 
     def __dealloc__(self):
         del self.part
+
+
+def _program_fields(plan, program):
+    """Fields a rule's program reads: those of its predicates' groups and of presence tests."""
+    fields = set()
+    i = 0
+    while i < len(program):
+        op = program[i]
+        if op == OP_PRED:
+            fields.add(plan.groups[plan.pred_group[program[i + 1]]].field)
+            i += 2
+        elif op == OP_NEG:
+            fields.add(plan.groups[plan.pred_group[program[i + 1]]].field)
+            fields.add(program[i + 2])
+            i += 3
+        elif op == OP_EXISTS or op == OP_MISSING:
+            fields.add(program[i + 1])
+            i += 2
+        else:
+            i += 2
+    return fields
 
 
 cdef int _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int]]* target) except -1:
@@ -655,9 +687,30 @@ cdef cbool _run_program(PartC* p, const int32_t* code, size_t n, Scratch* sc, It
     return stack[0] != 0
 
 
-cdef void _evaluate(PartC* p, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out) noexcept nogil:
-    cdef size_t i, j, first
-    cdef int32_t r
+cdef struct Pending:
+    # One (event, partition) between the two evaluation phases.
+    PartC* part
+    int32_t row
+    size_t pred_start, pred_end  # true predicates of the eager groups, in Batch.preds
+    size_t cand_start, cand_end  # candidate rules, sorted, in Batch.cands
+
+
+cdef cppclass Batch:
+    # A chunk's state between phases.
+    vector[Pending] pending
+    vector[int32_t] preds
+    vector[int32_t] cands
+    vector[int32_t] lazy  # (row, field) pairs to extract before the programs run
+    vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
+
+
+cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
+                  int nfields) noexcept nogil:
+    """Phase 1: run the eager groups, find the candidate rules, request the fields they read."""
+    cdef size_t i, j
+    cdef int32_t r, f
+    cdef Pending pend
+    cdef char* have = &b.have[row * nfields]
     _next_stamp(sc)
     sc.true_preds.clear()
     sc.candidates.clear()
@@ -673,9 +726,41 @@ cdef void _evaluate(PartC* p, Scratch* sc, Item* items, Span* spans, vector[int3
             if sc.rule_mark[r] != sc.stamp:
                 sc.rule_mark[r] = sc.stamp
                 sc.candidates.push_back(r)
+    if sc.candidates.empty():
+        return
     sort(sc.candidates.begin(), sc.candidates.end())
+    pend.part = p
+    pend.row = row
+    pend.pred_start = b.preds.size()
+    b.preds.insert(b.preds.end(), sc.true_preds.begin(), sc.true_preds.end())
+    pend.pred_end = b.preds.size()
+    pend.cand_start = b.cands.size()
+    b.cands.insert(b.cands.end(), sc.candidates.begin(), sc.candidates.end())
+    pend.cand_end = b.cands.size()
+    b.pending.push_back(pend)
     for i in range(sc.candidates.size()):
         r = sc.candidates[i]
+        for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
+            f = p.rule_field[j]
+            if have[f] == 0:
+                have[f] = 2
+                b.lazy.push_back(row)
+                b.lazy.push_back(f)
+
+
+cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out,
+                  Batch* b) noexcept nogil:
+    """Phase 2: restore the eager results and run the candidates' programs."""
+    cdef PartC* p = pend.part
+    cdef size_t i
+    cdef int32_t r
+    _next_stamp(sc)
+    for i in range(p.eager.size()):
+        sc.group_mark[p.eager[i]] = sc.stamp
+    for i in range(pend.pred_start, pend.pred_end):
+        sc.pred_mark[b.preds[i]] = sc.stamp
+    for i in range(pend.cand_start, pend.cand_end):
+        r = b.cands[i]
         if _run_program(p, &p.code[p.code_at[r]], p.code_at[r + 1] - p.code_at[r], sc, items, spans):
             out.push_back(p.rules[r])
 
@@ -726,15 +811,16 @@ cdef class Matcher:
             self._field_name_folded.push_back(flag)
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
-        self._unscoped_fields = list(self._fields_of(unscoped)) if unscoped is not None else []
+        self._unscoped_fields = list(self._eager_fields_of(unscoped)) if unscoped is not None else []
         base = set(self._unscoped_fields)
-        self._scoped_fields = {k: tuple(s for s in self._fields_of(v) if s not in base) for k, v in self._scoped.items()}
+        self._scoped_fields = {k: tuple(s for s in self._eager_fields_of(v) if s not in base)
+                               for k, v in self._scoped.items()}
         self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
         for part in parts:
             self._size_for(part)
 
-    cdef list _fields_of(self, Partition part):
-        return [part.part.fields[i] for i in range(part.part.fields.size())]
+    cdef list _eager_fields_of(self, Partition part):
+        return [part.part.eager_fields[i] for i in range(part.part.eager_fields.size())]
 
     cdef void _size_for(self, Partition part):
         cdef PartC* p = part.part
@@ -749,45 +835,73 @@ cdef class Matcher:
     def match_batch(self, events):
         cdef Py_ssize_t n = len(events), start, stop, row
         cdef Scratch sc
+        cdef Batch b
         cdef vector[Item] items
         cdef vector[Span] spans
         cdef vector[Row] rows
+        cdef vector[int] keys_state
         cdef vector[int32_t] matched
         cdef vector[size_t] offsets
         cdef deque[string] owned
-        cdef list keep
+        cdef list keep, dicts
         cdef list results = PyList_New(n)
         cdef list out
-        cdef size_t i, m
+        cdef size_t i, k, m
         cdef Row* r
+        cdef int nf = max(self._nfields, 1)
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
         sc.rule_mark.resize(self._max_rules, 0)
         sc.stack.resize(self._max_program + 1, 0)
         sc.stamp = 0
-        spans.resize(CHUNK * max(self._nfields, 1))
+        spans.resize(CHUNK * nf)
+        b.have.resize(CHUNK * nf)
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
             items.clear()
             rows.clear()
             owned.clear()
+            b.pending.clear()
+            b.preds.clear()
+            b.cands.clear()
+            b.lazy.clear()
+            memset(b.have.data(), 0, b.have.size())
+            keys_state.assign(stop - start, -1)
             keep = []
+            dicts = []
+            # GIL: the fields every event needs (those of the eager groups).
             for row in range(start, stop):
-                rows.push_back(self._extract(events[row], row - start, items, spans, owned, keep))
-            matched.clear()
-            offsets.clear()
+                rows.push_back(self._extract(events[row], row - start, items, spans, owned, keep, dicts,
+                                             &b.have[(row - start) * nf], &keys_state[row - start]))
+            # No GIL: eager groups and candidates.
             with nogil:
                 for row in range(stop - start):
-                    offsets.push_back(matched.size())
                     r = &rows[row]
                     if r.unscoped != NULL:
-                        _evaluate(r.unscoped, &sc, items.data(), &spans[row * self._nfields], matched)
+                        _triage(r.unscoped, row, &sc, items.data(), &spans[row * nf], &b, nf)
                     if r.scoped != NULL:
-                        m = matched.size()
-                        _evaluate(r.scoped, &sc, items.data(), &spans[row * self._nfields], matched)
-                        if m != offsets.back() and m != matched.size():
-                            sort(matched.begin() + offsets.back(), matched.end())
-                offsets.push_back(matched.size())
+                        _triage(r.scoped, row, &sc, items.data(), &spans[row * nf], &b, nf)
+            # GIL: the fields the candidates' programs read.
+            for k in range(0, b.lazy.size(), 2):
+                row = b.lazy[k]
+                ev = <dict>dicts[row]
+                raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
+                self._extract_field(ev, <object>raw if raw != NULL else None, b.lazy[k + 1], &spans[row * nf],
+                                    items, owned, keep, &keys_state[row])
+            # No GIL: the programs.
+            matched.clear()
+            offsets.assign(stop - start + 1, 0)
+            with nogil:
+                k = 0
+                for row in range(stop - start):
+                    offsets[row] = matched.size()
+                    m = matched.size()
+                    while k < b.pending.size() and b.pending[k].row == row:
+                        _decide(&b.pending[k], &sc, items.data(), &spans[row * nf], matched, &b)
+                        k += 1
+                    if rows[row].unscoped != NULL and rows[row].scoped != NULL and matched.size() - m > 1:
+                        sort(matched.begin() + m, matched.end())
+                offsets[stop - start] = matched.size()
             for row in range(stop - start):
                 out = PyList_New(offsets[row + 1] - offsets[row])
                 for i in range(offsets[row], offsets[row + 1]):
@@ -799,7 +913,7 @@ cdef class Matcher:
         return results
 
     cdef Row _extract(self, object event, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,
-                      deque[string]& owned, list keep) except *:
+                      deque[string]& owned, list keep, list dicts, char* have, int* keys_state) except *:
         cdef Row result
         cdef dict ev
         cdef Partition part
@@ -811,15 +925,16 @@ cdef class Matcher:
             keep.append(ev)
         else:
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
+        dicts.append(ev)
         cdef PyObject* raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
         cdef object custom = <object>raw if raw != NULL else None
-        cdef int keys_state = -1  # custom_data's keys all their own folding? unknown until needed
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
             result.unscoped = (<Partition>self._unscoped).part
             for slot in self._unscoped_fields:
-                self._extract_field(ev, custom, slot, base, items, owned, keep, &keys_state)
+                self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
+                have[<int>slot] = 1
         if self._scoped:
             raw = PyDict_GetItemWithError(ev, _KEY_PIXEL)
             pixel = <object>raw if raw != NULL else None
@@ -831,7 +946,8 @@ cdef class Matcher:
                     part = <Partition>found
                     result.scoped = part.part
                     for slot in <tuple>self._scoped_fields[pixel]:
-                        self._extract_field(ev, custom, slot, base, items, owned, keep, &keys_state)
+                        self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
+                        have[<int>slot] = 1
         return result
 
     cdef int _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
