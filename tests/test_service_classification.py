@@ -195,3 +195,15 @@ def test_recording_is_off_unless_asked(service, owner, ingest):
     # An event time in the future counts as the receive time.
     assert pixel.status == "ACTIVE" and pixel.last_firing_time <= service[0].core.now()
     assert [r.value for r in owner.stats(cid).rows] == [1]
+
+
+def test_events_of_unknown_pixels_are_classified_but_not_recorded(service, owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    cid = owner.create_custom_conversion("act_1", "c", px, {"event": "Lead"}).id
+    results = ingest.classify_pixel_events(
+        [{"pixel_id": "999", "event": "Lead"}, {"pixel_id": px, "event": "Lead"}], record=True
+    )
+    assert conversion_ids(results) == [[], [cid]]
+    store = service[0].core.store
+    assert [row[1] for row in store.pixel_hourly(px, 0, 2 * 10**9)] == [1]
+    assert store.pixel_hourly("999", 0, 2 * 10**9) == []
