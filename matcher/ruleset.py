@@ -26,11 +26,12 @@ class CompiledRules:
     """An immutable compiled set of rules; build one with :func:`compile_rules`."""
 
     def __init__(self, *, _engine: ModuleType, _table: FieldTable, _entries: dict, _order: list,
-                 _partitions: dict) -> None:
+                 _members: dict, _partitions: dict) -> None:
         self._engine = _engine
         self._table = _table
         self._entries = _entries  # id -> (global index, rule, source or None)
         self._order = _order  # global index -> id, None where a rule was removed
+        self._members = _members  # source -> {id: None} of its rules (shared until changed)
         self._partitions = _partitions  # source (None: unscoped) -> engine Partition
         self._matcher = _engine.Matcher(
             _table.fields,
@@ -84,22 +85,30 @@ class CompiledRules:
         parsed = _parse_all(add, sources)
         entries = dict(self._entries)
         order = list(self._order)
+        members = dict(self._members)
         touched: set = set()
+
+        def member_set(source):  # copy a source's member set the first time it changes
+            if source not in touched:
+                touched.add(source)
+                members[source] = dict(members.get(source, {}))
+            return members[source]
+
         for rule_id in remove:
             index, _, source = entries.pop(rule_id)
             order[index] = None
-            touched.add(source)
+            del member_set(source)[rule_id]
         for rule_id, (rule, source) in parsed.items():
             old = entries.get(rule_id)
             if old is not None:
                 index = old[0]
-                touched.add(old[2])
+                del member_set(old[2])[rule_id]
             else:
                 index = len(order)
                 order.append(rule_id)
             entries[rule_id] = (index, rule, source)
-            touched.add(source)
-        return _build(self._engine, self._table.copy(), entries, order, dict(self._partitions), touched)
+            member_set(source)[rule_id] = None
+        return _build(self._engine, self._table.copy(), entries, order, members, dict(self._partitions), touched)
 
 
 def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:
@@ -119,19 +128,18 @@ def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:
     return parsed
 
 
-def _build(engine: ModuleType, table: FieldTable, entries: dict, order: list, partitions: dict,
+def _build(engine: ModuleType, table: FieldTable, entries: dict, order: list, members: dict, partitions: dict,
            touched: set) -> CompiledRules:
-    members: dict = {source: [] for source in touched}
-    for index, rule, source in entries.values():
-        if source in members:
-            members[source].append((index, rule))
-    for source, rules in members.items():
+    """Recompile the touched sources' partitions; the others are shared with the previous set."""
+    for source in touched:
+        rules = sorted((entries[rule_id][0], entries[rule_id][1]) for rule_id in members.get(source, ()))
         if not rules:
             partitions.pop(source, None)
+            members.pop(source, None)
             continue
-        rules.sort(key=lambda pair: pair[0])
         partitions[source] = engine.Partition(plan_partition(rules, table), table.fields)
-    return CompiledRules(_engine=engine, _table=table, _entries=entries, _order=order, _partitions=partitions)
+    return CompiledRules(_engine=engine, _table=table, _entries=entries, _order=order, _members=members,
+                         _partitions=partitions)
 
 
 def compile_rules(rules: Mapping[str, Any], sources: Mapping[str, Any] | None = None, *,
@@ -145,9 +153,11 @@ def compile_rules(rules: Mapping[str, Any], sources: Mapping[str, Any] | None = 
     parsed = _parse_all(rules, sources or {})
     entries = {rule_id: (i, rule, source) for i, (rule_id, (rule, source)) in enumerate(parsed.items())}
     order = list(parsed)
-    touched = {source for _, _, source in entries.values()}
+    members: dict = {}
+    for rule_id, (_, _, source) in entries.items():
+        members.setdefault(source, {})[rule_id] = None
     engine = engine or _engine_module()
-    return _build(engine, FieldTable(), entries, order, {}, touched)
+    return _build(engine, FieldTable(), entries, order, members, {}, set(members))
 
 
 def _engine_module() -> ModuleType:
