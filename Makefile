@@ -27,6 +27,7 @@ test-slow: build
 	$(BIN)/python -m pytest --run-slow $(PYTEST_ARGS)
 
 serve: build
+	$(BIN)/python tools/make-dev-tokens var/tokens.json
 	$(BIN)/python -m server $(SERVE_ARGS)
 
 bench: build
