@@ -66,6 +66,34 @@ def actions(draw):
     return action
 
 
+@st.composite
+def actions_near(draw, the_ads):
+    """An action built to satisfy one of ``the_ads``' specs, then often perturbed a little:
+    random actions alone rarely line up a type, several selectors and an rsvp response."""
+    if not the_ads:
+        return draw(actions())
+    specs = draw(st.sampled_from(sorted(the_ads.items())))[1]
+    spec = draw(st.sampled_from(specs)) if isinstance(specs, list) else specs
+    types = spec["action.type"] if isinstance(spec["action.type"], list) else [spec["action.type"]]
+    concrete = sorted(set().union(*(META_SPECS.get(t, {t}) for t in types)))
+    action = {"action.type": draw(st.sampled_from(concrete))}
+    for key, value in spec.items():
+        if key != "action.type":
+            action[key] = draw(st.sampled_from(value)) if isinstance(value, list) else value
+    if action["action.type"] == "rsvp" and "response" not in action:
+        action["response"] = draw(st.sampled_from(RESPONSES + [None]))
+    perturbation = draw(st.integers(0, 4))
+    if perturbation == 1 and len(action) > 1:  # drop a selector
+        del action[draw(st.sampled_from(sorted(k for k in action if k != "action.type")))]
+    elif perturbation == 2:  # change a value
+        key = draw(st.sampled_from(sorted(action)))
+        action[key] = draw(action_values)
+    elif perturbation == 3:  # numbers in another form
+        action = {k: (float(v) if isinstance(v, int) else str(v) if isinstance(v, float) else v)
+                  for k, v in action.items()}
+    return action
+
+
 ads = st.dictionaries(
     st.text(alphabet="abcdefgh", min_size=1, max_size=4),
     st.one_of(specs(), st.lists(specs(), min_size=1, max_size=4)),
@@ -95,8 +123,9 @@ def assert_agree(the_ads, the_actions, singles=None):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ads, st.lists(actions(), max_size=20))
-def test_implementations_agree(the_ads, the_actions):
+@given(ads, st.data())
+def test_implementations_agree(the_ads, data):
+    the_actions = data.draw(st.lists(st.one_of(actions(), actions_near(the_ads)), max_size=20))
     assert_agree(the_ads, the_actions)
 
 
