@@ -61,6 +61,7 @@ cdef inline void _prefetch_dict_keys(object maybe_dict) noexcept:
 cdef enum:
     SLOT_PREFETCH = 8
     CANDIDATE_PREFETCH = 4
+    EXTRACT_CHUNK = 64     # actions per three-pass extraction round
 
 from collections.abc import Mapping
 
@@ -390,16 +391,15 @@ cdef class ActionSpecSet:
             self.value_slots[position].canonical = <PyObject*>text
         return 0
 
-    cdef inline ValueId _value_id(self, object text) except? 0:
-        """The interned id of ``text`` (a str), or 0 when no spec names it."""
-        cdef Py_hash_t hash_value = hash(text)   # cached in the str after the first time
+    cdef inline ValueId _value_id(self, PyObject* text, Py_hash_t hash_value) except? 0:
+        """The interned id of ``text`` (an exact str with that hash), or 0 when no spec names it."""
         cdef uint64_t mask = ((<uint64_t>1) << self.value_bits) - 1
         cdef uint64_t position = (<uint64_t>hash_value * <uint64_t>0x9E3779B97F4A7C15) >> (64 - self.value_bits)
         cdef const ValueSlot* slots = self.value_slots.data()
         while slots[position].canonical != NULL:
             if slots[position].hash == hash_value and (
-                    slots[position].canonical == <PyObject*>text
-                    or PyUnicode_Compare(<object>slots[position].canonical, text) == 0):
+                    slots[position].canonical == text
+                    or PyUnicode_Compare(<object>slots[position].canonical, <object>text) == 0):
                 return <ValueId>slots[position].canonical
             position = (position + 1) & mask
         return 0
@@ -471,65 +471,109 @@ cdef class ActionSpecSet:
 
     cdef int _extract(self, object actions, vector[int32_t]& action_type,
                       vector[int64_t]& pair_start, vector[ActionPair]& pairs) except -1:
-        """Phase 1 (GIL held): the interned type and selector values of each action."""
-        cdef Py_ssize_t index, k, read_start, read_end
+        """Phase 1 (GIL held): the interned type and selector values of each action.
+
+        Actions made long before the call are cold in the caches, so a chunk of actions goes
+        through three passes whose memory accesses are independent and overlap: find the
+        values (prefetching the value objects), hash them (prefetching their table slots),
+        then probe the value table.
+        """
+        cdef Py_ssize_t index, k, j, n_found, read_start, chunk_start, chunk_end
         cdef PyObject* found
         cdef PyObject* interned
         cdef object action, raw, text, selectors
         cdef int32_t type_id
         cdef ActionPair item
+        cdef Py_hash_t hash_value
+        cdef list keep                              # strong references for the chunk
+        cdef vector[PyObject*] found_values
+        cdef vector[int32_t] found_owner            # action index of each found value
+        cdef vector[int32_t] found_read             # its index in read_key / read_anchor
+        cdef vector[Py_hash_t] found_hash
+        cdef vector[uint8_t] found_usable
         cdef dict type_ids = self.type_ids
-        cdef dict value_ids = self.value_ids
         cdef object type_key = ACTION_TYPE_KEY
         cdef list read_selectors = self.read_selectors
         cdef object batch = actions if type(actions) is list or type(actions) is tuple else list(actions)
         cdef Py_ssize_t n_actions = len(batch)
+        cdef uint64_t value_mask = ((<uint64_t>1) << self.value_bits) - 1
         action_type.reserve(n_actions)
         pair_start.reserve(n_actions + 1)
         pair_start.push_back(0)
-        for index in range(n_actions):
-            # Actions built long before the call are cold: fetch a few ahead, in two stages.
-            if index + 8 < n_actions:
-                _prefetch_dict(batch[index + 8])
-            if index + 4 < n_actions:
-                _prefetch_dict_keys(batch[index + 4])
-            action = batch[index]
-            if type(action) is not dict:
-                if not isinstance(action, Mapping):
-                    raise TypeError(
-                        f"actions[{index}]: an action must be a mapping of selector to value, "
-                        f"got {type(action).__name__}"
-                    )
-                action = dict(action)
-            type_id = -1
-            found = PyDict_GetItemWithError(action, type_key)
-            if found != NULL:
-                raw = <object>found
-                text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
-                if text is not None:
-                    interned = PyDict_GetItemWithError(type_ids, text)
-                    if interned != NULL:
-                        type_id = <int32_t>PyLong_AsLong(<object>interned)
-            action_type.push_back(type_id)
-            if type_id >= 0:
+        for chunk_start in range(0, n_actions, EXTRACT_CHUNK):
+            chunk_end = min(n_actions, chunk_start + EXTRACT_CHUNK)
+            keep = []
+            found_values.clear()
+            found_owner.clear()
+            found_read.clear()
+            # Pass 1: each action's type, and the value objects of the selectors it needs.
+            for index in range(chunk_start, chunk_end):
+                if index + 8 < n_actions:
+                    _prefetch_dict(batch[index + 8])
+                if index + 4 < n_actions:
+                    _prefetch_dict_keys(batch[index + 4])
+                action = batch[index]
+                if type(action) is not dict:
+                    if not isinstance(action, Mapping):
+                        raise TypeError(
+                            f"actions[{index}]: an action must be a mapping of selector to value, "
+                            f"got {type(action).__name__}"
+                        )
+                    action = dict(action)
+                    keep.append(action)
+                type_id = -1
+                found = PyDict_GetItemWithError(action, type_key)
+                if found != NULL:
+                    raw = <object>found
+                    text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
+                    if text is not None:
+                        interned = PyDict_GetItemWithError(type_ids, text)
+                        if interned != NULL:
+                            type_id = <int32_t>PyLong_AsLong(<object>interned)
+                action_type.push_back(type_id)
+                if type_id < 0:
+                    continue
                 selectors = read_selectors[type_id]
                 read_start = self.type_read_start[type_id]
-                read_end = self.type_read_start[type_id + 1]
-                for k in range(read_end - read_start):
+                for k in range(self.type_read_start[type_id + 1] - read_start):
                     found = PyDict_GetItemWithError(action, <object>PyTuple_GET_ITEM(selectors, k))
                     if found == NULL:
                         continue
-                    raw = <object>found
-                    text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
+                    keep.append(<object>found)
+                    prefetch(found)
+                    found_values.push_back(found)
+                    found_owner.push_back(<int32_t>index)
+                    found_read.push_back(<int32_t>(read_start + k))
+            # Pass 2: their text and hash; start loading the value table slots.
+            n_found = found_values.size()
+            found_hash.resize(n_found)
+            found_usable.assign(n_found, 0)
+            for j in range(n_found):
+                raw = <object>found_values[j]
+                if not PyUnicode_CheckExact(raw):
+                    text = action_value_text(raw)
                     if text is None:
                         continue
-                    item.value = self._value_id(text)
-                    if item.value == 0:
-                        continue  # a value no spec names: as good as absent
-                    item.key = self.read_key[read_start + k]
-                    item.anchor = self.read_anchor[read_start + k]
-                    pairs.push_back(item)
-            pair_start.push_back(<int64_t>pairs.size())
+                    keep.append(text)
+                    found_values[j] = <PyObject*>text
+                    raw = text
+                hash_value = hash(raw)
+                found_hash[j] = hash_value
+                found_usable[j] = 1
+                prefetch(self.value_slots.data() + (
+                    (<uint64_t>hash_value * <uint64_t>0x9E3779B97F4A7C15) >> (64 - self.value_bits)))
+            # Pass 3: probe, and emit each action's (selector, value) pairs in order.
+            j = 0
+            for index in range(chunk_start, chunk_end):
+                while j < n_found and found_owner[j] == index:
+                    if found_usable[j]:
+                        item.value = self._value_id(found_values[j], found_hash[j])
+                        if item.value != 0:  # else a value no spec names: as good as absent
+                            item.key = self.read_key[found_read[j]]
+                            item.anchor = self.read_anchor[found_read[j]]
+                            pairs.push_back(item)
+                    j += 1
+                pair_start.push_back(<int64_t>pairs.size())
         return 0
 
     cdef inline const Slot* _probe(self, const ActionPair* pair) noexcept nogil:
