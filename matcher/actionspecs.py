@@ -16,11 +16,11 @@ import gc
 import json
 import math
 import re
-from functools import partial
-from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
@@ -71,8 +71,8 @@ _DOTTED = rf"{_SEGMENT}(?:\.{_SEGMENT})*"
 # ``verb``, ``namespace:verb``, ``music.listens``: at most one namespace separator.
 _NAME_RE = re.compile(rf"{_DOTTED}(?::{_DOTTED})?")
 _SIMPLE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Numbers beyond this many digits are not IDs or amounts; refusing them keeps the decimal
-# text short and avoids formatting a 10**999999 on a short input.
+# Numbers with more digits than this before or after the point are not IDs or amounts;
+# refusing them keeps the decimal text short and avoids formatting 1e999999 from short input.
 _MAX_NUMBER_DIGITS = 64
 
 
@@ -88,10 +88,12 @@ def _decimal_text(number: Decimal) -> str | None:
         return None
     if number.is_zero():
         return "0"
-    if abs(number.adjusted()) > _MAX_NUMBER_DIGITS:
+    normal = number.normalize()
+    exponent = normal.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if normal.adjusted() >= _MAX_NUMBER_DIGITS or -exponent > _MAX_NUMBER_DIGITS:
         return None
-    text = format(number.normalize(), "f")
-    return text if len(text) <= 2 * _MAX_NUMBER_DIGITS else None
+    return format(normal, "f")
 
 
 def _number_text(value: Any) -> str | None:
@@ -99,9 +101,10 @@ def _number_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        if value.bit_length() > 3 * _MAX_NUMBER_DIGITS:
+        if value.bit_length() > 4 * _MAX_NUMBER_DIGITS:  # surely too long: skip formatting
             return None
-        return str(int(value))
+        text = str(int(value))
+        return text if len(text.lstrip("-")) <= _MAX_NUMBER_DIGITS else None
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
