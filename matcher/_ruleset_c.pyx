@@ -782,7 +782,7 @@ cdef class Matcher:
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each) or None
     cdef list _unscoped_fields
-    cdef dict _scoped_fields  # source -> tuple of slots to extract besides the unscoped ones
+    cdef dict _scoped_fields  # source -> (Partition, slots of its eager fields besides the unscoped ones)
     cdef size_t _max_preds, _max_groups, _max_rules, _max_program
     cdef int _nfields
 
@@ -813,7 +813,7 @@ cdef class Matcher:
             self._field_folded.append(segments[0][1] if segments else None)
         self._unscoped_fields = list(self._eager_fields_of(unscoped)) if unscoped is not None else []
         base = set(self._unscoped_fields)
-        self._scoped_fields = {k: tuple(s for s in self._eager_fields_of(v) if s not in base)
+        self._scoped_fields = {k: (v, tuple(s for s in self._eager_fields_of(v) if s not in base))
                                for k, v in self._scoped.items()}
         self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
         for part in parts:
@@ -884,10 +884,9 @@ cdef class Matcher:
             # GIL: the fields the candidates' programs read.
             for k in range(0, b.lazy.size(), 2):
                 row = b.lazy[k]
-                ev = <dict>dicts[row]
-                raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
-                self._extract_field(ev, <object>raw if raw != NULL else None, b.lazy[k + 1], &spans[row * nf],
-                                    items, owned, keep, &keys_state[row])
+                ev, custom = <tuple>dicts[row]
+                self._extract_field(<dict>ev, custom, b.lazy[k + 1], &spans[row * nf], items, owned, keep,
+                                    &keys_state[row])
             # No GIL: the programs.
             matched.clear()
             offsets.assign(stop - start + 1, 0)
@@ -925,9 +924,9 @@ cdef class Matcher:
             keep.append(ev)
         else:
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
-        dicts.append(ev)
         cdef PyObject* raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
         cdef object custom = <object>raw if raw != NULL else None
+        dicts.append((ev, custom))
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
@@ -941,11 +940,11 @@ cdef class Matcher:
             if type(pixel) is not str:
                 pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else None
             if pixel is not None:
-                found = self._scoped.get(pixel)
+                found = self._scoped_fields.get(pixel)
                 if found is not None:
-                    part = <Partition>found
+                    part = <Partition>(<tuple>found)[0]
                     result.scoped = part.part
-                    for slot in <tuple>self._scoped_fields[pixel]:
+                    for slot in <tuple>(<tuple>found)[1]:
                         self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
                         have[<int>slot] = 1
         return result
