@@ -337,22 +337,13 @@ cdef class Partition:
         self.needs_text = frozenset(plan.needs_text)
         self.needs_number = frozenset(plan.needs_number)
         self.size = len(plan.rules)
-        p.max_program = 1
         for index in plan.rules:
             p.rules.push_back(index)
-        for program in plan.programs:
-            p.code_at.push_back(p.code.size())
-            for x in program:
-                p.code.push_back(x)
-            p.max_program = max(p.max_program, len(program))
-        p.code_at.push_back(p.code.size())
+        _flatten(plan.programs, &p.code, &p.code_at)
+        p.max_program = max([1] + [len(program) for program in plan.programs])
         for gid in plan.pred_group:
             p.pred_group.push_back(gid)
-        for rules in plan.triggers:
-            p.trigger_at.push_back(p.trigger.size())
-            for x in rules:
-                p.trigger.push_back(x)
-        p.trigger_at.push_back(p.trigger.size())
+        _flatten(plan.triggers, &p.trigger, &p.trigger_at)
         for x in plan.always:
             p.always.push_back(x)
         for x in plan.eager:
@@ -362,11 +353,8 @@ cdef class Partition:
         eager_fields = sorted({plan.groups[gid].field for gid in plan.eager})
         for x in eager_fields:
             p.eager_fields.push_back(x)
-        for program in plan.programs:
-            p.rule_field_at.push_back(p.rule_field.size())
-            for x in sorted(_program_fields(plan, program) - set(eager_fields)):
-                p.rule_field.push_back(x)
-        p.rule_field_at.push_back(p.rule_field.size())
+        _flatten([sorted(_program_fields(plan, program) - set(eager_fields)) for program in plan.programs],
+                 &p.rule_field, &p.rule_field_at)
         for group in plan.groups:
             g = new GroupC()
             p.groups.push_back(g)
@@ -387,6 +375,15 @@ cdef class Partition:
 
     def __dealloc__(self):
         del self.part
+
+
+cdef void _flatten(list lists, vector[int32_t]* flat, vector[int32_t]* at) except *:
+    """Lists of ints as one array plus offsets (CSR): list i is flat[at[i]:at[i + 1]]."""
+    for values in lists:
+        at.push_back(flat.size())
+        for x in values:
+            flat.push_back(x)
+    at.push_back(flat.size())
 
 
 def _program_fields(plan, program):
