@@ -100,9 +100,18 @@ def _escaped(pattern: str, i: int) -> bool:
     return backslashes % 2 == 1
 
 
-@lru_cache(maxsize=4096)
+def check_regex(pattern: str) -> None:
+    """Raise ValueError with the reason when a pattern is not in the dialect (compiles, keeps nothing)."""
+    _compile(pattern)
+
+
+@lru_cache(maxsize=1024)
 def compile_regex(pattern: str) -> re2.Pattern:
-    """Check and compile a pattern; raises ValueError with RE2's reason when it is not valid."""
+    """A checked, compiled pattern for evaluation (cached); raises ValueError like ``check_regex``."""
+    return _compile(pattern)
+
+
+def _compile(pattern: str) -> re2.Pattern:
     check_syntax(pattern)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyre2 warns before falling back to ``re``; we refuse instead

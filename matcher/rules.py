@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from matcher.errors import RuleError
-from matcher.regex import compile_regex
+from matcher.regex import check_regex
 from matcher.values import FieldPath, number_text, parse_field, parse_number
 
 # Canonical operator names, by kind of operand.
@@ -340,7 +340,7 @@ def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:
         if not isinstance(operand, str):
             raise RuleError(path, f'operator "regex_match" needs a string, got {_describe(operand)}')
         try:
-            compile_regex(operand)
+            check_regex(operand)
         except ValueError as err:
             raise RuleError(path, str(err)) from None
         return operand, None
