@@ -42,6 +42,8 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     void* PyUnicode_DATA(object)
     void PyErr_Clear()
+    int PyGC_Disable()
+    int PyGC_Enable()
 
 # Event keys, as objects (no module-global lookups in the extraction loop).
 cdef str _KEY_URL = "url"
@@ -846,6 +848,7 @@ cdef class Matcher:
         cdef size_t i, k, m
         cdef Row* r
         cdef int nf = max(self._nfields, 1)
+        cdef int gc_was_enabled
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
         sc.rule_mark.resize(self._max_rules, 0)
@@ -898,14 +901,21 @@ cdef class Matcher:
                     if rows[row].unscoped != NULL and rows[row].scoped != NULL and matched.size() - m > 1:
                         sort(matched.begin() + m, matched.end())
                 offsets[stop - start] = matched.size()
-            for row in range(stop - start):
-                out = PyList_New(offsets[row + 1] - offsets[row])
-                for i in range(offsets[row], offsets[row + 1]):
-                    rule_id = self._ids[matched[i]]
-                    Py_INCREF(rule_id)
-                    PyList_SET_ITEM(out, i - offsets[row], rule_id)
-                Py_INCREF(out)
-                PyList_SET_ITEM(results, start + row, out)
+            # The result lists hold only strings (no cycles), and the GIL is held throughout:
+            # letting their allocation trigger collections that rescan the heap buys nothing.
+            gc_was_enabled = PyGC_Disable()
+            try:
+                for row in range(stop - start):
+                    out = PyList_New(offsets[row + 1] - offsets[row])
+                    for i in range(offsets[row], offsets[row + 1]):
+                        rule_id = self._ids[matched[i]]
+                        Py_INCREF(rule_id)
+                        PyList_SET_ITEM(out, i - offsets[row], rule_id)
+                    Py_INCREF(out)
+                    PyList_SET_ITEM(results, start + row, out)
+            finally:
+                if gc_was_enabled:
+                    PyGC_Enable()
         return results
 
     cdef Row _extract(self, object event, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,

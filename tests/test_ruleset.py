@@ -123,3 +123,18 @@ def test_case_insensitive_literals_follow_simple_folding_for_every_folding_code_
         expected = [f"r{j}" for j, (_, b) in enumerate(pairs) if b == target]
         expected += [f"s{j}" for j, (_, b) in enumerate(pairs) if b == target]
         assert matched == expected, hex(target)
+
+
+def test_matching_leaves_the_garbage_collector_as_it_was():
+    import gc
+
+    cr = compile_rules({"a": {"event": "x"}})
+    assert gc.isenabled()
+    cr.match_batch([{"event": "x"}] * 3000)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        cr.match_batch([{"event": "x"}] * 3000)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
