@@ -25,7 +25,7 @@ from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
 from matcher.includes.re2 cimport (
-    ANCHOR_START, RE2, RE2Set, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
+    RE2, RE2Set, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
 )
 
 from collections.abc import Mapping
@@ -310,7 +310,6 @@ cdef cppclass PartC:
     vector[int32_t] trigger_at
     vector[int32_t] always
     vector[int32_t] eager
-    vector[int32_t] fields
     vector[int32_t] eager_fields  # fields the eager groups read: extracted for every event
     vector[int32_t] rule_field  # CSR: other fields rule r's program reads, extracted on demand
     vector[int32_t] rule_field_at
@@ -327,8 +326,6 @@ cdef class Partition:
 
     cdef PartC* part
     cdef readonly frozenset needs_text
-    cdef readonly frozenset needs_number
-    cdef readonly int size
 
     def __cinit__(self, plan, fields):
         self.part = new PartC()
@@ -337,8 +334,6 @@ cdef class Partition:
         cdef PartC* p = self.part
         cdef GroupC* g
         self.needs_text = frozenset(plan.needs_text)
-        self.needs_number = frozenset(plan.needs_number)
-        self.size = len(plan.rules)
         for index in plan.rules:
             p.rules.push_back(index)
         _flatten(plan.programs, &p.code, &p.code_at)
@@ -350,8 +345,6 @@ cdef class Partition:
             p.always.push_back(x)
         for x in plan.eager:
             p.eager.push_back(x)
-        for x in plan.fields:
-            p.fields.push_back(x)
         eager_fields = sorted({plan.groups[gid].field for gid in plan.eager})
         for x in eager_fields:
             p.eager_fields.push_back(x)

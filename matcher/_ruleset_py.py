@@ -24,7 +24,6 @@ class Partition:
 
     def __init__(self, plan: PartitionPlan, fields: Sequence[FieldPath]) -> None:
         self.plan = plan
-        self.size = len(plan.rules)
         self._matchers = [
             [(kind, text, compile_regex(text).search if kind == P_REGEX else None, pred)
              for kind, text, pred in group.patterns]

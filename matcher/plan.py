@@ -65,9 +65,7 @@ class PartitionPlan:
     triggers: list[list[int]]  # per predicate: local rules it triggers
     always: list[int]  # local rules with no trigger set
     eager: list[int]  # groups holding trigger predicates
-    fields: list[int]  # field slots read
     needs_text: set[int]  # field slots whose items' text is used
-    needs_number: set[int]  # field slots whose items' number is used
 
 
 class FieldTable:
@@ -96,9 +94,7 @@ class _Builder:
         self.pred_cost: list[int] = []
         self._preds: dict[tuple, int] = {}
         self._text_groups: dict[tuple[int, int], int] = {}
-        self.fields: set[int] = set()
         self.needs_text: set[int] = set()
-        self.needs_number: set[int] = set()
 
     def _group(self, kind: int, slot: int) -> int:
         key = (kind, slot)
@@ -120,7 +116,6 @@ class _Builder:
     def predicate(self, leaf: Leaf, op: str, slot: int) -> int:
         """The predicate of a positive operator on a field, created on first use."""
         if op in NUMBER_OPS:
-            self.needs_number.add(slot)
             pid, new = self._new_pred(("num", slot, op, leaf.number), len(self.groups), _COST_NUMBER)
             if new:
                 self.groups.append(Group(NUMBER, slot, op=NUMBER_OPS[op], bound=leaf.number, pred=pid))
@@ -130,7 +125,6 @@ class _Builder:
             gid = self._group(TEXT, slot)
             group = self.groups[gid]
             if leaf.number is not None:
-                self.needs_number.add(slot)
                 number = leaf.number + 0.0  # one key for 0.0 and -0.0
                 pid, new = self._new_pred(("eqn", slot, number), gid, _COST_LOOKUP)
                 if new:
@@ -164,7 +158,6 @@ class _Builder:
         """Append the node's program to ``code``; return its trigger set and cost, if any."""
         if isinstance(node, Leaf):
             slot = self.table.slot(node.field)
-            self.fields.add(slot)
             if node.op == "exists":
                 code += [OP_EXISTS if node.operand else OP_MISSING, slot]
                 return None
@@ -219,7 +212,5 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
         triggers=triggers,
         always=always,
         eager=sorted(eager),
-        fields=sorted(builder.fields),
         needs_text=builder.needs_text,
-        needs_number=builder.needs_number,
     )
