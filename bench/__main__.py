@@ -1,0 +1,26 @@
+"""`python -m bench NAME [options]`: the benchmarks, one command.
+
+    rules     custom-conversion rules: kernel, twin, reference, hand-written re, threads
+    actions   action specs: compiled set, twin and reference on 100,000 ads
+    grpc      the service under load, next to an empty handler (the transport's ceiling)
+    scaling   throughput against rule count, with --json and --plot
+
+`python -m bench NAME --help` lists each one's options.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {"rules": "bench.rules", "actions": "bench.actions", "grpc": "bench.grpc_load", "scaling": "bench.scaling"}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
