@@ -21,7 +21,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from matcher import _ruleset_py, compile_rules, evaluate, parse_rule
+from matcher import _ruleset_py, compile_rules, parse_rule
+from matcher.reference import match_rules
 from matcher._ruleset import USING_EXTENSION
 
 STANDARD_EVENTS = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "Purchase", "Lead", "Search",
@@ -232,11 +233,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     twin_rate, twin_out = rate(twin.match_batch, subsample, batch)
 
     def reference_batch(events):
-        out = []
-        for event in events:
-            pixel = event.get("pixel_id")
-            out.append([rid for rid, rule in parsed.items() if work.sources[rid] == pixel and evaluate(rule, event)])
-        return out
+        return match_rules(parsed, events, work.sources)
 
     ref_sample = subsample[: max(1, sample // 10)]
     reference_rate, reference_out = rate(reference_batch, ref_sample, batch)

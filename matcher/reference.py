@@ -10,7 +10,7 @@ from typing import Any
 
 from matcher.regex import search
 from matcher.rules import NEGATIVE_TWIN, And, Leaf, Node, Not, Or, Rule, operand_text, parse_rule
-from matcher.values import fold, item_number, item_text, resolve
+from matcher.values import fold, item_number, item_text, resolve, source_key
 
 
 def evaluate(rule: Rule | Any, event: Mapping) -> bool:
@@ -76,3 +76,19 @@ def item_satisfies(op: str, leaf: Leaf, item: Any) -> bool:
     if op == "regex_match":
         return search(leaf.operand, text)
     raise AssertionError(f"not a positive operator: {op}")
+
+
+def match_rules(rules: Mapping[str, Any], events: list[Mapping], sources: Mapping[str, Any] | None = None) -> list[list[str]]:
+    """Reference answers for a rule set: per event, the ids of the rules it satisfies, in order.
+
+    ``sources`` scopes rules to an event source as ``compile_rules`` does: a scoped rule only
+    sees events whose ``pixel_id`` (as text) is its source.
+    """
+    parsed = {rule_id: parse_rule(rule) for rule_id, rule in rules.items()}
+    scope = {rule_id: source_key(source) for rule_id, source in (sources or {}).items()}
+    out = []
+    for event in events:
+        pixel = source_key(event.get("pixel_id"))
+        out.append([rule_id for rule_id, rule in parsed.items()
+                    if (scope.get(rule_id) is None or scope[rule_id] == pixel) and _holds(rule.root, event)])
+    return out

@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(config, items):
 
 # -- rule matching implementations ---------------------------------------------------------
 from matcher import _ruleset_py  # noqa: E402
-from matcher.reference import evaluate  # noqa: E402
+from matcher.reference import match_rules  # noqa: E402
 from matcher.ruleset import compile_rules  # noqa: E402
 
 try:
@@ -28,14 +28,7 @@ except ImportError:  # the guard test in test_ruleset.py reports this
 
 
 def _reference_match(rules, events, sources=None):
-    sources = sources or {}
-    out = []
-    for event in events:
-        pixel = event.get("pixel_id")
-        pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else pixel
-        out.append([rid for rid, rule in rules.items()
-                    if (sources.get(rid) is None or str(sources[rid]) == pixel) and evaluate(rule, event)])
-    return out
+    return match_rules(rules, events, sources)
 
 
 def _engine_match(engine):

@@ -5,7 +5,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher import _ruleset_py, compile_rules, evaluate
+from matcher import _ruleset_py, compile_rules
+from matcher.reference import match_rules
 from tests.conftest import _ruleset_c
 from tests.strategies import events, rules
 
@@ -13,13 +14,7 @@ ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
 
 def reference(rule_set, sources, evs):
-    out = []
-    for event in evs:
-        pixel = event.get("pixel_id")
-        pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else pixel
-        out.append([rid for rid, rule in rule_set.items()
-                    if (sources.get(rid) is None or sources[rid] == pixel) and evaluate(rule, event)])
-    return out
+    return match_rules(rule_set, evs, sources)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
