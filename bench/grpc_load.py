@@ -52,6 +52,17 @@ WORDS = ["shoe", "hat", "thankyou", "confirm", "cart", "blue", "red", "sale", "p
 EVENTS = ["Purchase", "Lead", "AddToCart", "PageView", "ViewContent", "item-sold"]
 
 
+
+def _run_callers(caller, concurrency: int) -> float:
+    """Run ``caller(slot)`` on ``concurrency`` threads at once; the seconds until all return."""
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
 def make_rule(rng: random.Random, i: int) -> dict:
     """Rules in the style of seed 003: URL contains, event + value, event + custom parameter, regex."""
     kind = i % 4
@@ -131,13 +142,7 @@ def throughput(target: str, payload: bytes, events_per_call: int, seconds: float
             call(payload, metadata=METADATA, timeout=30)
             done[slot] += 1
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _run_callers(caller, concurrency)
     channel.close()
     calls = sum(done)
     return calls * events_per_call / elapsed, calls / elapsed
@@ -167,13 +172,7 @@ def stream_throughput(target: str, payload: bytes, events_per_call: int, seconds
             credits.release()
         stop.set()
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _run_callers(caller, concurrency)
     channel.close()
     return sum(done) * events_per_call / elapsed
 
