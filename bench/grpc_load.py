@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--registrations", type=int, default=50)
     parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
+    parser.add_argument("--sweep", default="",
+                        help="also measure latency at these fractions of the batch-1000 rate, e.g. 0.1,0.25,0.5,0.75")
+    parser.add_argument("--json", help="write every figure as JSON to this file")
+    parser.add_argument("--plot", help="with --sweep: write a PNG of latency against load to this file")
     parser.add_argument("--empty-server", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.empty_server:
@@ -285,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
             # "Half that load": half the events/s measured at the big batch size, sent as 100-event batches.
             paced_rate = 0.5 * full_rate
             latencies = paced_latency(server.target, small, paced_rate / 100, options.seconds, options.concurrency)
+            sweep = []
+            for fraction in [float(f) for f in options.sweep.split(",") if f]:
+                rate = fraction * full_rate
+                sweep.append((fraction, rate, paced_latency(server.target, small, rate / 100, options.seconds,
+                                                            options.concurrency)))
             creates, visible = registration_visibility(server.target, pixels[0], NEWCOMER, options.registrations)
         finally:
             server.terminate()
@@ -305,15 +314,62 @@ def main(argv: list[str] | None = None) -> int:
               "the latency below is mostly queueing")
     print(
         f"latency, 100-event batches at half the batch-{options.batch} load ({paced_rate:,.0f} events/s, {len(latencies)} calls): "
-        f"p50 {percentile(latencies, 0.5) * 1e3:.2f} ms  p90 {percentile(latencies, 0.9) * 1e3:.2f} ms  "
-        f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms"
+        f"{_percentiles_text(latencies)}"
     )
+    for fraction, rate, values in sweep:
+        print(f"  at {fraction:.0%} of that rate ({rate:,.0f} events/s, {len(values)} calls): {_percentiles_text(values)}")
     print(
         f"registration -> visible to classification ({len(visible)} creates, {options.rules} rules loaded): "
         f"p50 {statistics.median(visible) * 1e3:.2f} ms  p99 {percentile(visible, 0.99) * 1e3:.2f} ms "
         f"(the create call alone: p50 {statistics.median(creates) * 1e3:.2f} ms  p99 {percentile(creates, 0.99) * 1e3:.2f} ms)"
     )
+    if options.json:
+        report = {
+            "rules": options.rules, "batch": options.batch, "matches_per_event": matches, "sync": options.sync,
+            "throughput": [{"target": name, "batch": b, "events_per_s_runs": runs} for name, b, runs in rows],
+            "server_over_ceiling": full_rate / statistics.median(rows[0][2]),
+            "latency_half_load": {"events_per_s": paced_rate, **_percentiles(latencies)},
+            "latency_sweep": [{"fraction": f, "events_per_s": r, **_percentiles(v)} for f, r, v in sweep],
+            "registration_visible": _percentiles(visible), "registration_call": _percentiles(creates),
+        }
+        with open(options.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if options.plot and sweep:
+        _plot_sweep(sweep, options.plot)
+        print(f"plot: {options.plot}")
     return 0
+
+
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
+
+
+def _percentiles(values: list[float]) -> dict:
+    """Latency percentiles in milliseconds."""
+    return {name: percentile(values, q) * 1e3 for name, q in QUANTILES.items()}
+
+
+def _percentiles_text(values: list[float]) -> str:
+    return "  ".join(f"{name} {ms:.2f} ms" for name, ms in _percentiles(values).items())
+
+
+def _plot_sweep(sweep: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rates = [rate for _, rate, _ in sweep]
+    for name in QUANTILES:
+        ax.plot(rates, [_percentiles(values)[name] for _, _, values in sweep], marker="o", label=name)
+    ax.set_xlabel("offered load (events/s, 100-event batches)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("ClassifyPixelEvents latency against load")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,16 @@ def test_rules_bench_checks_its_answers_against_the_reference(tmp_path):
 
 def test_unknown_command_prints_the_list():
     assert bench_main(["nope"]) == 2
+
+
+def test_grpc_bench_runs_against_a_real_server(tmp_path):
+    out, png = tmp_path / "grpc.json", tmp_path / "latency.png"
+    done = subprocess.run([sys.executable, "-m", "bench", "grpc", "--rules", "40", "--batch", "200", "--seconds", "0.3",
+                           "--repeat", "1", "--registrations", "2", "--sweep", "0.2,0.4", "--json", str(out),
+                           "--plot", str(png)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert {row["target"] for row in data["throughput"]} >= {"empty handler (transport ceiling)", "ClassifyPixelEvents"}
+    assert [point["fraction"] for point in data["latency_sweep"]] == [0.2, 0.4]
+    assert set(data["latency_half_load"]) >= {"p50", "p90", "p99", "p999"}
+    assert png.read_bytes()[:4] == b"\x89PNG"
