@@ -1,0 +1,31 @@
+"""End to end: what the service answers over gRPC equals the reference evaluator's answers.
+
+Random rules (the generator of the rule differential tests) are registered as custom
+conversions on three pixels through the API, random events are classified through the API,
+and each event's conversions must be exactly the reference's, in registration order.
+"""
+
+import random
+
+from matcher.reference import match_rules
+from tests.service_fixtures import ingest, owner, service  # noqa: F401 (fixtures)
+from tests.test_rule_differential import _random_event, _random_rule
+
+
+def test_service_answers_equal_the_reference(owner, ingest):
+    rng = random.Random(20261122)
+    pixels = [owner.create_pixel("act_1", f"pixel {i}").id for i in range(3)]
+    rules, sources, names = {}, {}, {}
+    for i in range(90):  # under the 100 conversions an account may hold
+        rule, pixel = _random_rule(rng), pixels[i % 3]
+        created = owner.create_custom_conversion("act_1", f"cc {i}", pixel, rule).id
+        rules[created], sources[created], names[created] = rule, pixel, i
+    events = []
+    for _ in range(400):
+        event = _random_event(rng)
+        event["pixel_id"] = rng.choice(pixels + ["404"])
+        events.append(event)
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 100  # the workload really matches
+    got = [[m.custom_conversion_id for m in result.conversions] for result in ingest.classify_pixel_events(events)]
+    assert got == expected
