@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING
 
 USING_EXTENSION = False
 if TYPE_CHECKING:
-    from matcher._ruleset_py import Matcher, Partition
+    from matcher import _ruleset_py as engine
 elif os.environ.get("MATCHER_NO_EXTENSIONS") == "1":
-    from matcher._ruleset_py import Matcher, Partition
+    from matcher import _ruleset_py as engine
 else:
     try:
-        from matcher._ruleset_c import Matcher, Partition
+        from matcher import _ruleset_c as engine
 
         USING_EXTENSION = True
     except ImportError:  # no compiler at install time: the twin gives the same answers
-        from matcher._ruleset_py import Matcher, Partition
+        from matcher import _ruleset_py as engine
 
-__all__ = ["Matcher", "Partition", "USING_EXTENSION"]
+Matcher, Partition = engine.Matcher, engine.Partition
+
+__all__ = ["engine", "Matcher", "Partition", "USING_EXTENSION"]

@@ -327,10 +327,10 @@ cdef class Partition:
     cdef PartC* part
     cdef readonly frozenset needs_text
 
-    def __cinit__(self, plan, fields):
+    def __cinit__(self, plan):
         self.part = new PartC()
 
-    def __init__(self, plan, fields):
+    def __init__(self, plan):
         cdef PartC* p = self.part
         cdef GroupC* g
         self.needs_text = frozenset(plan.needs_text)
@@ -765,14 +765,13 @@ cdef class Matcher:
 
     cdef list _ids
     cdef object _unscoped  # Partition or None (kept alive for the C pointers below)
-    cdef dict _scoped  # source -> Partition
     cdef vector[int] _field_kind  # per slot: F_* code
     cdef vector[cbool] _field_needs_text
     cdef vector[cbool] _field_simple  # a custom parameter named by one key, no [*]
     cdef vector[cbool] _field_name_folded  # that key is its own case folding
     cdef list _field_name  # per slot: the first key (custom parameters)
     cdef list _field_folded  # per slot: its folded UTF-8
-    cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each) or None
+    cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each); () for built-ins
     cdef list _unscoped_fields
     cdef dict _scoped_fields  # source -> (Partition, slots of its eager fields besides the unscoped ones)
     cdef size_t _max_preds, _max_groups, _max_rules, _max_program
@@ -782,9 +781,8 @@ cdef class Matcher:
         cdef cbool flag
         self._ids = list(ids)
         self._unscoped = unscoped
-        self._scoped = dict(scoped)
         self._nfields = len(fields)
-        parts = ([unscoped] if unscoped is not None else []) + list(self._scoped.values())
+        parts = ([unscoped] if unscoped is not None else []) + list(scoped.values())
         needs_text = set().union(*(p.needs_text for p in parts)) if parts else set()
         self._field_segments = []
         self._field_name = []
@@ -806,7 +804,7 @@ cdef class Matcher:
         self._unscoped_fields = list(self._eager_fields_of(unscoped)) if unscoped is not None else []
         base = set(self._unscoped_fields)
         self._scoped_fields = {k: (v, tuple(s for s in self._eager_fields_of(v) if s not in base))
-                               for k, v in self._scoped.items()}
+                               for k, v in scoped.items()}
         self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
         for part in parts:
             self._size_for(part)
@@ -934,7 +932,7 @@ cdef class Matcher:
             for slot in self._unscoped_fields:
                 self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
                 have[<int>slot] = 1
-        if self._scoped:
+        if self._scoped_fields:
             raw = PyDict_GetItemWithError(ev, _KEY_PIXEL)
             pixel = <object>raw if raw != NULL else None
             if type(pixel) is not str:

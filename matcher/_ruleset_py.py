@@ -22,7 +22,7 @@ _COMPARE = (float.__lt__, float.__le__, float.__gt__, float.__ge__)
 class Partition:
     """One partition's plan, with its regexes compiled."""
 
-    def __init__(self, plan: PartitionPlan, fields: Sequence[FieldPath]) -> None:
+    def __init__(self, plan: PartitionPlan) -> None:
         self.plan = plan
         self._matchers = [
             [(kind, text, compile_regex(text).search if kind == P_REGEX else None, pred)

@@ -41,7 +41,6 @@ NEGATIVE_TWIN = {
     "is_not_any": "is_any",
     "i_is_not_any": "i_is_any",
 }
-COMBINATORS = ("and", "or", "not")
 
 
 @dataclass(frozen=True)
@@ -274,8 +273,6 @@ class _Parser:
         return self.make_leaf(name, op, obj["value"], path, f"{path}.value", f"{path}.field")
 
     def leaf(self, name: str, value: Any, path: str) -> Leaf:
-        if name in COMBINATORS:  # pragma: no cover - handled by the caller
-            raise RuleError(path, f'"{name}" is reserved')
         if isinstance(value, Mapping):
             if len(value) != 1:
                 raise RuleError(path, f"a condition must have exactly one operator, got {len(value)}")

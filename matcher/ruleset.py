@@ -137,7 +137,7 @@ def _build(engine: ModuleType, table: FieldTable, entries: dict, order: list, me
             partitions.pop(source, None)
             members.pop(source, None)
             continue
-        partitions[source] = engine.Partition(plan_partition(rules, table), table.fields)
+        partitions[source] = engine.Partition(plan_partition(rules, table))
     return CompiledRules(_engine=engine, _table=table, _entries=entries, _order=order, _members=members,
                          _partitions=partitions)
 
@@ -156,11 +156,4 @@ def compile_rules(rules: Mapping[str, Any], sources: Mapping[str, Any] | None = 
     members: dict = {}
     for rule_id, (_, _, source) in entries.items():
         members.setdefault(source, {})[rule_id] = None
-    engine = engine or _engine_module()
-    return _build(engine, FieldTable(), entries, order, members, {}, set(members))
-
-
-def _engine_module() -> ModuleType:
-    import importlib
-
-    return importlib.import_module(_ruleset.Matcher.__module__)
+    return _build(engine or _ruleset.engine, FieldTable(), entries, order, members, {}, set(members))

@@ -27,17 +27,13 @@ except ImportError:  # the guard test in test_ruleset.py reports this
     _ruleset_c = None
 
 
-def _reference_match(rules, events, sources=None):
-    return match_rules(rules, events, sources)
-
-
 def _engine_match(engine):
     def run(rules, events, sources=None):
         return compile_rules(rules, sources, engine=engine).match_batch(events)
     return run
 
 
-IMPLEMENTATIONS = {"reference": _reference_match, "twin": _engine_match(_ruleset_py)}
+IMPLEMENTATIONS = {"reference": match_rules, "twin": _engine_match(_ruleset_py)}
 if _ruleset_c is not None:
     IMPLEMENTATIONS["compiled"] = _engine_match(_ruleset_c)
 

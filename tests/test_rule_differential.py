@@ -13,10 +13,6 @@ from tests.strategies import events, rules
 ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
 
-def reference(rule_set, sources, evs):
-    return match_rules(rule_set, evs, sources)
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
@@ -25,7 +21,7 @@ def reference(rule_set, sources, evs):
 def test_engines_agree_with_reference(rule_list, evs):
     rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
     sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
-    expected = reference(rule_set, sources, evs)
+    expected = match_rules(rule_set, evs, sources)
     for engine in ENGINES:
         assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected, engine.__name__
 
@@ -47,7 +43,7 @@ def test_incremental_changes_agree_with_a_fresh_compile(first, second, drop, evs
         changed = compile_rules(base, sources, engine=engine).with_changes(added, sources={"b0": "P1"}, remove=removed)
         final = {k: v for k, v in {**base, **added}.items() if k not in removed}
         final_sources = {k: v for k, v in {**sources, "b0": "P1"}.items() if k in final}
-        assert changed.match_batch(evs) == reference(final, final_sources, evs)
+        assert changed.match_batch(evs) == match_rules(final, evs, final_sources)
 
 
 def test_thousands_of_rules_in_one_set():
@@ -56,7 +52,7 @@ def test_thousands_of_rules_in_one_set():
     rule_set = {f"cc{i}": _random_rule(rng) for i in range(3000)}
     sources = {rid: f"P{rng.randrange(30)}" for rid in rule_set if rng.random() < 0.8}
     evs = [_random_event(rng) for _ in range(300)]
-    expected = reference(rule_set, sources, evs)
+    expected = match_rules(rule_set, evs, sources)
     assert sum(map(len, expected)) > 100  # the workload really matches things
     for engine in ENGINES:
         assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected
@@ -119,7 +115,7 @@ def test_pattern_by_pattern_fallback_agrees():
     rule_set["fold"] = {"or": [{"name": {"i_contains": "STRAẞE"}}, {"name": {"i_starts_with": "\u212a"}}]}
     evs = [_random_event(rng) for _ in range(200)] + [
         {"custom_data": {"name": "an der straße 1"}}, {"custom_data": {"name": "kelvin"}}]
-    expected = reference(rule_set, {}, evs)
+    expected = match_rules(rule_set, evs, {})
     # No sets at all, then sets with DFA budgets from "cannot compile" to "runs out of memory".
     for enabled, budget in [(False, 4 << 20), (True, 2 << 10), (True, 24 << 10), (True, 40 << 10), (True, 64 << 10)]:
         _ruleset_c._set_multi_pattern_sets(enabled, budget)
