@@ -10,7 +10,7 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t
@@ -760,6 +760,72 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
 # ---------------------------------------------------------------------------------------------
 # The matcher: extraction under the GIL, evaluation without it
 
+# Which built-in event value ``_Events.get`` reads.
+DEF W_PIXEL = 0
+DEF W_EVENT = 1
+DEF W_URL = 2
+DEF W_DEVICE = 3
+cdef PyObject* _KEYS[4]
+_KEYS[W_PIXEL] = <PyObject*>_KEY_PIXEL
+_KEYS[W_EVENT] = <PyObject*>_KEY_EVENT
+_KEYS[W_URL] = <PyObject*>_KEY_URL
+_KEYS[W_DEVICE] = <PyObject*>_KEY_DEVICE
+
+
+cdef class _Events:
+    """Where a batch's events come from: a sequence of mappings (rows) or lists (columns).
+
+    Either way extraction sees the same values: a column's ``None`` is a missing key.
+    Row indexes are relative to the current chunk (``start``).
+    """
+
+    cdef object events  # rows: the sequence of events
+    cdef list dicts  # rows: the chunk's events, as dicts
+    cdef list chunk_customs  # rows: the chunk's custom_data values
+    cdef bint columnar
+    cdef list columns  # columns: [pixel_id, event, url, device_type], each a list or None
+    cdef PyObject* column[4]  # borrowed from ``columns``
+    cdef object customs  # columns: the custom_data list, or None
+    cdef Py_ssize_t base
+
+    cdef int start(self, Py_ssize_t start, Py_ssize_t stop, list keep) except -1:
+        cdef PyObject* raw
+        self.base = start
+        if self.columnar:
+            return 0
+        self.dicts = []
+        self.chunk_customs = []
+        for row in range(start, stop):
+            event = self.events[row]
+            if type(event) is not dict:
+                if not isinstance(event, Mapping):
+                    raise TypeError(f"an event is a mapping, got {type(event).__name__}")
+                event = dict(event)
+            raw = PyDict_GetItemWithError(event, _KEY_CUSTOM)
+            self.dicts.append(event)
+            self.chunk_customs.append(<object>raw if raw != NULL else None)
+        return 0
+
+    cdef inline object custom(self, Py_ssize_t row):
+        if not self.columnar:
+            return <object>PyList_GET_ITEM(self.chunk_customs, row)
+        if self.customs is None:
+            return None
+        return <object>PyList_GET_ITEM(self.customs, self.base + row)
+
+    cdef inline PyObject* get(self, int which, Py_ssize_t row):
+        """The built-in value (borrowed), NULL when missing."""
+        cdef PyObject* value
+        if not self.columnar:
+            return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row), <object>_KEYS[which])
+        if self.column[which] == NULL:
+            return NULL
+        value = PyList_GET_ITEM(<object>self.column[which], self.base + row)
+        if value == <PyObject*>None:
+            return NULL
+        return value
+
+
 cdef class Matcher:
     """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
 
@@ -823,30 +889,87 @@ cdef class Matcher:
         return self.match_batch((event,))[0]
 
     def match_batch(self, events):
-        cdef Py_ssize_t n = len(events), start, stop, row
+        cdef _Events src = _Events.__new__(_Events)
+        cdef Py_ssize_t n = len(events)
+        cdef vector[int32_t] matched
+        cdef vector[size_t] offsets
+        cdef list results = PyList_New(n)
+        cdef list out
+        cdef Py_ssize_t row
+        cdef size_t i
+        cdef int gc_was_enabled
+        src.events = events
+        self._run(src, n, matched, offsets)
+        # The result lists hold only strings (no cycles), and the GIL is held throughout:
+        # letting their allocation trigger collections that rescan the heap buys nothing.
+        gc_was_enabled = PyGC_Disable()
+        try:
+            for row in range(n):
+                out = PyList_New(offsets[row + 1] - offsets[row])
+                for i in range(offsets[row], offsets[row + 1]):
+                    rule_id = self._ids[matched[i]]
+                    Py_INCREF(rule_id)
+                    PyList_SET_ITEM(out, i - offsets[row], rule_id)
+                Py_INCREF(out)
+                PyList_SET_ITEM(results, row, out)
+        finally:
+            if gc_was_enabled:
+                PyGC_Enable()
+        return results
+
+    def match_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data):
+        """Events as columns (lists of length ``n``, or None for a column nobody sent).
+
+        Returns ``(counts, ids)``: per event its number of matches, and the matched rule
+        ids of every event, flattened in event order. The caller checks the lengths.
+        """
+        cdef _Events src = _Events.__new__(_Events)
+        cdef vector[int32_t] matched
+        cdef vector[size_t] offsets
+        cdef list counts = PyList_New(n)
+        cdef list ids
+        cdef Py_ssize_t row
+        cdef size_t i
+        src.columnar = True
+        src.columns = [pixel_id, event, url, device_type]
+        for i in range(4):
+            src.column[i] = <PyObject*>src.columns[i] if src.columns[i] is not None else NULL
+        src.customs = custom_data
+        self._run(src, n, matched, offsets)
+        for row in range(n):
+            count = offsets[row + 1] - offsets[row]
+            Py_INCREF(count)
+            PyList_SET_ITEM(counts, row, count)
+        ids = PyList_New(matched.size())
+        for i in range(matched.size()):
+            rule_id = self._ids[matched[i]]
+            Py_INCREF(rule_id)
+            PyList_SET_ITEM(ids, i, rule_id)
+        return counts, ids
+
+    cdef int _run(self, _Events src, Py_ssize_t n, vector[int32_t]& matched, vector[size_t]& offsets) except -1:
+        """Evaluate ``n`` events chunk by chunk; row r's matches are matched[offsets[r]:offsets[r+1]]."""
+        cdef Py_ssize_t start, stop, row, rows_here
         cdef Scratch sc
         cdef Batch b
         cdef vector[Item] items
         cdef vector[Span] spans
         cdef vector[Row] rows
         cdef vector[int] keys_state
-        cdef vector[int32_t] matched
-        cdef vector[size_t] offsets
         cdef deque[string] owned
-        cdef list keep, dicts
-        cdef list results = PyList_New(n)
-        cdef list out
-        cdef size_t i, k, m
+        cdef list keep
+        cdef size_t k, m
         cdef Row* r
         cdef int nf = max(self._nfields, 1)
-        cdef int gc_was_enabled
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
         sc.rule_mark.resize(self._max_rules, 0)
         sc.stack.resize(self._max_program + 1, 0)
         sc.stamp = 0
-        spans.resize(CHUNK * nf)
-        b.have.resize(CHUNK * nf)
+        rows_here = min(n, CHUNK)
+        spans.resize(rows_here * nf)
+        b.have.resize(rows_here * nf)
+        offsets.assign(n + 1, 0)
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
             items.clear()
@@ -859,11 +982,11 @@ cdef class Matcher:
             memset(b.have.data(), 0, b.have.size())
             keys_state.assign(stop - start, -1)
             keep = []
-            dicts = []
+            src.start(start, stop, keep)
             # GIL: the fields every event needs (those of the eager groups).
-            for row in range(start, stop):
-                rows.push_back(self._extract(events[row], row - start, items, spans, owned, keep, dicts,
-                                             &b.have[(row - start) * nf], &keys_state[row - start]))
+            for row in range(stop - start):
+                rows.push_back(self._extract(src, row, items, spans, owned, keep, &b.have[row * nf],
+                                             &keys_state[row]))
             # No GIL: eager groups and candidates.
             with nogil:
                 for row in range(stop - start):
@@ -875,65 +998,38 @@ cdef class Matcher:
             # GIL: the fields the candidates' programs read.
             for k in range(0, b.lazy.size(), 2):
                 row = b.lazy[k]
-                ev, custom = <tuple>dicts[row]
-                self._extract_field(<dict>ev, custom, b.lazy[k + 1], &spans[row * nf], items, owned, keep,
-                                    &keys_state[row])
+                self._extract_field(src, row, src.custom(row), b.lazy[k + 1], &spans[row * nf], items, owned,
+                                    keep, &keys_state[row])
             # No GIL: the programs.
-            matched.clear()
-            offsets.assign(stop - start + 1, 0)
             with nogil:
                 k = 0
                 for row in range(stop - start):
-                    offsets[row] = matched.size()
+                    offsets[start + row] = matched.size()
                     m = matched.size()
                     while k < b.pending.size() and b.pending[k].row == row:
                         _decide(&b.pending[k], &sc, items.data(), &spans[row * nf], matched, &b)
                         k += 1
                     if rows[row].unscoped != NULL and rows[row].scoped != NULL and matched.size() - m > 1:
                         sort(matched.begin() + m, matched.end())
-                offsets[stop - start] = matched.size()
-            # The result lists hold only strings (no cycles), and the GIL is held throughout:
-            # letting their allocation trigger collections that rescan the heap buys nothing.
-            gc_was_enabled = PyGC_Disable()
-            try:
-                for row in range(stop - start):
-                    out = PyList_New(offsets[row + 1] - offsets[row])
-                    for i in range(offsets[row], offsets[row + 1]):
-                        rule_id = self._ids[matched[i]]
-                        Py_INCREF(rule_id)
-                        PyList_SET_ITEM(out, i - offsets[row], rule_id)
-                    Py_INCREF(out)
-                    PyList_SET_ITEM(results, start + row, out)
-            finally:
-                if gc_was_enabled:
-                    PyGC_Enable()
-        return results
+        offsets[n] = matched.size()
+        return 0
 
-    cdef Row _extract(self, object event, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,
-                      deque[string]& owned, list keep, list dicts, char* have, int* keys_state) except *:
+    cdef Row _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,
+                      deque[string]& owned, list keep, char* have, int* keys_state) except *:
         cdef Row result
-        cdef dict ev
         cdef Partition part
         cdef Span* base = &spans[row * self._nfields]
-        if type(event) is dict:
-            ev = <dict>event
-        elif isinstance(event, Mapping):
-            ev = dict(event)
-            keep.append(ev)
-        else:
-            raise TypeError(f"an event is a mapping, got {type(event).__name__}")
-        cdef PyObject* raw = PyDict_GetItemWithError(ev, _KEY_CUSTOM)
-        cdef object custom = <object>raw if raw != NULL else None
-        dicts.append((ev, custom))
+        cdef object custom = src.custom(row)
+        cdef PyObject* raw
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
             result.unscoped = (<Partition>self._unscoped).part
             for slot in self._unscoped_fields:
-                self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
+                self._extract_field(src, row, custom, slot, base, items, owned, keep, keys_state)
                 have[<int>slot] = 1
         if self._scoped_fields:
-            raw = PyDict_GetItemWithError(ev, _KEY_PIXEL)
+            raw = src.get(W_PIXEL, row)
             pixel = <object>raw if raw != NULL else None
             if type(pixel) is not str:
                 pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else None
@@ -943,12 +1039,12 @@ cdef class Matcher:
                     part = <Partition>(<tuple>found)[0]
                     result.scoped = part.part
                     for slot in <tuple>(<tuple>found)[1]:
-                        self._extract_field(ev, custom, slot, base, items, owned, keep, keys_state)
+                        self._extract_field(src, row, custom, slot, base, items, owned, keep, keys_state)
                         have[<int>slot] = 1
         return result
 
-    cdef int _extract_field(self, dict ev, object custom, int slot, Span* base, vector[Item]& items,
-                             deque[string]& owned, list keep, int* keys_state) except -1:
+    cdef int _extract_field(self, _Events src, Py_ssize_t row, object custom, int slot, Span* base,
+                             vector[Item]& items, deque[string]& owned, list keep, int* keys_state) except -1:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -960,11 +1056,11 @@ cdef class Matcher:
         span.start = items.size()
         span.count = 0
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
-            raw = PyDict_GetItemWithError(ev, _KEY_URL if kind == F_URL else _KEY_EVENT if kind == F_EVENT else _KEY_DEVICE)
+            raw = src.get(W_URL if kind == F_URL else W_EVENT if kind == F_EVENT else W_DEVICE, row)
             if raw != NULL:
                 self._add_items(<object>raw, items, needs_text, keep)
         elif kind == F_DOMAIN or kind == F_PATH:
-            raw = PyDict_GetItemWithError(ev, _KEY_URL)
+            raw = src.get(W_URL, row)
             if raw != NULL and isinstance(<object>raw, str):
                 text = _utf8(<object>raw, &size)
                 if text != NULL:

@@ -157,3 +157,10 @@ class Matcher:
 
     def match_batch(self, events: Sequence[Mapping]) -> list[list[Any]]:
         return [self.match(event) for event in events]
+
+    def match_columns(self, n: int, *columns: Sequence | None) -> tuple[list[int], list[Any]]:
+        names = ("pixel_id", "event", "url", "device_type", "custom_data")
+        given = [(name, column) for name, column in zip(names, columns) if column is not None]
+        events = [{name: column[i] for name, column in given if column[i] is not None} for i in range(n)]
+        results = self.match_batch(events)
+        return [len(r) for r in results], [rule_id for r in results for rule_id in r]

@@ -20,6 +20,8 @@ from matcher.rules import Rule, parse_rule
 from matcher.values import source_key
 
 _UNSCOPED = None
+# The event keys rules can read, in the order the engines take them as columns.
+EVENT_COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
 
 
 class CompiledRules:
@@ -48,6 +50,20 @@ class CompiledRules:
     def match_batch(self, events: Sequence[Mapping]) -> list[list[str]]:
         """One ``match`` result per event."""
         return self._matcher.match_batch(events)
+
+    def match_columns(self, columns: Mapping[str, Sequence]) -> tuple[list[int], list[str]]:
+        """Events given as columns, ``{"pixel_id": [...], "url": [...], ...}``: one value per event.
+
+        The columns are those of ``EVENT_COLUMNS``; a value of ``None`` is a key the event
+        lacks, a column left out is a key every event lacks (so at least one column is needed
+        to have any events: the columns' common length is the number of events). Returns ``(counts, ids)``:
+        ``counts[i]`` is the number of rules event ``i`` satisfies, and ``ids`` lists them
+        all, event after event, each event's in rule order; the same answers as
+        ``match_batch`` over the equivalent mappings, without building them.
+        """
+        lists = _column_lists(columns)
+        count = len(next(iter(lists.values()))) if lists else 0
+        return self._matcher.match_columns(count, *(lists.get(name) for name in EVENT_COLUMNS))
 
     # -- inspection -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -109,6 +125,22 @@ class CompiledRules:
             entries[rule_id] = (index, rule, source)
             member_set(source)[rule_id] = None
         return _build(self._engine, self._table.copy(), entries, order, members, dict(self._partitions), touched)
+
+
+def _column_lists(columns: Mapping[str, Sequence]) -> dict[str, list]:
+    """The columns as lists, checked: known names, one length."""
+    lists: dict[str, list] = {}
+    for name, values in columns.items():
+        if name not in EVENT_COLUMNS:
+            raise ValueError(f"columns: unknown column {name!r}; the columns are {', '.join(EVENT_COLUMNS)}")
+        values = values if type(values) is list else list(values)
+        if lists:
+            first, expected = next(iter(lists.items()))
+            if len(values) != len(expected):
+                raise ValueError(f"columns[{name!r}]: {len(values)} values, expected {len(expected)} "
+                                 f"(as many as columns[{first!r}])")
+        lists[name] = values
+    return lists
 
 
 def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:

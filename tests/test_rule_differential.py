@@ -26,6 +26,29 @@ def test_engines_agree_with_reference(rule_list, evs):
         assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected, engine.__name__
 
 
+COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
+    evs=st.lists(events, max_size=8),
+    left_out=st.sets(st.sampled_from(COLUMNS)),
+)
+def test_columns_agree_with_rows(rule_list, evs, left_out):
+    """match_columns over columns equals match_batch (and the reference) over the same events as rows."""
+    rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
+    sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
+    rows = [{k: v for k, v in e.items() if k not in left_out} for e in evs]
+    columns = {name: [e.get(name) for e in evs] for name in COLUMNS if name not in left_out}
+    if not columns:  # no column, no events: the columns' length is the batch's
+        rows = []
+    expected = match_rules(rule_set, rows, sources)
+    flat = ([len(m) for m in expected], [rule_id for m in expected for rule_id in m])
+    for engine in ENGINES:
+        assert compile_rules(rule_set, sources, engine=engine).match_columns(columns) == flat, engine.__name__
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     first=st.lists(rules, min_size=1, max_size=6),

@@ -6,8 +6,11 @@ import threading
 import pytest
 
 import matcher
-from matcher import RuleError, _ruleset, compile_rules
+from matcher import RuleError, _ruleset, _ruleset_py, compile_rules
+from tests.conftest import _ruleset_c
 from tools.gen_casefold import render
+
+ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
 
 def test_the_compiled_extension_loaded():
@@ -34,6 +37,21 @@ def test_api_contract():
     assert len(cr) == 3 and "cc2" in cr and cr.ids == ["cc1", "cc2", "cc3"]
     assert cr.source("cc1") == "PX" and cr.source("cc2") is None
     assert cr.rule("cc3").to_json() == '{"event":{"eq":"Lead"}}'
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_match_columns(engine):
+    cr = compile_rules({"a": {"url": {"contains": "thank"}}, "b": {"event": "Lead"}, "c": {"value": {"gt": 5}}},
+                       sources={"a": "P1"}, engine=engine)
+    columns = {"pixel_id": ["P1", "P2", 1, None], "url": ["/thank", "/thank", None, "/thank"],
+               "event": ("Lead", None, "Lead", "x"), "custom_data": [None, {"value": 9}, {"value": "1"}, None]}
+    assert cr.match_columns(columns) == ([2, 1, 1, 0], ["a", "b", "c", "b"])
+    assert cr.match_columns({}) == ([], [])
+    assert cr.match_columns({"event": []}) == ([], [])
+    with pytest.raises(ValueError, match=r"columns\['url'\]: 1 values, expected 2 \(as many as columns\['event'\]\)"):
+        cr.match_columns({"event": ["a", "b"], "url": ["x"]})
+    with pytest.raises(ValueError, match="unknown column 'urls'"):
+        cr.match_columns({"urls": ["x"]})
 
 
 def test_invalid_rule_names_its_id_and_builds_nothing():
