@@ -39,6 +39,8 @@ OP_PRED, OP_NEG, OP_EXISTS, OP_MISSING, OP_AND, OP_OR, OP_NOR = range(7)
 
 # Trigger cost of one predicate by how it is found: hash lookups are cheap and selective.
 _COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
+# Trigger choice nodes (see _Builder.compile).
+_LEAF, _ANY, _ONE = range(3)
 
 
 @dataclass
@@ -154,8 +156,13 @@ class _Builder:
             self.groups[gid].patterns.append((kind, text, pid))
         return pid
 
-    def compile(self, node: Node, code: list[int]) -> tuple[frozenset[int], int] | None:
-        """Append the node's program to ``code``; return its trigger set and cost, if any."""
+    def compile(self, node: Node, code: list[int]) -> tuple | None:
+        """Append the node's program to ``code``; return its trigger choices, if it has any.
+
+        Choices are a small tree resolved later (``resolve``), once every rule is compiled:
+        ``(LEAF, pid)``, ``(ANY, children)`` (an OR: every child's set, united) or
+        ``(ONE, children)`` (an AND: one child's set suffices). None: no trigger set.
+        """
         if isinstance(node, Leaf):
             slot = self.table.slot(node.field)
             if node.op == "exists":
@@ -167,33 +174,67 @@ class _Builder:
                 return None
             pid = self.predicate(node, node.op, slot)
             code += [OP_PRED, pid]
-            return frozenset((pid,)), self.pred_cost[pid]
-        triggers = [self.compile(child, code) for child in node.children]
+            return (_LEAF, pid)
+        choices = [self.compile(child, code) for child in node.children]
         if isinstance(node, And):
             code += [OP_AND, len(node.children)]
-            known = [t for t in triggers if t is not None]
-            return min(known, key=lambda t: t[1]) if known else None
+            known = tuple(c for c in choices if c is not None)
+            return (_ONE, known) if known else None
         if isinstance(node, Or):
             code += [OP_OR, len(node.children)]
-            if any(t is None for t in triggers):
-                return None
-            union = frozenset().union(*(t[0] for t in triggers))
-            return union, sum(self.pred_cost[p] for p in union)
+            return None if any(c is None for c in choices) else (_ANY, tuple(choices))
         assert isinstance(node, Not)
         code += [OP_NOR, len(node.children)]
         return None
+
+    def resolve(self, choice: tuple, eager: set[int] | None = None,
+                uses: dict[int, int] | None = None) -> tuple[frozenset[int], int]:
+        """A trigger set and its cost. An AND takes its cheapest child's set. Given the groups
+        ``eager`` anyway and how many rules ``uses`` each predicate, it prefers a set entirely
+        in those groups (they run for every event already), then the set the fewest rules
+        share (a predicate many rules use, like a common event name, holds often)."""
+        kind, detail = choice
+        if kind == _LEAF:
+            return frozenset((detail,)), self.pred_cost[detail]
+        resolved = [self.resolve(c, eager, uses) for c in detail]
+        if kind == _ANY:
+            union = frozenset().union(*(t[0] for t in resolved))
+            return union, sum(self.pred_cost[p] for p in union)
+        if eager is None or uses is None:
+            return min(resolved, key=lambda t: t[1])
+        return min(resolved, key=lambda t: (not all(self.pred_group[p] in eager for p in t[0]),
+                                            sum(uses[p] for p in t[0]), t[1]))
+
+
+def _leaves(choice: tuple, out: set[int]) -> set[int]:
+    kind, detail = choice
+    if kind == _LEAF:
+        out.add(detail)
+    else:
+        for child in detail:
+            _leaves(child, out)
+    return out
 
 
 def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> PartitionPlan:
     """Plan the rules (global index, rule) of one partition; fields are interned in ``table``."""
     builder = _Builder(table)
     programs: list[list[int]] = []
-    trigger_sets: list[frozenset[int] | None] = []
+    choices = []
     for _, rule in rules:
         code: list[int] = []
-        found = builder.compile(rule.root, code)
+        choices.append(builder.compile(rule.root, code))
         programs.append(code)
-        trigger_sets.append(found[0] if found else None)
+    # Two passes: the cheapest sets first; then ANDs move to the rarer predicates of the
+    # groups those made eager.
+    first = [builder.resolve(c)[0] if c is not None else None for c in choices]
+    eager_first = {builder.pred_group[p] for t in first if t is not None for p in t}
+    uses: dict[int, int] = {}
+    for c in choices:
+        if c is not None:
+            for p in _leaves(c, set()):
+                uses[p] = uses.get(p, 0) + 1
+    trigger_sets = [builder.resolve(c, eager_first, uses)[0] if c is not None else None for c in choices]
     triggers: list[list[int]] = [[] for _ in builder.pred_group]
     always: list[int] = []
     eager: set[int] = set()
