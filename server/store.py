@@ -651,13 +651,15 @@ class SQLiteStore(Store):
                 "last_fired_time = MAX(COALESCE(last_fired_time, 0), ?) WHERE id = ?",
                 [(earliest, earliest, latest, cid) for cid, (earliest, latest) in recording.conversion_firings.items()],
             )
+            # Only pixels and conversions still registered get counters: one deleted meanwhile
+            # (by this process or, not yet followed, by another) is skipped, leaving no orphan rows.
             db.executemany(
-                "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) VALUES (?, ?, ?, ?) "
+                "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) "
+                "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM pixels WHERE id = ?) "
                 "ON CONFLICT (pixel_id, hour) DO UPDATE SET events = events + excluded.events, "
                 "usd_amount = usd_amount + excluded.usd_amount",
-                [(pixel_id, hour, n, amount) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
+                [(pixel_id, hour, n, amount, pixel_id) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
             )
-            # Only conversions still registered get counters: one deleted meanwhile is skipped.
             db.executemany(
                 "INSERT INTO conversion_hourly (conversion_id, hour, dimension, key, matches, usd_amount, event_value) "
                 "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM custom_conversions WHERE id = ?) "
