@@ -249,7 +249,14 @@ class Registry:
                 self.reloads += 1
                 self._pending = False
                 return True
-            changed = self._apply(batch.changes) if batch.changes else False
+            try:
+                changed = self._apply(batch.changes) if batch.changes else False
+            except Exception:  # noqa: BLE001 - a bug or a stored object this version cannot compile
+                log.exception("change not applied incrementally; reloading everything", extra={"position": self.position})
+                self._load()
+                self.reloads += 1
+                self._pending = False
+                return True
             self.changes_applied += len(batch.changes)
             self.position = batch.position
             self._pending = False

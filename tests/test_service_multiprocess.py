@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -265,6 +266,24 @@ def test_a_follower_behind_pruned_rows_reloads_everything(tmp_path):
         assert two.core.registry.position == store.change_position()
 
 
+def test_a_stored_object_that_does_not_compile_is_skipped_not_fatal(tmp_path):
+    db = tmp_path / "matcher.db"
+    with running_server(db, sync_interval=0) as (one, target_one), running_server(db, sync_interval=0) as (two, _):
+        with Client(target_one, "owner-token") as owner:
+            pixel = owner.create_pixel("act_1", "p").id
+            with sqlite3.connect(db) as raw:  # e.g. written by another version of the service
+                raw.execute(
+                    "INSERT INTO custom_conversions (id, account_id, name, description, rule, event_source_id, "
+                    "event_source_type, custom_event_type, default_conversion_value, creation_time, retention_days) "
+                    "VALUES ('999', 'act_1', 'bad', '', '{\"url\": {\"gt\": \"abc\"}}', ?, 'pixel', 'OTHER', 0, 1, 0)",
+                    (pixel,),
+                )
+                raw.execute("INSERT INTO changes (kind, object_id, at) VALUES ('custom_conversion', '999', 1)")
+            good = owner.create_custom_conversion("act_1", "good", pixel, {"event": "Lead"}).id
+        assert two.core.registry.sync()
+        assert set(two.core.registry.snapshot.default_values) == {good}
+
+
 def test_a_store_change_that_fails_logs_nothing(tmp_path):
     store = SQLiteStore(tmp_path / "matcher.db")
     try:
@@ -337,3 +356,51 @@ def test_processes_refuse_a_port_already_served(tmp_path):
         assert result.returncode == 2 and "cannot bind the listen port" in result.stderr
     finally:
         first.kill()
+
+
+@pytest.mark.slow
+def test_soak_two_processes_registering_and_recording_at_once(tmp_path):
+    """Half a minute of recordings from both processes while both register: every call
+    succeeds (no "database is locked"), the counters add up, and both end with the same rules."""
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: Node(tmp_path), range(2))
+    try:
+        account = fresh_account()
+        pixel = a.owner.create_pixel(account, "shop").id
+        conversion = a.owner.create_custom_conversion(account, "leads", pixel, {"event": "Lead"}).id
+        eventually(lambda: matched(b.ingest, pixel))
+        stop = threading.Event()
+        recorded = []
+        created = []
+
+        def record(node: Node) -> None:
+            with Client(node.process.target, "ingest-token") as ingest:
+                while not stop.is_set():
+                    ingest.classify_pixel_events([{"pixel_id": pixel, "event": "Lead"}] * 50, record=True)
+                    recorded.append(50)
+
+        def register(node: Node) -> None:
+            with Client(node.process.target, "owner-token") as owner:
+                for i in range(45):
+                    created.append(owner.create_custom_conversion(account, f"r{i}", pixel, {"event": f"E{i}"}).id)
+                    time.sleep(0.05)
+
+        with ThreadPoolExecutor(6) as pool:
+            recorders = [pool.submit(record, node) for node in (a, b, a, b)]
+            registrars = [pool.submit(register, node) for node in (a, b)]
+            for future in registrars:
+                future.result()
+            time.sleep(20)
+            stop.set()
+            for future in recorders:
+                future.result()
+        assert sum(row.value for row in a.owner.stats(conversion, "count", 1, 2 * 10**9).rows) == sum(recorded)
+        events = [{"pixel_id": pixel, "event": f"E{i}"} for i in range(45)]
+        for node in (a, b):
+            eventually(lambda: sorted(
+                m.custom_conversion_id for r in node.ingest.classify_pixel_events(events) for m in r.conversions
+            ) == sorted(created))
+        assert not [line for node in (a, b) for line in node.process.log_lines if line.get("level") == "error"]
+    finally:
+        a.close()
+        b.close()
