@@ -101,6 +101,7 @@ def create_server(
     metrics = Metrics()
     core = Core(store=store, registry=registry, tokens=tokens, limits=limits, metrics=metrics)
     registry.listeners.append(metrics.observe_snapshot)
+    metrics.follow_registry(registry)
     registry.load()
 
     def observe(method: str, code: str, seconds: float) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -318,6 +319,16 @@ def test_processes_serve_one_port_and_stop_together(tmp_path):
 
         for _ in range(6):
             eventually(seen_on_a_new_connection)
+
+        def positions():  # both workers' snapshots reflect the same change-log position
+            values = set()
+            for port in serving["metrics_ports"]:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                    lines = response.read().decode().splitlines()
+                values |= {line.split()[1] for line in lines if line.startswith("cm_change_log_position ")}
+            return values if len(values) == 1 else None
+
+        eventually(positions)
         assert service.terminate() == 0
         stopped = [line for line in service.log_lines if line.get("msg") == "stopped"]
         assert {line.get("worker") for line in stopped} == {0, 1, None}
