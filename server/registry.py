@@ -229,7 +229,6 @@ class Registry:
             self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
 
-
     # -- following other processes' changes ---------------------------------------------------
 
     def sync(self) -> bool:
@@ -348,14 +347,17 @@ class Registry:
 
     def _follow(self, interval: float) -> None:
         failing_since: float | None = None
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001 - keep following; the round is retried
+            except Exception:  # noqa: BLE001 - keep following; the round is retried, backing off to 5 s
                 if failing_since is None:
                     failing_since = time.monotonic()
-                    log.exception("change log not applied; retrying every poll")
+                    log.exception("change log not applied; retrying")
+                wait = min(max(wait * 2, interval), 5.0)
                 continue
+            wait = interval
             if failing_since is not None:
                 log.info("change log applied again", extra={"failed_seconds": round(time.monotonic() - failing_since, 3)})
                 failing_since = None
