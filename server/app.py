@@ -50,10 +50,12 @@ class Server:
         self.grpc_server = grpc_server
         self.core = core
         self.health = health_servicer
+        self.sync_interval = 0.0  # change-log poll interval (seconds; 0: never), set by create_server
         self._stopped = False
 
     def start(self) -> None:
         self.grpc_server.start()
+        self.core.registry.start_following(self.sync_interval)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -69,6 +71,7 @@ class Server:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
+        self.core.registry.stop_following()
         self.core.store.close()
         self.core.metrics.close()
         log.info("stopped")
@@ -83,15 +86,22 @@ def create_server(
     workers: int = 16,
     metrics_port: int | None = None,
     sync: str = "FULL",
+    sync_interval: float = 0.05,
 ) -> tuple[Server, int]:
     """Build the server bound to ``addr`` (port 0 picks one) with its store loaded and
-    compiled; returns ``(server, port)``. Call ``server.start()`` to serve."""
+    compiled; returns ``(server, port)``. Call ``server.start()`` to serve; from then on the
+    registry applies what other processes register in the same database every
+    ``sync_interval`` seconds (0: never).
+
+    The port is bound with ``SO_REUSEPORT`` so several processes can serve one port (the
+    kernel spreads connections over them)."""
     limits = limits or Limits()
     store = SQLiteStore(db_path, synchronous=sync)
     registry = Registry(store)
     metrics = Metrics()
     core = Core(store=store, registry=registry, tokens=tokens, limits=limits, metrics=metrics)
     registry.listeners.append(metrics.observe_snapshot)
+    metrics.follow_registry(registry)
     registry.load()
 
     def observe(method: str, code: str, seconds: float) -> None:
@@ -106,6 +116,7 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.so_reuseport", 1),  # gRPC's default on Linux, explicit: --processes N relies on it
         ],
     )
     pixels_pb2_grpc.add_PixelServiceServicer_to_server(PixelServicer(core), grpc_server)
@@ -125,4 +136,6 @@ def create_server(
         "loaded",
         extra={"rules": registry.snapshot.rule_count, "ads": len(registry.snapshot.ad_specs), "db": str(db_path)},
     )
-    return Server(grpc_server, core, health_servicer), port
+    server = Server(grpc_server, core, health_servicer)
+    server.sync_interval = sync_interval
+    return server, port

@@ -25,10 +25,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines."""
+class _Fields(logging.Filter):
+    """Adds fixed fields (e.g. ``worker``) to every record of a handler."""
+
+    def __init__(self, fields: dict) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            setattr(record, key, value)
+        return True
+
+
+def configure(level: str = "INFO", **fields: object) -> None:
+    """Send every logger's records to stderr as JSON lines; ``fields`` (e.g. ``worker=2``)
+    are added to every line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    if fields:
+        handler.addFilter(_Fields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -28,6 +28,19 @@ class Metrics:
         )
         self.rules = Gauge("cm_rules_loaded", "Custom conversion rules compiled for classification", registry=self.registry)
         self.ads = Gauge("cm_ads_loaded", "Ads whose specs are compiled for classification", registry=self.registry)
+        self.change_position = Gauge(
+            "cm_change_log_position", "Change-log seq this process's snapshot reflects (equal across processes when in step)",
+            registry=self.registry,
+        )
+        self.reloads = Gauge(
+            "cm_change_log_reloads", "Full reloads since start (the change log was pruned past this process, or a change "
+            "could not be applied incrementally)", registry=self.registry,
+        )
+
+    def follow_registry(self, registry) -> None:
+        """Export the registry's change-log position and reload count (read at scrape time)."""
+        self.change_position.set_function(lambda: registry.position)
+        self.reloads.set_function(lambda: registry.reloads)
 
     def observe_snapshot(self, snapshot) -> None:
         """Registry listener: the gauges follow every published snapshot."""

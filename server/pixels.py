@@ -137,7 +137,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         if name is None and tag is None:
             raise InvalidArgument("nothing to update: give name and/or tag")
         pixel = self._managed(principal, request.pixel_id)
-        return self._message(self.core.store.update_pixel(pixel.id, name, tag))
+        return self._message(self.core.registry.write(lambda: self.core.store.update_pixel(pixel.id, name, tag)))
 
     def DeletePixel(self, request, context):
         principal = self.core.authenticate(context)
@@ -153,7 +153,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         principal = self.core.authenticate(context)
         accounts = self._accounts(request.account_ids)
         pixel = self._managed(principal, request.pixel_id)
-        return self._authorised(self.core.store.add_authorized_accounts(pixel.id, accounts))
+        return self._authorised(self.core.registry.write(lambda: self.core.store.add_authorized_accounts(pixel.id, accounts)))
 
     def RemoveAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
@@ -161,7 +161,9 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         pixel = self._managed(principal, request.pixel_id)
         if pixel.creator in accounts:
             raise InvalidArgument(f"account_ids: the creator {pixel.creator} is always authorised and cannot be removed")
-        return self._authorised(self.core.store.remove_authorized_accounts(pixel.id, accounts))
+        return self._authorised(
+            self.core.registry.write(lambda: self.core.store.remove_authorized_accounts(pixel.id, accounts))
+        )
 
     def GetPixelSnippets(self, request, context):
         principal = self.core.authenticate(context)

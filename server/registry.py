@@ -7,21 +7,36 @@ registration takes the writer lock, builds the next snapshot with ``with_changes
 (only the changed pixel's rules, or the changed ads, are recompiled; the rest is
 shared), commits to the store, and only then swaps the reference. A rejected or failed
 registration therefore changes neither the store nor what classification sees.
+
+Several processes on one database: every store write that changes what a registry
+compiles appends a row to the store's change log in the same transaction. Each
+registry remembers the log position its snapshot reflects; its own registrations
+advance it (when nothing from elsewhere came in between), and a follower thread
+(:meth:`Registry.start_following`) polls the store every ``interval`` seconds, reads
+the rows after that position, re-reads the objects they name and applies their
+*current* state with the same incremental ``with_changes``, under the writer lock. So
+applying a change twice (one's own, or two rows for one object) is harmless, and
+re-reading the current state after reading the rows means the snapshot reflects at
+least every change up to the new position. A follower that finds pruned rows after its
+position reloads everything.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 import matcher
 
-from server.errors import InvalidArgument, parse_json
+from server.errors import InvalidArgument, NotFound, ServiceError, parse_json
 from server.store import AdRecord, CustomConversionRecord, PixelRecord, Store
 
 T = TypeVar("T")
+log = logging.getLogger("server.registry")
 
 
 def new_id() -> str:
@@ -72,28 +87,42 @@ class Registry:
         )
         # Called with every published snapshot (under the writer lock), e.g. to update gauges.
         self.listeners: list[Callable[[Snapshot], None]] = []
+        self.position = 0  # the change-log seq the snapshot reflects (every change up to it)
+        self.changes_applied = 0  # change-log rows read by the follower (own ones included)
+        self.reloads = 0  # full reloads after a gap in the change log
+        self._pending = True  # the follower must read the log even if the store says nothing changed
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
 
     # -- start-up ---------------------------------------------------------------------------
 
     def load(self) -> None:
         """Compile everything the store holds (at start)."""
         with self._writer:
-            conversions = self.store.tracked_custom_conversions()
-            rules = matcher.compile_rules(
-                {c.id: c.rule for c in conversions}, sources={c.id: c.event_source_id for c in conversions}
+            self._load()
+
+    def _load(self) -> None:
+        # Position first, state second: state read later is at least as new as the position,
+        # and the follower re-applies (idempotently) whatever was logged after it.
+        self.store.others_wrote()
+        position = self.store.change_position()
+        conversions = self.store.tracked_custom_conversions()
+        rules = matcher.compile_rules(
+            {c.id: c.rule for c in conversions}, sources={c.id: c.event_source_id for c in conversions}
+        )
+        ads = {ad.id: effective_ad_specs(ad) for ad in self.store.list_ads(None)}
+        tracking, conversion = _compile_ads(ads)
+        self._publish(
+            Snapshot(
+                rules=rules,
+                default_values={c.id: c.default_conversion_value for c in conversions},
+                pixel_ids=frozenset(self.store.pixel_ids()),
+                tracking=tracking,
+                conversion=conversion,
+                ad_specs=ads,
             )
-            ads = {ad.id: effective_ad_specs(ad) for ad in self.store.list_ads(None)}
-            tracking, conversion = _compile_ads(ads)
-            self._publish(
-                Snapshot(
-                    rules=rules,
-                    default_values={c.id: c.default_conversion_value for c in conversions},
-                    pixel_ids=frozenset(self.store.pixel_ids()),
-                    tracking=tracking,
-                    conversion=conversion,
-                    ad_specs=ads,
-                )
-            )
+        )
+        self.position = position
 
     def _publish(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot  # one reference assignment: readers see old or new, never half
@@ -102,10 +131,27 @@ class Registry:
 
     # -- writers ----------------------------------------------------------------------------
 
+    def _wrote(self) -> None:
+        """After a store write under the writer lock: the snapshot now reflects the change it
+        logged; when that is the next change of the log, the position moves past it (else
+        another process wrote in between, and the follower applies both)."""
+        seq = self.store.last_change_seq()
+        if seq is not None and seq == self.position + 1:
+            self.position = seq
+
+    def write(self, store_change: Callable[[], T]) -> T:
+        """Run a store write that changes nothing classification reads (pixel name, tag,
+        authorised accounts) under the writer lock, keeping the log position in step."""
+        with self._writer:
+            result = store_change()
+            self._wrote()
+            return result
+
     def add_pixel(self, create: Callable[[], PixelRecord]) -> PixelRecord:
         """Run the store's create; its events are recorded from now on."""
         with self._writer:
             pixel = create()
+            self._wrote()
             current = self.snapshot
             self._publish(replace(current, pixel_ids=current.pixel_ids | {pixel.id}))
             return pixel
@@ -114,6 +160,7 @@ class Registry:
         """Run the store's delete; its events are no longer recorded."""
         with self._writer:
             delete(pixel_id)
+            self._wrote()
             current = self.snapshot
             self._publish(replace(current, pixel_ids=current.pixel_ids - {pixel_id}))
 
@@ -126,6 +173,7 @@ class Registry:
                 record = replace(record, id=new_id())
             rules = current.rules.with_changes({record.id: rule}, sources={record.id: record.event_source_id})
             stored = self.store.create_custom_conversion(record, limit)
+            self._wrote()
             self._publish(
                 replace(
                     current,
@@ -139,6 +187,7 @@ class Registry:
         """Apply an update; a new default value applies to the next batch."""
         with self._writer:
             stored = self.store.update_custom_conversion(conversion_id, changes)
+            self._wrote()
             current = self.snapshot
             if "default_conversion_value" in changes and conversion_id in current.default_values:
                 values = {**current.default_values, conversion_id: stored.default_conversion_value}
@@ -152,6 +201,7 @@ class Registry:
             tracked = conversion_id in current.default_values
             rules = current.rules.with_changes(remove=[conversion_id]) if tracked else current.rules
             result = store_change(conversion_id)
+            self._wrote()
             if tracked:
                 values = {k: v for k, v in current.default_values.items() if k != conversion_id}
                 self._publish(replace(current, rules=rules, default_values=values))
@@ -163,8 +213,9 @@ class Registry:
             specs = effective_ad_specs(record)
             current = self.snapshot
             ads = {**current.ad_specs, record.id: specs}
-            tracking, conversion = _compile_ads(ads, current, changed=record.id)
+            tracking, conversion = _compile_ads(ads, current, changed=[record.id])
             stored = self.store.put_ad(record, replace_existing=replace_existing)
+            self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
             return stored, specs
 
@@ -173,9 +224,150 @@ class Registry:
         with self._writer:
             current = self.snapshot
             ads = {k: v for k, v in current.ad_specs.items() if k != ad_id}
-            tracking, conversion = _compile_ads(ads, current, removed=ad_id)
+            tracking, conversion = _compile_ads(ads, current, changed=[ad_id])
             self.store.delete_ad(ad_id)
+            self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
+
+    # -- following other processes' changes ---------------------------------------------------
+
+    def sync(self) -> bool:
+        """Apply the changes other processes logged since :attr:`position`; True when a new
+        snapshot was published. Cheap when nothing changed (one ``PRAGMA`` on SQLite)."""
+        if not self._pending and not self.store.others_wrote():
+            return False
+        self._pending = True  # until this round succeeds: a failed round is retried next poll
+        with self._writer:
+            batch = self.store.changes_since(self.position)
+            if batch.gap:
+                log.warning(
+                    "change log pruned past this process's position; reloading everything",
+                    extra={"position": self.position, "now_at": batch.position},
+                )
+                self._load()
+                self.reloads += 1
+                self._pending = False
+                return True
+            try:
+                changed = self._apply(batch.changes) if batch.changes else False
+            except Exception:  # noqa: BLE001 - a bug or a stored object this version cannot compile
+                log.exception("change not applied incrementally; reloading everything", extra={"position": self.position})
+                self._load()
+                self.reloads += 1
+                self._pending = False
+                return True
+            self.changes_applied += len(batch.changes)
+            self.position = batch.position
+            self._pending = False
+            return changed
+
+    def _apply(self, changes: Iterable[tuple[str, str]]) -> bool:
+        """Bring the named objects to their current stored state in one new snapshot."""
+        current = self.snapshot
+        pixel_ids = set(current.pixel_ids)
+        values = dict(current.default_values)
+        add: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        remove: list[str] = []
+        ads = dict(current.ad_specs)
+        changed_ads: list[str] = []
+        for kind, object_id in dict.fromkeys(changes):
+            if kind == "pixel":
+                if self.store.pixel_exists(object_id):
+                    pixel_ids.add(object_id)
+                else:
+                    pixel_ids.discard(object_id)
+            elif kind == "custom_conversion":
+                record = _get(self.store.get_custom_conversion, object_id)
+                if record is not None and not record.is_archived:
+                    if object_id not in current.default_values:  # rules never change: only new ones compile
+                        try:
+                            add[object_id] = matcher.parse_rule(record.rule)
+                        except ValueError as error:
+                            log.error("stored rule not loaded", extra={"custom_conversion": object_id, "error": str(error)})
+                            continue
+                        sources[object_id] = record.event_source_id
+                    values[object_id] = record.default_conversion_value
+                elif object_id in current.default_values:
+                    remove.append(object_id)
+                    del values[object_id]
+            elif kind == "ad":
+                ad = _get(self.store.get_ad, object_id)
+                specs = None
+                if ad is not None:
+                    try:
+                        specs = effective_ad_specs(ad)
+                    except (ValueError, ServiceError) as error:
+                        log.error("stored ad not loaded", extra={"ad": object_id, "error": str(error)})
+                old = current.ad_specs.get(object_id)
+                if specs is None and old is not None:
+                    del ads[object_id]
+                    changed_ads.append(object_id)
+                elif specs is not None and (
+                    old is None or (old.tracking_json, old.conversion_json) != (specs.tracking_json, specs.conversion_json)
+                ):
+                    ads[object_id] = specs
+                    changed_ads.append(object_id)
+            else:
+                log.warning("unknown change kind ignored", extra={"kind": kind, "object_id": object_id})
+        if not (add or remove or changed_ads) and values == current.default_values and pixel_ids == current.pixel_ids:
+            return False
+        rules = current.rules.with_changes(add, sources=sources, remove=remove) if add or remove else current.rules
+        tracking, conversion = current.tracking, current.conversion
+        if changed_ads:
+            tracking, conversion = _compile_ads(ads, current, changed=changed_ads)
+        self._publish(
+            replace(
+                current,
+                rules=rules,
+                default_values=values,
+                pixel_ids=frozenset(pixel_ids),
+                tracking=tracking,
+                conversion=conversion,
+                ad_specs=ads,
+                pixel_ad_cache={} if changed_ads else current.pixel_ad_cache,
+            )
+        )
+        return True
+
+    def start_following(self, interval: float) -> None:
+        """Poll the change log every ``interval`` seconds in a daemon thread (0: never)."""
+        if interval <= 0 or self._follower is not None:
+            return
+        self._stop.clear()
+        self._follower = threading.Thread(target=self._follow, args=(interval,), name="registry-follower", daemon=True)
+        self._follower.start()
+
+    def stop_following(self) -> None:
+        """Stop the follower thread (waits for a round in progress)."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(60)
+            self._follower = None
+
+    def _follow(self, interval: float) -> None:
+        failing_since: float | None = None
+        wait = interval
+        while not self._stop.wait(wait):
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - keep following; the round is retried, backing off to 5 s
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.exception("change log not applied; retrying")
+                wait = min(max(wait * 2, interval), 5.0)
+                continue
+            wait = interval
+            if failing_since is not None:
+                log.info("change log applied again", extra={"failed_seconds": round(time.monotonic() - failing_since, 3)})
+                failing_since = None
+
+
+def _get(read: Callable[[str], T], object_id: str) -> T | None:
+    try:
+        return read(object_id)
+    except NotFound:
+        return None
 
 
 # -- ads: effective specs and their compiled sets ------------------------------------------
@@ -204,10 +396,10 @@ def effective_ad_specs(ad: AdRecord) -> AdSpecs:
     return AdSpecs(tuple(tracking), tuple(conversion), matcher.specs_to_json(tracking), matcher.specs_to_json(conversion))
 
 
-def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *, changed: str | None = None,
-                 removed: str | None = None) -> tuple[Any, Any]:
+def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *,
+                 changed: Collection[str] = ()) -> tuple[Any, Any]:
     """Compiled tracking and conversion sets (None when empty); with ``current``, built from
-    its sets by ``with_changes`` for the one changed or removed ad."""
+    its sets by ``with_changes`` for the ``changed`` ads (added, replaced or removed)."""
     compiled = []
     for kind in ("tracking", "conversion"):
         members = {ad_id: getattr(specs, kind) for ad_id, specs in ads.items() if getattr(specs, kind)}
@@ -217,7 +409,7 @@ def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *,
         elif previous is None:
             compiled.append(matcher.compile_action_specs(members))
         else:
-            add = {changed: members[changed]} if changed in members else None
-            gone = [ad_id for ad_id in (changed, removed) if ad_id is not None and ad_id not in members]
+            add = {ad_id: members[ad_id] for ad_id in changed if ad_id in members} or None
+            gone = [ad_id for ad_id in changed if ad_id not in members]
             compiled.append(previous.with_changes(add=add, remove=gone))
     return compiled[0], compiled[1]

@@ -9,6 +9,15 @@ Concurrency: one connection guarded by a lock. Writes are serialised anyway (the
 registry holds its writer lock around store write + compiled swap), and reads are
 short primary-key or per-account lookups; classification never touches the store
 unless it records.
+
+Several processes may share one file (``python -m server --processes N``, or separate
+servers on one database). Every write is a ``BEGIN IMMEDIATE`` transaction, so limits
+checked inside it (100 custom conversions per account, unique ids, a pixel still
+counted by conversions) hold across processes, and ``busy_timeout`` makes a writer wait
+for another process's transaction instead of failing. Every write that changes what a
+registry compiles also appends a row to the **change log** (``changes``) in the same
+transaction; each process's registry follows that log (:meth:`Store.changes_since`) to
+apply the other processes' registrations.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +36,7 @@ from server.errors import AlreadyExists, FailedPrecondition, NotFound
 
 __all__ = [
     "AdRecord",
+    "ChangeBatch",
     "CustomConversionRecord",
     "PixelRecord",
     "Recording",
@@ -88,6 +99,18 @@ class Recording:
     # (custom conversion id, hour, dimension, key) -> [matches, usd amount (conversion values),
     # event value (the events' own numeric `value`, for unmatched amounts)]; dimension "" is the total
     conversion_hourly: dict[tuple[str, int, str, str], list] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """Change-log rows after a position: ``changes`` are ``(kind, object_id)`` in log order
+    (kind: ``pixel``, ``custom_conversion``, ``ad``); ``position`` is the last seq read;
+    ``gap`` is True when rows after the asked position were pruned (the reader must reload
+    everything instead)."""
+
+    position: int
+    changes: tuple[tuple[str, str], ...]
+    gap: bool = False
 
 
 class Store(ABC):
@@ -182,6 +205,30 @@ class Store(ABC):
     def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]:
         """(hour, events, usd amount) rows of a pixel."""
 
+    # -- change log (followed by every process's registry) ---------------------------------
+
+    @abstractmethod
+    def pixel_exists(self, pixel_id: str) -> bool:
+        """Whether the pixel is registered."""
+
+    @abstractmethod
+    def change_position(self) -> int:
+        """The seq of the last change ever logged (0 when none); read it *before* loading
+        the state a follower starts from."""
+
+    @abstractmethod
+    def others_wrote(self) -> bool:
+        """Cheap poll: False only when no other connection can have committed anything since
+        the previous call (a follower then skips reading the log). True is always safe."""
+
+    @abstractmethod
+    def changes_since(self, position: int) -> ChangeBatch:
+        """Logged changes with seq > ``position``, in order (see :class:`ChangeBatch`)."""
+
+    @abstractmethod
+    def last_change_seq(self) -> int | None:
+        """The seq of the change the calling thread's last write logged (None: none)."""
+
     @abstractmethod
     def close(self) -> None:
         """Checkpoint and close; the store is unusable afterwards."""
@@ -230,6 +277,17 @@ CREATE TABLE IF NOT EXISTS ads (
     conversion_specs TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ads_by_account ON ads(account_id);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS change_log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pruned_through INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO change_log_state (id, pruned_through) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS pixel_hourly (
     pixel_id TEXT NOT NULL,
     hour INTEGER NOT NULL,
@@ -266,6 +324,14 @@ class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode."""
 
     SYNC_MODES = ("FULL", "NORMAL", "OFF")
+    #: Change-log pruning: every PRUNE_EVERY changes, rows that are both older than
+    #: KEEP_CHANGE_SECONDS and not among the last KEEP_CHANGES are deleted. A follower that
+    #: was further behind finds the gap and reloads everything.
+    KEEP_CHANGES = 10_000
+    KEEP_CHANGE_SECONDS = 3600
+    PRUNE_EVERY = 256
+    #: How long a writer waits for another process's transaction before "database is locked".
+    BUSY_TIMEOUT_MS = 10_000
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         """Open (creating when missing) the database at ``path``.
@@ -280,10 +346,13 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The busy timeout first: several processes may open (and switch to WAL) one new file at once.
+        self._db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._local = threading.local()  # .seq: the change the thread's last write logged
+        self._data_version: int | None = None
         with self._transaction() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -292,13 +361,16 @@ class SQLiteStore(Store):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._local.seq = None
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._local.seq = None  # the logged change (if any) did not happen
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -306,9 +378,63 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._lock:
-            # Fold the WAL back into the main file so the database is one file at rest.
+            # Fold the WAL back into the main file so the database is one file at rest. When
+            # other processes still use the file the checkpoint may stay partial (it reports
+            # busy rather than failing); waiting for them is bounded to a second.
+            self._db.execute("PRAGMA busy_timeout=1000")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+
+    # -- change log -------------------------------------------------------------------------
+
+    def _log_change(self, db: sqlite3.Connection, kind: str, object_id: str) -> None:
+        """Append a change row inside the caller's transaction (so it commits or rolls back
+        with the change itself); now and then prune old rows."""
+        now = int(time.time())
+        seq = db.execute("INSERT INTO changes (kind, object_id, at) VALUES (?, ?, ?)", (kind, object_id, now)).lastrowid
+        self._local.seq = seq
+        if seq % self.PRUNE_EVERY == 0:
+            (through,) = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE seq <= ? AND at < ?",
+                (seq - self.KEEP_CHANGES, now - self.KEEP_CHANGE_SECONDS),
+            ).fetchone()
+            if through:
+                db.execute("DELETE FROM changes WHERE seq <= ?", (through,))
+                db.execute(
+                    "UPDATE change_log_state SET pruned_through = MAX(pruned_through, ?) WHERE id = 1", (through,)
+                )
+
+    def last_change_seq(self) -> int | None:
+        return getattr(self._local, "seq", None)
+
+    def change_position(self) -> int:
+        rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        return rows[0][0] if rows else 0
+
+    def others_wrote(self) -> bool:
+        # data_version changes when another connection (another process) commits; this
+        # connection's own commits do not change it.
+        with self._lock:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            changed = version != self._data_version
+            self._data_version = version
+            return changed
+
+    def changes_since(self, position: int) -> ChangeBatch:
+        with self._lock:
+            self._db.execute("BEGIN")  # one read snapshot: the rows and the prune mark agree
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, kind, object_id FROM changes WHERE seq > ? ORDER BY seq", (position,)
+                ).fetchall()
+                (pruned,) = self._db.execute("SELECT pruned_through FROM change_log_state WHERE id = 1").fetchone()
+            finally:
+                self._db.execute("COMMIT")
+        last = rows[-1][0] if rows else position
+        return ChangeBatch(position=last, changes=tuple((kind, oid) for _, kind, oid in rows), gap=pruned > position)
+
+    def pixel_exists(self, pixel_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)))
 
     # -- pixels -------------------------------------------------------------------------
 
@@ -334,6 +460,7 @@ class SQLiteStore(Store):
                 (pixel_id, name, tag, creator, now),
             )
             db.execute("INSERT INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)", (pixel_id, creator))
+            self._log_change(db, "pixel", pixel_id)
             return self._pixel(db, pixel_id)
 
     def get_pixel(self, pixel_id: str) -> PixelRecord:
@@ -357,6 +484,7 @@ class SQLiteStore(Store):
                 db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
             if tag is not None:
                 db.execute("UPDATE pixels SET tag = ? WHERE id = ?", (tag, pixel_id))
+            self._log_change(db, "pixel", pixel_id)
             return self._pixel(db, pixel_id)
 
     def delete_pixel(self, pixel_id: str) -> None:
@@ -369,6 +497,7 @@ class SQLiteStore(Store):
                 )
             db.execute("DELETE FROM pixel_hourly WHERE pixel_id = ?", (pixel_id,))
             db.execute("DELETE FROM pixels WHERE id = ?", (pixel_id,))
+            self._log_change(db, "pixel", pixel_id)
 
     def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
         with self._transaction() as db:
@@ -377,6 +506,7 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
             )
+            self._log_change(db, "pixel", pixel_id)
             return self._pixel(db, pixel_id)
 
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
@@ -386,6 +516,7 @@ class SQLiteStore(Store):
                 "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
                 [(pixel_id, account) for account in accounts],
             )
+            self._log_change(db, "pixel", pixel_id)
             return self._pixel(db, pixel_id)
 
     # -- custom conversions --------------------------------------------------------------
@@ -429,6 +560,7 @@ class SQLiteStore(Store):
                     int(record.is_archived),
                 ),
             )
+            self._log_change(db, "custom_conversion", record.id)
             return self._conversion(db, record.id)
 
     def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
@@ -455,12 +587,14 @@ class SQLiteStore(Store):
             self._conversion(db, conversion_id)
             for column, value in changes.items():
                 db.execute(f"UPDATE custom_conversions SET {column} = ? WHERE id = ?", (value, conversion_id))
+            self._log_change(db, "custom_conversion", conversion_id)
             return self._conversion(db, conversion_id)
 
     def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
         with self._transaction() as db:
             self._conversion(db, conversion_id)
             db.execute("UPDATE custom_conversions SET is_archived = 1 WHERE id = ?", (conversion_id,))
+            self._log_change(db, "custom_conversion", conversion_id)
             return self._conversion(db, conversion_id)
 
     def delete_custom_conversion(self, conversion_id: str) -> None:
@@ -468,6 +602,7 @@ class SQLiteStore(Store):
             self._conversion(db, conversion_id)
             db.execute("DELETE FROM conversion_hourly WHERE conversion_id = ?", (conversion_id,))
             db.execute("DELETE FROM custom_conversions WHERE id = ?", (conversion_id,))
+            self._log_change(db, "custom_conversion", conversion_id)
 
     # -- ads ------------------------------------------------------------------------------
 
@@ -483,6 +618,7 @@ class SQLiteStore(Store):
                 (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,
                  record.promoted_object, record.tracking_specs, record.conversion_specs),
             )
+            self._log_change(db, "ad", record.id)
             return record
 
     def get_ad(self, ad_id: str) -> AdRecord:
@@ -500,6 +636,7 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             if db.execute("DELETE FROM ads WHERE id = ?", (ad_id,)).rowcount == 0:
                 raise NotFound(f"ad {ad_id!r} is not registered")
+            self._log_change(db, "ad", ad_id)
 
     # -- recorded events -----------------------------------------------------------------
 
@@ -514,13 +651,15 @@ class SQLiteStore(Store):
                 "last_fired_time = MAX(COALESCE(last_fired_time, 0), ?) WHERE id = ?",
                 [(earliest, earliest, latest, cid) for cid, (earliest, latest) in recording.conversion_firings.items()],
             )
+            # Only pixels and conversions still registered get counters: one deleted meanwhile
+            # (by this process or, not yet followed, by another) is skipped, leaving no orphan rows.
             db.executemany(
-                "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) VALUES (?, ?, ?, ?) "
+                "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) "
+                "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM pixels WHERE id = ?) "
                 "ON CONFLICT (pixel_id, hour) DO UPDATE SET events = events + excluded.events, "
                 "usd_amount = usd_amount + excluded.usd_amount",
-                [(pixel_id, hour, n, amount) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
+                [(pixel_id, hour, n, amount, pixel_id) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
             )
-            # Only conversions still registered get counters: one deleted meanwhile is skipped.
             db.executemany(
                 "INSERT INTO conversion_hourly (conversion_id, hour, dimension, key, matches, usd_amount, event_value) "
                 "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM custom_conversions WHERE id = ?) "

@@ -40,7 +40,8 @@ def running_server(db_path: str | Path, *, limits: Limits | None = None, **kwarg
 
 
 class ServerProcess:
-    """``python -m server`` as a child process; the port is read from its 'serving' log line."""
+    """``python -m server`` as a child process; the port is read from its 'serving' log line
+    (with ``--processes N``, the parent's: the one without a ``worker`` field)."""
 
     def __init__(self, directory: Path, *args: str, tokens_file: dict | None = None) -> None:
         tokens = directory / "tokens.json"
@@ -57,6 +58,7 @@ class ServerProcess:
         self._ready = threading.Event()
         self.port = 0
         self.metrics_port: int | None = None
+        self.serving: dict = {}  # the 'serving' log entry
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
         self._reader.start()
         if not self._ready.wait(30) or not self.port:
@@ -70,9 +72,10 @@ class ServerProcess:
             except json.JSONDecodeError:
                 entry = {"raw": line}
             self.log_lines.append(entry)
-            if entry.get("msg") == "serving":
+            if entry.get("msg") == "serving" and "worker" not in entry:
+                self.serving = entry
                 self.port = entry["port"]
-                self.metrics_port = entry.get("metrics_port")
+                self.metrics_port = entry.get("metrics_port", (entry.get("metrics_ports") or [None])[0])
                 self._ready.set()
         self._ready.set()
 
