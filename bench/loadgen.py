@@ -132,13 +132,13 @@ class LoadGenerators:
             merged.planned += part["planned"]
             merged.unsent += part["unsent"]
             merged.elapsed = max(merged.elapsed, part["end"] - start)
-        if job.mode == "open":  # the schedule spans ``seconds``; a server that falls behind stretches it
-            merged.elapsed = max(merged.elapsed, job.seconds)
             merged.latencies.extend(part["latencies"])
             for server, calls in enumerate(part["per_server"]):
                 merged.per_server[server] += calls
             for server in part["connections"]:
                 merged.connections_per_server[server] += 1
+        if job.mode == "open":  # the schedule spans ``seconds``; a server that falls behind stretches it
+            merged.elapsed = max(merged.elapsed, job.seconds)
         return merged
 
 
