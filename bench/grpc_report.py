@@ -86,7 +86,7 @@ def print_tables(report: dict) -> None:
 
 def plot(report: dict, path: str) -> None:
     """Left: events/s against rule count, a line per (server processes, clients), the ceilings
-    dashed. Right: p50 and p99 against achieved load, a line per (rules, processes, clients)."""
+    dashed. Right: p50 and p99 against offered (target) load, a line per (rules, processes, clients)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,10 +115,10 @@ def plot(report: dict, path: str) -> None:
         rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"])
                        == (rules, processes, clients)), key=lambda r: r["target_events_per_s"])
         for name, style in (("p50", "-o"), ("p99", "--^")):
-            right.plot([r["achieved_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
+            right.plot([r["target_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
                        label=f"{name}, {rules:,} rules, {processes} srv, {clients} cl")
     right.set_yscale("log")
-    right.set_xlabel(f"achieved load (events/s, {report['setup']['latency_batch']}-event requests, open loop)")
+    right.set_xlabel(f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)")
     right.set_ylabel("latency from intended send (ms)")
     right.set_title("latency against load")
     right.grid(True, which="both", alpha=0.3)
