@@ -92,7 +92,11 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    lines = sorted({(r["rules"], r["server_processes"], r["clients"]) for r in report["latency"]})
+    if lines:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    else:  # no fixed rates measured: throughput only
+        fig, left = plt.subplots(figsize=(7, 5))
     combos = sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
     for index, (processes, clients) in enumerate(combos):
         color = f"C{index}"
@@ -110,7 +114,9 @@ def plot(report: dict, path: str) -> None:
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
 
-    lines = sorted({(r["rules"], r["server_processes"], r["clients"]) for r in report["latency"]})
+    if not lines:
+        _save(fig, report, path)
+        return
     for index, (rules, processes, clients) in enumerate(lines):
         rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"])
                        == (rules, processes, clients)), key=lambda r: r["target_events_per_s"])
@@ -122,8 +128,11 @@ def plot(report: dict, path: str) -> None:
     right.set_ylabel("latency from intended send (ms)")
     right.set_title("latency against load")
     right.grid(True, which="both", alpha=0.3)
-    if lines:
-        right.legend(fontsize=7)
-    fig.suptitle(CORES_NOTE.format(cores=report["cores"]), fontsize=8)
+    right.legend(fontsize=7)
+    _save(fig, report, path)
+
+
+def _save(fig, report: dict, path: str) -> None:
+    fig.suptitle(CORES_NOTE.format(cores=report["cores"]).replace(": every", ":\nevery"), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
