@@ -2,7 +2,8 @@
 
     rules     custom-conversion rules: kernel, twin, reference, hand-written re, threads
     actions   action specs: compiled set, twin and reference on 100,000 ads
-    grpc      the service under load, next to an empty handler (the transport's ceiling)
+    grpc      the service under load: client and server processes, fixed rates, rule counts,
+              each figure next to an empty handler (the transport's ceiling)
     scaling   throughput against rule count, with --json and --plot
 
 `python -m bench NAME --help` lists each one's options.

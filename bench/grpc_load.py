@@ -1,67 +1,68 @@
-"""Load benchmark of the gRPC service: client and server on this machine, real SQLite file.
+"""Load benchmark of the gRPC service: client processes and server processes on this machine, real SQLite file.
 
-    .venv/bin/python -m bench.grpc_load [--rules 10000] [--batch 1000] [--seconds 3] [--repeat 3]
+    .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--server-processes 1,2] [--clients 1,2]
+                                   [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
+                                   [--seconds 3] [--repeat 3] [--json F] [--plot F.png] [--progress]
 
-Steps, all against a ``python -m server`` child process:
-1. seed ``--rules`` custom conversions (seed-style rules over 100 pixels in 100 ad accounts)
-   straight into the SQLite file, then start the server, which loads and compiles them;
-2. throughput: ``--concurrency`` callers send pre-serialised ``--batch``-event columnar
-   batches for ``--seconds`` (unary calls, then as many bidirectional streams), ``--repeat``
-   times (median and range printed: the machine is shared); the same bytes go to an *empty
-   handler* (a server that reads the request bytes and replies with nothing) to show the
-   transport ceiling;
-3. latency: 100-event batches paced at half the events/s measured in step 2; p50/p90/p99;
-4. registration visibility: create a custom conversion, then classify an event only it
-   matches; the time until it matches (p50/p99). The create call returns after the swap, so
-   the first classification already sees it.
+For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
+1. seed that many custom conversions (seed-style rules over 100 pixels in 100 ad accounts)
+   straight into a fresh SQLite file (one transaction);
+2. for each count in ``--server-processes``, start that many ``python -m server`` processes on
+   one explicit port (``SO_REUSEPORT``), all on that file, each compiling every rule (waited
+   for), and as many empty-handler processes on another port (``bench.servers``);
+3. for each count in ``--clients`` (load-generating *processes*, each with ``--concurrency``
+   caller threads and connections; ``bench.loadgen``):
+   - throughput, closed loop: ``--batch``-event pre-serialised requests back to back for
+     ``--seconds``, ``--repeat`` times (median and range), against the empty handler (the
+     transport ceiling: it reads the request bytes and replies with nothing) and the service;
+     every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
+     bidirectional stream;
+   - latency, open loop at fixed rates: ``--rate`` (events/s) and ``--sweep`` (fractions of the
+     throughput just measured), ``--latency-batch``-event requests sent on a schedule, latency
+     from the *intended* send time (p50/p90/p99/p999), the achieved rate next to the target,
+     and the empty handler at the same rate;
+   - calls per server process (client side) and events classified per process (the servers'
+     own /metrics), printed so an idle process shows;
+4. with one server process: the time from a create call until classification sees the new
+   conversion (``--registrations``; with several processes only the one that took the create
+   would see it: they share the file, not their compiled snapshots).
 
-Clients send pre-serialised bytes and do not decode replies, so the client's Python cost
-stays small next to the server's. Prints a table; never asserts on timings.
+Prints tables; ``--json`` writes every figure, ``--plot`` a PNG of throughput against rule
+count and latency against load. Client processes, server processes and the empty handlers
+all share this machine's cores, so a ceiling is a ceiling *on this machine*. Never asserts
+on timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
-import grpc
-
+from bench.grpc_report import percentiles, plot, print_tables
+from bench.loadgen import Job, LoadGenerators, Result
+from bench.servers import ServerGroup
 from server.client import Client, pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
-from server.store import CustomConversionRecord, SQLiteStore
-from server.testing import ServerProcess
+from server.store import _CC_COLUMNS, SQLiteStore
 
 METHOD = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
 STREAM_METHOD = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
 ACCOUNTS = [f"act_{i}" for i in range(1, 101)]
 # Registers the conversions whose visibility is timed, on pixel 0 (shared with it), since
-# the seeded accounts are at their 100-conversion limit.
+# the seeded accounts are at or over their 100-conversion limit.
 NEWCOMER = "act_101"
 TOKENS = {"tokens": {"bench": {"accounts": [*ACCOUNTS, NEWCOMER], "ingest": True}}}
-METADATA = (("authorization", "Bearer bench"),)
 WORDS = ["shoe", "hat", "thankyou", "confirm", "cart", "blue", "red", "sale", "promo", "checkout"]
 EVENTS = ["Purchase", "Lead", "AddToCart", "PageView", "ViewContent", "item-sold"]
 
-
-
-def _run_callers(caller, concurrency: int) -> float:
-    """Run ``caller(slot)`` on ``concurrency`` threads at once; the seconds until all return."""
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
 
 def make_rule(rng: random.Random, i: int) -> dict:
     """Rules in the style of seed 003: URL contains, event + value, event + custom parameter, regex."""
@@ -90,122 +91,27 @@ def make_events(rng: random.Random, pixels: list[str], count: int) -> list[dict]
 
 
 def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
-    """Write pixels and conversions through the store (unsynced, bulk); returns the pixel ids."""
+    """Pixels through the store (it creates the schema); the conversions in one bulk
+    transaction with the store's own column list (100,000 rows in a few seconds, where one
+    store call per row takes ~20 s). Returns the pixel ids."""
     store = SQLiteStore(db_path, synchronous="OFF")
     pixels = [store.create_pixel(f"pixel {i}", "OTHER", ACCOUNTS[i], 0).id for i in range(len(ACCOUNTS))]
     store.add_authorized_accounts(pixels[0], [NEWCOMER])
+    store.close()
+    rows = []
     for i in range(rule_count):
         owner = i % len(ACCOUNTS)
-        store.create_custom_conversion(
-            CustomConversionRecord(
-                id=str(10**17 + i), account_id=ACCOUNTS[owner], name=f"cc {i}", description="",
-                rule=json.dumps(make_rule(rng, i)), event_source_id=pixels[owner], event_source_type="pixel",
-                custom_event_type="OTHER", default_conversion_value=1.0, creation_time=0,
-            ),
-            limit=10**9,
-        )
-    store.close()
+        rows.append((str(10**17 + i), ACCOUNTS[owner], f"cc {i}", "", json.dumps(make_rule(rng, i)), pixels[owner],
+                     "pixel", "OTHER", 1.0, 0, 0, None, None, 0))
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})", rows)
+        db.execute("COMMIT")
+    finally:
+        db.close()
     return pixels
-
-
-def serve_empty() -> None:
-    """A server whose one handler takes the request bytes and returns an empty reply."""
-    handler = grpc.method_handlers_generic_handler(
-        "conversion_matcher.v1.ClassificationService",
-        {"ClassifyPixelEvents": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")},
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
-                         options=[("grpc.max_receive_message_length", 64 << 20)])
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    server.stop(0)
-
-
-def raw_call(channel: grpc.Channel):
-    # No serializers: requests go out as the pre-built bytes, replies stay bytes.
-    return channel.unary_unary(METHOD)
-
-
-def throughput(target: str, payload: bytes, events_per_call: int, seconds: float, concurrency: int) -> tuple[float, float]:
-    """(events/s, calls/s) with ``concurrency`` callers sending ``payload`` back to back."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
-    call = raw_call(channel)
-    call(payload, metadata=METADATA, timeout=30)  # warm up the connection and caches
-    done = [0] * concurrency
-    deadline = time.perf_counter() + seconds
-
-    def caller(slot: int) -> None:
-        while time.perf_counter() < deadline:
-            call(payload, metadata=METADATA, timeout=30)
-            done[slot] += 1
-
-    elapsed = _run_callers(caller, concurrency)
-    channel.close()
-    calls = sum(done)
-    return calls * events_per_call / elapsed, calls / elapsed
-
-
-def stream_throughput(target: str, payload: bytes, events_per_call: int, seconds: float, concurrency: int) -> float:
-    """events/s over ``concurrency`` open streams, each keeping a window of batches in flight."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
-    stream = channel.stream_stream(STREAM_METHOD)
-    done = [0] * concurrency
-    deadline = time.perf_counter() + seconds
-    window = 4  # batches sent ahead of their replies
-
-    def caller(slot: int) -> None:
-        credits = threading.Semaphore(window)
-        stop = threading.Event()
-
-        def requests():
-            while not stop.is_set():
-                credits.acquire()
-                if time.perf_counter() >= deadline:
-                    return
-                yield payload
-
-        for _ in stream(requests(), metadata=METADATA, timeout=seconds + 30):
-            done[slot] += 1
-            credits.release()
-        stop.set()
-
-    elapsed = _run_callers(caller, concurrency)
-    channel.close()
-    return sum(done) * events_per_call / elapsed
-
-
-def paced_latency(target: str, payload: bytes, calls_per_second: float, seconds: float, concurrency: int) -> list[float]:
-    """Latencies (s) of calls started on a fixed schedule (open loop), spread over callers."""
-    channel = grpc.insecure_channel(target)
-    call = raw_call(channel)
-    call(payload, metadata=METADATA, timeout=30)
-    interval = 1.0 / calls_per_second
-    start = time.perf_counter() + 0.05
-    total = int(seconds * calls_per_second)
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def caller(slot: int) -> None:
-        for n in range(slot, total, concurrency):
-            scheduled = start + n * interval
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            call(payload, metadata=METADATA, timeout=30)
-            # From the scheduled start: a call delayed by a busy server counts its wait.
-            with lock:
-                latencies.append(time.perf_counter() - scheduled)
-
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    channel.close()
-    return latencies
 
 
 def registration_visibility(target: str, pixel: str, account: str, count: int) -> tuple[list[float], list[float]]:
@@ -229,147 +135,173 @@ def registration_visibility(target: str, pixel: str, account: str, count: int) -
     return creates, times
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default="10000", help="rule counts, a comma list (e.g. 100,1000,10000,100000)")
+    parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
+    parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
+    parser.add_argument("--server-processes", default="1", help="server process counts, a comma list (e.g. 1,2)")
+    parser.add_argument("--clients", default="1", help="load-generating client process counts, a comma list (e.g. 1,2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="caller threads (and connections) per client process")
+    parser.add_argument("--rate", default="", help="fixed request rates in events/s, a comma list (open loop)")
+    parser.add_argument("--sweep", default="0.5",
+                        help="fixed rates as fractions of the throughput measured just before, e.g. 0.25,0.5,0.75")
+    parser.add_argument("--stream", action="store_true", help="also measure StreamClassifyPixelEvents")
+    parser.add_argument("--registrations", type=int, default=50, help="creates timed until visible (one server process)")
+    parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
+    parser.add_argument("--startup-timeout", type=float, default=600, help="seconds for servers to load and compile")
+    parser.add_argument("--json", help="write every figure as JSON to this file")
+    parser.add_argument("--plot", help="write a PNG: throughput against rule count, latency against load")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a progress bar on stderr (default: when stderr is a terminal)")
+    options = parser.parse_args(argv)
+    options.rule_counts, options.rates, options.fractions = _ints(options.rules), _floats(options.rate), _floats(options.sweep)
+    options.process_counts, options.client_counts = _ints(options.server_processes), _ints(options.clients)
+    if not options.rule_counts or not options.process_counts or not options.client_counts:
+        parser.error("--rules, --server-processes and --clients need at least one count each")
+    return options
+
+
+def _progress(options: argparse.Namespace):
+    from tqdm import tqdm
+
+    per_combo = options.repeat * (2 + options.stream) + 2 * (len(options.rates) + len(options.fractions))
+    total = len(options.rule_counts) * len(options.process_counts) * (1 + len(options.client_counts) * per_combo)
+    enabled = sys.stderr.isatty() if options.progress is None else options.progress
+    return tqdm(total=total, desc="grpc bench", unit="step", disable=not enabled, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+
+
+def _summary(result: Result) -> dict:
+    """What JSON and the tables keep of one measurement (latencies as percentiles only)."""
+    return {"events_per_s": result.events_per_s, "calls": result.calls, "errors": result.errors,
+            "planned": result.planned, "unsent": result.unsent, "seconds": result.elapsed,
+            "per_server_calls": result.per_server, "connections_per_server": result.connections_per_server,
+            **percentiles(result.latencies)}
+
+
+def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: ServerGroup, clients: int,
+                  big: bytes, small: bytes, key: dict, bar) -> tuple[list[dict], list[dict]]:
+    """Throughput rows and fixed-rate rows for one (rules, server processes, clients)."""
+    def job(group: ServerGroup, **kw) -> Job:
+        base = dict(mode="closed", target=group.target, method=METHOD, payload=big, events_per_call=options.batch,
+                    seconds=options.seconds, concurrency=options.concurrency, probe=group.probe(), warmup_method=METHOD)
+        return Job(**{**base, **kw})
+
+    def runs(label: str, make: Job) -> list[Result]:
+        done = []
+        for _ in range(options.repeat):
+            bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: {label}")
+            done.append(gens.run(make, clients))
+            bar.update(1)
+        return done
+
+    ceiling = runs("ceiling", job(empty))
+    ceiling_rate = statistics.median(r.events_per_s for r in ceiling)
+    targets = [("empty handler (transport ceiling)", ceiling), ("ClassifyPixelEvents", runs("unary", job(server)))]
+    if options.stream:
+        targets.append(("StreamClassifyPixelEvents", runs("stream", job(server, mode="stream", method=STREAM_METHOD))))
+    throughput = []
+    for name, results in targets:
+        rates = sorted(r.events_per_s for r in results)
+        median = statistics.median(rates)
+        throughput.append({**key, "clients": clients, "target": name, "batch": options.batch,
+                           "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
+                           "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
+                           "runs": [_summary(r) for r in results]})
+    max_rate = throughput[1]["events_per_s"]
+    points = [(None, rate) for rate in options.rates] + [(f, f * max_rate) for f in options.fractions]
+    latency = []
+    for fraction, rate in points:
+        per_second = rate / options.latency_batch
+        results = {}
+        for label, group in (("server", server), ("ceiling", empty)):
+            bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: "
+                                f"{rate:,.0f} events/s ({label})")
+            results[label] = gens.run(job(group, mode="open", payload=small, events_per_call=options.latency_batch,
+                                          calls_per_second=per_second), clients)
+            bar.update(1)
+        latency.append({**key, "clients": clients, "batch": options.latency_batch, "fraction": fraction,
+                        "target_events_per_s": rate, "of_max": rate / max_rate if max_rate else 0.0,
+                        "of_ceiling": rate / ceiling_rate if ceiling_rate else 0.0,
+                        "achieved_events_per_s": results["server"].events_per_s, **_summary(results["server"]),
+                        "ceiling": _summary(results["ceiling"])})
+    return throughput, latency
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=1_000)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
-    parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median shown)")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--registrations", type=int, default=50)
-    parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
-    parser.add_argument("--sweep", default="",
-                        help="also measure latency at these fractions of the batch-1000 rate, e.g. 0.1,0.25,0.5,0.75")
-    parser.add_argument("--json", help="write every figure as JSON to this file")
-    parser.add_argument("--plot", help="with --sweep: write a PNG of latency against load to this file")
-    parser.add_argument("--empty-server", action="store_true", help=argparse.SUPPRESS)
-    options = parser.parse_args(argv)
-    if options.empty_server:
-        serve_empty()
-        return 0
-
+    options = parse_args(argv)
+    report = {"setup": {key: getattr(options, key) for key in (
+                  "rule_counts", "batch", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
+                  "concurrency", "rates", "fractions", "sync")},
+              "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
+              "registration": []}
     rng = random.Random(20261122)
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        t0 = time.perf_counter()
-        pixels = seed(directory / "matcher.db", options.rules, rng)
-        seeded = time.perf_counter() - t0
-        events = make_events(rng, pixels, options.batch)
-        big = pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events)).SerializeToString()
-        small = pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events[:100])).SerializeToString()
-
-        server = ServerProcess(directory, "--sync", options.sync, tokens_file=TOKENS)
-        empty = subprocess.Popen([sys.executable, "-m", "bench.grpc_load", "--empty-server"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            empty_target = f"127.0.0.1:{int(empty.stdout.readline())}"
-            with Client(server.target, "bench") as client:
-                sample = client.classify_pixel_events(events)
-            matches = sum(len(r.conversions) for r in sample) / len(sample)
-
-            seconds, concurrency, batch = options.seconds, options.concurrency, options.batch
-
-            def measured(run) -> list[float]:
-                return sorted(run() for _ in range(options.repeat))
-
-            rows = [
-                ("empty handler (transport ceiling)", batch,
-                 measured(lambda: throughput(empty_target, big, batch, seconds, concurrency)[0])),
-                ("ClassifyPixelEvents", batch, measured(lambda: throughput(server.target, big, batch, seconds, concurrency)[0])),
-                ("StreamClassifyPixelEvents", batch,
-                 measured(lambda: stream_throughput(server.target, big, batch, seconds, concurrency))),
-                ("ClassifyPixelEvents", 100, measured(lambda: throughput(server.target, small, 100, seconds, concurrency)[0])),
-            ]
-            full_rate = statistics.median(rows[1][2])
-            # "Half that load": half the events/s measured at the big batch size, sent as 100-event batches.
-            paced_rate = 0.5 * full_rate
-            latencies = paced_latency(server.target, small, paced_rate / 100, options.seconds, options.concurrency)
-            sweep = []
-            for fraction in [float(f) for f in options.sweep.split(",") if f]:
-                rate = fraction * full_rate
-                sweep.append((fraction, rate, paced_latency(server.target, small, rate / 100, options.seconds,
-                                                            options.concurrency)))
-            creates, visible = registration_visibility(server.target, pixels[0], NEWCOMER, options.registrations)
-        finally:
-            server.terminate()
-            empty.stdin.close()
-            empty.wait(30)
-            empty.stdout.close()
-
-    print(f"rules: {options.rules} over {len(pixels)} pixels (seeded in {seeded:.1f} s); "
-          f"{matches:.2f} matching conversions per event; sync={options.sync}; concurrency {options.concurrency}")
-    print(f"{'target':<36} {'batch':>6} {'events/s':>12} {'calls/s':>10}   range of {options.repeat} runs (events/s)")
-    for name, batch, runs in rows:
-        median = statistics.median(runs)
-        print(f"{name:<36} {batch:>6} {median:>12,.0f} {median / batch:>10,.1f}   {runs[0]:,.0f} .. {runs[-1]:,.0f}")
-    print(f"server / ceiling at batch {options.batch}: {full_rate / statistics.median(rows[0][2]):.2f}")
-    small_capacity = statistics.median(rows[3][2])
-    if paced_rate > 0.8 * small_capacity:
-        print(f"note: the paced rate is {paced_rate / small_capacity:.0%} of the 100-event capacity measured above; "
-              "the latency below is mostly queueing")
-    print(
-        f"latency, 100-event batches at half the batch-{options.batch} load ({paced_rate:,.0f} events/s, {len(latencies)} calls): "
-        f"{_percentiles_text(latencies)}"
-    )
-    for fraction, rate, values in sweep:
-        print(f"  at {fraction:.0%} of that rate ({rate:,.0f} events/s, {len(values)} calls): {_percentiles_text(values)}")
-    print(
-        f"registration -> visible to classification ({len(visible)} creates, {options.rules} rules loaded): "
-        f"p50 {statistics.median(visible) * 1e3:.2f} ms  p99 {percentile(visible, 0.99) * 1e3:.2f} ms "
-        f"(the create call alone: p50 {statistics.median(creates) * 1e3:.2f} ms  p99 {percentile(creates, 0.99) * 1e3:.2f} ms)"
-    )
+    bar = _progress(options)
+    with LoadGenerators(max(options.client_counts)) as gens, tempfile.TemporaryDirectory() as tmp:
+        for rule_count in options.rule_counts:
+            directory = Path(tmp) / f"rules-{rule_count}"
+            directory.mkdir()
+            bar.set_postfix_str(f"seeding {rule_count:,} rules")
+            t0 = time.perf_counter()
+            pixels = seed(directory / "matcher.db", rule_count, rng)
+            seeded = time.perf_counter() - t0
+            (directory / "tokens.json").write_text(json.dumps(TOKENS))
+            events = make_events(rng, pixels, max(options.batch, options.latency_batch))
+            big = pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events[:options.batch])).SerializeToString()
+            small = pb.ClassifyPixelEventsRequest(
+                columns=pixel_event_columns(events[:options.latency_batch])).SerializeToString()
+            info = {"rules": rule_count, "seed_s": seeded}
+            for processes in options.process_counts:
+                bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
+                t0 = time.perf_counter()
+                with ServerGroup("empty", processes, timeout=options.startup_timeout) as empty, \
+                        ServerGroup("server", processes, db=directory / "matcher.db", tokens=directory / "tokens.json",
+                                    sync=options.sync, timeout=options.startup_timeout) as server:
+                    started = time.perf_counter() - t0
+                    bar.update(1)
+                    if server.rules_loaded != [rule_count] * processes:
+                        raise RuntimeError(f"server processes loaded {server.rules_loaded} rules, not {rule_count}")
+                    if "matches_per_event" not in info:
+                        with Client(server.target, "bench") as client:
+                            sample = client.classify_pixel_events(events[:options.batch])
+                        info["matches_per_event"] = sum(len(r.conversions) for r in sample) / len(sample)
+                    key = {"rules": rule_count, "server_processes": processes}
+                    before = server.events_classified()
+                    for clients in options.client_counts:
+                        throughput, latency = measure_combo(gens, options, empty, server, clients, big, small, key, bar)
+                        report["throughput"] += throughput
+                        report["latency"] += latency
+                    after = server.events_classified()
+                    report["server_share"].append({**key, "startup_s": started, "pids": server.pids,
+                                                   "rules_loaded": server.rules_loaded,
+                                                   "events_classified": [b - a for a, b in zip(before, after)]})
+                    if processes == 1 and options.registrations > 0:
+                        bar.set_postfix_str(f"{rule_count:,} rules: registrations")
+                        creates, visible = registration_visibility(server.target, pixels[0], NEWCOMER,
+                                                                   options.registrations)
+                        report["registration"].append({"rules": rule_count, "count": len(visible),
+                                                       "visible": percentiles(visible), "call": percentiles(creates)})
+            report["rules"].append(info)
+    bar.close()
+    print_tables(report)
     if options.json:
-        report = {
-            "rules": options.rules, "batch": options.batch, "matches_per_event": matches, "sync": options.sync,
-            "throughput": [{"target": name, "batch": b, "events_per_s_runs": runs} for name, b, runs in rows],
-            "server_over_ceiling": full_rate / statistics.median(rows[0][2]),
-            "latency_half_load": {"events_per_s": paced_rate, **_percentiles(latencies)},
-            "latency_sweep": [{"fraction": f, "events_per_s": r, **_percentiles(v)} for f, r, v in sweep],
-            "registration_visible": _percentiles(visible), "registration_call": _percentiles(creates),
-        }
         with open(options.json, "w") as f:
             json.dump(report, f, indent=2)
-    if options.plot and sweep:
-        _plot_sweep(sweep, options.plot)
+    if options.plot:
+        plot(report, options.plot)
         print(f"plot: {options.plot}")
     return 0
-
-
-QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
-
-
-def _percentiles(values: list[float]) -> dict:
-    """Latency percentiles in milliseconds."""
-    return {name: percentile(values, q) * 1e3 for name, q in QUANTILES.items()}
-
-
-def _percentiles_text(values: list[float]) -> str:
-    return "  ".join(f"{name} {ms:.2f} ms" for name, ms in _percentiles(values).items())
-
-
-def _plot_sweep(sweep: list, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    rates = [rate for _, rate, _ in sweep]
-    for name in QUANTILES:
-        ax.plot(rates, [_percentiles(values)[name] for _, _, values in sweep], marker="o", label=name)
-    ax.set_xlabel("offered load (events/s, 100-event batches)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_yscale("log")
-    ax.set_title("ClassifyPixelEvents latency against load")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

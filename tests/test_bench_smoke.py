@@ -32,14 +32,58 @@ def test_unknown_command_prints_the_list():
     assert bench_main(["nope"]) == 2
 
 
+def _grpc_bench(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """``python -m bench grpc`` on a tiny workload with short measurements; its JSON report and the process."""
+    out = tmp_path / "grpc.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "grpc", "--batch", "200", "--seconds", "0.3", "--repeat", "1",
+                           "--concurrency", "2", "--json", str(out), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done
+
+
 def test_grpc_bench_runs_against_a_real_server(tmp_path):
-    out, png = tmp_path / "grpc.json", tmp_path / "latency.png"
-    done = subprocess.run([sys.executable, "-m", "bench", "grpc", "--rules", "40", "--batch", "200", "--seconds", "0.3",
-                           "--repeat", "1", "--registrations", "2", "--sweep", "0.2,0.4", "--json", str(out),
-                           "--plot", str(png)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    data = json.loads(out.read_text())
-    assert {row["target"] for row in data["throughput"]} >= {"empty handler (transport ceiling)", "ClassifyPixelEvents"}
-    assert [point["fraction"] for point in data["latency_sweep"]] == [0.2, 0.4]
-    assert set(data["latency_half_load"]) >= {"p50", "p90", "p99", "p999"}
+    png = tmp_path / "latency.png"
+    data, done = _grpc_bench(tmp_path, "--rules", "40", "--registrations", "2", "--sweep", "0.2,0.4", "--stream",
+                             "--plot", str(png))
+    assert [row["target"] for row in data["throughput"]] == [
+        "empty handler (transport ceiling)", "ClassifyPixelEvents", "StreamClassifyPixelEvents"]
+    assert all(row["events_per_s"] > 0 and row["fraction_of_ceiling"] > 0 for row in data["throughput"])
+    assert [point["fraction"] for point in data["latency"]] == [0.2, 0.4]
+    assert all(set(point) >= {"p50", "p90", "p99", "p999", "achieved_events_per_s", "ceiling"} for point in data["latency"])
+    assert data["registration"][0]["count"] == 2 and data["registration"][0]["visible"]["p99"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "of ceiling" in done.stdout and "registration -> visible" in done.stdout
+
+
+def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_processes(tmp_path):
+    data, done = _grpc_bench(tmp_path, "--rules", "40", "--clients", "2", "--server-processes", "2",
+                             "--rate", "4000", "--sweep", "", "--registrations", "0")
+    for row in data["throughput"]:
+        assert (row["server_processes"], row["clients"]) == (2, 2)
+        run = row["runs"][0]
+        assert run["calls"] > 0 and run["errors"] == 0
+        # Each of the 2 x 2 connections identified its process; they are balanced, and both answered calls.
+        assert run["connections_per_server"] == [2, 2]
+        assert all(calls > 0 for calls in run["per_server_calls"])
+    [point] = data["latency"]
+    assert point["fraction"] is None and point["target_events_per_s"] == 4000
+    assert point["calls"] > 0 and point["achieved_events_per_s"] > 0 and point["planned"] >= point["calls"]
+    assert all(calls > 0 for calls in point["per_server_calls"])
+    assert point["ceiling"]["calls"] > 0 and all(calls > 0 for calls in point["ceiling"]["per_server_calls"])
+    [share] = data["server_share"]
+    assert len(share["pids"]) == 2 and share["rules_loaded"] == [40, 40]
+    assert all(events > 0 for events in share["events_classified"])  # the servers' own /metrics
+    assert "every process received load" in done.stdout
+
+
+def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
+    png = tmp_path / "scaling.png"
+    data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
+                             "--plot", str(png))
+    assert [info["rules"] for info in data["rules"]] == [20, 60]
+    assert [(row["rules"], row["target"]) for row in data["throughput"]] == [
+        (20, "empty handler (transport ceiling)"), (20, "ClassifyPixelEvents"),
+        (60, "empty handler (transport ceiling)"), (60, "ClassifyPixelEvents")]
+    assert [point["rules"] for point in data["latency"]] == [20, 60]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "grpc bench" in done.stderr  # the progress bar, forced on without a terminal

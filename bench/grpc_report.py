@@ -1,0 +1,138 @@
+"""What ``python -m bench grpc`` shows: the terminal tables and the PNG plot of its report."""
+
+from __future__ import annotations
+
+import math
+
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
+CORES_NOTE = ("client processes, server processes and empty handlers share this machine's {cores} cores: "
+              "every ceiling and figure is for this machine, not for a server with the cores to itself")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def percentiles(values: list[float]) -> dict:
+    """Latency percentiles in milliseconds, from every raw sample."""
+    ordered = sorted(values)
+    return {name: (ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3 if ordered else math.nan)
+            for name, q in QUANTILES.items()}
+
+
+def _shares(counts: list) -> str:
+    total = sum(counts)
+    if len(counts) <= 1:
+        return "-"
+    return "/".join(f"{c / total:.0%}" if total else "0" for c in counts)
+
+
+def _ms(value: float) -> str:
+    return f"{'-':>7}" if math.isnan(value) else f"{value:>7.2f}"
+
+
+def print_tables(report: dict) -> None:
+    setup = report["setup"]
+    print(f"batch {setup['batch']} events (throughput), {setup['latency_batch']} (fixed rates); "
+          f"{setup['concurrency']} caller threads/connections per client process; {setup['seconds']} s per "
+          f"measurement, {setup['repeat']} runs per throughput row; sync={setup['sync']}")
+    print("note: " + CORES_NOTE.format(cores=report["cores"]))
+    for info in report["rules"]:
+        print(f"rules {info['rules']:,}: seeded in {info['seed_s']:.1f} s, "
+              f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
+
+    print()
+    print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
+          f"{'range (events/s)':>23} {'p50 ms':>7} {'p99 ms':>7}  calls per server process")
+    for row in report["throughput"]:
+        last = row["runs"][len(row["runs"]) // 2]
+        shares = _shares([sum(r["per_server_calls"][i] for r in row["runs"]) for i in range(len(last["per_server_calls"]))])
+        runs = row["events_per_s_runs"]
+        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['target']:<34} "
+              f"{row['events_per_s']:>11,.0f} {row['fraction_of_ceiling']:>10.3f} "
+              f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])}  {shares}")
+
+    if report["latency"]:
+        print()
+        print(f"fixed rates, open loop (latency from the intended send time); 'ceiling' = the empty handler at the same rate")
+        print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target ev/s':>11} {'achieved':>10} {'of max':>6} {'of ceil':>7} "
+              f"{'p50':>7} {'p90':>7} {'p99':>7} {'p999':>7} {'ceil p50':>8} {'ceil p99':>8}  {'share':<8} unsent/errors")
+        for row in report["latency"]:
+            print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['target_events_per_s']:>11,.0f} "
+                  f"{row['achieved_events_per_s']:>10,.0f} {row['of_max']:>6.2f} {row['of_ceiling']:>7.3f} "
+                  f"{row['p50']:>7.2f} {row['p90']:>7.2f} {row['p99']:>7.2f} {row['p999']:>7.2f} "
+                  f"{row['ceiling']['p50']:>8.2f} {row['ceiling']['p99']:>8.2f}  {_shares(row['per_server_calls']):<8} "
+                  f"{row['unsent']}/{row['errors']}")
+        print("(milliseconds; 'of max' = target / the ClassifyPixelEvents throughput above, 'of ceil' = target / the "
+              "empty handler's)")
+
+    print()
+    for share in report["server_share"]:
+        counts = share["events_classified"]
+        print(f"rules {share['rules']:,}, {share['server_processes']} server process(es) (pids "
+              f"{', '.join(map(str, share['pids']))}; each loaded {share['rules_loaded'][0]:,} rules, started in "
+              f"{share['startup_s']:.1f} s): events classified per process (their /metrics) "
+              f"{', '.join(f'{c:,.0f}' for c in counts)}"
+              + ("" if len(counts) == 1 else "  -- every process received load" if all(counts)
+                 else "  -- WARNING: a process received no load"))
+    for reg in report["registration"]:
+        print(f"registration -> visible to classification ({reg['count']} creates, {reg['rules']:,} rules, one server "
+              f"process): p50 {reg['visible']['p50']:.2f} ms  p99 {reg['visible']['p99']:.2f} ms (the create call alone: "
+              f"p50 {reg['call']['p50']:.2f} ms  p99 {reg['call']['p99']:.2f} ms)")
+
+
+def plot(report: dict, path: str) -> None:
+    """Left: events/s against rule count, a line per (server processes, clients), the ceilings
+    dashed. Right: p50 and p99 against offered (target) load, a line per (rules, processes, clients)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = sorted({(r["rules"], r["server_processes"], r["clients"]) for r in report["latency"]})
+    if lines:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    else:  # no fixed rates measured: throughput only
+        fig, left = plt.subplots(figsize=(7, 5))
+    combos = sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
+    for index, (processes, clients) in enumerate(combos):
+        color = f"C{index}"
+        for target, style, label in (("ClassifyPixelEvents", "-o", ""), ("empty handler (transport ceiling)", "--x",
+                                                                          "ceiling, ")):
+            rows = sorted((r for r in report["throughput"] if r["target"] == target
+                           and (r["server_processes"], r["clients"]) == (processes, clients)), key=lambda r: r["rules"])
+            left.plot([r["rules"] for r in rows], [r["events_per_s"] for r in rows], style, color=color,
+                      label=f"{label}{processes} server proc, {clients} client proc")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel(f"rules loaded (batch {report['setup']['batch']} events)")
+    left.set_ylabel("events per second")
+    left.set_title("ClassifyPixelEvents throughput against rule count")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+
+    if not lines:
+        _save(fig, report, path)
+        return
+    for index, (rules, processes, clients) in enumerate(lines):
+        rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"])
+                       == (rules, processes, clients)), key=lambda r: r["target_events_per_s"])
+        for name, style in (("p50", "-o"), ("p99", "--^")):
+            right.plot([r["target_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
+                       label=f"{name}, {rules:,} rules, {processes} srv, {clients} cl")
+    right.set_yscale("log")
+    right.set_xlabel(f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)")
+    right.set_ylabel("latency from intended send (ms)")
+    right.set_title("latency against load")
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7)
+    _save(fig, report, path)
+
+
+def _save(fig, report: dict, path: str) -> None:
+    fig.suptitle(CORES_NOTE.format(cores=report["cores"]).replace(": every", ":\nevery"), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,191 @@
+"""Server processes for the gRPC benchmark: N processes sharing one explicit port.
+
+``ServerGroup`` starts N ``python -m server`` processes (or N empty-handler processes, the
+transport ceiling) on the same ``127.0.0.1`` port. gRPC Python sets ``SO_REUSEPORT`` on its
+listening sockets on Linux, so every process binds the port and the kernel spreads incoming
+*connections* (not calls) over them; the load generator balances its connections (see
+``bench.loadgen``). The real servers share one SQLite file and each compiles every rule
+itself; each exposes ``/metrics`` on its own port, which tells which process served what.
+
+``python -m bench.servers --port P`` is the empty handler: ClassifyPixelEvents takes the
+request bytes and replies with nothing, and ``bench.Empty/Whoami`` answers the process id
+(the load generator uses it to tell the processes apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent import futures
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WHOAMI = "/bench.Empty/Whoami"
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the group binds it explicitly right after)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scrape(metrics_port: int) -> dict[str, float]:
+    """A server's Prometheus counters summed by metric name (labels dropped)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$", line)
+        if match and line[0] != "#":
+            totals[match[1]] = totals.get(match[1], 0.0) + float(match[3])
+    return totals
+
+
+class _Child:
+    """One server process; its stderr JSON log is read on a thread until it says 'serving'."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                        text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.serving = threading.Event()
+        self.logged: dict[str, dict] = {}  # the 'serving' and 'loaded' entries
+        self.entries: list[dict] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"raw": line.rstrip()}
+            self.entries.append(entry)
+            del self.entries[:-200]  # keep the tail for error messages
+            if entry.get("msg") in ("serving", "loaded"):
+                self.logged[entry["msg"]] = entry
+            if entry.get("msg") == "serving":
+                self.serving.set()
+        self.serving.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.reader.join(10)
+        self.process.stderr.close()
+
+
+class ServerGroup:
+    """N server processes on one port. ``kind`` is "server" (``python -m server`` on ``db``)
+    or "empty" (the empty handler). Use as a context manager; ``target`` is ``127.0.0.1:port``."""
+
+    def __init__(self, kind: str, count: int, *, db: Path | None = None, tokens: Path | None = None,
+                 sync: str = "FULL", timeout: float = 600) -> None:
+        self.kind, self.count, self.timeout = kind, count, timeout
+        self.db, self.tokens, self.sync = db, tokens, sync
+        self.children: list[_Child] = []
+        self.port = 0
+
+    def _argv(self, port: int) -> list[str]:
+        if self.kind == "empty":
+            return [sys.executable, "-m", "bench.servers", "--port", str(port)]
+        return [sys.executable, "-m", "server", "--port", str(port), "--db", str(self.db), "--tokens", str(self.tokens),
+                "--metrics-port", "0", "--sync", self.sync, "--grace", "1"]
+
+    def __enter__(self) -> "ServerGroup":
+        for attempt in range(3):  # another program may take the free port before we bind it
+            self.port = free_port()
+            # All at once: each compiles the rules itself, so they start in parallel.
+            self.children = [_Child(self._argv(self.port)) for _ in range(self.count)]
+            deadline = time.monotonic() + self.timeout
+            for child in self.children:
+                child.serving.wait(max(0.0, deadline - time.monotonic()))
+            if all("serving" in child.logged for child in self.children):
+                return self
+            failed = [child.entries[-5:] for child in self.children if "serving" not in child.logged]
+            self.stop()
+            if time.monotonic() >= deadline:
+                break
+        raise RuntimeError(f"{self.kind} processes did not start on port {self.port}: {failed}")
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.process.pid for child in self.children]
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [child.logged["serving"]["metrics_port"] for child in self.children] if self.kind == "server" else []
+
+    @property
+    def rules_loaded(self) -> list[int]:
+        return [child.logged["loaded"]["rules"] for child in self.children] if self.kind == "server" else []
+
+    def probe(self) -> dict:
+        """How the load generator tells the processes apart: by Whoami (empty handler) or by
+        which process's request counter moved (real server)."""
+        if self.kind == "empty":
+            return {"whoami": self.pids}
+        return {"metrics": self.metrics_ports}
+
+    def events_classified(self) -> list[float]:
+        """Per process: events classified so far, from its own /metrics (real servers)."""
+        return [scrape(port).get("cm_events_classified_total", 0.0) for port in self.metrics_ports]
+
+
+def serve_empty(port: int) -> None:
+    """ClassifyPixelEvents takes the request bytes and replies with nothing; Whoami says the pid."""
+    import grpc
+
+    empty = grpc.method_handlers_generic_handler(
+        "conversion_matcher.v1.ClassificationService",
+        {"ClassifyPixelEvents": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")},
+    )
+    pid = str(os.getpid()).encode()
+    whoami = grpc.method_handlers_generic_handler(
+        "bench.Empty", {"Whoami": grpc.unary_unary_rpc_method_handler(lambda request, context: pid)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                         options=[("grpc.max_receive_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers((empty, whoami))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if bound == 0:
+        sys.exit(f"cannot bind 127.0.0.1:{port}")
+    stop = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    print(json.dumps({"msg": "serving", "port": bound, "pid": os.getpid()}), file=sys.stderr, flush=True)
+    while not stop.wait(0.2):
+        pass
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="the empty-handler server (transport ceiling)")
+    parser.add_argument("--port", type=int, required=True)
+    serve_empty(parser.parse_args().port)
