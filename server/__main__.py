@@ -14,6 +14,7 @@ Registrations reach every worker through the store's change log (``--sync-interv
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -164,6 +165,11 @@ def serve(options: argparse.Namespace) -> int:
         f"{options.host}:{options.port}", db_path=options.db, tokens=tokens, limits=limits,
         workers=options.workers, metrics_port=metrics_port, sync=options.sync, sync_interval=options.sync_interval,
     )
+    # Everything loaded so far (modules, the compiled rules and ads) lives as long as the
+    # process: out of the cyclic collector's sight it is not rescanned by every full
+    # collection the batches' allocations trigger (~16% of a classification's CPU at
+    # 10,000 rules). Snapshots built later stay collectable as usual.
+    gc.freeze()
     received = _queue_signals()
     server.start()
     log.info("serving", extra={"host": options.host, "port": port, "metrics_port": server.core.metrics.port})

@@ -1,8 +1,8 @@
 """ClassificationService: batches of pixel events and actions against the current snapshot.
 
-The hot path per batch: decode the columns (a few C-level calls), one ``match_batch``
-over all events (the compiled matcher: no per-rule Python), per-match Python only to
-attach conversion values, and per *distinct pixel* (cached on the snapshot) the ads
+The hot path per batch: decode the columns (a few C-level calls), one ``match_columns``
+over all events (the compiled matcher reads the decoded lists as they are: no per-event
+or per-rule Python), per-match Python only to attach conversion values, and per *distinct pixel* (cached on the snapshot) the ads
 tracking its firings. Recording aggregates the batch in memory and writes it in one
 transaction before the reply, so a recorded batch is durable when the call returns.
 """
@@ -10,8 +10,7 @@ transaction before the reply, so a recorded batch is durable when the call retur
 from __future__ import annotations
 
 import math
-from itertools import chain
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from matcher.values import url_parts
 
@@ -47,6 +46,19 @@ def event_value(custom_data: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def conversion_values(counts: list[int], ids: list[str], custom_data: list, defaults: Mapping[str, float]) -> list[float]:
+    """Per match (flattened like ``ids``): the event's own value, else the conversion's default."""
+    values: list[float] = []
+    position = 0
+    for count, data in zip(counts, custom_data):
+        if count:
+            value = event_value(data)
+            matched = ids[position:position + count]
+            values.extend([value] * count if value is not None else [defaults[c] for c in matched])
+            position += count
+    return values
+
+
 def _custom_data(text: str, where: str) -> dict | None:
     if not text:
         return None
@@ -57,9 +69,9 @@ def _custom_data(text: str, where: str) -> dict | None:
 
 
 class PixelBatch:
-    """A decoded batch: parallel lists, one entry per event."""
+    """A decoded batch as columns, one entry per event (``None``: the event lacks the field)."""
 
-    __slots__ = ("pixel_ids", "events", "custom_data", "times")
+    __slots__ = ("pixel_ids", "names", "urls", "devices", "custom_data", "times")
 
     def __init__(self, request: pb.ClassifyPixelEventsRequest, max_events: int) -> None:
         columns = request.columns
@@ -70,17 +82,23 @@ class PixelBatch:
         else:
             self._from_columns(columns, max_events)
 
+    def __len__(self) -> int:
+        return len(self.pixel_ids)
+
+    def matcher_columns(self) -> dict[str, list]:
+        """The columns as ``CompiledRules.match_columns`` takes them."""
+        return {"pixel_id": self.pixel_ids, "event": self.names, "url": self.urls, "device_type": self.devices,
+                "custom_data": self.custom_data}
+
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:
             raise LimitExceeded(f"events: {len(rows)} events, more than the limit of {max_events} per batch")
         self.pixel_ids = [r.pixel_id for r in rows]
         self.custom_data = [_custom_data(r.custom_data, f"events[{i}].custom_data") for i, r in enumerate(rows)]
         self.times = [r.event_time for r in rows]
-        self.events = [
-            {"pixel_id": r.pixel_id, "event": r.event or None, "url": r.url or None,
-             "device_type": r.device_type or None, "custom_data": c}
-            for r, c in zip(rows, self.custom_data)
-        ]
+        self.names = [r.event or None for r in rows]
+        self.urls = [r.url or None for r in rows]
+        self.devices = [r.device_type or None for r in rows]
 
     def _from_columns(self, columns: pb.PixelEventColumns, max_events: int) -> None:
         count = len(columns.pixel_id)
@@ -100,7 +118,7 @@ class PixelBatch:
             # one runs in C, the rewrite only when there is one.
             return [v or None for v in values] if "" in values else values
 
-        names, urls, devices = column("event"), column("url"), column("device_type")
+        self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
         self.times = list(columns.event_time) or [0] * count
         if len(self.times) != count:
             raise InvalidArgument(f"columns.event_time: {len(self.times)} values, expected {count} (one per pixel_id)")
@@ -114,10 +132,6 @@ class PixelBatch:
             self.custom_data = data
         else:
             self.custom_data = missing
-        self.events = [
-            {"pixel_id": p, "event": e, "url": u, "device_type": d, "custom_data": c}
-            for p, e, u, d, c in zip(self.pixel_ids, names, urls, devices, self.custom_data)
-        ]
 
 
 def _json_actions(texts: Iterable[str], max_events: int) -> list[dict]:
@@ -181,37 +195,34 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
     def classify_pixel_events(self, request: pb.ClassifyPixelEventsRequest) -> pb.ClassifyPixelEventsResponse:
         batch = PixelBatch(request, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
-        matches = snapshot.rules.match_batch(batch.events)
-        defaults = snapshot.default_values
-        values: list[float] = []
-        for matched, custom_data in zip(matches, batch.custom_data):
-            if matched:
-                value = event_value(custom_data)
-                values.extend([value] * len(matched) if value is not None else [defaults[c] for c in matched])
+        counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
+        values = conversion_values(counts, ids, batch.custom_data, snapshot.default_values)
         pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
         ads = [pixel_ads.get(p, ()) for p in batch.pixel_ids] if pixel_ads else ()
         if request.record:
-            self._record(snapshot, batch, matches, values)
-        self.core.metrics.events.labels("pixel_event").inc(len(batch.events))
+            self._record(snapshot, batch, counts, ids, values)
+        self.core.metrics.events.labels("pixel_event").inc(len(batch))
         return pb.ClassifyPixelEventsResponse(
-            conversion_counts=[len(m) for m in matches],
-            custom_conversion_ids=list(chain.from_iterable(matches)),
+            conversion_counts=counts,
+            custom_conversion_ids=ids,
             conversion_values=values,
-            ad_counts=[len(a) for a in ads] if ads else [0] * len(batch.events),
+            ad_counts=[len(a) for a in ads] if ads else [0] * len(batch),
             ad_ids=[ad for entries in ads for ad, _, _ in entries],
             tracking_spec_indexes=[t for entries in ads for _, t, _ in entries],
             conversion_spec_indexes=[c for entries in ads for _, _, c in entries],
         )
 
-    def _record(self, snapshot: Snapshot, batch: PixelBatch, matches: list, values: list[float]) -> None:
+    def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
+                values: list[float]) -> None:
         now = self.core.now()
         recording = Recording()
-        position = 0  # into values: the matches' conversion values, in order
-        for pixel_id, event, custom_data, event_time, matched in zip(
-            batch.pixel_ids, batch.events, batch.custom_data, batch.times, matches
+        position = 0  # into ids and values: the matches, event after event
+        for pixel_id, url, device_type, custom_data, event_time, count in zip(
+            batch.pixel_ids, batch.urls, batch.devices, batch.custom_data, batch.times, counts
         ):
+            matched = range(position, position + count)
+            position += count
             if pixel_id not in snapshot.pixel_ids:
-                position += len(matched)
                 continue
             # Event times in the future (clock skew) count as now: they must not keep a pixel ACTIVE.
             fired = min(event_time, now) if event_time > 0 else now
@@ -222,13 +233,11 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             counter = recording.pixel_hourly.setdefault((pixel_id, hour), [0, 0.0])
             counter[0] += 1
             counter[1] += own_value
-            if not matched:
+            if not count:
                 continue
-            url = event["url"]
-            keys = (("", ""), ("url", url), ("host", url_parts(url)[0] if url else None), ("device_type", event["device_type"]))
-            for conversion_id in matched:
-                amount = values[position]
-                position += 1
+            keys = (("", ""), ("url", url), ("host", url_parts(url)[0] if url else None), ("device_type", device_type))
+            for match in matched:
+                conversion_id, amount = ids[match], values[match]
                 earliest, latest = recording.conversion_firings.get(conversion_id, (fired, fired))
                 recording.conversion_firings[conversion_id] = (min(earliest, fired), max(latest, fired))
                 for dimension, key in keys:
