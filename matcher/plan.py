@@ -40,7 +40,7 @@ OP_PRED, OP_NEG, OP_EXISTS, OP_MISSING, OP_AND, OP_OR, OP_NOR = range(7)
 # Trigger cost of one predicate by how it is found: hash lookups are cheap and selective.
 _COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
 # Trigger choice nodes (see _Builder.compile).
-_LEAF, _ANY, _ONE = range(3)
+_ANY, _ONE = range(2)
 
 
 @dataclass
@@ -156,11 +156,11 @@ class _Builder:
             self.groups[gid].patterns.append((kind, text, pid))
         return pid
 
-    def compile(self, node: Node, code: list[int]) -> tuple | None:
+    def compile(self, node: Node, code: list[int]) -> int | tuple | None:
         """Append the node's program to ``code``; return its trigger choices, if it has any.
 
         Choices are a small tree resolved later (``resolve``), once every rule is compiled:
-        ``(LEAF, pid)``, ``(ANY, children)`` (an OR: every child's set, united) or
+        a predicate id, ``(ANY, children)`` (an OR: every child's set, united) or
         ``(ONE, children)`` (an AND: one child's set suffices). None: no trigger set.
         """
         if isinstance(node, Leaf):
@@ -174,7 +174,7 @@ class _Builder:
                 return None
             pid = self.predicate(node, node.op, slot)
             code += [OP_PRED, pid]
-            return (_LEAF, pid)
+            return pid
         choices = [self.compile(child, code) for child in node.children]
         if isinstance(node, And):
             code += [OP_AND, len(node.children)]
@@ -187,15 +187,15 @@ class _Builder:
         code += [OP_NOR, len(node.children)]
         return None
 
-    def resolve(self, choice: tuple, eager: set[int] | None = None,
+    def resolve(self, choice: int | tuple, eager: set[int] | None = None,
                 uses: dict[int, int] | None = None) -> tuple[frozenset[int], int]:
         """A trigger set and its cost. An AND takes its cheapest child's set. Given the groups
         ``eager`` anyway and how many rules ``uses`` each predicate, it prefers a set entirely
         in those groups (they run for every event already), then the set the fewest rules
         share (a predicate many rules use, like a common event name, holds often)."""
+        if isinstance(choice, int):
+            return frozenset((choice,)), self.pred_cost[choice]
         kind, detail = choice
-        if kind == _LEAF:
-            return frozenset((detail,)), self.pred_cost[detail]
         resolved = [self.resolve(c, eager, uses) for c in detail]
         if kind == _ANY:
             union = frozenset().union(*(t[0] for t in resolved))
@@ -206,12 +206,11 @@ class _Builder:
                                             sum(uses[p] for p in t[0]), t[1]))
 
 
-def _leaves(choice: tuple, out: set[int]) -> set[int]:
-    kind, detail = choice
-    if kind == _LEAF:
-        out.add(detail)
+def _leaves(choice: int | tuple, out: set[int]) -> set[int]:
+    if isinstance(choice, int):
+        out.add(choice)
     else:
-        for child in detail:
+        for child in choice[1]:
             _leaves(child, out)
     return out
 
@@ -227,11 +226,11 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
         programs.append(code)
     # Two passes: the cheapest sets first; then ANDs move to the rarer predicates of the
     # groups those made eager.
-    first = [builder.resolve(c)[0] if c is not None else None for c in choices]
-    eager_first = {builder.pred_group[p] for t in first if t is not None for p in t}
+    eager_first: set[int] = set()
     uses: dict[int, int] = {}
     for c in choices:
         if c is not None:
+            eager_first.update(builder.pred_group[p] for p in builder.resolve(c)[0])
             for p in _leaves(c, set()):
                 uses[p] = uses.get(p, 0) + 1
     trigger_sets = [builder.resolve(c, eager_first, uses)[0] if c is not None else None for c in choices]
