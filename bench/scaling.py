@@ -18,13 +18,15 @@ import time
 
 from tqdm import tqdm
 
-from bench.rules import iterate_rate, make_workload, naive_matcher, threaded_rate
+from bench.rules import as_columns, iterate_rate, make_workload, naive_matcher, threaded_rate
 from matcher import _ruleset_py, compile_rules
 from matcher._ruleset import USING_EXTENSION
 
 SERIES = [
-    ("compiled, 1 thread", "compiled_1"),
-    ("compiled, 2 threads", "compiled_2"),
+    ("compiled, columns, 1 thread", "columns_1"),
+    ("compiled, columns, 2 threads", "columns_2"),
+    ("compiled, rows, 1 thread", "compiled_1"),
+    ("compiled, rows, 2 threads", "compiled_2"),
     ("twin (pure Python)", "twin"),
     ("hand-written re", "naive"),
     ("just iterating", "iterate"),
@@ -40,7 +42,10 @@ def measure(count: int, events: int, sample: int, seed: int, batch: int) -> dict
     compiled.match_batch(work.events)  # warm RE2's DFA caches
     twin = compile_rules(work.rules, work.sources, engine=_ruleset_py)
     head = work.events[:sample]
+    columns = as_columns(work.events, batch)
     return {
+        "columns_1": threaded_rate(compiled.match_columns, work.events, batch, 1, columns),
+        "columns_2": threaded_rate(compiled.match_columns, work.events, batch, 2, columns),
         "rules": len(work.rules), "compile_s": compile_s,
         "compiled_1": threaded_rate(compiled.match_batch, work.events, batch, 1),
         "compiled_2": threaded_rate(compiled.match_batch, work.events, batch, 2),
