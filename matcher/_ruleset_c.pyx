@@ -557,6 +557,11 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
     cdef cbool hit
     cdef string_view view
     if g.set != NULL:
+        # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
+        # at the first match and allocates nothing; asked *which*, it allocates a match set
+        # per call (three allocations, ~10% of an event's instructions). So: whether, then which.
+        if not g.set.Match(StringPiece(text, size), NULL, &info) and info.kind == kNoError:
+            return
         sc.set_hits.clear()
         if g.set.Match(StringPiece(text, size), &sc.set_hits, &info) or info.kind == kNoError:
             for i in range(sc.set_hits.size()):
