@@ -2,7 +2,8 @@
 
 Every extension is listed here explicitly.  Cython directives are set once, below;
 ``CM_DEBUG=1`` builds with bounds checks, line tracing and annotated HTML (``cython -a``
-output next to each ``.pyx``) for profiling and coverage.
+output next to each ``.pyx``) for profiling and coverage. ``CM_SYMBOLS=1`` keeps ``-O3`` but
+adds debug info mapped to the ``.pyx`` lines, for ``valgrind --tool=callgrind`` or ``perf``.
 """
 
 import os
@@ -55,5 +56,7 @@ setup(
         compiler_directives=DIRECTIVES,
         annotate=DEBUG,
         include_path=["matcher"],
+        # With CM_SYMBOLS=1, debug info points at .pyx lines: callgrind/perf annotate the source.
+        emit_linenums=bool(os.environ.get("CM_SYMBOLS")),
     ),
 )

@@ -217,14 +217,14 @@ cdef inline cbool _is_alpha(char c) noexcept nogil:
     return (b'a' <= c <= b'z') or (b'A' <= c <= b'Z')
 
 
-cdef Py_ssize_t _first_of(const char* s, Py_ssize_t n, const char* chars) noexcept nogil:
-    cdef Py_ssize_t i, j
+cdef inline Py_ssize_t _first_of(const char* s, Py_ssize_t n, cbool slash) noexcept nogil:
+    """Index of the first '?' or '#' (and '/' when ``slash``) in ``s[:n]``; ``n`` when none."""
+    cdef Py_ssize_t i
+    cdef char c
     for i in range(n):
-        j = 0
-        while chars[j] != 0:
-            if s[i] == chars[j]:
-                return i
-            j += 1
+        c = s[i]
+        if c == b'?' or c == b'#' or (slash and c == b'/'):
+            return i
     return n
 
 
@@ -247,7 +247,7 @@ cdef void url_parts(const char* s, Py_ssize_t n, Py_ssize_t* host_start, Py_ssiz
         elif n >= 1 and s[0] == b'/':
             authority = False
     if authority:
-        end = rest + _first_of(s + rest, n - rest, b"/?#")
+        end = rest + _first_of(s + rest, n - rest, True)
         at = rest - 1
         for k in range(rest, end):
             if s[k] == b'@':
@@ -266,7 +266,7 @@ cdef void url_parts(const char* s, Py_ssize_t n, Py_ssize_t* host_start, Py_ssiz
             host_len[0] = -1
         rest = end
     path_start[0] = rest
-    path_len[0] = _first_of(s + rest, n - rest, b"?#")
+    path_len[0] = _first_of(s + rest, n - rest, False)
 
 
 # ---------------------------------------------------------------------------------------------
