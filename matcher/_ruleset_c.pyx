@@ -689,7 +689,7 @@ cdef struct Pending:
     PartC* part
     int32_t row
     size_t pred_start, pred_end  # true predicates of the eager groups, in Batch.preds
-    size_t cand_start, cand_end  # candidate rules, sorted, in Batch.cands
+    size_t cand_start, cand_end  # candidate rules (in trigger order), in Batch.cands
 
 
 cdef cppclass Batch:
@@ -725,7 +725,6 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
                 sc.candidates.push_back(r)
     if sc.candidates.empty():
         return
-    sort(sc.candidates.begin(), sc.candidates.end())
     pend.part = p
     pend.row = row
     pend.pred_start = b.preds.size()
@@ -1014,7 +1013,8 @@ cdef class Matcher:
                     while k < b.pending.size() and b.pending[k].row == row:
                         _decide(&b.pending[k], &sc, items.data(), &spans[row * nf], matched, &b)
                         k += 1
-                    if rows[row].unscoped != NULL and rows[row].scoped != NULL and matched.size() - m > 1:
+                    # Candidates ran in trigger order; the few matches are sorted into rule order.
+                    if matched.size() - m > 1:
                         sort(matched.begin() + m, matched.end())
         offsets[n] = matched.size()
         return 0
