@@ -39,6 +39,8 @@ OP_PRED, OP_NEG, OP_EXISTS, OP_MISSING, OP_AND, OP_OR, OP_NOR = range(7)
 
 # Trigger cost of one predicate by how it is found: hash lookups are cheap and selective.
 _COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
+# Trigger choice, second pass: a predicate this many rules share is worth moving away from.
+_SHARED_BY_MANY = 32
 # Trigger choice nodes (see _Builder.compile).
 _ANY, _ONE = range(2)
 
@@ -192,7 +194,9 @@ class _Builder:
         """A trigger set and its cost. An AND takes its cheapest child's set. Given the groups
         ``eager`` anyway and how many rules ``uses`` each predicate, it prefers a set entirely
         in those groups (they run for every event already), then the set the fewest rules
-        share (a predicate many rules use, like a common event name, holds often)."""
+        share (a predicate many rules use, like a common event name, holds often); and when
+        even that set is shared by many rules, a far rarer hash-lookup predicate on another
+        field (making that field's lookup run for every event)."""
         if isinstance(choice, int):
             return frozenset((choice,)), self.pred_cost[choice]
         kind, detail = choice
@@ -202,8 +206,24 @@ class _Builder:
             return union, sum(self.pred_cost[p] for p in union)
         if eager is None or uses is None:
             return min(resolved, key=lambda t: t[1])
-        return min(resolved, key=lambda t: (not all(self.pred_group[p] in eager for p in t[0]),
-                                            sum(uses[p] for p in t[0]), t[1]))
+
+        def shared(found: tuple[frozenset[int], int]) -> int:
+            return sum(uses[p] for p in found[0])
+
+        in_eager = [t for t in resolved if all(self.pred_group[p] in eager for p in t[0])]
+        best = min(in_eager or resolved, key=lambda t: (shared(t), t[1]))
+        if shared(best) > _SHARED_BY_MANY:
+            # Whenever it holds, such a predicate makes all its rules candidates: a hash
+            # lookup on one more field per event (no pattern pass) is cheaper than that.
+            lookups = [t for t in resolved if shared(t) * 4 <= shared(best)
+                       and all(self.pred_group[p] in eager or self._lookup_only(self.pred_group[p]) for p in t[0])]
+            if lookups:
+                return min(lookups, key=lambda t: (shared(t), t[1]))
+        return best
+
+    def _lookup_only(self, gid: int) -> bool:
+        group = self.groups[gid]
+        return group.kind != NUMBER and not group.patterns
 
 
 def _leaves(choice: int | tuple, out: set[int]) -> set[int]:
