@@ -5,6 +5,7 @@
     grpc      the service under load: client and server processes, fixed rates, rule counts,
               each figure next to an empty handler (the transport's ceiling)
     scaling   throughput against rule count, with --json and --plot
+    service   a classification request inside the server without gRPC: decode, match, reply
 
 `python -m bench NAME --help` lists each one's options.
 """
@@ -12,7 +13,8 @@
 import importlib
 import sys
 
-COMMANDS = {"rules": "bench.rules", "actions": "bench.actions", "grpc": "bench.grpc_load", "scaling": "bench.scaling"}
+COMMANDS = {"rules": "bench.rules", "actions": "bench.actions", "grpc": "bench.grpc_load", "scaling": "bench.scaling",
+            "service": "bench.service_path"}
 
 
 def main(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from bench.__main__ import main as bench_main
+from matcher._ruleset import USING_EXTENSION
 
 
 def test_scaling_writes_json_and_a_png(tmp_path):
@@ -26,6 +27,16 @@ def test_rules_bench_checks_its_answers_against_the_reference(tmp_path):
     data = json.loads(out.read_text())
     assert data["many_pixels"]["rules"] == 60 and data["one_pixel"]["rules"] == 1000
     assert "compiled, columns, warm" in done.stdout and "compiled, rows, warm" in done.stdout
+
+
+def test_service_path_bench_times_every_stage(tmp_path):
+    out = tmp_path / "service.json"
+    assert bench_main(["service", "--rules", "200", "--batch", "50", "--batches", "4", "--repeat", "1",
+                       "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["events"] == 200 and data["compiled"] is USING_EXTENSION
+    assert set(data["stages"]) == {"protobuf decode", "decode into columns", "match_columns alone", "classify + reply"}
+    assert all(stage["events_per_s"] > 0 for stage in data["stages"].values())
 
 
 def test_unknown_command_prints_the_list():

@@ -1,0 +1,121 @@
+"""Where a classification request's time goes inside the server, without gRPC.
+
+    python -m bench service [--rules 10000] [--batch 1000] [--batches 200] [--seed 1]
+
+Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels) into
+a SQLite file, loads it as a server process does (registry, compiled snapshot, the heap
+frozen out of the collector) and times, on the same pre-serialised columnar requests:
+
+1. decoding the protobuf request (the floor of any handler that reads its input);
+2. decoding it into the batch's columns (``PixelBatch``: lists, custom-data JSON);
+3. ``match_columns`` alone on those columns (the compiled matcher's share);
+4. the whole ``classify_pixel_events`` plus serialising its reply (what a call costs the
+   server besides gRPC itself).
+
+Each stage is the best of ``--repeat`` passes (the machine is shared); the table shows
+events/s and the stage's share of the whole. Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.grpc_load import make_events, seed
+from server.auth import TokenTable
+from server.classification import ClassificationServicer, PixelBatch
+from server.client import pixel_event_columns
+from server.core import Core
+from server.gen.conversion_matcher.v1 import classification_pb2 as pb
+from server.registry import Registry
+from server.store import SQLiteStore
+
+
+def best_seconds(fn, items: list, repeat: int) -> float:
+    """The fastest of ``repeat`` passes of ``fn`` over every item."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> dict:
+    rng = random.Random(seed_value)
+    with tempfile.TemporaryDirectory() as directory:
+        db = Path(directory) / "bench.db"
+        pixels = seed(db, rules, rng)
+        store = SQLiteStore(db, synchronous="OFF")
+        try:
+            registry = Registry(store)
+            registry.load()
+            core = Core(store=store, registry=registry, tokens=TokenTable.from_mapping({"tokens": {}}))
+            servicer = ClassificationServicer(core)
+            gc.freeze()  # as `python -m server` does once it has loaded
+            distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(make_events(rng, pixels, batch)))
+                        .SerializeToString() for _ in range(min(batches, 20))]
+            payloads = [distinct[i % len(distinct)] for i in range(batches)]
+            requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
+            decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
+            rules_now = registry.snapshot.rules
+
+            def whole(payload: bytes) -> bytes:
+                request = pb.ClassifyPixelEventsRequest.FromString(payload)
+                return servicer.classify_pixel_events(request).SerializeToString()
+
+            for payload in distinct:  # warm RE2's DFA caches
+                whole(payload)
+            seconds = {
+                "protobuf decode": best_seconds(pb.ClassifyPixelEventsRequest.FromString, payloads, repeat),
+                "decode into columns": best_seconds(
+                    lambda p: PixelBatch(pb.ClassifyPixelEventsRequest.FromString(p), core.limits.max_batch_events),
+                    payloads, repeat),
+                "match_columns alone": best_seconds(rules_now.match_columns, decoded, repeat),
+                "classify + reply": best_seconds(whole, payloads, repeat),
+            }
+            matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
+        finally:
+            store.close()
+    events = batch * batches
+    return {
+        "rules": rules, "batch": batch, "events": events, "matches_per_event": matches / events,
+        "compiled": rules_now.compiled,
+        "stages": {name: {"seconds": s, "events_per_s": events / s} for name, s in seconds.items()},
+    }
+
+
+def report(result: dict) -> None:
+    whole = result["stages"]["classify + reply"]["seconds"]
+    print(f"{result['rules']:,} rules, {result['events']:,} events in batches of {result['batch']:,} "
+          f"({result['matches_per_event']:.2f} matches per event; compiled kernel: {result['compiled']})")
+    print(f"  {'stage':<24}{'events/s':>14}{'share of the whole':>22}")
+    for name, stage in result["stages"].items():
+        print(f"  {name:<24}{stage['events_per_s']:>14,.0f}{stage['seconds'] / whole:>21.0%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", help="write the figures as JSON to this file")
+    args = parser.parse_args(argv)
+    result = run(args.rules, args.batch, args.batches, args.seed, args.repeat)
+    report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
