@@ -256,15 +256,21 @@ def _closed(job: Job, connections, start: float, client: int, clients: int) -> d
                 errors += 1
                 continue
             latencies.append(time.monotonic() - began)
-        with lock:
-            part["latencies"] += latencies
-            part["calls"] += len(latencies)
-            part["errors"] += errors
-            part["per_server"][server] += len(latencies)
+        _add(part, lock, server, latencies, errors)
 
     _run_threads(caller, connections)
     part["end"] = time.monotonic()
     return part
+
+
+def _add(part: dict, lock: threading.Lock, server: int, latencies: list[float], errors: int, unsent: int = 0) -> None:
+    """One caller thread's results into its process's part."""
+    with lock:
+        part["latencies"] += latencies
+        part["calls"] += len(latencies)
+        part["errors"] += errors
+        part["unsent"] += unsent
+        part["per_server"][server] += len(latencies)
 
 
 def _open(job: Job, connections, start: float, client: int, clients: int) -> dict:
@@ -294,12 +300,7 @@ def _open(job: Job, connections, start: float, client: int, clients: int) -> dic
                 errors += 1
                 continue
             latencies.append(time.monotonic() - intended)
-        with lock:
-            part["latencies"] += latencies
-            part["calls"] += len(latencies)
-            part["errors"] += errors
-            part["unsent"] += unsent
-            part["per_server"][server] += len(latencies)
+        _add(part, lock, server, latencies, errors, unsent)
 
     _run_threads(caller, connections)
     part["end"] = time.monotonic()
