@@ -11,6 +11,7 @@ leaves the old one usable, so readers never need a lock (one writer builds, then
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -146,6 +147,35 @@ class ActionSpecSet:
             [(ids[ad], spec) for ad, spec in self._matches(_require_mapping(action, i))]
             for i, action in enumerate(actions)
         ]
+
+    def match_columns(self, actions: Iterable[Mapping[str, Any]]) -> tuple[array, array]:
+        """All the answers of :meth:`match_batch` as two flat ``array('i')`` columns.
+
+        Returns ``(counts, ads)``: ``counts[i]`` is the number of ads action ``i`` matches, and
+        ``ads`` lists their indexes in :attr:`ids`, action after action, each action's in the
+        set's order.  No per-action list and no id string is touched, which is most of what
+        :meth:`match_batch` costs.
+        """
+        counts, ads, _ = self._columns(actions, False)
+        return counts, ads
+
+    def match_columns_detail(
+        self, actions: Iterable[Mapping[str, Any]]
+    ) -> tuple[array, array, array]:
+        """:meth:`match_columns` plus a third column: ``specs[k]`` is the index of the first
+        matching spec of ad ``ads[k]`` (as :meth:`match_batch_detail` reports it)."""
+        return self._columns(actions, True)
+
+    def _columns(self, actions: Iterable[Mapping[str, Any]], detail: bool) -> tuple[array, array, array]:
+        counts, ads, specs = array("i"), array("i"), array("i")
+        for i, action in enumerate(actions):
+            found = self._matches(_require_mapping(action, i))
+            counts.append(len(found))
+            for ad, spec in found:
+                ads.append(ad)
+                if detail:
+                    specs.append(spec)
+        return counts, ads, specs
 
     def with_changes(
         self, add: Mapping[str, Any] | None = None, remove: Iterable[str] = ()
