@@ -92,7 +92,7 @@ ctypedef uint64_t ValueId
 
 cdef struct Slot:
     ValueId value     # 0 when the slot is free
-    uint32_t anchor   # anchor pair id of (action type, selector)
+    uint32_t anchor   # anchor selector id
     uint32_t begin    # range of candidate spec records in entry_records
     uint32_t end
 
@@ -104,6 +104,7 @@ cdef struct Candidate:
     int32_t spec
     int32_t checks_begin   # range in Index.checks: the spec's constraints except the anchor
     int32_t checks_end
+    int32_t typeset        # the spec's concrete types: a row of Index.typeset_bits
     int32_t rsvp_default
 
 
@@ -121,7 +122,7 @@ cdef struct ValueSlot:
 cdef struct ActionPair:
     ValueId value
     int32_t key       # selector id
-    int32_t anchor    # anchor pair id of (action type, selector), -1 when not an anchor
+    int32_t anchor    # the selector id when it anchors specs of the action's type, else -1
 
 
 cdef inline uint64_t _slot_of(ValueId value, uint32_t anchor, int bits) noexcept nogil:
@@ -181,6 +182,12 @@ cdef class ActionSpecSet:
     cdef vector[int32_t] entry_records
     cdef vector[Candidate] candidates          # entry_records with each record inlined
     cdef vector[Check] checks
+    # Per typeset (distinct set of concrete types): a bitset over type ids, typeset_words
+    # words per row.  Candidates are filed once per anchor value, not once per type, so the
+    # index is several times smaller (meta types expand to up to 11 types) and a candidate's
+    # type is checked here instead.
+    cdef vector[uint64_t] typeset_bits
+    cdef Py_ssize_t typeset_words
     # Per type: the selectors an action of that type is read at.
     cdef vector[int32_t] type_read_start       # size types + 1
     cdef vector[int32_t] read_key
@@ -318,6 +325,13 @@ cdef class ActionSpecSet:
         sort(typeset_keys.begin(), typeset_keys.end())
         typeset_keys.erase(unique(typeset_keys.begin(), typeset_keys.end()), typeset_keys.end())
         cdef Py_ssize_t n_types = len(type_ids)
+        cdef Py_ssize_t n_typesets = typeset_start.size() - 1
+        self.typeset_words = (n_types + 63) // 64
+        self.typeset_bits.assign(n_typesets * self.typeset_words, 0)
+        for typeset_id in range(n_typesets):
+            for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
+                self.typeset_bits[typeset_id * self.typeset_words + (typeset_types[j] >> 6)] |= (
+                    (<uint64_t>1) << (typeset_types[j] & 63))
         cdef list keys_by_type = [set() for _ in range(n_types)]
         for i in range(<Py_ssize_t>typeset_keys.size()):
             typeset_id = <int32_t>(typeset_keys[i] >> 32)
@@ -354,25 +368,22 @@ cdef class ActionSpecSet:
                 if where == anchor_pair_ids.end():
                     self.read_anchor.push_back(-1)
                 else:
-                    self.read_anchor.push_back(deref(where).second)
+                    self.read_anchor.push_back(key_id)
             self.type_read_start.push_back(<int32_t>self.read_key.size())
 
-        # 5. Entries (anchor pair, value) -> record, sorted, then the open-addressing table.
-        cdef vector[pair[ValueId, uint64_t]] entries   # (value, anchor pair << 32 | record)
-        cdef int32_t anchor, pair_id
+        # 5. Entries (anchor selector, value) -> record, sorted, then the open-addressing table.
+        cdef vector[pair[ValueId, uint64_t]] entries   # (value, anchor selector << 32 | record)
+        cdef int32_t anchor
         with nogil:
             for i in range(n_records):
                 anchor = self.record_anchor[i]
                 key_id = self.constraint_key[anchor]
-                typeset_id = record_typeset[i]
-                for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
-                    pair_id = anchor_pair_ids[(<uint64_t>typeset_types[j] << 32) | <uint32_t>key_id]
-                    for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
-                        entries.push_back(pair[ValueId, uint64_t](
-                            self.values[c], (<uint64_t>pair_id << 32) | <uint32_t>i))
+                for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
+                    entries.push_back(pair[ValueId, uint64_t](
+                        self.values[c], (<uint64_t>key_id << 32) | <uint32_t>i))
             sort(entries.begin(), entries.end())
             self._fill_table(entries)
-            self._inline_candidates()
+            self._inline_candidates(record_typeset)
         self._fill_value_slots()
 
     cdef int _fill_value_slots(self) except -1:
@@ -409,7 +420,7 @@ cdef class ActionSpecSet:
             position = (position + 1) & mask
         return 0
 
-    cdef int _inline_candidates(self) except -1 nogil:
+    cdef int _inline_candidates(self, const vector[int32_t]& record_typeset) except -1 nogil:
         cdef Py_ssize_t i, c, record, n_records = self.record_ad.size()
         cdef vector[int32_t] checks_start
         cdef Check check
@@ -430,6 +441,7 @@ cdef class ActionSpecSet:
             self.candidates[i].spec = self.record_spec[record]
             self.candidates[i].checks_begin = checks_start[record]
             self.candidates[i].checks_end = checks_start[record + 1]
+            self.candidates[i].typeset = record_typeset[record]
             self.candidates[i].rsvp_default = self.record_rsvp_default[record]
         self.entry_records.clear()
         self.entry_records.shrink_to_fit()
@@ -620,6 +632,8 @@ cdef class ActionSpecSet:
         cdef const Candidate* candidates = self.candidates.data()
         cdef const Check* checks = self.checks.data()
         cdef const ValueId* values = self.values.data()
+        cdef const uint64_t* typeset_bits = self.typeset_bits.data()
+        cdef Py_ssize_t typeset_words = self.typeset_words
         cdef const ActionPair* action_pairs
         cdef bint ok, present
         cdef uint64_t previous
@@ -646,6 +660,9 @@ cdef class ActionSpecSet:
                         continue
                     for r in range(slot.begin, slot.end):
                         candidate = &candidates[r]
+                        if not ((typeset_bits[candidate.typeset * typeset_words + (type_id >> 6)]
+                                 >> (type_id & 63)) & 1):
+                            continue
                         ok = True
                         for c in range(candidate.checks_begin, candidate.checks_end):
                             key_id = checks[c].key
