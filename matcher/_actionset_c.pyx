@@ -100,12 +100,16 @@ cdef struct Slot:
 cdef struct Candidate:
     # One spec filed under one (anchor pair, value): everything needed to accept it, inline, so
     # a probe costs the slot, its run of candidates, and the checks only when there are any.
+    # (32 bytes: two per cache line.)  A spec's only other constraint, when it has one value
+    # ({post, page}: page), is checked here against the action's pairs (in L1), with no Check
+    # and values array to chase.
+    ValueId inline_value
+    int32_t inline_key     # its selector id, or -1
     int32_t ad
     int32_t spec
     int32_t checks_begin   # range in Index.checks: the spec's constraints except the anchor
-    int32_t checks_end
-    int32_t typeset        # the spec's concrete types: a row of Index.typeset_bits
-    int32_t rsvp_default
+    int32_t checks_end     # and the inline one
+    int32_t typeset_rsvp   # typeset << 1 | rsvp default: typeset is a row of Index.typeset_bits
 
 
 cdef struct Check:
@@ -421,13 +425,20 @@ cdef class ActionSpecSet:
         return 0
 
     cdef int _inline_candidates(self, const vector[int32_t]& record_typeset) except -1 nogil:
-        cdef Py_ssize_t i, c, record, n_records = self.record_ad.size()
+        cdef Py_ssize_t i, c, record, n_records = self.record_ad.size(), n_other
         cdef vector[int32_t] checks_start
+        cdef vector[int32_t] inline_key = vector[int32_t](n_records, -1)
+        cdef vector[ValueId] inline_value = vector[ValueId](n_records, 0)
         cdef Check check
         for record in range(n_records):
             checks_start.push_back(<int32_t>self.checks.size())
+            n_other = self.record_constraints[record + 1] - self.record_constraints[record] - 1
             for c in range(self.record_constraints[record], self.record_constraints[record + 1]):
                 if c == self.record_anchor[record]:
+                    continue
+                if n_other == 1 and self.constraint_values[c + 1] - self.constraint_values[c] == 1:
+                    inline_key[record] = self.constraint_key[c]
+                    inline_value[record] = self.values[self.constraint_values[c]]
                     continue
                 check.key = self.constraint_key[c]
                 check.values_begin = self.constraint_values[c]
@@ -441,8 +452,9 @@ cdef class ActionSpecSet:
             self.candidates[i].spec = self.record_spec[record]
             self.candidates[i].checks_begin = checks_start[record]
             self.candidates[i].checks_end = checks_start[record + 1]
-            self.candidates[i].typeset = record_typeset[record]
-            self.candidates[i].rsvp_default = self.record_rsvp_default[record]
+            self.candidates[i].typeset_rsvp = (record_typeset[record] << 1) | self.record_rsvp_default[record]
+            self.candidates[i].inline_key = inline_key[record]
+            self.candidates[i].inline_value = inline_value[record]
         self.entry_records.clear()
         self.entry_records.shrink_to_fit()
         return 0
@@ -660,10 +672,16 @@ cdef class ActionSpecSet:
                         continue
                     for r in range(slot.begin, slot.end):
                         candidate = &candidates[r]
-                        if not ((typeset_bits[candidate.typeset * typeset_words + (type_id >> 6)]
+                        if not ((typeset_bits[(candidate.typeset_rsvp >> 1) * typeset_words + (type_id >> 6)]
                                  >> (type_id & 63)) & 1):
                             continue
                         ok = True
+                        if candidate.inline_key >= 0:
+                            ok = False
+                            for q in range(n_pairs):
+                                if action_pairs[q].key == candidate.inline_key:
+                                    ok = action_pairs[q].value == candidate.inline_value
+                                    break
                         for c in range(candidate.checks_begin, candidate.checks_end):
                             key_id = checks[c].key
                             present = False
@@ -678,7 +696,7 @@ cdef class ActionSpecSet:
                             if not present:
                                 ok = False
                                 break
-                        if ok and candidate.rsvp_default and type_id == self.rsvp_type:
+                        if ok and (candidate.typeset_rsvp & 1) and type_id == self.rsvp_type:
                             response = 0
                             for q in range(n_pairs):
                                 if action_pairs[q].key == self.response_key:
