@@ -42,6 +42,7 @@ cdef extern from *:
 cdef extern from "Python.h":
     ctypedef struct PyDictObject:
         void* ma_keys
+        uint64_t ma_version_tag   # changes whenever the dict does (PEP 509; up to 3.13)
 
 
 cdef inline void _prefetch_dict(object maybe_dict) noexcept:
@@ -519,6 +520,9 @@ cdef class ActionSpecSet:
         cdef vector[int32_t] found_owner            # action index of each found value
         cdef vector[int32_t] found_read             # its index in read_key / read_anchor
         cdef vector[Py_hash_t] found_hash
+        cdef vector[PyObject*] chunk_dicts          # each action of the chunk (held by keep)
+        cdef vector[uint64_t] chunk_versions        # and its version after its lookups
+        cdef PyDictObject* owner
         cdef vector[uint8_t] found_usable
         cdef dict type_ids = self.type_ids
         cdef object type_key = ACTION_TYPE_KEY
@@ -535,6 +539,8 @@ cdef class ActionSpecSet:
             found_values.clear()
             found_owner.clear()
             found_read.clear()
+            chunk_dicts.assign(chunk_end - chunk_start, NULL)
+            chunk_versions.assign(chunk_end - chunk_start, 0)
             # Pass 1: each action's type, and the value objects of the selectors it needs.
             for index in range(chunk_start, chunk_end):
                 if index + 8 < n_actions:
@@ -549,7 +555,6 @@ cdef class ActionSpecSet:
                             f"got {type(action).__name__}"
                         )
                     action = dict(action)
-                    keep.append(action)
                 type_id = -1
                 found = PyDict_GetItemWithError(action, type_key)
                 if found != NULL:
@@ -562,23 +567,33 @@ cdef class ActionSpecSet:
                 action_type.push_back(type_id)
                 if type_id < 0:
                     continue
+                # The values are used in pass 2 without a reference of their own: touching
+                # their reference counts here would stall on each (cold) value object before
+                # its prefetch could overlap anything.  The dict is held instead, and pass 2
+                # checks that it did not change meanwhile (a key's __eq__ runs Python code).
+                keep.append(action)
                 selectors = read_selectors[type_id]
                 read_start = self.type_read_start[type_id]
                 for k in range(self.type_read_start[type_id + 1] - read_start):
                     found = PyDict_GetItemWithError(action, <object>PyTuple_GET_ITEM(selectors, k))
                     if found == NULL:
                         continue
-                    keep.append(<object>found)
                     prefetch(found)
                     found_values.push_back(found)
                     found_owner.push_back(<int32_t>index)
                     found_read.push_back(<int32_t>(read_start + k))
+                chunk_dicts[index - chunk_start] = <PyObject*>action
+                chunk_versions[index - chunk_start] = (<PyDictObject*><PyObject*>action).ma_version_tag
             # Pass 2: their text and hash; start loading the value table slots.
             n_found = found_values.size()
             found_hash.resize(n_found)
             found_usable.assign(n_found, 0)
             for j in range(n_found):
+                owner = <PyDictObject*>chunk_dicts[found_owner[j] - chunk_start]
+                if owner.ma_version_tag != chunk_versions[found_owner[j] - chunk_start]:
+                    raise RuntimeError(f"actions[{found_owner[j]}] changed while it was being matched")
                 raw = <object>found_values[j]
+                keep.append(raw)
                 if not PyUnicode_CheckExact(raw):
                     text = action_value_text(raw)
                     if text is None:
