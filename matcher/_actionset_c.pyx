@@ -4,14 +4,16 @@
 Same API and results as the pure-Python twin :mod:`matcher._actionset_py`; see its docstring
 for the index layout.  Here types and selectors are interned to ``int32`` ids and values to the
 address of the set's canonical string for them; the index is a flat open-addressing hash table
-keyed by ``(type, anchor selector)`` pair and value whose slots point at runs of inlined
-candidate specs.  Matching runs in three phases:
+keyed by ``(anchor selector, value)`` whose slots point at runs of inlined candidate specs (each
+filed once, whatever its number of concrete types; the action's type is checked against the
+candidate's typeset bits).  Matching runs in three phases:
 
 1. *extract* (GIL held): per action, its type id and, for the selectors its type needs, the
    interned value ids (a probe of a flat ``(hash, canonical str)`` table), into C++ buffers;
-2. *evaluate* (``with nogil``): probe the hash table per anchor pair, check the remaining
-   selectors of each candidate, keep the first matching spec per ad;
-3. *build* (GIL held, cyclic GC paused): turn the ``(ad, spec)`` pairs into Python lists.
+2. *evaluate* (``with nogil``): probe the hash table per anchor selector, check the type and
+   the remaining selectors of each candidate, keep the first matching spec per ad;
+3. *build*: Python lists (GIL held, cyclic GC paused) for ``match_batch``, or, for
+   ``match_columns``, flat ``array('i')`` columns written without the GIL.
 
 Instances are immutable snapshots; concurrent readers need no lock.  ``docs/action-specs.md``
 has the measurements and where the time goes.

@@ -1,9 +1,11 @@
-"""Pure-Python twin of the compiled action-spec set (``_actionset_c``): same API, same index.
+"""Pure-Python twin of the compiled action-spec set (``_actionset_c``): same API, same answers.
 
 Many ads' specs are filed in one index: per concrete action type, per anchor selector and
 value (:func:`matcher.actionspecs.choose_anchor`), the specs that can match an action carrying
 that value.  Matching an action reads only the selectors that matter for its type, looks each
-anchor value up, and checks the remaining selectors of the few candidates found.
+anchor value up, and checks the remaining selectors of the few candidates found.  (The kernel
+files each spec once per anchor value instead, with its types as a bitset to check: smaller
+for C, while nested dicts per type are what is cheap in Python.)
 
 Instances are immutable snapshots: :meth:`ActionSpecSet.with_changes` returns a new set and
 leaves the old one usable, so readers never need a lock (one writer builds, then swaps).
