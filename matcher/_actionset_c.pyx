@@ -534,6 +534,7 @@ cdef class ActionSpecSet:
         cdef uint64_t value_mask = ((<uint64_t>1) << self.value_bits) - 1
         action_type.reserve(n_actions)
         pair_start.reserve(n_actions + 1)
+        pairs.reserve(2 * n_actions)   # about 2.5 per action in practice: one doubling, not 20
         pair_start.push_back(0)
         for chunk_start in range(0, n_actions, EXTRACT_CHUNK):
             chunk_end = min(n_actions, chunk_start + EXTRACT_CHUNK)
@@ -666,6 +667,8 @@ cdef class ActionSpecSet:
         cdef const ActionPair* action_pairs
         cdef bint ok, present
         cdef uint64_t previous
+        out_start.reserve(n_actions + 1)
+        out.reserve(4 * n_actions)
         out_start.push_back(0)
         for a in range(n_actions):
             ahead = a + SLOT_PREFETCH
