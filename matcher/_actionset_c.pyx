@@ -4,19 +4,22 @@
 Same API and results as the pure-Python twin :mod:`matcher._actionset_py`; see its docstring
 for the index layout.  Here types and selectors are interned to ``int32`` ids and values to the
 address of the set's canonical string for them; the index is a flat open-addressing hash table
-keyed by ``(type, anchor selector)`` pair and value whose slots point at runs of inlined
-candidate specs.  Matching runs in three phases:
+keyed by ``(anchor selector, value)`` whose slots point at runs of inlined candidate specs (each
+filed once, whatever its number of concrete types; the action's type is checked against the
+candidate's typeset bits).  Matching runs in three phases:
 
 1. *extract* (GIL held): per action, its type id and, for the selectors its type needs, the
    interned value ids (a probe of a flat ``(hash, canonical str)`` table), into C++ buffers;
-2. *evaluate* (``with nogil``): probe the hash table per anchor pair, check the remaining
-   selectors of each candidate, keep the first matching spec per ad;
-3. *build* (GIL held, cyclic GC paused): turn the ``(ad, spec)`` pairs into Python lists.
+2. *evaluate* (``with nogil``): probe the hash table per anchor selector, check the type and
+   the remaining selectors of each candidate, keep the first matching spec per ad;
+3. *build*: Python lists (GIL held, cyclic GC paused) for ``match_batch``, or, for
+   ``match_columns``, flat ``array('i')`` columns written without the GIL.
 
 Instances are immutable snapshots; concurrent readers need no lock.  ``docs/action-specs.md``
 has the measurements and where the time goes.
 """
 
+from cpython cimport array as c_array
 from cpython.dict cimport PyDict_GetItemWithError
 from cython.operator cimport dereference as deref
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -41,6 +44,7 @@ cdef extern from *:
 cdef extern from "Python.h":
     ctypedef struct PyDictObject:
         void* ma_keys
+        uint64_t ma_version_tag   # changes whenever the dict does (PEP 509; up to 3.13)
 
 
 cdef inline void _prefetch_dict(object maybe_dict) noexcept:
@@ -63,6 +67,7 @@ cdef enum:
     CANDIDATE_PREFETCH = 4
     EXTRACT_CHUNK = 64     # actions per three-pass extraction round
 
+import array
 from collections.abc import Mapping
 
 from matcher._actionset_py import _apply_changes
@@ -77,6 +82,9 @@ from matcher.actionspecs import (
 
 __all__ = ["ActionSpecSet", "compile_action_specs"]
 
+# Template of the columns match_columns returns: array('i') of C ints (32 bits).
+cdef c_array.array _INT_COLUMN = array.array("i")
+
 
 
 # Value ids are the addresses of the set's canonical value strings (``value_ids`` maps each
@@ -87,7 +95,7 @@ ctypedef uint64_t ValueId
 
 cdef struct Slot:
     ValueId value     # 0 when the slot is free
-    uint32_t anchor   # anchor pair id of (action type, selector)
+    uint32_t anchor   # anchor selector id
     uint32_t begin    # range of candidate spec records in entry_records
     uint32_t end
 
@@ -95,11 +103,16 @@ cdef struct Slot:
 cdef struct Candidate:
     # One spec filed under one (anchor pair, value): everything needed to accept it, inline, so
     # a probe costs the slot, its run of candidates, and the checks only when there are any.
+    # (32 bytes: two per cache line.)  A spec's only other constraint, when it has one value
+    # ({post, page}: page), is checked here against the action's pairs (in L1), with no Check
+    # and values array to chase.
+    ValueId inline_value
+    int32_t inline_key     # its selector id, or -1
     int32_t ad
     int32_t spec
     int32_t checks_begin   # range in Index.checks: the spec's constraints except the anchor
-    int32_t checks_end
-    int32_t rsvp_default
+    int32_t checks_end     # and the inline one
+    int32_t typeset_rsvp   # typeset << 1 | rsvp default: typeset is a row of Index.typeset_bits
 
 
 cdef struct Check:
@@ -116,7 +129,7 @@ cdef struct ValueSlot:
 cdef struct ActionPair:
     ValueId value
     int32_t key       # selector id
-    int32_t anchor    # anchor pair id of (action type, selector), -1 when not an anchor
+    int32_t anchor    # the selector id when it anchors specs of the action's type, else -1
 
 
 cdef inline uint64_t _slot_of(ValueId value, uint32_t anchor, int bits) noexcept nogil:
@@ -176,6 +189,12 @@ cdef class ActionSpecSet:
     cdef vector[int32_t] entry_records
     cdef vector[Candidate] candidates          # entry_records with each record inlined
     cdef vector[Check] checks
+    # Per typeset (distinct set of concrete types): a bitset over type ids, typeset_words
+    # words per row.  Candidates are filed once per anchor value, not once per type, so the
+    # index is several times smaller (meta types expand to up to 11 types) and a candidate's
+    # type is checked here instead.
+    cdef vector[uint64_t] typeset_bits
+    cdef Py_ssize_t typeset_words
     # Per type: the selectors an action of that type is read at.
     cdef vector[int32_t] type_read_start       # size types + 1
     cdef vector[int32_t] read_key
@@ -313,6 +332,13 @@ cdef class ActionSpecSet:
         sort(typeset_keys.begin(), typeset_keys.end())
         typeset_keys.erase(unique(typeset_keys.begin(), typeset_keys.end()), typeset_keys.end())
         cdef Py_ssize_t n_types = len(type_ids)
+        cdef Py_ssize_t n_typesets = typeset_start.size() - 1
+        self.typeset_words = (n_types + 63) // 64
+        self.typeset_bits.assign(n_typesets * self.typeset_words, 0)
+        for typeset_id in range(n_typesets):
+            for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
+                self.typeset_bits[typeset_id * self.typeset_words + (typeset_types[j] >> 6)] |= (
+                    (<uint64_t>1) << (typeset_types[j] & 63))
         cdef list keys_by_type = [set() for _ in range(n_types)]
         for i in range(<Py_ssize_t>typeset_keys.size()):
             typeset_id = <int32_t>(typeset_keys[i] >> 32)
@@ -349,25 +375,22 @@ cdef class ActionSpecSet:
                 if where == anchor_pair_ids.end():
                     self.read_anchor.push_back(-1)
                 else:
-                    self.read_anchor.push_back(deref(where).second)
+                    self.read_anchor.push_back(key_id)
             self.type_read_start.push_back(<int32_t>self.read_key.size())
 
-        # 5. Entries (anchor pair, value) -> record, sorted, then the open-addressing table.
-        cdef vector[pair[ValueId, uint64_t]] entries   # (value, anchor pair << 32 | record)
-        cdef int32_t anchor, pair_id
+        # 5. Entries (anchor selector, value) -> record, sorted, then the open-addressing table.
+        cdef vector[pair[ValueId, uint64_t]] entries   # (value, anchor selector << 32 | record)
+        cdef int32_t anchor
         with nogil:
             for i in range(n_records):
                 anchor = self.record_anchor[i]
                 key_id = self.constraint_key[anchor]
-                typeset_id = record_typeset[i]
-                for j in range(typeset_start[typeset_id], typeset_start[typeset_id + 1]):
-                    pair_id = anchor_pair_ids[(<uint64_t>typeset_types[j] << 32) | <uint32_t>key_id]
-                    for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
-                        entries.push_back(pair[ValueId, uint64_t](
-                            self.values[c], (<uint64_t>pair_id << 32) | <uint32_t>i))
+                for c in range(self.constraint_values[anchor], self.constraint_values[anchor + 1]):
+                    entries.push_back(pair[ValueId, uint64_t](
+                        self.values[c], (<uint64_t>key_id << 32) | <uint32_t>i))
             sort(entries.begin(), entries.end())
             self._fill_table(entries)
-            self._inline_candidates()
+            self._inline_candidates(record_typeset)
         self._fill_value_slots()
 
     cdef int _fill_value_slots(self) except -1:
@@ -404,14 +427,21 @@ cdef class ActionSpecSet:
             position = (position + 1) & mask
         return 0
 
-    cdef int _inline_candidates(self) except -1 nogil:
-        cdef Py_ssize_t i, c, record, n_records = self.record_ad.size()
+    cdef int _inline_candidates(self, const vector[int32_t]& record_typeset) except -1 nogil:
+        cdef Py_ssize_t i, c, record, n_records = self.record_ad.size(), n_other
         cdef vector[int32_t] checks_start
+        cdef vector[int32_t] inline_key = vector[int32_t](n_records, -1)
+        cdef vector[ValueId] inline_value = vector[ValueId](n_records, 0)
         cdef Check check
         for record in range(n_records):
             checks_start.push_back(<int32_t>self.checks.size())
+            n_other = self.record_constraints[record + 1] - self.record_constraints[record] - 1
             for c in range(self.record_constraints[record], self.record_constraints[record + 1]):
                 if c == self.record_anchor[record]:
+                    continue
+                if n_other == 1 and self.constraint_values[c + 1] - self.constraint_values[c] == 1:
+                    inline_key[record] = self.constraint_key[c]
+                    inline_value[record] = self.values[self.constraint_values[c]]
                     continue
                 check.key = self.constraint_key[c]
                 check.values_begin = self.constraint_values[c]
@@ -425,7 +455,9 @@ cdef class ActionSpecSet:
             self.candidates[i].spec = self.record_spec[record]
             self.candidates[i].checks_begin = checks_start[record]
             self.candidates[i].checks_end = checks_start[record + 1]
-            self.candidates[i].rsvp_default = self.record_rsvp_default[record]
+            self.candidates[i].typeset_rsvp = (record_typeset[record] << 1) | self.record_rsvp_default[record]
+            self.candidates[i].inline_key = inline_key[record]
+            self.candidates[i].inline_value = inline_value[record]
         self.entry_records.clear()
         self.entry_records.shrink_to_fit()
         return 0
@@ -490,6 +522,9 @@ cdef class ActionSpecSet:
         cdef vector[int32_t] found_owner            # action index of each found value
         cdef vector[int32_t] found_read             # its index in read_key / read_anchor
         cdef vector[Py_hash_t] found_hash
+        cdef vector[PyObject*] chunk_dicts          # each action of the chunk (held by keep)
+        cdef vector[uint64_t] chunk_versions        # and its version after its lookups
+        cdef PyDictObject* owner
         cdef vector[uint8_t] found_usable
         cdef dict type_ids = self.type_ids
         cdef object type_key = ACTION_TYPE_KEY
@@ -499,6 +534,7 @@ cdef class ActionSpecSet:
         cdef uint64_t value_mask = ((<uint64_t>1) << self.value_bits) - 1
         action_type.reserve(n_actions)
         pair_start.reserve(n_actions + 1)
+        pairs.reserve(2 * n_actions)   # about 2.5 per action in practice: one doubling, not 20
         pair_start.push_back(0)
         for chunk_start in range(0, n_actions, EXTRACT_CHUNK):
             chunk_end = min(n_actions, chunk_start + EXTRACT_CHUNK)
@@ -506,6 +542,8 @@ cdef class ActionSpecSet:
             found_values.clear()
             found_owner.clear()
             found_read.clear()
+            chunk_dicts.assign(chunk_end - chunk_start, NULL)
+            chunk_versions.assign(chunk_end - chunk_start, 0)
             # Pass 1: each action's type, and the value objects of the selectors it needs.
             for index in range(chunk_start, chunk_end):
                 if index + 8 < n_actions:
@@ -520,7 +558,6 @@ cdef class ActionSpecSet:
                             f"got {type(action).__name__}"
                         )
                     action = dict(action)
-                    keep.append(action)
                 type_id = -1
                 found = PyDict_GetItemWithError(action, type_key)
                 if found != NULL:
@@ -533,23 +570,33 @@ cdef class ActionSpecSet:
                 action_type.push_back(type_id)
                 if type_id < 0:
                     continue
+                # The values are used in pass 2 without a reference of their own: touching
+                # their reference counts here would stall on each (cold) value object before
+                # its prefetch could overlap anything.  The dict is held instead, and pass 2
+                # checks that it did not change meanwhile (a key's __eq__ runs Python code).
+                keep.append(action)
                 selectors = read_selectors[type_id]
                 read_start = self.type_read_start[type_id]
                 for k in range(self.type_read_start[type_id + 1] - read_start):
                     found = PyDict_GetItemWithError(action, <object>PyTuple_GET_ITEM(selectors, k))
                     if found == NULL:
                         continue
-                    keep.append(<object>found)
                     prefetch(found)
                     found_values.push_back(found)
                     found_owner.push_back(<int32_t>index)
                     found_read.push_back(<int32_t>(read_start + k))
+                chunk_dicts[index - chunk_start] = <PyObject*>action
+                chunk_versions[index - chunk_start] = (<PyDictObject*><PyObject*>action).ma_version_tag
             # Pass 2: their text and hash; start loading the value table slots.
             n_found = found_values.size()
             found_hash.resize(n_found)
             found_usable.assign(n_found, 0)
             for j in range(n_found):
+                owner = <PyDictObject*>chunk_dicts[found_owner[j] - chunk_start]
+                if owner.ma_version_tag != chunk_versions[found_owner[j] - chunk_start]:
+                    raise RuntimeError(f"actions[{found_owner[j]}] changed while it was being matched")
                 raw = <object>found_values[j]
+                keep.append(raw)
                 if not PyUnicode_CheckExact(raw):
                     text = action_value_text(raw)
                     if text is None:
@@ -615,9 +662,13 @@ cdef class ActionSpecSet:
         cdef const Candidate* candidates = self.candidates.data()
         cdef const Check* checks = self.checks.data()
         cdef const ValueId* values = self.values.data()
+        cdef const uint64_t* typeset_bits = self.typeset_bits.data()
+        cdef Py_ssize_t typeset_words = self.typeset_words
         cdef const ActionPair* action_pairs
         cdef bint ok, present
         cdef uint64_t previous
+        out_start.reserve(n_actions + 1)
+        out.reserve(4 * n_actions)
         out_start.push_back(0)
         for a in range(n_actions):
             ahead = a + SLOT_PREFETCH
@@ -641,7 +692,16 @@ cdef class ActionSpecSet:
                         continue
                     for r in range(slot.begin, slot.end):
                         candidate = &candidates[r]
+                        if not ((typeset_bits[(candidate.typeset_rsvp >> 1) * typeset_words + (type_id >> 6)]
+                                 >> (type_id & 63)) & 1):
+                            continue
                         ok = True
+                        if candidate.inline_key >= 0:
+                            ok = False
+                            for q in range(n_pairs):
+                                if action_pairs[q].key == candidate.inline_key:
+                                    ok = action_pairs[q].value == candidate.inline_value
+                                    break
                         for c in range(candidate.checks_begin, candidate.checks_end):
                             key_id = checks[c].key
                             present = False
@@ -656,7 +716,7 @@ cdef class ActionSpecSet:
                             if not present:
                                 ok = False
                                 break
-                        if ok and candidate.rsvp_default and type_id == self.rsvp_type:
+                        if ok and (candidate.typeset_rsvp & 1) and type_id == self.rsvp_type:
                             response = 0
                             for q in range(n_pairs):
                                 if action_pairs[q].key == self.response_key:
@@ -727,6 +787,35 @@ cdef class ActionSpecSet:
             PyList_SET_ITEM(results, a, row)
         return results
 
+    cdef tuple _run_columns(self, object actions, bint detail):
+        cdef vector[int32_t] action_type
+        cdef vector[int64_t] pair_start
+        cdef vector[ActionPair] pairs
+        cdef vector[uint64_t] out
+        cdef vector[int64_t] out_start
+        self._extract(actions, action_type, pair_start, pairs)
+        with nogil:
+            self._evaluate(action_type, pair_start, pairs, out, out_start)
+        # Phase 3: three flat arrays, written without the GIL (nobody else sees them yet).
+        cdef Py_ssize_t n_actions = action_type.size(), n_out = out.size(), a, k
+        cdef c_array.array counts = c_array.clone(_INT_COLUMN, n_actions, False)
+        cdef c_array.array ads = c_array.clone(_INT_COLUMN, n_out, False)
+        cdef c_array.array specs = c_array.clone(_INT_COLUMN, n_out if detail else 0, False)
+        cdef int* count_data = counts.data.as_ints
+        cdef int* ad_data = ads.data.as_ints
+        cdef int* spec_data = specs.data.as_ints
+        with nogil:
+            for a in range(n_actions):
+                count_data[a] = <int>(out_start[a + 1] - out_start[a])
+            for k in range(n_out):
+                ad_data[k] = <int>(out[k] >> 32)
+            if detail:
+                for k in range(n_out):
+                    spec_data[k] = <int><uint32_t>out[k]
+        if detail:
+            return (counts, ads, specs)
+        return (counts, ads)
+
     def match(self, action):
         """Ids of the ads with a spec matching ``action``, in the set's order."""
         if not isinstance(action, Mapping):
@@ -750,6 +839,17 @@ cdef class ActionSpecSet:
     def match_batch_detail(self, actions):
         """:meth:`match_detail` for each action; the evaluation runs without the GIL."""
         return self._run(actions, True)
+
+    def match_columns(self, actions):
+        """All the answers of :meth:`match_batch` as two flat ``array('i')`` columns,
+        ``(counts, ads)``: ``counts[i]`` ads match action ``i``, and ``ads`` lists their
+        indexes in :attr:`ids`, action after action, each action's in the set's order."""
+        return self._run_columns(actions, False)
+
+    def match_columns_detail(self, actions):
+        """:meth:`match_columns` plus ``specs``: the index of each listed ad's first matching
+        spec, ``(counts, ads, specs)``."""
+        return self._run_columns(actions, True)
 
     # ----------------------------------------------------------------------------- the rest
 

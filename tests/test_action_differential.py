@@ -8,6 +8,7 @@ hit random specs (and often just miss them), including meta types, ``rsvp`` with
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -107,14 +108,25 @@ def implementations():
     return built
 
 
+def expected_columns(ids, rows):
+    """``match_columns_detail``'s answer, from ``match_batch_detail``'s rows."""
+    index_of = {ad_id: index for index, ad_id in enumerate(ids)}
+    return (array("i", [len(row) for row in rows]),
+            array("i", [index_of[ad] for row in rows for ad, _ in row]),
+            array("i", [spec for row in rows for _, spec in row]))
+
+
 def assert_agree(the_ads, the_actions, singles=None):
     """Every implementation gives the reference's answers; ``singles`` caps how many actions
     are also matched one by one (``match``/``match_detail``)."""
     *others, reference = [factory(the_ads) for factory in implementations()]
     expected = reference.match_batch_detail(the_actions)
+    columns = expected_columns(reference.ids, expected)
     for compiled in others:
         assert compiled.match_batch_detail(the_actions) == expected, type(compiled)
         assert compiled.match_batch(the_actions) == [[ad for ad, _ in row] for row in expected]
+        assert compiled.match_columns_detail(the_actions) == columns, type(compiled)
+        assert compiled.match_columns(the_actions) == columns[:2], type(compiled)
     for compiled in [*others, reference]:
         for action, row in list(zip(the_actions, expected))[:singles]:
             assert compiled.match_detail(action) == row
@@ -141,6 +153,8 @@ def test_with_changes_equals_a_fresh_build(before, added, removed, the_actions):
         fresh = factory(expected_ads)
         assert changed.ids == fresh.ids
         assert changed.match_batch_detail(the_actions) == fresh.match_batch_detail(the_actions)
+        if hasattr(changed, "match_columns_detail"):  # the reference has no columnar form
+            assert changed.match_columns_detail(the_actions) == fresh.match_columns_detail(the_actions)
 
 
 @st.composite
