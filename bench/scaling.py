@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(c, args.events, args.sample, args.seed, args.batch)
                for c in tqdm(counts, desc="rule counts", unit="set", disable=not sys.stderr.isatty())]
     print(f"compiled extension loaded: {USING_EXTENSION}; {args.events:,} events, batch {args.batch}")
-    print(f"{'rules':>8} {'compile s':>10}" + "".join(f"{label:>22}" for label, _ in SERIES))
+    widths = [max(len(label), 12) + 2 for label, _ in SERIES]
+    print(f"{'rules':>8} {'compile s':>10}" + "".join(f"{label:>{w}}" for (label, _), w in zip(SERIES, widths)))
     for r in results:
-        print(f"{r['rules']:>8,} {r['compile_s']:>10.3f}" + "".join(f"{r[key]:>22,.0f}" for _, key in SERIES))
+        print(f"{r['rules']:>8,} {r['compile_s']:>10.3f}"
+              + "".join(f"{r[key]:>{w},.0f}" for (_, key), w in zip(SERIES, widths)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"extension": USING_EXTENSION, "events": args.events, "results": results}, f, indent=2)
