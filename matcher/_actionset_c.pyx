@@ -739,19 +739,24 @@ cdef class ActionSpecSet:
             out_start.push_back(<int64_t>out.size())
         return 0
 
-    cdef list _run(self, object actions, bint detail):
+    cdef Py_ssize_t _match(self, object actions, vector[uint64_t]& out, vector[int64_t]& out_start) except -1:
+        """Phases 1 and 2: action i's matches are out[out_start[i]:out_start[i + 1]], each
+        (ad position << 32 | spec index); returns the number of actions."""
         cdef vector[int32_t] action_type
         cdef vector[int64_t] pair_start
         cdef vector[ActionPair] pairs
-        cdef vector[uint64_t] out
-        cdef vector[int64_t] out_start
         self._extract(actions, action_type, pair_start, pairs)
         with nogil:
             self._evaluate(action_type, pair_start, pairs, out, out_start)
+        return action_type.size()
+
+    cdef list _run(self, object actions, bint detail):
+        cdef vector[uint64_t] out
+        cdef vector[int64_t] out_start
+        cdef Py_ssize_t n_actions = self._match(actions, out, out_start)
         # Phase 3 (GIL held): Python lists of ids (or (id, spec index) tuples).  The lists
         # are acyclic; letting 200,000 new lists trigger cyclic collections that rescan the
         # whole heap would cost more than building them, so the collector waits.
-        cdef Py_ssize_t n_actions = action_type.size(), a, k, count
         cdef int gc_was_enabled = PyGC_Disable()
         try:
             return self._build_results(out, out_start, n_actions, detail)
@@ -788,16 +793,11 @@ cdef class ActionSpecSet:
         return results
 
     cdef tuple _run_columns(self, object actions, bint detail):
-        cdef vector[int32_t] action_type
-        cdef vector[int64_t] pair_start
-        cdef vector[ActionPair] pairs
         cdef vector[uint64_t] out
         cdef vector[int64_t] out_start
-        self._extract(actions, action_type, pair_start, pairs)
-        with nogil:
-            self._evaluate(action_type, pair_start, pairs, out, out_start)
+        cdef Py_ssize_t n_actions = self._match(actions, out, out_start)
         # Phase 3: three flat arrays, written without the GIL (nobody else sees them yet).
-        cdef Py_ssize_t n_actions = action_type.size(), n_out = out.size(), a, k
+        cdef Py_ssize_t n_out = out.size(), a, k
         cdef c_array.array counts = c_array.clone(_INT_COLUMN, n_actions, False)
         cdef c_array.array ads = c_array.clone(_INT_COLUMN, n_out, False)
         cdef c_array.array specs = c_array.clone(_INT_COLUMN, n_out if detail else 0, False)

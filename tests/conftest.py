@@ -1,5 +1,7 @@
 """Shared test switches: ``--run-slow`` runs the soak/load/scale tests the default run skips."""
 
+from collections.abc import Mapping
+
 import pytest
 
 
@@ -50,3 +52,19 @@ def holds(match_all):
     def check(rule, event):
         return match_all({"r": rule}, [event])[0] == ["r"]
     return check
+
+
+class FrozenMapping(Mapping):
+    """A read-only mapping that is not a dict: inputs must work as any ``Mapping``."""
+
+    def __init__(self, data):
+        self._data = dict(data)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)

@@ -8,11 +8,11 @@ reference on random specs and actions; these are the plain cases and the edges.)
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
 
 import pytest
 
 from matcher import _actionset_py
+from tests.conftest import FrozenMapping as FrozenAction
 
 try:
     from matcher import _actionset_c
@@ -94,19 +94,6 @@ def test_empty_batches_sets_and_iterators(action_set):
 
 
 def test_any_mapping_is_an_action(action_set):
-    class FrozenAction(Mapping):
-        def __init__(self, data):
-            self._data = dict(data)
-
-        def __getitem__(self, key):
-            return self._data[key]
-
-        def __iter__(self):
-            return iter(self._data)
-
-        def __len__(self):
-            return len(self._data)
-
     compiled = action_set(ADS)
     assert compiled.match_columns([FrozenAction(a) for a in ACTIONS]) == compiled.match_columns(ACTIONS)
 

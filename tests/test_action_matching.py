@@ -17,6 +17,7 @@ import matcher
 from matcher import _actionset, _actionset_py
 from matcher.action_reference import action_matches, matching_spec_indices, spec_matches
 from matcher.actionspecs import META_SPECS, parse_ads, parse_action_specs
+from tests.conftest import FrozenMapping as FrozenAction
 
 try:
     from matcher import _actionset_c
@@ -368,19 +369,6 @@ def test_non_string_keys_are_ignored(action_set):
 
 
 def test_any_mapping_is_an_action(action_set):
-    class FrozenAction(Mapping):
-        def __init__(self, data):
-            self._data = dict(data)
-
-        def __getitem__(self, key):
-            return self._data[key]
-
-        def __iter__(self):
-            return iter(self._data)
-
-        def __len__(self):
-            return len(self._data)
-
     compiled = action_set({"ad": {"action.type": "like", "page": "P1"}})
     assert compiled.match(FrozenAction({"action.type": "like", "page": "P1"})) == ["ad"]
 
