@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from matcher import _ruleset_py, compile_rules, parse_rule
 from matcher.reference import match_rules
 from matcher._ruleset import USING_EXTENSION
+from matcher.values import EVENT_COLUMNS
 
 STANDARD_EVENTS = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "Purchase", "Lead", "Search",
                    "CompleteRegistration"]
@@ -162,12 +163,9 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     return match_batch
 
 
-COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
-
-
 def as_columns(events: list[dict], batch: int) -> list[dict[str, list]]:
     """The events as ``match_columns`` batches (as a service holds them after decoding a request)."""
-    return [{name: [e.get(name) for e in events[i:i + batch]] for name in COLUMNS}
+    return [{name: [e.get(name) for e in events[i:i + batch]] for name in EVENT_COLUMNS}
             for i in range(0, len(events), batch)]
 
 

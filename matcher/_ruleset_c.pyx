@@ -792,7 +792,7 @@ cdef class _Events:
     cdef object customs  # columns: the custom_data list, or None
     cdef Py_ssize_t base
 
-    cdef int start(self, Py_ssize_t start, Py_ssize_t stop, list keep) except -1:
+    cdef int start(self, Py_ssize_t start, Py_ssize_t stop) except -1:
         cdef PyObject* raw
         self.base = start
         if self.columnar:
@@ -986,7 +986,7 @@ cdef class Matcher:
             memset(b.have.data(), 0, b.have.size())
             keys_state.assign(stop - start, -1)
             keep = []
-            src.start(start, stop, keep)
+            src.start(start, stop)
             # GIL: the fields every event needs (those of the eager groups).
             for row in range(stop - start):
                 rows.push_back(self._extract(src, row, items, spans, owned, keep, &b.have[row * nf],

@@ -14,7 +14,7 @@ from matcher.plan import (
     P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT, Group, PartitionPlan,
 )
 from matcher.regex import compile_regex
-from matcher.values import FieldPath, fold, item_number, item_text, resolve, source_key
+from matcher.values import EVENT_COLUMNS, FieldPath, fold, item_number, item_text, resolve, source_key
 
 _COMPARE = (float.__lt__, float.__le__, float.__gt__, float.__ge__)
 
@@ -159,8 +159,7 @@ class Matcher:
         return [self.match(event) for event in events]
 
     def match_columns(self, n: int, *columns: Sequence | None) -> tuple[list[int], list[Any]]:
-        names = ("pixel_id", "event", "url", "device_type", "custom_data")
-        given = [(name, column) for name, column in zip(names, columns) if column is not None]
+        given = [(name, column) for name, column in zip(EVENT_COLUMNS, columns) if column is not None]
         events = [{name: column[i] for name, column in given if column[i] is not None} for i in range(n)]
         results = self.match_batch(events)
         return [len(r) for r in results], [rule_id for r in results for rule_id in r]

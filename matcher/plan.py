@@ -21,6 +21,7 @@ interprets it directly, so both execute the same design:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from matcher.rules import NEGATIVE_TWIN, And, Leaf, Node, Not, Or, Rule, operand_text
@@ -189,37 +190,42 @@ class _Builder:
         code += [OP_NOR, len(node.children)]
         return None
 
-    def resolve(self, choice: int | tuple, eager: set[int] | None = None,
-                uses: dict[int, int] | None = None) -> tuple[frozenset[int], int]:
-        """A trigger set and its cost. An AND takes its cheapest child's set. Given the groups
-        ``eager`` anyway and how many rules ``uses`` each predicate, it prefers a set entirely
-        in those groups (they run for every event already), then the set the fewest rules
-        share (a predicate many rules use, like a common event name, holds often); and when
-        even that set is shared by many rules, a far rarer hash-lookup predicate on another
-        field (making that field's lookup run for every event)."""
+    def resolve(self, choice: int | tuple, choose: Callable[[list], tuple[frozenset[int], int]] | None = None
+                ) -> tuple[frozenset[int], int]:
+        """A trigger set and its cost: an OR's children's sets united, an AND's one child's
+        set, the one ``choose`` picks from ``[(set, cost), ...]`` (default: the cheapest)."""
         if isinstance(choice, int):
             return frozenset((choice,)), self.pred_cost[choice]
         kind, detail = choice
-        resolved = [self.resolve(c, eager, uses) for c in detail]
+        resolved = [self.resolve(c, choose) for c in detail]
         if kind == _ANY:
             union = frozenset().union(*(t[0] for t in resolved))
             return union, sum(self.pred_cost[p] for p in union)
-        if eager is None or uses is None:
-            return min(resolved, key=lambda t: t[1])
+        return choose(resolved) if choose is not None else min(resolved, key=lambda t: t[1])
+
+    def rarest(self, eager: set[int], uses: dict[int, int]) -> Callable[[list], tuple[frozenset[int], int]]:
+        """The second pass's choice for an AND, given the groups ``eager`` anyway and how many
+        rules ``uses`` each predicate: a set entirely in those groups (they run for every
+        event already), the one the fewest rules share (a predicate many rules use, like a
+        common event name, holds often); and when even that one is shared by many rules, a
+        far rarer hash-lookup predicate on another field (its lookup then runs for every event)."""
 
         def shared(found: tuple[frozenset[int], int]) -> int:
             return sum(uses[p] for p in found[0])
 
-        in_eager = [t for t in resolved if all(self.pred_group[p] in eager for p in t[0])]
-        best = min(in_eager or resolved, key=lambda t: (shared(t), t[1]))
-        if shared(best) > _SHARED_BY_MANY:
-            # Whenever it holds, such a predicate makes all its rules candidates: a hash
-            # lookup on one more field per event (no pattern pass) is cheaper than that.
-            lookups = [t for t in resolved if shared(t) * 4 <= shared(best)
-                       and all(self.pred_group[p] in eager or self._lookup_only(self.pred_group[p]) for p in t[0])]
-            if lookups:
-                return min(lookups, key=lambda t: (shared(t), t[1]))
-        return best
+        def choose(resolved: list) -> tuple[frozenset[int], int]:
+            in_eager = [t for t in resolved if all(self.pred_group[p] in eager for p in t[0])]
+            best = min(in_eager or resolved, key=lambda t: (shared(t), t[1]))
+            if shared(best) > _SHARED_BY_MANY:
+                # Whenever it holds, such a predicate makes all its rules candidates: a hash
+                # lookup on one more field per event (no pattern pass) is cheaper than that.
+                lookups = [t for t in resolved if shared(t) * 4 <= shared(best)
+                           and all(self.pred_group[p] in eager or self._lookup_only(self.pred_group[p]) for p in t[0])]
+                if lookups:
+                    return min(lookups, key=lambda t: (shared(t), t[1]))
+            return best
+
+        return choose
 
     def _lookup_only(self, gid: int) -> bool:
         group = self.groups[gid]
@@ -244,8 +250,8 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
         code: list[int] = []
         choices.append(builder.compile(rule.root, code))
         programs.append(code)
-    # Two passes: the cheapest sets first; then ANDs move to the rarer predicates of the
-    # groups those made eager.
+    # Two passes: the cheapest sets first; then each AND takes the rarest set, knowing which
+    # groups the first pass made eager and how many rules share each predicate.
     eager_first: set[int] = set()
     uses: dict[int, int] = {}
     for c in choices:
@@ -253,7 +259,8 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
             eager_first.update(builder.pred_group[p] for p in builder.resolve(c)[0])
             for p in _leaves(c, set()):
                 uses[p] = uses.get(p, 0) + 1
-    trigger_sets = [builder.resolve(c, eager_first, uses)[0] if c is not None else None for c in choices]
+    choose = builder.rarest(eager_first, uses)
+    trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
     triggers: list[list[int]] = [[] for _ in builder.pred_group]
     always: list[int] = []
     eager: set[int] = set()

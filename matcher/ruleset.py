@@ -17,11 +17,9 @@ from matcher import _ruleset
 from matcher.errors import RuleError
 from matcher.plan import FieldTable, plan_partition
 from matcher.rules import Rule, parse_rule
-from matcher.values import source_key
+from matcher.values import EVENT_COLUMNS, source_key
 
 _UNSCOPED = None
-# The event keys rules can read, in the order the engines take them as columns.
-EVENT_COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
 
 
 class CompiledRules:
@@ -61,8 +59,7 @@ class CompiledRules:
         all, event after event, each event's in rule order; the same answers as
         ``match_batch`` over the equivalent mappings, without building them.
         """
-        lists = _column_lists(columns)
-        count = len(next(iter(lists.values()))) if lists else 0
+        count, lists = _column_lists(columns)
         return self._matcher.match_columns(count, *(lists.get(name) for name in EVENT_COLUMNS))
 
     # -- inspection -------------------------------------------------------------------------
@@ -127,20 +124,21 @@ class CompiledRules:
         return _build(self._engine, self._table.copy(), entries, order, members, dict(self._partitions), touched)
 
 
-def _column_lists(columns: Mapping[str, Sequence]) -> dict[str, list]:
-    """The columns as lists, checked: known names, one length."""
+def _column_lists(columns: Mapping[str, Sequence]) -> tuple[int, dict[str, list]]:
+    """(the number of events, the columns as lists), checked: known names, one length."""
     lists: dict[str, list] = {}
+    first = count = None
     for name, values in columns.items():
         if name not in EVENT_COLUMNS:
             raise ValueError(f"columns: unknown column {name!r}; the columns are {', '.join(EVENT_COLUMNS)}")
         values = values if type(values) is list else list(values)
-        if lists:
-            first, expected = next(iter(lists.items()))
-            if len(values) != len(expected):
-                raise ValueError(f"columns[{name!r}]: {len(values)} values, expected {len(expected)} "
-                                 f"(as many as columns[{first!r}])")
+        if first is None:
+            first, count = name, len(values)
+        elif len(values) != count:
+            raise ValueError(f"columns[{name!r}]: {len(values)} values, expected {count} "
+                             f"(as many as columns[{first!r}])")
         lists[name] = values
-    return lists
+    return count or 0, lists
 
 
 def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:

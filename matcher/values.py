@@ -29,6 +29,8 @@ URL_FIELDS = ("domain", "path")
 BUILTIN_FIELDS = EVENT_FIELDS + URL_FIELDS
 # Event keys a rule may not name: they select or describe the event, they are not matched.
 UNMATCHABLE_FIELDS = ("pixel_id", "event_time", "custom_data")
+# The event keys rules read, in the order the engines take them as columns (match_columns).
+EVENT_COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
 
 _FOLD_TABLE = dict(FOLD_PAIRS)
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}

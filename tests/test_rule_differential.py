@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from matcher import _ruleset_py, compile_rules
 from matcher.reference import match_rules
+from matcher.values import EVENT_COLUMNS
 from tests.conftest import _ruleset_c
 from tests.strategies import events, rules
 
@@ -26,21 +27,18 @@ def test_engines_agree_with_reference(rule_list, evs):
         assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected, engine.__name__
 
 
-COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
     evs=st.lists(events, max_size=8),
-    left_out=st.sets(st.sampled_from(COLUMNS)),
+    left_out=st.sets(st.sampled_from(EVENT_COLUMNS)),
 )
 def test_columns_agree_with_rows(rule_list, evs, left_out):
     """match_columns over columns equals match_batch (and the reference) over the same events as rows."""
     rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
     sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
     rows = [{k: v for k, v in e.items() if k not in left_out} for e in evs]
-    columns = {name: [e.get(name) for e in evs] for name in COLUMNS if name not in left_out}
+    columns = {name: [e.get(name) for e in evs] for name in EVENT_COLUMNS if name not in left_out}
     if not columns:  # no column, no events: the columns' length is the batch's
         rows = []
     expected = match_rules(rule_set, rows, sources)
