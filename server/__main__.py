@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    options.argv = list(sys.argv[1:] if argv is None else argv)
     if options.processes < 1:
         parser.error("--processes must be at least 1")
     if options.sync_interval < 0:
@@ -204,14 +205,12 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _worker_command(options: argparse.Namespace, port: int, index: int, ready_fd: int) -> list[str]:
+    """The parent's own arguments (workers inherit its environment too), then what differs:
+    argparse keeps the last value of a repeated flag."""
     metrics_port = options.metrics_port + index if options.metrics_port > 0 else options.metrics_port
     return [
-        sys.executable, "-m", "server",
-        "--host", options.host, "--port", str(port), "--db", options.db, "--tokens", options.tokens,
-        "--metrics-port", str(metrics_port), "--workers", str(options.workers), "--processes", "1",
-        "--sync-interval", repr(options.sync_interval), "--grace", repr(options.grace),
-        "--max-batch-events", str(options.max_batch_events), "--max-message-bytes", str(options.max_message_bytes),
-        "--sync", options.sync, "--log-level", options.log_level,
+        sys.executable, "-m", "server", *options.argv,
+        "--port", str(port), "--processes", "1", "--metrics-port", str(metrics_port),
         "--worker-index", str(index), "--ready-fd", str(ready_fd),
     ]
 

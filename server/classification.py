@@ -46,17 +46,27 @@ def event_value(custom_data: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def conversion_values(counts: list[int], ids: list[str], custom_data: list, defaults: Mapping[str, float]) -> list[float]:
+def conversion_values(counts: list[int], ids: list[str], own_values: list[float | None],
+                      defaults: Mapping[str, float]) -> list[float]:
     """Per match (flattened like ``ids``): the event's own value, else the conversion's default."""
     values: list[float] = []
     position = 0
-    for count, data in zip(counts, custom_data):
+    for count, value in zip(counts, own_values):
         if count:
-            value = event_value(data)
             matched = ids[position:position + count]
             values.extend([value] * count if value is not None else [defaults[c] for c in matched])
             position += count
     return values
+
+
+def ad_columns(ads: list) -> dict[str, list[int] | list[str]]:
+    """The reply's ad fields from per-item ``(ad id, tracking spec, conversion spec)`` entries."""
+    return {
+        "ad_counts": [len(a) for a in ads],
+        "ad_ids": [ad for entries in ads for ad, _, _ in entries],
+        "tracking_spec_indexes": [t for entries in ads for _, t, _ in entries],
+        "conversion_spec_indexes": [c for entries in ads for _, _, c in entries],
+    }
 
 
 def _custom_data(text: str, where: str) -> dict | None:
@@ -196,29 +206,25 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         batch = PixelBatch(request, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
-        values = conversion_values(counts, ids, batch.custom_data, snapshot.default_values)
+        # Each event's own value, read once: for its matches' values and for the recording.
+        own_values = [event_value(data) if count or request.record else None
+                      for count, data in zip(counts, batch.custom_data)]
+        values = conversion_values(counts, ids, own_values, snapshot.default_values)
         pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
-        ads = [pixel_ads.get(p, ()) for p in batch.pixel_ids] if pixel_ads else ()
+        ads = [pixel_ads.get(p, ()) for p in batch.pixel_ids] if pixel_ads else [()] * len(batch)
         if request.record:
-            self._record(snapshot, batch, counts, ids, values)
+            self._record(snapshot, batch, counts, ids, values, own_values)
         self.core.metrics.events.labels("pixel_event").inc(len(batch))
         return pb.ClassifyPixelEventsResponse(
-            conversion_counts=counts,
-            custom_conversion_ids=ids,
-            conversion_values=values,
-            ad_counts=[len(a) for a in ads] if ads else [0] * len(batch),
-            ad_ids=[ad for entries in ads for ad, _, _ in entries],
-            tracking_spec_indexes=[t for entries in ads for _, t, _ in entries],
-            conversion_spec_indexes=[c for entries in ads for _, _, c in entries],
-        )
+            conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values, **ad_columns(ads))
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
-                values: list[float]) -> None:
+                values: list[float], own_values: list[float | None]) -> None:
         now = self.core.now()
         recording = Recording()
         position = 0  # into ids and values: the matches, event after event
-        for pixel_id, url, device_type, custom_data, event_time, count in zip(
-            batch.pixel_ids, batch.urls, batch.devices, batch.custom_data, batch.times, counts
+        for pixel_id, url, device_type, own_value, event_time, count in zip(
+            batch.pixel_ids, batch.urls, batch.devices, own_values, batch.times, counts
         ):
             matched = range(position, position + count)
             position += count
@@ -227,7 +233,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             # Event times in the future (clock skew) count as now: they must not keep a pixel ACTIVE.
             fired = min(event_time, now) if event_time > 0 else now
             hour = fired - fired % HOUR
-            own_value = event_value(custom_data) or 0.0
+            own_value = own_value or 0.0
             earliest, latest = recording.pixel_firings.get(pixel_id, (fired, fired))
             recording.pixel_firings[pixel_id] = (min(earliest, fired), max(latest, fired))
             counter = recording.pixel_hourly.setdefault((pixel_id, hour), [0, 0.0])
@@ -266,12 +272,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         snapshot = self.core.registry.snapshot
         ads = ads_for_actions(snapshot, actions) if snapshot.ad_specs else [()] * len(actions)
         self.core.metrics.events.labels("action").inc(len(actions))
-        return pb.ClassifyActionsResponse(
-            ad_counts=[len(a) for a in ads],
-            ad_ids=[ad for entries in ads for ad, _, _ in entries],
-            tracking_spec_indexes=[t for entries in ads for _, t, _ in entries],
-            conversion_spec_indexes=[c for entries in ads for _, _, c in entries],
-        )
+        return pb.ClassifyActionsResponse(**ad_columns(ads))
 
     def ClassifyActions(self, request, context):
         self.core.authenticate(context).require_ingest()

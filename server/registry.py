@@ -88,7 +88,6 @@ class Registry:
         # Called with every published snapshot (under the writer lock), e.g. to update gauges.
         self.listeners: list[Callable[[Snapshot], None]] = []
         self.position = 0  # the change-log seq the snapshot reflects (every change up to it)
-        self.changes_applied = 0  # change-log rows read by the follower (own ones included)
         self.reloads = 0  # full reloads after a gap in the change log
         self._pending = True  # the follower must read the log even if the store says nothing changed
         self._stop = threading.Event()
@@ -244,22 +243,22 @@ class Registry:
                     "change log pruned past this process's position; reloading everything",
                     extra={"position": self.position, "now_at": batch.position},
                 )
-                self._load()
-                self.reloads += 1
-                self._pending = False
-                return True
+                return self._reload()
             try:
                 changed = self._apply(batch.changes) if batch.changes else False
             except Exception:  # noqa: BLE001 - a bug or a stored object this version cannot compile
                 log.exception("change not applied incrementally; reloading everything", extra={"position": self.position})
-                self._load()
-                self.reloads += 1
-                self._pending = False
-                return True
-            self.changes_applied += len(batch.changes)
+                return self._reload()
             self.position = batch.position
             self._pending = False
             return changed
+
+    def _reload(self) -> bool:
+        """Everything from the store again (under the writer lock): a new snapshot."""
+        self._load()
+        self.reloads += 1
+        self._pending = False
+        return True
 
     def _apply(self, changes: Iterable[tuple[str, str]]) -> bool:
         """Bring the named objects to their current stored state in one new snapshot."""
