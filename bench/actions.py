@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
-import resource
 import time
 from collections.abc import Callable
 
 import matcher
+from bench.rules import rss_bytes
 from matcher import _actionset_py
 from matcher.action_reference import action_matches
 from matcher.actionspecs import parse_ads
@@ -126,8 +125,7 @@ class Workload:
 
 
 def _rss_mib() -> float:
-    with open(f"/proc/{os.getpid()}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss_bytes() / 2**20
 
 
 def _best_of(repeats: int, run: Callable[[], object]) -> float:

@@ -9,13 +9,6 @@ CORES_NOTE = ("client processes, server processes and empty handlers share this 
               "every ceiling and figure is for this machine, not for a server with the cores to itself")
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def percentiles(values: list[float]) -> dict:
     """Latency percentiles in milliseconds, from every raw sample."""
     ordered = sorted(values)

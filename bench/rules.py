@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import subprocess
 import sys
@@ -200,8 +201,9 @@ def best_rate(fn, events: list, batch: int, threads: int, batches: list | None =
 
 
 def rss_bytes() -> int:
+    """Resident memory of this process."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def rate(fn, events: list, batch: int) -> tuple[float, list]:

@@ -28,13 +28,11 @@ import time
 from pathlib import Path
 
 from bench.grpc_load import make_events, seed
+from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
 from server.client import pixel_event_columns
-from server.core import Core
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
-from server.registry import Registry
-from server.store import SQLiteStore
 
 
 def best_seconds(fn, items: list, repeat: int) -> float:
@@ -53,11 +51,11 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "bench.db"
         pixels = seed(db, rules, rng)
-        store = SQLiteStore(db, synchronous="OFF")
+        # Loaded as `python -m server` loads it (not started: no port is served).
+        server, _ = create_server("127.0.0.1:0", db_path=db, tokens=TokenTable.from_mapping({"tokens": {}}),
+                                  sync="NORMAL", sync_interval=0)
         try:
-            registry = Registry(store)
-            registry.load()
-            core = Core(store=store, registry=registry, tokens=TokenTable.from_mapping({"tokens": {}}))
+            core = server.core
             servicer = ClassificationServicer(core)
             gc.freeze()  # as `python -m server` does once it has loaded
             distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(make_events(rng, pixels, batch)))
@@ -65,7 +63,7 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
             payloads = [distinct[i % len(distinct)] for i in range(batches)]
             requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
             decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
-            rules_now = registry.snapshot.rules
+            rules_now = core.registry.snapshot.rules
 
             def whole(payload: bytes) -> bytes:
                 request = pb.ClassifyPixelEventsRequest.FromString(payload)
@@ -83,7 +81,7 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
             }
             matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
         finally:
-            store.close()
+            server.stop(0)
     events = batch * batches
     return {
         "rules": rules, "batch": batch, "events": events, "matches_per_event": matches / events,

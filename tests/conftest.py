@@ -35,6 +35,9 @@ def _engine_match(engine):
     return run
 
 
+# The rule engines: the twin, and the kernel when it built.
+ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
+
 IMPLEMENTATIONS = {"reference": match_rules, "twin": _engine_match(_ruleset_py)}
 if _ruleset_c is not None:
     IMPLEMENTATIONS["compiled"] = _engine_match(_ruleset_c)
@@ -52,6 +55,27 @@ def holds(match_all):
     def check(rule, event):
         return match_all({"r": rule}, [event])[0] == ["r"]
     return check
+
+
+# -- action-spec sets ------------------------------------------------------------------------
+from matcher import _actionset_py  # noqa: E402
+
+try:
+    from matcher import _actionset_c
+except ImportError:  # test_action_matching.test_compiled_kernel_loaded reports it
+    _actionset_c = None
+
+# Factories ``ads -> set`` of the compiled kernel (None when it did not build) and its twin.
+ACTION_SETS = {"compiled": _actionset_c.ActionSpecSet if _actionset_c is not None else None,
+               "twin": _actionset_py.ActionSpecSet}
+
+
+def pick_action_set(implementations: dict, name: str):
+    """The factory ``name`` of ``implementations``; skips when it is the kernel and it did not build."""
+    factory = implementations[name]
+    if factory is None:
+        pytest.skip("compiled kernel not built (test_compiled_kernel_loaded fails for this)")
+    return factory
 
 
 class FrozenMapping(Mapping):

@@ -11,13 +11,7 @@ from array import array
 
 import pytest
 
-from matcher import _actionset_py
-from tests.conftest import FrozenMapping as FrozenAction
-
-try:
-    from matcher import _actionset_c
-except ImportError:  # test_action_matching.test_compiled_kernel_loaded reports it
-    _actionset_c = None
+from tests.conftest import ACTION_SETS, FrozenMapping as FrozenAction, _actionset_c, pick_action_set
 
 ADS = {
     "post": {"action.type": "post_engagement", "post": "PO1", "page": "P1"},
@@ -41,18 +35,9 @@ EXPECTED_COUNTS = [2, 2, 1, 1, 1, 0, 0, 1, 1]
 EXPECTED_ADS = [0, 1, 1, 4, 2, 3, 3, 1, 2]
 EXPECTED_SPECS = [0, 1, 1, 0, 0, 0, 1, 1, 0]
 
-IMPLEMENTATIONS = {
-    "compiled": _actionset_c.ActionSpecSet if _actionset_c is not None else None,
-    "twin": _actionset_py.ActionSpecSet,
-}
-
-
-@pytest.fixture(params=list(IMPLEMENTATIONS))
+@pytest.fixture(params=list(ACTION_SETS))
 def action_set(request):
-    factory = IMPLEMENTATIONS[request.param]
-    if factory is None:
-        pytest.skip("compiled kernel not built (test_compiled_kernel_loaded fails for this)")
-    return factory
+    return pick_action_set(ACTION_SETS, request.param)
 
 
 def test_columns_list_counts_then_ad_indexes_in_order(action_set):

@@ -16,12 +16,8 @@ from hypothesis import strategies as st
 
 from matcher import _actionset_py
 from matcher.actionspecs import META_SPECS
+from tests.conftest import _actionset_c
 from tests.test_action_matching import IMPLEMENTATIONS, ReferenceSet
-
-try:
-    from matcher import _actionset_c
-except ImportError:  # test_compiled_kernel_loaded reports it
-    _actionset_c = None
 
 CONCRETE_TYPES = ["like", "comment", "share", "checkin", "rsvp", "link_click", "app_install",
                   "app_use", "offsite_conversion", "flightsim:fly", "music.listens"]

@@ -17,12 +17,7 @@ import matcher
 from matcher import _actionset, _actionset_py
 from matcher.action_reference import action_matches, matching_spec_indices, spec_matches
 from matcher.actionspecs import META_SPECS, parse_ads, parse_action_specs
-from tests.conftest import FrozenMapping as FrozenAction
-
-try:
-    from matcher import _actionset_c
-except ImportError:  # test_compiled_kernel_loaded reports it
-    _actionset_c = None
+from tests.conftest import ACTION_SETS, FrozenMapping as FrozenAction, _actionset_c, pick_action_set
 
 
 class ReferenceSet:
@@ -66,20 +61,13 @@ def _checked(action, index):
     return action
 
 
-IMPLEMENTATIONS = {
-    "compiled": _actionset_c.ActionSpecSet if _actionset_c is not None else None,
-    "twin": _actionset_py.ActionSpecSet,
-    "reference": ReferenceSet,
-}
+IMPLEMENTATIONS = {**ACTION_SETS, "reference": ReferenceSet}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
 def action_set(request):
     """A factory ``ads -> compiled set`` for one implementation."""
-    factory = IMPLEMENTATIONS[request.param]
-    if factory is None:
-        pytest.skip("compiled kernel not built (test_compiled_kernel_loaded fails for this)")
-    return factory
+    return pick_action_set(IMPLEMENTATIONS, request.param)
 
 
 def matches(action_set, specs, action) -> bool:

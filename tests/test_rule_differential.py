@@ -5,13 +5,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher import _ruleset_py, compile_rules
+from matcher import compile_rules
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
-from tests.conftest import _ruleset_c
+from tests.conftest import ENGINES, _ruleset_c
 from tests.strategies import events, rules
-
-ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

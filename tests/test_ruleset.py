@@ -6,11 +6,9 @@ import threading
 import pytest
 
 import matcher
-from matcher import RuleError, _ruleset, _ruleset_py, compile_rules
-from tests.conftest import _ruleset_c
+from matcher import RuleError, _ruleset, compile_rules
+from tests.conftest import ENGINES
 from tools.gen_casefold import render
-
-ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
 
 def test_the_compiled_extension_loaded():
