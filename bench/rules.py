@@ -101,37 +101,51 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     """
     import re
 
-    by_pixel: dict[str, list] = {}
-    for rid, text in rules.items():
-        by_pixel.setdefault(sources[rid], []).append((rid, json.loads(text)))
-    compiled: dict[str, re.Pattern] = {}
-
-    def value(event, field):
-        name = field.lower()
-        if name in ("url", "event", "device_type"):
-            return event.get(name)
-        if name == "path":
-            url = event.get("url") or ""
-            rest = url.split("://", 1)[-1]
-            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-            return path.split("?", 1)[0].split("#", 1)[0]
-        return (event.get("custom_data") or {}).get(field)
-
-    def holds(node, event):
-        if "and" in node:
-            return all(holds(c, event) for c in node["and"])
-        if "or" in node:
-            return any(holds(c, event) for c in node["or"])
-        if "not" in node:
-            return not holds(node["not"], event)
+    def normalise(node):  # once per rule, as a team would: one syntax, operands pre-lowered
         if "filters" in node:
-            children = [{f["field"]: {f["operator"]: f["value"]}} for f in node["filters"]]
-            return holds({node["operator"]: children}, event)
+            return {node["operator"]: [normalise({f["field"]: {f["operator"]: f["value"]}}) for f in node["filters"]]}
+        for key in ("and", "or"):
+            if key in node:
+                return {key: [normalise(c) for c in node[key]]}
+        if "not" in node:
+            return {"not": normalise(node["not"])}
         (field, cond), = node.items()
         if not isinstance(cond, dict):
             cond = {"eq": cond}
         (op, operand), = cond.items()
-        v = value(event, field)
+        if op == "i_contains":
+            operand = operand.lower()
+        elif op == "i_is_any":
+            operand = [o.lower() for o in operand]
+        return {field: {op: operand}}
+
+    by_pixel: dict[str, list] = {}
+    for rid, text in rules.items():
+        by_pixel.setdefault(sources[rid], []).append((rid, normalise(json.loads(text))))
+    compiled: dict[str, re.Pattern] = {}
+
+    def value(event, field, memo):
+        name = field.lower()
+        if name in ("url", "event", "device_type"):
+            return event.get(name)
+        if name == "path":
+            if "path" not in memo:  # split the URL once per event
+                rest = (event.get("url") or "").split("://", 1)[-1]
+                path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+                memo["path"] = path.split("?", 1)[0].split("#", 1)[0]
+            return memo["path"]
+        return (event.get("custom_data") or {}).get(field)
+
+    def holds(node, event, memo):
+        if "and" in node:
+            return all(holds(c, event, memo) for c in node["and"])
+        if "or" in node:
+            return any(holds(c, event, memo) for c in node["or"])
+        if "not" in node:
+            return not holds(node["not"], event, memo)
+        (field, cond), = node.items()
+        (op, operand), = cond.items()
+        v = value(event, field, memo)
         if v is None:
             return False
         if op in ("gt", "lt", "gte", "lte"):
@@ -146,20 +160,24 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
         if op == "contains":
             return operand in v
         if op == "i_contains":
-            return operand.lower() in v.lower()
+            return operand in v.lower()
         if op == "starts_with":
             return v.startswith(operand)
         if op == "is_any":
             return v in operand
         if op == "i_is_any":
-            return v.lower() in [o.lower() for o in operand]
+            return v.lower() in operand
         if op == "regex_match":
             pattern = compiled.get(operand) or compiled.setdefault(operand, re.compile(operand))
             return pattern.search(v) is not None
         raise ValueError(op)
 
+    def match_event(event):
+        memo: dict = {}
+        return [rid for rid, rule in by_pixel.get(event.get("pixel_id"), ()) if holds(rule, event, memo)]
+
     def match_batch(events):
-        return [[rid for rid, rule in by_pixel.get(e.get("pixel_id"), ()) if holds(rule, e)] for e in events]
+        return [match_event(e) for e in events]
 
     return match_batch
 
