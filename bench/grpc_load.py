@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import ServerGroup
 from server.client import Client, pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
-from server.store import _CC_COLUMNS, SQLiteStore
+from server.store import CustomConversionRecord, SQLiteStore
 
 METHOD = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
 STREAM_METHOD = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
@@ -91,26 +90,22 @@ def make_events(rng: random.Random, pixels: list[str], count: int) -> list[dict]
 
 
 def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
-    """Pixels through the store (it creates the schema); the conversions in one bulk
-    transaction with the store's own column list (100,000 rows in a few seconds, where one
-    store call per row takes ~20 s). Returns the pixel ids."""
+    """Pixels, then the conversions in one bulk import (100,000 in a few seconds, where one
+    create call per conversion takes ~20 s). Returns the pixel ids."""
     store = SQLiteStore(db_path, synchronous="OFF")
-    pixels = [store.create_pixel(f"pixel {i}", "OTHER", ACCOUNTS[i], 0).id for i in range(len(ACCOUNTS))]
-    store.add_authorized_accounts(pixels[0], [NEWCOMER])
-    store.close()
-    rows = []
-    for i in range(rule_count):
-        owner = i % len(ACCOUNTS)
-        rows.append((str(10**17 + i), ACCOUNTS[owner], f"cc {i}", "", json.dumps(make_rule(rng, i)), pixels[owner],
-                     "pixel", "OTHER", 1.0, 0, 0, None, None, 0))
-    db = sqlite3.connect(db_path, isolation_level=None)
     try:
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})", rows)
-        db.execute("COMMIT")
+        pixels = [store.create_pixel(f"pixel {i}", "OTHER", ACCOUNTS[i], 0).id for i in range(len(ACCOUNTS))]
+        store.add_authorized_accounts(pixels[0], [NEWCOMER])
+        store.import_custom_conversions(
+            CustomConversionRecord(
+                id=str(10**17 + i), account_id=ACCOUNTS[i % len(ACCOUNTS)], name=f"cc {i}", description="",
+                rule=json.dumps(make_rule(rng, i)), event_source_id=pixels[i % len(ACCOUNTS)],
+                event_source_type="pixel", custom_event_type="OTHER", default_conversion_value=1.0, creation_time=0,
+            )
+            for i in range(rule_count)
+        )
     finally:
-        db.close()
+        store.close()
     return pixels
 
 

@@ -154,6 +154,10 @@ class Store(ABC):
         """Insert ``record`` (its id chosen by the caller); FailedPrecondition at ``limit``."""
 
     @abstractmethod
+    def import_custom_conversions(self, records: Iterable[CustomConversionRecord]) -> None:
+        """Load many conversions at once, with no limit check or change log (offline filling)."""
+
+    @abstractmethod
     def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
         """One custom conversion; NotFound."""
 
@@ -311,7 +315,18 @@ _CC_COLUMNS = (
     "id, account_id, name, description, rule, event_source_id, event_source_type, custom_event_type, "
     "default_conversion_value, creation_time, retention_days, first_fired_time, last_fired_time, is_archived"
 )
+_CC_INSERT = f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 _AD_COLUMNS = "id, account_id, objective, creative, optimization_goal, promoted_object, tracking_specs, conversion_specs"
+
+
+def _conversion_row(record: CustomConversionRecord) -> tuple:
+    """``record`` in ``_CC_COLUMNS`` order."""
+    return (
+        record.id, record.account_id, record.name, record.description, record.rule, record.event_source_id,
+        record.event_source_type, record.custom_event_type, record.default_conversion_value,
+        record.creation_time, record.retention_days, record.first_fired_time, record.last_fired_time,
+        int(record.is_archived),
+    )
 
 
 def _new_id() -> str:
@@ -551,17 +566,16 @@ class SQLiteStore(Store):
                 raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
             if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
                 raise AlreadyExists(f"custom conversion id {record.id} is taken")
-            db.execute(
-                f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-                (
-                    record.id, record.account_id, record.name, record.description, record.rule, record.event_source_id,
-                    record.event_source_type, record.custom_event_type, record.default_conversion_value,
-                    record.creation_time, record.retention_days, record.first_fired_time, record.last_fired_time,
-                    int(record.is_archived),
-                ),
-            )
+            db.execute(_CC_INSERT, _conversion_row(record))
             self._log_change(db, "custom_conversion", record.id)
             return self._conversion(db, record.id)
+
+    def import_custom_conversions(self, records: Iterable[CustomConversionRecord]) -> None:
+        """Load many conversions in one transaction, without the per-account limit or the
+        change log: for filling a database no server is serving yet (benchmarks, migrations);
+        servers compile them when they start."""
+        with self._transaction() as db:
+            db.executemany(_CC_INSERT, (_conversion_row(r) for r in records))
 
     def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
         with self._lock:
