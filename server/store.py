@@ -363,7 +363,7 @@ class SQLiteStore(Store):
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         # The busy timeout first: several processes may open (and switch to WAL) one new file at once.
         self._db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._switch_to_wal()
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._local = threading.local()  # .seq: the change the thread's last write logged
@@ -372,6 +372,20 @@ class SQLiteStore(Store):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+
+    def _switch_to_wal(self) -> None:
+        """``journal_mode=WAL``, retried: the switch needs the file to itself, and SQLite may
+        answer "database is locked" at once, without waiting out the busy timeout, while
+        another process opening the same new file holds it (two workers starting together)."""
+        deadline = time.monotonic() + self.BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

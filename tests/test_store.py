@@ -1,0 +1,47 @@
+"""The SQLite store itself: bulk import, and several processes opening one new file at once."""
+
+import subprocess
+import sys
+import time
+
+from server.store import CustomConversionRecord, SQLiteStore
+
+OPEN_WHEN_TOLD = """
+import os, sys, time
+from server.store import SQLiteStore
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+SQLiteStore(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_one_new_file_together_all_get_it(tmp_path):
+    """Switching a new file to WAL needs it to itself; SQLite may say "locked" at once to
+    the others (two --processes workers starting together): they wait and retry."""
+    for round_ in range(5):
+        path, go = tmp_path / f"db{round_}.sqlite", tmp_path / f"go{round_}"
+        opening = [subprocess.Popen([sys.executable, "-c", OPEN_WHEN_TOLD, str(path), str(go)],
+                                    stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        time.sleep(0.3)  # every process imported and waiting
+        go.touch()
+        for process in opening:
+            _, errors = process.communicate(timeout=60)
+            assert process.returncode == 0, errors[-2000:]
+
+
+def test_import_custom_conversions_stores_them_in_one_go_without_logging_changes(tmp_path):
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        position = store.change_position()
+        records = [
+            CustomConversionRecord(id=f"{10**14 + i}", account_id="act_1", name=f"cc {i}", description="",
+                                   rule='{"event":"Lead"}', event_source_id=pixel, event_source_type="pixel",
+                                   custom_event_type="LEAD", default_conversion_value=2.5, creation_time=7)
+            for i in range(150)  # past the 100-per-account limit: an import does not check it
+        ]
+        store.import_custom_conversions(records)
+        assert store.tracked_custom_conversions() == records
+        assert store.change_position() == position
+    finally:
+        store.close()
