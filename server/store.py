@@ -497,11 +497,28 @@ class SQLiteStore(Store):
             return self._pixel(self._db, pixel_id)
 
     def list_pixels(self, account_id: str) -> list[PixelRecord]:
+        # Two queries whatever the number of pixels (not one per pixel for its accounts), in
+        # one read snapshot so the accounts belong to the pixels listed.
         with self._lock:
-            ids = self._db.execute(
-                "SELECT pixel_id FROM pixel_accounts WHERE account_id = ? ORDER BY pixel_id", (account_id,)
-            ).fetchall()
-            return [self._pixel(self._db, pixel_id) for (pixel_id,) in ids]
+            self._db.execute("BEGIN")
+            try:
+                pixels = self._db.execute(
+                    "SELECT p.id, p.name, p.tag, p.creator, p.creation_time, p.last_firing_time "
+                    "FROM pixel_accounts AS mine JOIN pixels AS p ON p.id = mine.pixel_id "
+                    "WHERE mine.account_id = ? ORDER BY p.id",
+                    (account_id,),
+                ).fetchall()
+                accounts: dict[str, list[str]] = {row[0]: [] for row in pixels}
+                for pixel_id, account in self._db.execute(
+                    "SELECT a.pixel_id, a.account_id FROM pixel_accounts AS mine "
+                    "JOIN pixel_accounts AS a ON a.pixel_id = mine.pixel_id "
+                    "WHERE mine.account_id = ? ORDER BY a.pixel_id, a.account_id",
+                    (account_id,),
+                ):
+                    accounts[pixel_id].append(account)
+            finally:
+                self._db.execute("COMMIT")
+        return [PixelRecord(*row, authorized_accounts=tuple(accounts[row[0]])) for row in pixels]
 
     def pixel_ids(self) -> list[str]:
         return [pixel_id for (pixel_id,) in self._read("SELECT id FROM pixels")]

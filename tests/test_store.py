@@ -45,3 +45,36 @@ def test_import_custom_conversions_stores_them_in_one_go_without_logging_changes
         assert store.change_position() == position
     finally:
         store.close()
+
+
+def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(tmp_path):
+    """Listing once read each pixel's accounts with a query of its own (N+1); now the number of
+    statements is the same for one pixel as for many, and the result is what get_pixel gives."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        lone = store.create_pixel("lone", "OTHER", "act_9", 0)
+        created = []
+        for i in range(80):  # created by several accounts, shared with act_1 and with others
+            creator = f"act_{100 + i % 7}"
+            pixel = store.create_pixel(f"p{i}", "LEAD", creator, i)
+            store.add_authorized_accounts(pixel.id, ["act_1", *[f"act_{200 + j}" for j in range(i % 5)]])
+            created.append(pixel.id)
+        store.create_pixel("not shared", "OTHER", "act_2", 0)  # act_1 must not see it
+
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        listed_one = store.list_pixels("act_9")
+        one = len(statements)
+        statements.clear()
+        listed = store.list_pixels("act_1")
+        many = len(statements)
+        store._db.set_trace_callback(None)
+
+        assert listed_one == [store.get_pixel(lone.id)]
+        assert [p.id for p in listed] == sorted(created)
+        assert listed == [store.get_pixel(pixel_id) for pixel_id in sorted(created)]
+        assert any(len(p.authorized_accounts) == 6 for p in listed)
+        assert many == one <= 4, statements
+        assert store.list_pixels("act_404") == []
+    finally:
+        store.close()
