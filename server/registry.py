@@ -24,7 +24,6 @@ position reloads everything.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -33,15 +32,11 @@ from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 import matcher
 
 from server.errors import InvalidArgument, NotFound, ServiceError, parse_json
+from server.ids import new_id
 from server.store import AdRecord, CustomConversionRecord, PixelRecord, Store
 
 T = TypeVar("T")
 log = logging.getLogger("server.registry")
-
-
-def new_id() -> str:
-    """A numeric string id like the Graph API's (18 digits: collisions are negligible)."""
-    return str(10**17 + secrets.randbelow(9 * 10**17))
 
 
 @dataclass(frozen=True)

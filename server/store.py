@@ -22,7 +22,6 @@ apply the other processes' registrations.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.ids import new_id
 
 __all__ = [
     "AdRecord",
@@ -329,12 +329,6 @@ def _conversion_row(record: CustomConversionRecord) -> tuple:
     )
 
 
-def _new_id() -> str:
-    # Numeric string ids like the Graph API's; 15 digits make collisions negligible and
-    # the insert retries on the rare one.
-    return str(10**14 + secrets.randbelow(9 * 10**14))
-
-
 class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode."""
 
@@ -481,7 +475,7 @@ class SQLiteStore(Store):
     def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
         with self._transaction() as db:
             while True:
-                pixel_id = _new_id()
+                pixel_id = new_id()  # retried on the rare id already taken
                 if db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is None:
                     break
             db.execute(
