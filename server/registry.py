@@ -133,14 +133,6 @@ class Registry:
         if seq is not None and seq == self.position + 1:
             self.position = seq
 
-    def write(self, store_change: Callable[[], T]) -> T:
-        """Run a store write that changes nothing classification reads (pixel name, tag,
-        authorised accounts) under the writer lock, keeping the log position in step."""
-        with self._writer:
-            result = store_change()
-            self._wrote()
-            return result
-
     def add_pixel(self, create: Callable[[], PixelRecord]) -> PixelRecord:
         """Run the store's create; its events are recorded from now on."""
         with self._writer:

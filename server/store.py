@@ -17,7 +17,9 @@ counted by conversions) hold across processes, and ``busy_timeout`` makes a writ
 for another process's transaction instead of failing. Every write that changes what a
 registry compiles also appends a row to the **change log** (``changes``) in the same
 transaction; each process's registry follows that log (:meth:`Store.changes_since`) to
-apply the other processes' registrations.
+apply the other processes' registrations. Writes no registry holds in memory (pixel names
+and tags, authorised accounts, conversion names and descriptions: every process reads them
+from the store on each call) log nothing, so they wake no follower.
 """
 
 from __future__ import annotations
@@ -524,7 +526,7 @@ class SQLiteStore(Store):
                 db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
             if tag is not None:
                 db.execute("UPDATE pixels SET tag = ? WHERE id = ?", (tag, pixel_id))
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row: no registry compiles names or tags (they are read from here).
             return self._pixel(db, pixel_id)
 
     def delete_pixel(self, pixel_id: str) -> None:
@@ -546,7 +548,7 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
             )
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row: access checks read the accounts from here, no registry holds them.
             return self._pixel(db, pixel_id)
 
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
@@ -556,7 +558,7 @@ class SQLiteStore(Store):
                 "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
                 [(pixel_id, account) for account in accounts],
             )
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row (as when adding).
             return self._pixel(db, pixel_id)
 
     # -- custom conversions --------------------------------------------------------------
@@ -626,7 +628,8 @@ class SQLiteStore(Store):
             self._conversion(db, conversion_id)
             for column, value in changes.items():
                 db.execute(f"UPDATE custom_conversions SET {column} = ? WHERE id = ?", (value, conversion_id))
-            self._log_change(db, "custom_conversion", conversion_id)
+            if "default_conversion_value" in changes:  # the one updatable field classification uses
+                self._log_change(db, "custom_conversion", conversion_id)
             return self._conversion(db, conversion_id)
 
     def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:

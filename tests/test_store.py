@@ -78,3 +78,29 @@ def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(t
         assert store.list_pixels("act_404") == []
     finally:
         store.close()
+
+
+def test_only_changes_a_registry_compiles_are_logged(tmp_path):
+    """Pixel names, tags, authorised accounts and conversion names/descriptions are read from
+    the store on every call, so they log no change row (a follower has nothing to apply);
+    creates, deletes and a new default conversion value do."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        conversion = CustomConversionRecord(
+            id="100000000000000001", account_id="act_1", name="c", description="", rule='{"event":"Lead"}',
+            event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+            default_conversion_value=1.0, creation_time=0)
+        store.create_custom_conversion(conversion, 100)
+        position = store.change_position()
+        store.update_pixel(pixel, "renamed", "LEAD")
+        store.add_authorized_accounts(pixel, ["act_2", "act_3"])
+        store.remove_authorized_accounts(pixel, ["act_3"])
+        store.update_custom_conversion(conversion.id, {"name": "c2", "description": "d"})
+        assert store.last_change_seq() is None
+        assert store.change_position() == position and store.changes_since(position).changes == ()
+        assert store.get_pixel(pixel).authorized_accounts == ("act_1", "act_2")
+        store.update_custom_conversion(conversion.id, {"default_conversion_value": 2.0})
+        assert store.changes_since(position).changes == (("custom_conversion", conversion.id),)
+    finally:
+        store.close()
