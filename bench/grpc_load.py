@@ -7,9 +7,9 @@
 For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
 1. seed that many custom conversions (seed-style rules over 100 pixels in 100 ad accounts)
    straight into a fresh SQLite file (one transaction);
-2. for each count in ``--server-processes``, start that many ``python -m server`` processes on
-   one explicit port (``SO_REUSEPORT``), all on that file, each compiling every rule (waited
-   for), and as many empty-handler processes on another port (``bench.servers``);
+2. for each count N in ``--server-processes``, start ``python -m server --processes N`` on that
+   file (N workers on one port, ``SO_REUSEPORT``, each compiling every rule: waited for, up to
+   ``--startup-timeout``), and N empty-handler processes on another port (``bench.servers``);
 3. for each count in ``--clients`` (load-generating *processes*, each with ``--concurrency``
    caller threads and connections; ``bench.loadgen``):
    - throughput, closed loop: ``--batch``-event pre-serialised requests back to back for
@@ -21,11 +21,12 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
      throughput just measured), ``--latency-batch``-event requests sent on a schedule, latency
      from the *intended* send time (p50/p90/p99/p999), the achieved rate next to the target,
      and the empty handler at the same rate;
-   - calls per server process (client side) and events classified per process (the servers'
-     own /metrics), printed so an idle process shows;
+   - calls per server process (client side: each connection finds its worker by whose
+     /metrics request counter moved) and events classified per process (each worker's own
+     /metrics), printed so an idle process shows;
 4. with one server process: the time from a create call until classification sees the new
-   conversion (``--registrations``; with several processes only the one that took the create
-   would see it: they share the file, not their compiled snapshots).
+   conversion (``--registrations``, one connection; other workers would follow the store's
+   change log within ``--sync-interval``, see docs/service.md).
 
 Prints tables; ``--json`` writes every figure, ``--plot`` a PNG of throughput against rule
 count and latency against load. Client processes, server processes and the empty handlers

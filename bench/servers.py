@@ -1,14 +1,16 @@
-"""Server processes for the gRPC benchmark: N processes sharing one explicit port.
+"""Server processes for the gRPC benchmark: N processes serving one port.
 
-``ServerGroup`` starts N ``python -m server`` processes (or N empty-handler processes, the
-transport ceiling) on the same ``127.0.0.1`` port. gRPC Python sets ``SO_REUSEPORT`` on its
-listening sockets on Linux, so every process binds the port and the kernel spreads incoming
-*connections* (not calls) over them; the load generator balances its connections (see
-``bench.loadgen``). The real servers share one SQLite file and each compiles every rule
-itself; each exposes ``/metrics`` on its own port, which tells which process served what.
+``ServerGroup("server", N)`` runs the service as it is deployed: one ``python -m server
+--processes N`` (for N = 1 the single process, no parent), whose N workers share one
+SQLite file and one port (``SO_REUSEPORT``: the kernel spreads incoming *connections*, not
+calls, over them), each compiling every rule itself. Each worker serves ``/metrics`` on a
+port of its own (``--metrics-port 0``: listed in the parent's ``serving`` line), which tells
+which worker served what: the load generator identifies the worker a connection landed on by
+whose ``cm_requests_total`` moved, and counts calls per worker (see ``bench.loadgen``).
 
-``python -m bench.servers --port P`` is the empty handler: ClassifyPixelEvents takes the
-request bytes and replies with nothing, and ``bench.Empty/Whoami`` answers the process id
+``ServerGroup("empty", N)`` starts N empty-handler processes on one explicit port: ``python
+-m bench.servers --port P``, where ClassifyPixelEvents takes the request bytes and replies
+with nothing (the transport ceiling), and ``bench.Empty/Whoami`` answers the process id
 (the load generator uses it to tell the processes apart).
 """
 
@@ -51,7 +53,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
 
 
 class _Child:
-    """One server process; its stderr JSON log is read on a thread until it says 'serving'."""
+    """One empty-handler process; its stderr JSON log is read on a thread until it says 'serving'."""
 
     def __init__(self, argv: list[str]) -> None:
         self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -89,32 +91,46 @@ class _Child:
 
 
 class ServerGroup:
-    """N server processes on one port. ``kind`` is "server" (``python -m server`` on ``db``)
-    or "empty" (the empty handler). Use as a context manager; ``target`` is ``127.0.0.1:port``."""
+    """N server processes on one port. ``kind`` is "server" (``python -m server --processes N``
+    on ``db`` with the token file ``tokens``) or "empty" (N empty handlers). Use as a context
+    manager; ``target`` is ``127.0.0.1:port``; ``timeout`` bounds the start (loading and
+    compiling 100,000 rules takes ~10 s per process, more when they share the cores)."""
 
     def __init__(self, kind: str, count: int, *, db: Path | None = None, tokens: Path | None = None,
                  sync: str = "FULL", timeout: float = 600) -> None:
         self.kind, self.count, self.timeout = kind, count, timeout
         self.db, self.tokens, self.sync = db, tokens, sync
-        self.children: list[_Child] = []
+        self.children: list[_Child] = []  # the empty handlers
+        self.service = None  # the real service: a server.testing.ServerProcess
         self.port = 0
 
-    def _argv(self, port: int) -> list[str]:
-        if self.kind == "empty":
-            return [sys.executable, "-m", "bench.servers", "--port", str(port)]
-        return [sys.executable, "-m", "server", "--port", str(port), "--db", str(self.db), "--tokens", str(self.tokens),
-                "--metrics-port", "0", "--sync", self.sync, "--grace", "1"]
-
     def __enter__(self) -> "ServerGroup":
+        if self.kind == "server":
+            self._start_service()
+        else:
+            self._start_empty()
+        return self
+
+    def _start_service(self) -> None:
+        from server.testing import ServerProcess  # not at the top: the empty handlers need none of the service
+
+        # --port 0: the parent binds a free port itself and hands it to every worker.
+        self.service = ServerProcess(
+            self.db.parent, "--processes", str(self.count), "--metrics-port", "0", "--sync", self.sync,
+            "--grace", "1", db=self.db, tokens=self.tokens, start_timeout=self.timeout,
+        )
+        self.port = self.service.port
+
+    def _start_empty(self) -> None:
         for attempt in range(3):  # another program may take the free port before we bind it
             self.port = free_port()
-            # All at once: each compiles the rules itself, so they start in parallel.
-            self.children = [_Child(self._argv(self.port)) for _ in range(self.count)]
+            self.children = [_Child([sys.executable, "-m", "bench.servers", "--port", str(self.port)])
+                             for _ in range(self.count)]
             deadline = time.monotonic() + self.timeout
             for child in self.children:
                 child.serving.wait(max(0.0, deadline - time.monotonic()))
             if all("serving" in child.logged for child in self.children):
-                return self
+                return
             failed = [child.entries[-5:] for child in self.children if "serving" not in child.logged]
             self.stop()
             if time.monotonic() >= deadline:
@@ -127,6 +143,8 @@ class ServerGroup:
     def stop(self) -> None:
         for child in self.children:
             child.stop()
+        if self.service is not None:
+            self.service.stop()
 
     @property
     def target(self) -> str:
@@ -134,25 +152,36 @@ class ServerGroup:
 
     @property
     def pids(self) -> list[int]:
-        return [child.process.pid for child in self.children]
+        """The serving processes: the workers (or the one server process), or the empty handlers."""
+        if self.service is None:
+            return [child.process.pid for child in self.children]
+        return self.service.serving.get("pids") or [self.service.process.pid]
 
     @property
     def metrics_ports(self) -> list[int]:
-        return [child.logged["serving"]["metrics_port"] for child in self.children] if self.kind == "server" else []
+        """Per worker, in worker order (worker i is ``pids[i]``)."""
+        if self.service is None:
+            return []
+        serving = self.service.serving
+        return serving["metrics_ports"] if "metrics_ports" in serving else [serving["metrics_port"]]
 
     @property
     def rules_loaded(self) -> list[int]:
-        return [child.logged["loaded"]["rules"] for child in self.children] if self.kind == "server" else []
+        """Per worker, the rules its 'loaded' log line reports."""
+        if self.service is None:
+            return []
+        loaded = {line.get("worker", 0): line["rules"] for line in self.service.log_lines if line.get("msg") == "loaded"}
+        return [loaded.get(index) for index in range(self.count)]
 
     def probe(self) -> dict:
         """How the load generator tells the processes apart: by Whoami (empty handler) or by
-        which process's request counter moved (real server)."""
+        which worker's request counter moved (real server)."""
         if self.kind == "empty":
             return {"whoami": self.pids}
         return {"metrics": self.metrics_ports}
 
     def events_classified(self) -> list[float]:
-        """Per process: events classified so far, from its own /metrics (real servers)."""
+        """Per worker: events classified so far, from its own /metrics (real servers)."""
         return [scrape(port).get("cm_events_classified_total", 0.0) for port in self.metrics_ports]
 
 

@@ -61,7 +61,11 @@ def snippet(pixel: PixelRecord, account_id: str, cents: int) -> str:
 
 class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
     """Pixels are readable by every ad account authorised on them; only the creator
-    account changes, deletes or shares them."""
+    account changes, deletes or shares them.
+
+    Only creating and deleting a pixel goes through the registry (classification records
+    the events of registered pixels). Names, tags and authorised accounts are read from the
+    store on every call, by every process, so changing them is a plain store write."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -137,7 +141,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         if name is None and tag is None:
             raise InvalidArgument("nothing to update: give name and/or tag")
         pixel = self._managed(principal, request.pixel_id)
-        return self._message(self.core.registry.write(lambda: self.core.store.update_pixel(pixel.id, name, tag)))
+        return self._message(self.core.store.update_pixel(pixel.id, name, tag))
 
     def DeletePixel(self, request, context):
         principal = self.core.authenticate(context)
@@ -153,7 +157,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         principal = self.core.authenticate(context)
         accounts = self._accounts(request.account_ids)
         pixel = self._managed(principal, request.pixel_id)
-        return self._authorised(self.core.registry.write(lambda: self.core.store.add_authorized_accounts(pixel.id, accounts)))
+        return self._authorised(self.core.store.add_authorized_accounts(pixel.id, accounts))
 
     def RemoveAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
@@ -161,9 +165,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         pixel = self._managed(principal, request.pixel_id)
         if pixel.creator in accounts:
             raise InvalidArgument(f"account_ids: the creator {pixel.creator} is always authorised and cannot be removed")
-        return self._authorised(
-            self.core.registry.write(lambda: self.core.store.remove_authorized_accounts(pixel.id, accounts))
-        )
+        return self._authorised(self.core.store.remove_authorized_accounts(pixel.id, accounts))
 
     def GetPixelSnippets(self, request, context):
         principal = self.core.authenticate(context)

@@ -24,7 +24,6 @@ position reloads everything.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -33,15 +32,11 @@ from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 import matcher
 
 from server.errors import InvalidArgument, NotFound, ServiceError, parse_json
+from server.ids import new_id
 from server.store import AdRecord, CustomConversionRecord, PixelRecord, Store
 
 T = TypeVar("T")
 log = logging.getLogger("server.registry")
-
-
-def new_id() -> str:
-    """A numeric string id like the Graph API's (18 digits: collisions are negligible)."""
-    return str(10**17 + secrets.randbelow(9 * 10**17))
 
 
 @dataclass(frozen=True)
@@ -137,14 +132,6 @@ class Registry:
         seq = self.store.last_change_seq()
         if seq is not None and seq == self.position + 1:
             self.position = seq
-
-    def write(self, store_change: Callable[[], T]) -> T:
-        """Run a store write that changes nothing classification reads (pixel name, tag,
-        authorised accounts) under the writer lock, keeping the log position in step."""
-        with self._writer:
-            result = store_change()
-            self._wrote()
-            return result
 
     def add_pixel(self, create: Callable[[], PixelRecord]) -> PixelRecord:
         """Run the store's create; its events are recorded from now on."""

@@ -17,12 +17,13 @@ counted by conversions) hold across processes, and ``busy_timeout`` makes a writ
 for another process's transaction instead of failing. Every write that changes what a
 registry compiles also appends a row to the **change log** (``changes``) in the same
 transaction; each process's registry follows that log (:meth:`Store.changes_since`) to
-apply the other processes' registrations.
+apply the other processes' registrations. Writes no registry holds in memory (pixel names
+and tags, authorised accounts, conversion names and descriptions: every process reads them
+from the store on each call) log nothing, so they wake no follower.
 """
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.ids import new_id
 
 __all__ = [
     "AdRecord",
@@ -329,12 +331,6 @@ def _conversion_row(record: CustomConversionRecord) -> tuple:
     )
 
 
-def _new_id() -> str:
-    # Numeric string ids like the Graph API's; 15 digits make collisions negligible and
-    # the insert retries on the rare one.
-    return str(10**14 + secrets.randbelow(9 * 10**14))
-
-
 class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode."""
 
@@ -481,7 +477,7 @@ class SQLiteStore(Store):
     def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
         with self._transaction() as db:
             while True:
-                pixel_id = _new_id()
+                pixel_id = new_id()  # retried on the rare id already taken
                 if db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is None:
                     break
             db.execute(
@@ -497,11 +493,28 @@ class SQLiteStore(Store):
             return self._pixel(self._db, pixel_id)
 
     def list_pixels(self, account_id: str) -> list[PixelRecord]:
+        # Two queries whatever the number of pixels (not one per pixel for its accounts), in
+        # one read snapshot so the accounts belong to the pixels listed.
         with self._lock:
-            ids = self._db.execute(
-                "SELECT pixel_id FROM pixel_accounts WHERE account_id = ? ORDER BY pixel_id", (account_id,)
-            ).fetchall()
-            return [self._pixel(self._db, pixel_id) for (pixel_id,) in ids]
+            self._db.execute("BEGIN")
+            try:
+                pixels = self._db.execute(
+                    "SELECT p.id, p.name, p.tag, p.creator, p.creation_time, p.last_firing_time "
+                    "FROM pixel_accounts AS mine JOIN pixels AS p ON p.id = mine.pixel_id "
+                    "WHERE mine.account_id = ? ORDER BY p.id",
+                    (account_id,),
+                ).fetchall()
+                accounts: dict[str, list[str]] = {row[0]: [] for row in pixels}
+                for pixel_id, account in self._db.execute(
+                    "SELECT a.pixel_id, a.account_id FROM pixel_accounts AS mine "
+                    "JOIN pixel_accounts AS a ON a.pixel_id = mine.pixel_id "
+                    "WHERE mine.account_id = ? ORDER BY a.pixel_id, a.account_id",
+                    (account_id,),
+                ):
+                    accounts[pixel_id].append(account)
+            finally:
+                self._db.execute("COMMIT")
+        return [PixelRecord(*row, authorized_accounts=tuple(accounts[row[0]])) for row in pixels]
 
     def pixel_ids(self) -> list[str]:
         return [pixel_id for (pixel_id,) in self._read("SELECT id FROM pixels")]
@@ -513,7 +526,7 @@ class SQLiteStore(Store):
                 db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
             if tag is not None:
                 db.execute("UPDATE pixels SET tag = ? WHERE id = ?", (tag, pixel_id))
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row: no registry compiles names or tags (they are read from here).
             return self._pixel(db, pixel_id)
 
     def delete_pixel(self, pixel_id: str) -> None:
@@ -535,7 +548,7 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
             )
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row: access checks read the accounts from here, no registry holds them.
             return self._pixel(db, pixel_id)
 
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
@@ -545,7 +558,7 @@ class SQLiteStore(Store):
                 "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
                 [(pixel_id, account) for account in accounts],
             )
-            self._log_change(db, "pixel", pixel_id)
+            # No change-log row (as when adding).
             return self._pixel(db, pixel_id)
 
     # -- custom conversions --------------------------------------------------------------
@@ -615,7 +628,8 @@ class SQLiteStore(Store):
             self._conversion(db, conversion_id)
             for column, value in changes.items():
                 db.execute(f"UPDATE custom_conversions SET {column} = ? WHERE id = ?", (value, conversion_id))
-            self._log_change(db, "custom_conversion", conversion_id)
+            if "default_conversion_value" in changes:  # the one updatable field classification uses
+                self._log_change(db, "custom_conversion", conversion_id)
             return self._conversion(db, conversion_id)
 
     def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:

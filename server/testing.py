@@ -41,14 +41,22 @@ def running_server(db_path: str | Path, *, limits: Limits | None = None, **kwarg
 
 class ServerProcess:
     """``python -m server`` as a child process; the port is read from its 'serving' log line
-    (with ``--processes N``, the parent's: the one without a ``worker`` field)."""
+    (with ``--processes N``, the parent's: the one without a ``worker`` field; the workers'
+    lines come through the same stderr and are in :attr:`log_lines` too).
 
-    def __init__(self, directory: Path, *args: str, tokens_file: dict | None = None) -> None:
-        tokens = directory / "tokens.json"
-        tokens.write_text(json.dumps(tokens_file or TEST_TOKENS))
+    The database is ``directory/matcher.db`` and the token file ``directory/tokens.json``,
+    written from ``tokens_file`` (default :data:`TEST_TOKENS`), unless ``db`` / ``tokens``
+    name existing ones. ``start_timeout``: seconds to wait for 'serving' (loading and
+    compiling 100,000 rules takes ~10 s per process)."""
+
+    def __init__(self, directory: Path, *args: str, tokens_file: dict | None = None, db: Path | None = None,
+                 tokens: Path | None = None, start_timeout: float = 30.0) -> None:
+        if tokens is None:
+            tokens = directory / "tokens.json"
+            tokens.write_text(json.dumps(tokens_file or TEST_TOKENS))
         self.log_lines: list[dict] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", "0", "--db", str(directory / "matcher.db"),
+            [sys.executable, "-m", "server", "--port", "0", "--db", str(db or directory / "matcher.db"),
              "--tokens", str(tokens), *args],
             stderr=subprocess.PIPE,
             text=True,
@@ -61,9 +69,9 @@ class ServerProcess:
         self.serving: dict = {}  # the 'serving' log entry
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
         self._reader.start()
-        if not self._ready.wait(30) or not self.port:
-            self.process.kill()
-            raise RuntimeError(f"server did not start: {self.log_lines}")
+        if not self._ready.wait(start_timeout) or not self.port:
+            self.stop()
+            raise RuntimeError(f"server did not start within {start_timeout} s: {self.log_lines[-20:]}")
 
     def _read_logs(self) -> None:
         for line in self.process.stderr:
@@ -99,6 +107,16 @@ class ServerProcess:
         status = self.process.wait(timeout)
         self._close()
         return status
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (a ``--processes`` parent stops its workers too), SIGKILL if it outlasts ``timeout``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -1,11 +1,18 @@
 """The benchmark tools run end to end on tiny workloads (figures are not checked: no timing asserts)."""
 
 import json
+import os
+import random
 import subprocess
 import sys
 
+import pytest
+
 from bench.__main__ import main as bench_main
+from bench.grpc_load import TOKENS, seed
+from bench.servers import ServerGroup
 from matcher._ruleset import USING_EXTENSION
+from server.testing import ServerProcess
 
 
 def test_scaling_writes_json_and_a_png(tmp_path):
@@ -98,3 +105,28 @@ def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     assert [point["rules"] for point in data["latency"]] == [20, 60]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "grpc bench" in done.stderr  # the progress bar, forced on without a terminal
+
+
+def test_server_group_runs_the_service_with_processes_n(tmp_path):
+    """The bench's N servers are one ``python -m server --processes N``: N workers under one
+    parent, each with its own /metrics port (how the bench counts calls per worker)."""
+    seed(tmp_path / "matcher.db", 30, random.Random(1))
+    (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
+    with ServerGroup("server", 2, db=tmp_path / "matcher.db", tokens=tmp_path / "tokens.json", timeout=120) as group:
+        parent = group.service.process.pid
+        assert group.service.serving["processes"] == 2
+        assert len(set(group.pids)) == 2 and parent not in group.pids
+        for pid in group.pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                assert int(stat.read().rsplit(")", 1)[1].split()[1]) == parent  # field 4: the parent pid
+        assert len(set(group.metrics_ports)) == 2 and group.rules_loaded == [30, 30]
+        assert group.events_classified() == [0.0, 0.0]
+        workers = group.pids
+    for pid in [parent, *workers]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_server_process_start_timeout_is_the_callers(tmp_path):
+    with pytest.raises(RuntimeError, match="did not start within 0.01 s"):
+        ServerProcess(tmp_path, start_timeout=0.01)

@@ -232,6 +232,64 @@ def test_a_process_started_later_loads_everything(nodes):
         late.close()
 
 
+def metric(node: Node, name: str) -> float:
+    """One unlabelled gauge from the node's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.process.metrics_port}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    [value] = [line.split()[1] for line in lines if line.startswith(name + " ")]
+    return float(value)
+
+
+def test_renames_and_account_changes_wake_no_follower_yet_every_process_serves_them(tmp_path):
+    """Pixel names, tags, authorised accounts and conversion names are read from the
+    database by every call that uses them, so they log no change and move no process's
+    change-log position; the other process still answers with them at once."""
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: Node(tmp_path, "--metrics-port", "0"), range(2))
+    try:
+        account, partner = fresh_account(), fresh_account()
+        pixel = a.owner.create_pixel(account, "shop").id
+        cid = a.owner.create_custom_conversion(account, "leads", pixel, {"event": "Lead"}, default_conversion_value=1).id
+        eventually(lambda: matched(b.ingest, pixel) == [(cid, 1)])
+        position = eventually(lambda: metric(a, "cm_change_log_position") == metric(b, "cm_change_log_position")
+                              and metric(a, "cm_change_log_position"))
+
+        a.owner.call(a.owner.pixels.UpdatePixel, pixels_pb2.UpdatePixelRequest(pixel_id=pixel, name="renamed", tag="lead"))
+        a.owner.call(a.owner.pixels.AddAuthorizedAdAccounts,
+                     pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=[partner, "act_999"]))
+        a.owner.call(a.owner.pixels.RemoveAuthorizedAdAccounts,
+                     pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=["act_999"]))
+        a.owner.update_custom_conversion(cid, name="leads, renamed", description="now described")
+        # B answers with all of it at once, before any poll could have run
+        shown = b.owner.get_pixel(pixel)
+        assert (shown.name, shown.tag) == ("renamed", "LEAD")
+        listed = b.owner.call(b.owner.pixels.ListPixels, pixels_pb2.ListPixelsRequest(account_id=partner)).pixels
+        assert [(p.id, p.name) for p in listed] == [(pixel, "renamed")]
+        authorised = b.owner.call(b.owner.pixels.ListAuthorizedAdAccounts,
+                                  pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel)).account_ids
+        assert sorted(authorised) == sorted([account, partner])
+        got = b.owner.call(b.owner.custom_conversions.GetCustomConversion,
+                           cc_pb.GetCustomConversionRequest(custom_conversion_id=cid))
+        assert (got.name, got.description) == ("leads, renamed", "now described")
+        # ...and none of it went through the change log: no process has anything to apply
+        time.sleep(0.3)  # several poll intervals
+        with sqlite3.connect(tmp_path / "matcher.db") as db:
+            assert db.execute("SELECT MAX(seq) FROM changes").fetchone() == (position,)
+        assert [metric(n, "cm_change_log_position") for n in (a, b)] == [position, position]
+        assert [metric(n, "cm_change_log_reloads") for n in (a, b)] == [0, 0]
+
+        # the new authorisation holds on B at once; what classification uses still propagates
+        shared = b.owner.create_custom_conversion(partner, "shared", pixel, {"event": "Lead"}).id
+        a.owner.update_custom_conversion(cid, default_conversion_value=4)
+        eventually(lambda: matched(b.ingest, pixel) == sorted([(cid, 4), (shared, 0)]))
+        eventually(lambda: matched(a.ingest, pixel) == sorted([(cid, 4), (shared, 0)]))
+        assert eventually(lambda: metric(a, "cm_change_log_position") == metric(b, "cm_change_log_position")
+                          and metric(b, "cm_change_log_position")) == position + 2
+    finally:
+        a.close()
+        b.close()
+
+
 # -- the follower, step by step (in-process servers, following by hand) ----------------------
 
 def test_applying_a_change_twice_or_ones_own_change_is_harmless(tmp_path):

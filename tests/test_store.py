@@ -45,3 +45,62 @@ def test_import_custom_conversions_stores_them_in_one_go_without_logging_changes
         assert store.change_position() == position
     finally:
         store.close()
+
+
+def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(tmp_path):
+    """Listing once read each pixel's accounts with a query of its own (N+1); now the number of
+    statements is the same for one pixel as for many, and the result is what get_pixel gives."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        lone = store.create_pixel("lone", "OTHER", "act_9", 0)
+        created = []
+        for i in range(80):  # created by several accounts, shared with act_1 and with others
+            creator = f"act_{100 + i % 7}"
+            pixel = store.create_pixel(f"p{i}", "LEAD", creator, i)
+            store.add_authorized_accounts(pixel.id, ["act_1", *[f"act_{200 + j}" for j in range(i % 5)]])
+            created.append(pixel.id)
+        store.create_pixel("not shared", "OTHER", "act_2", 0)  # act_1 must not see it
+
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        listed_one = store.list_pixels("act_9")
+        one = len(statements)
+        statements.clear()
+        listed = store.list_pixels("act_1")
+        many = len(statements)
+        store._db.set_trace_callback(None)
+
+        assert listed_one == [store.get_pixel(lone.id)]
+        assert [p.id for p in listed] == sorted(created)
+        assert listed == [store.get_pixel(pixel_id) for pixel_id in sorted(created)]
+        assert any(len(p.authorized_accounts) == 6 for p in listed)
+        assert many == one <= 4, statements
+        assert store.list_pixels("act_404") == []
+    finally:
+        store.close()
+
+
+def test_only_changes_a_registry_compiles_are_logged(tmp_path):
+    """Pixel names, tags, authorised accounts and conversion names/descriptions are read from
+    the store on every call, so they log no change row (a follower has nothing to apply);
+    creates, deletes and a new default conversion value do."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        conversion = CustomConversionRecord(
+            id="100000000000000001", account_id="act_1", name="c", description="", rule='{"event":"Lead"}',
+            event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+            default_conversion_value=1.0, creation_time=0)
+        store.create_custom_conversion(conversion, 100)
+        position = store.change_position()
+        store.update_pixel(pixel, "renamed", "LEAD")
+        store.add_authorized_accounts(pixel, ["act_2", "act_3"])
+        store.remove_authorized_accounts(pixel, ["act_3"])
+        store.update_custom_conversion(conversion.id, {"name": "c2", "description": "d"})
+        assert store.last_change_seq() is None
+        assert store.change_position() == position and store.changes_since(position).changes == ()
+        assert store.get_pixel(pixel).authorized_accounts == ("act_1", "act_2")
+        store.update_custom_conversion(conversion.id, {"default_conversion_value": 2.0})
+        assert store.changes_since(position).changes == (("custom_conversion", conversion.id),)
+    finally:
+        store.close()
