@@ -232,3 +232,20 @@ def test_events_of_unknown_pixels_are_classified_but_not_recorded(service, owner
     store = service[0].core.store
     assert [row[1] for row in store.pixel_hourly(px, 0, 2 * 10**9)] == [1]
     assert store.pixel_hourly("999", 0, 2 * 10**9) == []
+
+
+def test_every_call_is_counted_under_its_method_and_status(service, ingest):
+    # The interceptor wraps each method's handler once and keeps the metric children per
+    # (method, code): calls after the first, and other status codes, must still be counted apart.
+    server, _ = service
+    method = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
+    for _ in range(3):
+        ingest.classify_pixel_events([{"pixel_id": "1", "event": "Lead"}])
+    for _ in range(2):
+        rejected(ingest.call, ingest.classification.ClassifyPixelEvents,
+                 pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1", custom_data="{oops")]))
+    registry = server.core.metrics.registry
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "OK"}) == 3
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "INVALID_ARGUMENT"}) == 2
+    assert registry.get_sample_value("cm_request_seconds_count", {"method": method}) == 5
+    assert registry.get_sample_value("cm_events_classified_total", {"kind": "pixel_event"}) == 3
