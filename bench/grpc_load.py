@@ -24,6 +24,9 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
    - calls per server process (client side: each connection finds its worker by whose
      /metrics request counter moved) and events classified per process (each worker's own
      /metrics), printed so an idle process shows;
+   - CPU per event of the server processes and of the client processes (from /proc and the
+     clients' own process time), and the servers' busy cores: whether the server or the load
+     was the bound, and what a call costs the server besides the handler (``bench service``);
 4. with one server process: the time from a create call until classification sees the new
    conversion (``--registrations``, one connection; other workers would follow the store's
    change log within ``--sync-interval``, see docs/service.md).
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -178,12 +182,35 @@ def _progress(options: argparse.Namespace):
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
 
 
+def run_measured(gens: LoadGenerators, group: ServerGroup, job: Job, clients: int) -> Result:
+    """``gens.run`` with the CPU time the server processes used meanwhile (their connections'
+    warm-up calls included: a few calls next to the seconds of load)."""
+    before = group.cpu_seconds()
+    result = gens.run(job, clients)
+    after = group.cpu_seconds()
+    result.server_cpu_s = after - before if before is not None and after is not None else None
+    return result
+
+
 def _summary(result: Result) -> dict:
-    """What JSON and the tables keep of one measurement (latencies as percentiles only)."""
+    """What JSON and the tables keep of one measurement (latencies as percentiles only). CPU:
+    microseconds per event of the server processes and of the client processes, and the
+    server's busy cores (its CPU seconds per second of the measurement)."""
     return {"events_per_s": result.events_per_s, "calls": result.calls, "errors": result.errors,
             "planned": result.planned, "unsent": result.unsent, "seconds": result.elapsed,
             "per_server_calls": result.per_server, "connections_per_server": result.connections_per_server,
+            "server_cpu_us_per_event": result.cpu_us_per_event(result.server_cpu_s),
+            "client_cpu_us_per_event": result.cpu_us_per_event(result.client_cpu_s),
+            "server_busy_cores": (result.server_cpu_s / result.elapsed
+                                  if result.server_cpu_s is not None and result.elapsed > 0 else math.nan),
             **percentiles(result.latencies)}
+
+
+def _cpu_medians(results: list[Result]) -> dict:
+    """The throughput row's CPU figures: medians over its runs."""
+    summaries = [_summary(r) for r in results]
+    return {name: statistics.median(s[name] for s in summaries)
+            for name in ("server_cpu_us_per_event", "client_cpu_us_per_event", "server_busy_cores")}
 
 
 def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: ServerGroup, clients: int,
@@ -194,19 +221,20 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
                     seconds=options.seconds, concurrency=options.concurrency, probe=group.probe(), warmup_method=METHOD)
         return Job(**{**base, **kw})
 
-    def runs(label: str, make: Job) -> list[Result]:
+    def runs(label: str, group: ServerGroup, make: Job) -> list[Result]:
         done = []
         for _ in range(options.repeat):
             bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: {label}")
-            done.append(gens.run(make, clients))
+            done.append(run_measured(gens, group, make, clients))
             bar.update(1)
         return done
 
-    ceiling = runs("ceiling", job(empty))
+    ceiling = runs("ceiling", empty, job(empty))
     ceiling_rate = statistics.median(r.events_per_s for r in ceiling)
-    targets = [("empty handler (transport ceiling)", ceiling), ("ClassifyPixelEvents", runs("unary", job(server)))]
+    targets = [("empty handler (transport ceiling)", ceiling), ("ClassifyPixelEvents", runs("unary", server, job(server)))]
     if options.stream:
-        targets.append(("StreamClassifyPixelEvents", runs("stream", job(server, mode="stream", method=STREAM_METHOD))))
+        targets.append(("StreamClassifyPixelEvents",
+                        runs("stream", server, job(server, mode="stream", method=STREAM_METHOD))))
     throughput = []
     for name, results in targets:
         rates = sorted(r.events_per_s for r in results)
@@ -214,7 +242,7 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
         throughput.append({**key, "clients": clients, "target": name, "batch": options.batch,
                            "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
                            "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
-                           "runs": [_summary(r) for r in results]})
+                           **_cpu_medians(results), "runs": [_summary(r) for r in results]})
     max_rate = throughput[1]["events_per_s"]
     points = [(None, rate) for rate in options.rates] + [(f, f * max_rate) for f in options.fractions]
     latency = []
@@ -224,8 +252,9 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
         for label, group in (("server", server), ("ceiling", empty)):
             bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: "
                                 f"{rate:,.0f} events/s ({label})")
-            results[label] = gens.run(job(group, mode="open", payload=small, events_per_call=options.latency_batch,
-                                          calls_per_second=per_second), clients)
+            results[label] = run_measured(gens, group, job(group, mode="open", payload=small,
+                                                           events_per_call=options.latency_batch,
+                                                           calls_per_second=per_second), clients)
             bar.update(1)
         latency.append({**key, "clients": clients, "batch": options.latency_batch, "fraction": fraction,
                         "target_events_per_s": rate, "of_max": rate / max_rate if max_rate else 0.0,

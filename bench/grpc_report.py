@@ -39,14 +39,19 @@ def print_tables(report: dict) -> None:
 
     print()
     print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
-          f"{'range (events/s)':>23} {'p50 ms':>7} {'p99 ms':>7}  calls per server process")
+          f"{'range (events/s)':>23} {'p50 ms':>7} {'p99 ms':>7} {'srv us/ev':>9} {'srv cores':>9} {'cl us/ev':>8}"
+          f"  calls per server process")
     for row in report["throughput"]:
         last = row["runs"][len(row["runs"]) // 2]
         shares = _shares([sum(r["per_server_calls"][i] for r in row["runs"]) for i in range(len(last["per_server_calls"]))])
         runs = row["events_per_s_runs"]
         print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['target']:<34} "
               f"{row['events_per_s']:>11,.0f} {row['fraction_of_ceiling']:>10.3f} "
-              f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])}  {shares}")
+              f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])} "
+              f"{row['server_cpu_us_per_event']:>9.2f} {row['server_busy_cores']:>9.2f} "
+              f"{row['client_cpu_us_per_event']:>8.2f}  {shares}")
+    print("(srv us/ev, cl us/ev: CPU microseconds per event of the server and of the client processes, all their "
+          "threads; srv cores: the server processes' CPU seconds per second; medians over the runs)")
 
     if report["latency"]:
         print()

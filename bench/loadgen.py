@@ -20,7 +20,9 @@ hash, not calls; so each connection first identifies its server process (``probe
 handler's Whoami, or which server's request counter moved), and a connection to a process
 that already has its share is closed and opened again. Calls are then counted per process.
 
-Results are merged exactly: call counts summed, raw latency samples concatenated.
+Results are merged exactly: call counts summed, raw latency samples concatenated. Each
+process also reports the CPU time it used during the job (sending, receiving, its threads):
+what the load itself costs on a machine whose cores the servers share.
 """
 
 from __future__ import annotations
@@ -66,10 +68,17 @@ class Result:
     latencies: list[float] = field(default_factory=list)  # seconds, every call
     per_server: list[int] = field(default_factory=list)  # calls answered by each server process
     connections_per_server: list[int] = field(default_factory=list)
+    client_cpu_s: float = 0.0  # CPU time of the client processes (all their threads) during the job
+    server_cpu_s: float | None = None  # set by the caller, which knows the server processes
 
     @property
     def events_per_s(self) -> float:
         return self.calls * self.events_per_call / self.elapsed if self.elapsed > 0 else 0.0
+
+    def cpu_us_per_event(self, seconds: float | None) -> float:
+        """CPU microseconds per classified event (nan when unknown or nothing was classified)."""
+        events = self.calls * self.events_per_call
+        return seconds * 1e6 / events if seconds is not None and events else math.nan
 
 
 class LoadGenerators:
@@ -133,6 +142,7 @@ class LoadGenerators:
             merged.unsent += part["unsent"]
             merged.elapsed = max(merged.elapsed, part["end"] - start)
             merged.latencies.extend(part["latencies"])
+            merged.client_cpu_s += part["cpu_s"]
             for server, calls in enumerate(part["per_server"]):
                 merged.per_server[server] += calls
             for server in part["connections"]:
@@ -165,7 +175,9 @@ def _worker(index: int, pipe, lock, shares) -> None:
             connections = [_connect(job, lock, shares, quota, channels) for _ in range(job.concurrency)]
             pipe.send(("ready", None))
             start = pipe.recv()
+            cpu = time.process_time()  # this process, every thread (gRPC's own included)
             part = _RUNNERS[job.mode](job, connections, start, client, clients)
+            part["cpu_s"] = time.process_time() - cpu
             part["connections"] = [server for _, server in connections]
             pipe.send(("done", part))
         except Exception:

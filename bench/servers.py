@@ -40,6 +40,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) process ``pid`` has used so far; None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def scrape(metrics_port: int) -> dict[str, float]:
     """A server's Prometheus counters summed by metric name (labels dropped)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
@@ -179,6 +189,11 @@ class ServerGroup:
         if self.kind == "empty":
             return {"whoami": self.pids}
         return {"metrics": self.metrics_ports}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by all the group's processes together (None without /proc)."""
+        times = [cpu_seconds(pid) for pid in self.pids]
+        return None if None in times else sum(times)
 
     def events_classified(self) -> list[float]:
         """Per worker: events classified so far, from its own /metrics (real servers)."""

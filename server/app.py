@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -104,10 +105,22 @@ def create_server(
     metrics.follow_registry(registry)
     registry.load()
 
+    # The labelled children per (method, code), looked up once: labels() takes a lock and hashes
+    # the labels on every call. Methods are the registered ones (unknown methods never reach
+    # the interceptor's wrapper) and codes a fixed set, so these stay small.
+    request_counters: dict[tuple[str, str], Any] = {}
+    latencies: dict[str, Any] = {}
+
     def observe(method: str, code: str, seconds: float) -> None:
-        metrics.requests.labels(method, code).inc()
-        metrics.latency.labels(method).observe(seconds)
-        if not method.startswith(_QUIET_PREFIX) or code != "OK":
+        counter = request_counters.get((method, code))
+        if counter is None:
+            counter = request_counters[method, code] = metrics.requests.labels(method, code)
+        counter.inc()
+        latency = latencies.get(method)
+        if latency is None:
+            latency = latencies[method] = metrics.latency.labels(method)
+        latency.observe(seconds)
+        if code != "OK" or not method.startswith(_QUIET_PREFIX):
             log.info("call", extra={"method": method, "code": code, "ms": round(seconds * 1000, 3)})
 
     grpc_server = grpc.server(

@@ -10,6 +10,7 @@ transaction before the reply, so a recorded batch is durable when the call retur
 from __future__ import annotations
 
 import math
+from itertools import compress
 from typing import Any, Iterable, Mapping
 
 from matcher.values import url_parts
@@ -46,16 +47,20 @@ def event_value(custom_data: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def conversion_values(counts: list[int], ids: list[str], own_values: list[float | None],
+def conversion_values(counts: list[int], ids: list[str], own_values: Iterable[float | None],
                       defaults: Mapping[str, float]) -> list[float]:
-    """Per match (flattened like ``ids``): the event's own value, else the conversion's default."""
+    """Per match (flattened like ``ids``): the event's own value, else the conversion's default.
+
+    ``own_values`` holds the own value (``None``: none) of each event *with matches*, in order:
+    most events of a batch match nothing, and their values are never needed."""
     values: list[float] = []
     position = 0
-    for count, value in zip(counts, own_values):
-        if count:
-            matched = ids[position:position + count]
-            values.extend([value] * count if value is not None else [defaults[c] for c in matched])
-            position += count
+    for count, value in zip(filter(None, counts), own_values):
+        if value is None:
+            values += map(defaults.__getitem__, ids[position:position + count])
+        else:
+            values += [value] * count
+        position += count
     return values
 
 
@@ -67,6 +72,11 @@ def ad_columns(ads: list) -> dict[str, list[int] | list[str]]:
         "tracking_spec_indexes": [t for entries in ads for _, t, _ in entries],
         "conversion_spec_indexes": [c for entries in ads for _, _, c in entries],
     }
+
+
+def no_ad_columns(count: int) -> dict[str, list[int] | list[str]]:
+    """``ad_columns`` of ``count`` items that no ad tracks, without walking them."""
+    return {"ad_counts": [0] * count, "ad_ids": [], "tracking_spec_indexes": [], "conversion_spec_indexes": []}
 
 
 def _custom_data(text: str, where: str) -> dict | None:
@@ -114,7 +124,8 @@ class PixelBatch:
         count = len(columns.pixel_id)
         if count > max_events:
             raise LimitExceeded(f"columns.pixel_id: {count} events, more than the limit of {max_events} per batch")
-        self.pixel_ids = list(columns.pixel_id)
+        # A slice of a repeated field is built in one C call; list() would fetch item by item.
+        self.pixel_ids = columns.pixel_id[:]
         missing = [None] * count
 
         def column(name: str) -> list:
@@ -123,13 +134,13 @@ class PixelBatch:
                 return missing
             if len(values) != count:
                 raise InvalidArgument(f"columns.{name}: {len(values)} values, expected {count} (one per pixel_id)")
-            values = list(values)
+            values = values[:]
             # Empty strings are absent fields (proto3 cannot tell them apart); the scan for
             # one runs in C, the rewrite only when there is one.
             return [v or None for v in values] if "" in values else values
 
         self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
-        self.times = list(columns.event_time) or [0] * count
+        self.times = columns.event_time[:] or [0] * count
         if len(self.times) != count:
             raise InvalidArgument(f"columns.event_time: {len(self.times)} values, expected {count} (one per pixel_id)")
         if columns.custom_data:
@@ -199,6 +210,9 @@ def ads_for_pixels(snapshot: Snapshot, pixel_ids: Iterable[str]) -> dict[str, tu
 class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
+        # The labelled children, looked up once (``labels()`` takes a lock and hashes the labels).
+        self._pixel_events_counter = core.metrics.events.labels("pixel_event")
+        self._actions_counter = core.metrics.events.labels("action")
 
     # -- pixel events ---------------------------------------------------------------------
 
@@ -206,17 +220,24 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         batch = PixelBatch(request, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
-        # Each event's own value, read once: for its matches' values and for the recording.
-        own_values = [event_value(data) if count or request.record else None
-                      for count, data in zip(counts, batch.custom_data)]
-        values = conversion_values(counts, ids, own_values, snapshot.default_values)
+        # Each event's own value, read once: for its matches' values and for the recording (which
+        # needs every event's); without recording, only events with matches are read.
+        if request.record:
+            own_values = [event_value(data) for data in batch.custom_data]
+            matched_values = compress(own_values, counts)
+        else:
+            matched_values = map(event_value, compress(batch.custom_data, counts))
+        values = conversion_values(counts, ids, matched_values, snapshot.default_values)
         pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
-        ads = [pixel_ads.get(p, ()) for p in batch.pixel_ids] if pixel_ads else [()] * len(batch)
+        if pixel_ads:
+            ad_fields = ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids])
+        else:
+            ad_fields = no_ad_columns(len(batch))
         if request.record:
             self._record(snapshot, batch, counts, ids, values, own_values)
-        self.core.metrics.events.labels("pixel_event").inc(len(batch))
+        self._pixel_events_counter.inc(len(batch))
         return pb.ClassifyPixelEventsResponse(
-            conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values, **ad_columns(ads))
+            conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values, **ad_fields)
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
                 values: list[float], own_values: list[float | None]) -> None:
@@ -271,7 +292,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         actions = _json_actions(request.actions, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot
         ads = ads_for_actions(snapshot, actions) if snapshot.ad_specs else [()] * len(actions)
-        self.core.metrics.events.labels("action").inc(len(actions))
+        self._actions_counter.inc(len(actions))
         return pb.ClassifyActionsResponse(**ad_columns(ads))
 
     def ClassifyActions(self, request, context):

@@ -128,12 +128,23 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, observe: Callable[[str, str, float], None] | None = None) -> None:
         self._observe = observe or (lambda method, code, seconds: None)
+        # method -> (the handler gRPC found, its wrapped copy): gRPC asks on every call, and the
+        # registered handlers never change, so each is wrapped once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        found = self._wrapped.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)  # racing first calls wrap twice, harmlessly
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method))
         if handler.unary_stream:

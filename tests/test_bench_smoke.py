@@ -66,11 +66,15 @@ def test_grpc_bench_runs_against_a_real_server(tmp_path):
     assert [row["target"] for row in data["throughput"]] == [
         "empty handler (transport ceiling)", "ClassifyPixelEvents", "StreamClassifyPixelEvents"]
     assert all(row["events_per_s"] > 0 and row["fraction_of_ceiling"] > 0 for row in data["throughput"])
+    # CPU per event of the server processes and of the clients, and the servers' busy cores (from /proc).
+    for row in data["throughput"]:
+        assert row["server_cpu_us_per_event"] > 0 and row["client_cpu_us_per_event"] > 0 and row["server_busy_cores"] > 0
+        assert all(run["server_cpu_us_per_event"] > 0 for run in row["runs"])
     assert [point["fraction"] for point in data["latency"]] == [0.2, 0.4]
     assert all(set(point) >= {"p50", "p90", "p99", "p999", "achieved_events_per_s", "ceiling"} for point in data["latency"])
     assert data["registration"][0]["count"] == 2 and data["registration"][0]["visible"]["p99"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "of ceiling" in done.stdout and "registration -> visible" in done.stdout
+    assert "of ceiling" in done.stdout and "srv us/ev" in done.stdout and "registration -> visible" in done.stdout
 
 
 def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_processes(tmp_path):

@@ -47,6 +47,31 @@ def test_events_match_their_pixels_conversions_with_values(owner, ingest):
     assert [[m.value for m in r.conversions] for r in results] == [[120, 120], [1.5], [500], [], []]
 
 
+def test_values_stay_with_their_events_between_events_that_match_nothing(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    lead = owner.create_custom_conversion("act_1", "lead", px, {"event": "Lead"}, default_conversion_value=2).id
+    done = owner.create_custom_conversion("act_1", "done", px, {"url": {"i_contains": "done"}}, default_conversion_value=5).id
+    events = [
+        {"pixel_id": px, "event": "PageView", "custom_data": {"value": 1}},
+        {"pixel_id": px, "event": "Lead", "custom_data": {"value": 7}},
+        {"pixel_id": px, "event": "PageView", "custom_data": {"value": 8}},
+        {"pixel_id": px, "event": "Lead", "url": "https://a.example/done", "custom_data": {"value": "abc"}},
+        {"pixel_id": px, "event": "Lead", "custom_data": {"value": True}},
+        {"pixel_id": px},
+        {"pixel_id": px, "url": "https://a.example/DONE", "custom_data": {"value": " 4.5 "}},
+    ]
+    for record in (False, True):  # recording reads every event's value, classifying only the matching ones'
+        results = ingest.classify_pixel_events(events, record=record)
+        assert conversion_ids(results) == [[], [lead], [], [lead, done], [lead], [], [done]]
+        assert [[m.value for m in r.conversions] for r in results] == [[], [7], [], [2, 5], [2], [], [4.5]]
+        assert all(r.ads == () for r in results)
+    columns = pb.PixelEventColumns(pixel_id=[px] * 3, event=["Lead", "", "Lead"])
+    reply = ingest.call(ingest.classification.ClassifyPixelEvents, pb.ClassifyPixelEventsRequest(columns=columns))
+    # No ad tracks the pixel: one zero count per event, no ad entries.
+    assert list(reply.conversion_counts) == [1, 0, 1] and list(reply.conversion_values) == [2, 2]
+    assert list(reply.ad_counts) == [0, 0, 0] and not reply.ad_ids and not reply.tracking_spec_indexes
+
+
 def test_rows_and_columns_give_the_same_answer(owner, ingest):
     px = owner.create_pixel("act_1", "p").id
     cid = owner.create_custom_conversion("act_1", "c", px, {"and": [{"device_type": "desktop"}, {"path": "/done"}]}).id
@@ -207,3 +232,20 @@ def test_events_of_unknown_pixels_are_classified_but_not_recorded(service, owner
     store = service[0].core.store
     assert [row[1] for row in store.pixel_hourly(px, 0, 2 * 10**9)] == [1]
     assert store.pixel_hourly("999", 0, 2 * 10**9) == []
+
+
+def test_every_call_is_counted_under_its_method_and_status(service, ingest):
+    # The interceptor wraps each method's handler once and keeps the metric children per
+    # (method, code): calls after the first, and other status codes, must still be counted apart.
+    server, _ = service
+    method = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
+    for _ in range(3):
+        ingest.classify_pixel_events([{"pixel_id": "1", "event": "Lead"}])
+    for _ in range(2):
+        rejected(ingest.call, ingest.classification.ClassifyPixelEvents,
+                 pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1", custom_data="{oops")]))
+    registry = server.core.metrics.registry
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "OK"}) == 3
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "INVALID_ARGUMENT"}) == 2
+    assert registry.get_sample_value("cm_request_seconds_count", {"method": method}) == 5
+    assert registry.get_sample_value("cm_events_classified_total", {"kind": "pixel_event"}) == 3
