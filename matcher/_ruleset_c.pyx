@@ -1301,6 +1301,13 @@ cdef class Matcher:
             self._add_item(value, items, needs_text, keep)
 
     cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
+        cdef Item item
+        if type(value) is str:  # the common case, without the dispatch below
+            item.text = _utf8(value, &item.size)
+            item.number = 0.0
+            item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
+            items.push_back(item)
+            return 0
         if value is None:
             return 0
         if isinstance(value, (list, tuple)):
