@@ -25,7 +25,7 @@ from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
 from matcher.includes.re2 cimport (
-    RE2, RE2Set, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
+    RE2, RE2Set, FilteredRE2, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
 )
 
 from collections.abc import Mapping
@@ -89,6 +89,8 @@ DEF F_PATH = 5
 DEF NUM_UNKNOWN = 0
 DEF NUM_YES = 1
 DEF NUM_NO = 2
+
+include "_literals.pxi"
 
 assert (TEXT, FOLDED, NUMBER) == (G_TEXT, G_FOLDED, G_NUMBER)
 assert (P_CONTAINS, P_PREFIX, P_REGEX, P_ICONTAINS, P_IPREFIX) == (K_CONTAINS, K_PREFIX, K_REGEX, K_ICONTAINS, K_IPREFIX)
@@ -283,16 +285,27 @@ cdef cppclass GroupC:
     unordered_map[double, vector[int]] number_eq
     unordered_map[string_view, vector[int]] number_text_eq
     cbool has_number_eq
-    RE2Set* set
+    RE2Set* set  # every pattern (texts with non-ASCII bytes)
     vector[int] set_preds
     vector[int] pat_kind
     vector[string] pat_text
     vector[RE2*] pat_regex
+    # With the literal scanner (NULL: none), ``set`` is NULL: literals of 4 bytes or more are
+    # the scanner's, the rest (regexes, shorter literals) are in ``rest``, which runs only when
+    # the scanner found an atom of one of its regexes, unless ``rest_always``.
+    LitScan* scan
+    RE2Set* rest
+    vector[int] rest_preds
+    cbool rest_always
 
     __dealloc__():
         cdef size_t i
         if this.set != NULL:
             del this.set
+        if this.scan != NULL:
+            del this.scan
+        if this.rest != NULL:
+            del this.rest
         for i in range(this.pat_regex.size()):
             if this.pat_regex[i] != NULL:
                 del this.pat_regex[i]
@@ -354,6 +367,8 @@ cdef class Partition:
             g = new GroupC()
             p.groups.push_back(g)
             g.set = NULL
+            g.scan = NULL
+            g.rest = NULL
             g.kind = group.kind
             g.field = group.field
             g.op = group.op
@@ -440,26 +455,22 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
     cdef bytes raw
     cdef size_t i
     opts = _regex_options()
+    for kind, source, pid in patterns:
+        raw = (<str>source).encode("utf-8")
+        g.pat_kind.push_back(kind)
+        g.pat_text.push_back(string(<char*>raw, len(raw)))
+        g.pat_regex.push_back(NULL)
+        g.set_preds.push_back(pid)
+    if _USE_SCANNER and _load_fast_path(g, patterns):
+        return 0
     set_opts.set_log_errors(False)
     set_opts.set_max_mem(_SET_MAX_MEM)
     g.set = new RE2Set(set_opts, UNANCHORED)
-    for kind, source, pid in patterns:
-        raw = (<str>source).encode("utf-8")
-        text = string(<char*>raw, len(raw))
-        if kind == K_REGEX:
-            pattern = text
-        else:
-            pattern = QuoteMeta(StringPiece(text.data(), text.size()))
-            if kind == K_ICONTAINS or kind == K_IPREFIX:
-                pattern = string(b"(?i)") + pattern
-            if kind == K_PREFIX or kind == K_IPREFIX:
-                pattern = string(b"^") + pattern
-        g.pat_kind.push_back(kind)
-        g.pat_text.push_back(text)
-        g.pat_regex.push_back(NULL)
-        g.set_preds.push_back(pid)
+    for i in range(g.pat_kind.size()):
+        pattern = _set_pattern(g.pat_kind[i], g.pat_text[i])
         if g.set.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
-            raise RuleError("rule", f"regex {source!r} is not valid RE2: {err.decode('utf-8', 'replace')}")
+            raise RuleError("rule", f"regex {g.pat_text[i].decode('utf-8', 'replace')!r} is not valid RE2: "
+                                    f"{err.decode('utf-8', 'replace')}")
     if not _USE_SETS or not g.set.Compile():
         # Too large for one program: evaluate this group pattern by pattern.
         del g.set
@@ -468,6 +479,128 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
             if g.pat_kind[i] == K_REGEX:
                 g.pat_regex[i] = new RE2(StringPiece(g.pat_text[i].data(), g.pat_text[i].size()), opts)
     return 0
+
+
+cdef string _set_pattern(int kind, string text):
+    """A pattern as an RE2 set member: regexes as written, literals quoted."""
+    cdef string pattern
+    if kind == K_REGEX:
+        return text
+    pattern = QuoteMeta(StringPiece(text.data(), text.size()))
+    if kind == K_ICONTAINS or kind == K_IPREFIX:
+        pattern = string(b"(?i)") + pattern
+    if kind == K_PREFIX or kind == K_IPREFIX:
+        pattern = string(b"^") + pattern
+    return pattern
+
+
+cdef bint _USE_SCANNER = True
+
+
+def _set_literal_scanner(bint enabled):
+    """Tests only: build partitions without the literal scanner (one RE2::Set per group)."""
+    global _USE_SCANNER
+    _USE_SCANNER = enabled
+
+
+# A scanner id: "an atom of a regex is in the text", so the rest set must run.
+DEF REGEX_ATOM = -1
+
+
+cdef bint _load_fast_path(GroupC* g, list patterns) except -1:
+    """Literals of 4 bytes or more to the scanner; regexes and shorter literals to the rest
+    set, with the atoms that rule each regex out filed in the scanner. False when the rest set
+    is too large for one program: then the group keeps a set of every pattern instead."""
+    cdef Options set_opts
+    cdef string err
+    cdef string pattern
+    literals = []
+    rest = []
+    prefilters = []
+    g.rest_always = False
+    for kind, source, pid in patterns:
+        raw = (<str>source).encode("utf-8")
+        if kind == K_REGEX:
+            rest.append((kind, raw, pid))
+            prefilter = _regex_atoms(raw)
+            if prefilter is None:
+                g.rest_always = True
+            else:
+                prefilters.append(prefilter)
+        elif len(raw) >= WINDOW:
+            literals.append((raw, kind == K_ICONTAINS or kind == K_IPREFIX, kind == K_PREFIX or kind == K_IPREFIX, pid))
+        else:
+            rest.append((kind, raw, pid))
+            g.rest_always = True
+    # A regex with required atoms is filed under the one the fewest of the group's regexes
+    # require (/product/\d+/p1x2 under /p1x2, not /product/); otherwise under all its atoms.
+    shared = {}
+    for required, _ in prefilters:
+        for atom in required:
+            shared[atom] = shared.get(atom, 0) + 1
+    for required, atoms in prefilters:
+        chosen = [min(required, key=lambda a: (shared[a], -len(a)))] if required else atoms
+        literals.extend((atom, True, False, REGEX_ATOM) for atom in chosen)
+    if rest:
+        set_opts.set_log_errors(False)
+        set_opts.set_max_mem(_SET_MAX_MEM)
+        g.rest = new RE2Set(set_opts, UNANCHORED)
+        for kind, raw, pid in rest:
+            pattern = _set_pattern(kind, string(<char*>raw, len(raw)))
+            if g.rest.Add(StringPiece(pattern.data(), pattern.size()), &err) < 0:
+                _drop_fast_path(g)
+                raise RuleError("rule", f"regex {raw.decode('utf-8', 'replace')!r} is not valid RE2: "
+                                        f"{err.decode('utf-8', 'replace')}")
+            g.rest_preds.push_back(pid)
+        if not _USE_SETS or not g.rest.Compile():
+            _drop_fast_path(g)
+            return False
+    g.scan = lit_scan_new(literals)
+    return True
+
+
+cdef object _regex_atoms(bytes regex):
+    """(required, all): the regex's atoms (RE2's FilteredRE2 prefilter: lowercased strings, one
+    of which is in any ASCII text it matches) and those every such text contains; None when
+    no atom rules it out (or it does not compile alone: the rest set decides)."""
+    cdef FilteredRE2* f = new FilteredRE2(WINDOW)
+    cdef vector[string] atoms
+    cdef vector[int] some
+    cdef vector[int] passed
+    cdef int rid
+    cdef size_t i, j
+    try:
+        if f.Add(StringPiece(<char*>regex, len(regex)), _regex_options(), &rid) != 0:
+            return None
+        f.Compile(&atoms)
+        f.AllPotentials(some, &passed)
+        if not passed.empty() or atoms.empty():
+            return None
+        required = []
+        for i in range(atoms.size()):
+            some.clear()
+            for j in range(atoms.size()):
+                if j != i:
+                    some.push_back(j)
+            f.AllPotentials(some, &passed)
+            if passed.empty():
+                required.append(atoms[i])
+        every = [atoms[i] for i in range(atoms.size())]
+        if not all(len(atom) >= WINDOW for atom in every):
+            return None
+        return required, every
+    finally:
+        del f
+
+
+cdef void _drop_fast_path(GroupC* g) noexcept:
+    if g.scan != NULL:
+        del g.scan
+        g.scan = NULL
+    if g.rest != NULL:
+        del g.rest
+        g.rest = NULL
+    g.rest_preds.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +630,7 @@ cdef cppclass Scratch:
     vector[int32_t] true_preds
     vector[int32_t] candidates
     vector[int] set_hits
+    vector[int32_t] lit_hits
     vector[char] stack
     string folded
     uint32_t stamp
@@ -556,6 +690,8 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
     cdef RE2* regex
     cdef cbool hit
     cdef string_view view
+    if g.scan != NULL and _run_fast_path(g, sc, text, size):
+        return
     if g.set != NULL:
         # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
         # at the first match and allocates nothing; asked *which*, it allocates a match set
@@ -595,6 +731,42 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
                 g.pat_text[i].data(), g.pat_text[i].size())
         if hit:
             _mark_one(sc, g.set_preds[i])
+
+
+cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size) noexcept nogil:
+    """A text's patterns through the scanner and, when needed, the rest set. False when the
+    rest set's DFA ran out of memory (the caller then tries every pattern one by one; marks
+    are idempotent)."""
+    cdef SetErrorInfo info
+    cdef size_t i
+    cdef int32_t hit
+    cdef cbool ascii = is_ascii(text, size)
+    cdef cbool run_rest = g.rest_always or not ascii
+    sc.lit_hits.clear()
+    if ascii:
+        lit_scan(g.scan, text, size, SCAN_ASCII, sc.lit_hits)
+    else:
+        lit_scan(g.scan, text, size, SCAN_EXACT, sc.lit_hits)
+        fold_utf8(text, size, sc.folded)
+        lit_scan(g.scan, sc.folded.data(), sc.folded.size(), SCAN_FOLDED, sc.lit_hits)
+    for i in range(sc.lit_hits.size()):
+        hit = sc.lit_hits[i]
+        if hit == REGEX_ATOM:
+            run_rest = True
+        else:
+            _mark_one(sc, hit)
+    if g.rest != NULL and run_rest:
+        # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
+        # at the first match and allocates nothing; asked *which*, it allocates a match set
+        # per call. So: whether, then which.
+        if not g.rest.Match(StringPiece(text, size), NULL, &info):
+            return info.kind == kNoError
+        sc.set_hits.clear()
+        if not g.rest.Match(StringPiece(text, size), &sc.set_hits, &info) and info.kind != kNoError:
+            return False
+        for i in range(sc.set_hits.size()):
+            _mark_one(sc, g.rest_preds[sc.set_hits[i]])
+    return True
 
 
 cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
@@ -1129,6 +1301,13 @@ cdef class Matcher:
             self._add_item(value, items, needs_text, keep)
 
     cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
+        cdef Item item
+        if type(value) is str:  # the common case, without the dispatch below
+            item.text = _utf8(value, &item.size)
+            item.number = 0.0
+            item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
+            items.push_back(item)
+            return 0
         if value is None:
             return 0
         if isinstance(value, (list, tuple)):

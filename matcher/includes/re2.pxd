@@ -27,7 +27,7 @@ cdef extern from "re2/re2.h" namespace "re2" nogil:
         bool ok()
         const string& error()
         bool Match(const StringPiece& text, size_t startpos, size_t endpos, Anchor anchor,
-                   StringPiece* submatch, int nsubmatch)
+                   StringPiece* submatch, int nsubmatch) const
 
     string QuoteMeta "re2::RE2::QuoteMeta"(const StringPiece& unquoted)
 
@@ -44,3 +44,13 @@ cdef extern from "re2/set.h" namespace "re2" nogil:
         int Add(const StringPiece& pattern, string* error)
         bool Compile()
         bool Match(const StringPiece& text, vector[int]* v, SetErrorInfo* error_info)
+
+
+cdef extern from "re2/filtered_re2.h" namespace "re2" nogil:
+    cdef cppclass FilteredRE2 "re2::FilteredRE2":
+        FilteredRE2(int min_atom_len)
+        int Add(const StringPiece& pattern, const Options& options, int* id)  # 0: no error
+        void Compile(vector[string]* strings_to_match)
+        void AllPotentials(const vector[int]& atoms, vector[int]* potential_regexps)
+        int NumRegexps()
+        const RE2& GetRE2(int regexpid)

@@ -1,0 +1,246 @@
+# Included by _ruleset_c.pyx.
+#
+# Literal scanner: which of a group's literals occur in a text, in one pass over it.
+#
+# Every literal of 4 bytes or more is filed under 4-byte windows of its lowercased text. The
+# scan reads the lowercased text's window at every `step`-th position: a bit per hashed
+# window (a few KiB, in cache) says whether any literal could have it; only then is the
+# window looked up and each literal filed under it compared where it would start (its last
+# four bytes first). A literal is filed under `step` consecutive windows (those the fewest
+# other literals share), so one of them lies on a sampled position wherever it occurs: `step`
+# is up to 4, limited by the shortest literal (length - 3) and lowered while more than 16
+# literals would share a window. Literals that must start the text ("prefix") are looked up
+# only at the offsets of their windows. A URL costs ~4-11 instructions a byte (RE2::Set's
+# DFA, tracking every pattern, spends ~20, plus its per-call costs).
+#
+# A literal compares byte for byte ("exact") or under simple case folding ("fold": its text
+# is given folded), anywhere or at the start only ("prefix"). An ASCII text is scanned once
+# for both kinds (folding ASCII is lowercasing A-Z); another text twice: as it is for the
+# exact literals (UTF-8 never hides an ASCII byte inside a longer character), and folded for
+# the others. The caller's ids are opaque: the kernel uses them for predicates and to know
+# that a regex's atom is present.
+
+from libc.stdint cimport uint64_t
+from libc.string cimport memcmp
+from libcpp.pair cimport pair
+
+DEF WINDOW = 4
+DEF MAX_STEP = 4
+DEF MAX_SHARED = 16  # literals filed under one window, above which a shorter step is taken
+
+cdef unsigned char _LOWER[256]
+for _c in range(256):
+    _LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
+
+
+
+cdef struct Lit:
+    int32_t at  # offset of the literal's text in LitIndex.texts (lowercased when fold)
+    int32_t size
+    int32_t window  # offset, within the literal, of the window it is filed under
+    int32_t id
+    uint32_t last  # its last window, lowercased: most literals a window lookup finds differ there
+    cbool fold
+
+
+cdef cppclass LitIndex:
+    vector[uint64_t] bloom  # bit (hash of a window) set when some literal is filed under it
+    uint32_t shift  # 32 - log2(bits in bloom)
+    unordered_map[uint32_t, pair[int32_t, int32_t]] slots  # window -> lits[first:last]
+    vector[Lit] lits  # sorted by window
+    string texts
+
+
+cdef cppclass LitScan:
+    LitIndex anywhere
+    uint32_t step
+    LitIndex prefix
+    vector[int32_t] prefix_at  # the offsets of the prefix literals' windows
+
+
+cdef inline uint32_t _lower4(uint32_t x) noexcept nogil:
+    """Four ASCII bytes, A-Z lowercased (no byte may have its high bit set)."""
+    cdef uint32_t upper = ((x + <uint32_t>0x3F3F3F3F) ^ (x + <uint32_t>0x25252525)) & <uint32_t>0x80808080
+    return x | (upper >> 2)
+
+
+cdef inline uint32_t _window_ascii(const unsigned char* s) noexcept nogil:
+    cdef uint32_t x
+    memcpy(&x, s, 4)
+    return _lower4(x)
+
+
+cdef inline uint32_t _window_at(const unsigned char* s) noexcept nogil:
+    """The window at ``s`` (any bytes; A-Z lowercased), as ``_window_ascii`` reads ASCII."""
+    return (<uint32_t>_LOWER[s[0]] | (<uint32_t>_LOWER[s[1]] << 8) | (<uint32_t>_LOWER[s[2]] << 16)
+            | (<uint32_t>_LOWER[s[3]] << 24))
+
+
+cdef inline uint32_t _hash(uint32_t window, uint32_t shift) noexcept nogil:
+    return (window * <uint32_t>0x9E3779B1) >> shift
+
+
+cdef list _windows(bytes text):
+    cdef const unsigned char* data = <const unsigned char*><const char*>text
+    cdef size_t i
+    return [_window_at(data + i) for i in range(len(text) - WINDOW + 1)]
+
+
+cdef int _fill(LitIndex* index, list filed) except -1:
+    """``filed``: (window, offset in the literal, text, fold, id); texts lowercased when fold."""
+    cdef Lit lit
+    cdef uint32_t h, bits = 1 << 12
+    filed.sort(key=lambda x: x[0])
+    ranges = {}
+    for k, item in enumerate(filed):
+        ranges[item[0]] = (ranges.get(item[0], (k, k))[0], k + 1)
+    while bits < 128 * len(filed) and bits < (1 << 20):  # ~1% of windows pass the bloom
+        bits <<= 1
+    index.bloom.assign(bits // 64, 0)
+    index.shift = 32 - (bits.bit_length() - 1)
+    for w, offset, text, fold, ident in filed:
+        h = _hash(w, index.shift)
+        index.bloom[h >> 6] |= (<uint64_t>1) << (h & 63)
+        index.slots[w] = pair[int32_t, int32_t](ranges[w][0], ranges[w][1])
+        lit.at = index.texts.size()
+        lit.size = len(text)
+        lit.window = offset
+        lit.id = ident
+        lit.fold = fold
+        lit.last = _window_at(<const unsigned char*><const char*>text + len(text) - WINDOW)
+        index.texts.append(<string>text)
+        index.lits.push_back(lit)
+    return 0
+
+
+cdef list _file(list literals, list windows, dict counts, int step):
+    """(window, offset, stored text, fold, id, prefix) entries: each literal under the run of
+    ``step`` windows (one for a prefix) the fewest literals share; among those the last
+    (suffixes tell literals such as /thankyou-p1x1 and /thankyou-p1x2 apart)."""
+    filed = []
+    for (text, fold, prefix, ident), ws in zip(literals, windows):
+        stored = text.lower() if fold else text  # folded already: only ASCII capitals can remain
+        span = 1 if prefix else step
+        cost = [sum(counts[w] for w in ws[k:k + span]) for k in range(len(ws) - span + 1)]
+        best = min(range(len(cost)), key=lambda k: (cost[k], -k))
+        filed.extend((ws[k], k, stored, fold, ident, prefix) for k in range(best, best + span))
+    return filed
+
+
+cdef LitScan* lit_scan_new(list literals) except NULL:
+    """``literals``: (UTF-8 of at least 4 bytes, folded when fold, fold, prefix, id) tuples."""
+    cdef LitScan* s = new LitScan()
+    literals = sorted(set(literals))  # a regex atom many regexes are filed under: once
+    windows = [_windows(text) for text, _, _, _ in literals]
+    counts = {}
+    for ws in windows:
+        for w in ws:
+            counts[w] = counts.get(w, 0) + 1
+    # The longest step the shortest literal allows, unless it files many literals under one
+    # window (literals sharing all but a short tail: every text with that window would be
+    # compared with each of them).
+    shortest = min([len(text) for text, _, prefix, _ in literals if not prefix], default=WINDOW)
+    step = max(1, min(MAX_STEP, shortest - WINDOW + 1))
+    while True:
+        filed = _file(literals, windows, counts, step)
+        per_window = {}
+        for entry in filed:
+            if not entry[5]:
+                per_window[entry[0]] = per_window.get(entry[0], 0) + 1
+        if step == 1 or max(per_window.values(), default=0) <= MAX_SHARED:
+            break
+        step -= 1
+    s.step = step
+    _fill(&s.anywhere, [e[:5] for e in filed if not e[5]])
+    _fill(&s.prefix, [e[:5] for e in filed if e[5]])
+    for k in sorted({e[1] for e in filed if e[5]}):
+        s.prefix_at.push_back(k)
+    return s
+
+
+cdef inline cbool _lit_equal(const Lit* lit, const char* texts, const unsigned char* at) noexcept nogil:
+    cdef int32_t k
+    if not lit.fold:
+        return memcmp(texts + lit.at, at, lit.size) == 0
+    for k in range(lit.size):
+        if _LOWER[at[k]] != <unsigned char>texts[lit.at + k]:
+            return False
+    return True
+
+
+# What a scan looks for: both kinds in an ASCII text, else exact ones in the text as it is and
+# folded ones in its folding.
+DEF SCAN_ASCII = 0
+DEF SCAN_EXACT = 1
+DEF SCAN_FOLDED = 2
+
+
+cdef void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
+                    cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
+    """The literals filed under the window found at ``pos``, compared where they would start."""
+    cdef unordered_map[uint32_t, pair[int32_t, int32_t]].const_iterator it = index.slots.find(window)
+    cdef const Lit* lit
+    cdef Py_ssize_t start
+    cdef int32_t k
+    if it == index.slots.end():
+        return
+    for k in range(cython.operator.dereference(it).second.first, cython.operator.dereference(it).second.second):
+        lit = &index.lits[k]
+        if (mode == SCAN_EXACT and lit.fold) or (mode == SCAN_FOLDED and not lit.fold):
+            continue
+        start = <Py_ssize_t>pos - lit.window
+        if start < 0 or <size_t>(start + lit.size) > n or (prefix and start != 0):
+            continue
+        if _window_at(text + start + lit.size - WINDOW) != lit.last:
+            continue
+        if _lit_equal(lit, index.texts.data(), text + start):
+            out.push_back(lit.id)
+
+
+cdef inline cbool _in_bloom(const LitIndex* index, uint32_t window) noexcept nogil:
+    cdef uint32_t h = _hash(window, index.shift)
+    return (index.bloom[h >> 6] >> (h & 63)) & 1
+
+
+cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
+    """Appends the id of every literal of the ``mode``'s kinds occurring in ``data`` (ids may repeat)."""
+    cdef const unsigned char* text = <const unsigned char*>data
+    cdef const LitIndex* index = &s.anywhere
+    cdef size_t i, step = s.step
+    cdef uint32_t window
+    if n < WINDOW:
+        return
+    for i in range(s.prefix_at.size()):
+        if <size_t>s.prefix_at[i] + WINDOW > n:
+            break
+        window = _window_at(text + s.prefix_at[i])
+        if _in_bloom(&s.prefix, window):
+            _lit_hits(&s.prefix, text, n, window, s.prefix_at[i], True, mode, out)
+    if index.lits.empty():
+        return
+    if step == 1:  # every position: roll the window along, one byte in at a time
+        window = _window_at(text) << 8  # the first three bytes, where one roll completes them
+        for i in range(WINDOW - 1, n):
+            window = (window >> 8) | (<uint32_t>_LOWER[text[i]] << 24)
+            if _in_bloom(index, window):
+                _lit_hits(index, text, n, window, i + 1 - WINDOW, False, mode, out)
+        return
+    i = 0
+    while i + WINDOW <= n:
+        window = _window_ascii(text + i) if mode == SCAN_ASCII else _window_at(text + i)
+        if _in_bloom(index, window):
+            _lit_hits(index, text, n, window, i, False, mode, out)
+        i += step
+
+
+cdef inline cbool is_ascii(const char* data, size_t n) noexcept nogil:
+    cdef size_t i = 0
+    cdef uint64_t word, acc = 0
+    while i + 8 <= n:
+        memcpy(&word, data + i, 8)
+        acc |= word
+        i += 8
+    while i < n:
+        acc |= <unsigned char>data[i]
+        i += 1
+    return (acc & <uint64_t>0x8080808080808080) == 0

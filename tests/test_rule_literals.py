@@ -1,0 +1,120 @@
+"""The kernel's ASCII fast path (literal scanner + FilteredRE2) agrees with the reference.
+
+Rules here are many literals and regexes over one field, texts made of the same fragments in
+any case, so literals occur at every offset, overlap, repeat and nearly match; non-ASCII
+fragments (Kelvin sign, long s, sharp s) send texts down the RE2::Set path instead. Each
+rule set is checked with the fast path and without it.
+"""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher import compile_rules
+from matcher.reference import match_rules
+from tests.conftest import _ruleset_c
+
+pytestmark = pytest.mark.skipif(_ruleset_c is None, reason="compiled extension not loaded")
+
+FRAGMENTS = ["thank", "you", "/checkout/", "p1x1", "p1x10", "x1", "aaaa", "aaa", "test=1", "/product/",
+             "12", "/", "-", "kelvin", "secret", "shop1.example.com", "https://", "?", "&utm=fb"]
+ODD = ["\u212aelvin", "\u017fecret", "straße", "STRASSE", "é"]  # fold to ASCII, or not
+REGEXES = [r"/product/\d+/p1x1(/|$)", r"(?i)thank.*you", r"checkout/$", r"^https?://shop\d\.example",
+           r"kelvin|secret", r"\d+", r"[a-z]{3}", r"(?i)P1X10", r"x1\b", r"^/checkout/p1x1",
+           "(?i)\u017fecret", "(?i)\u212aelvin", "stra\u00dfe|thank", r"(thank|you)\w*(p1x1|test)"]
+
+
+def _case(draw_bool, text):
+    return text.upper() if draw_bool else text
+
+
+# Only operands the scanner and the atoms decide (no rest set run for every text).
+LONG = [f for f in FRAGMENTS if len(f) >= 4]
+FILTERED = [r"/product/\d+/p1x1(/|$)", r"(?i)thank.*you", r"kelvin|secret", r"(?i)P1X10", r"^/checkout/p1x1",
+            "(?i)\u017fecret", "(?i)\u212aelvin", r"(thank|kelvin)\w*(p1x1|test=1)", r"(p1x10|p1x1)/?$"]
+
+
+@st.composite
+def literal(draw, fragments):
+    parts = draw(st.lists(st.sampled_from(fragments), min_size=1, max_size=3))
+    return "".join(_case(draw(st.booleans()), p) for p in parts)
+
+
+@st.composite
+def leaf(draw, fragments, regexes):
+    field = draw(st.sampled_from(["url", "url", "path", "name"]))
+    if draw(st.integers(0, 4)) == 0:
+        return {field: {"regex_match": draw(st.sampled_from(regexes))}}
+    op = draw(st.sampled_from(["contains", "i_contains", "starts_with", "i_starts_with", "not_contains",
+                               "i_not_contains"]))
+    return {field: {op: draw(literal(fragments))}}
+
+
+def rules(fragments, regexes):
+    return st.recursive(leaf(fragments, regexes), lambda c: st.lists(c, min_size=1, max_size=3).map(lambda x: {"or": x})
+                        | st.lists(c, min_size=2, max_size=3).map(lambda x: {"and": x}), max_leaves=4)
+
+
+@st.composite
+def event(draw):
+    parts = draw(st.lists(st.sampled_from(FRAGMENTS + (ODD if draw(st.integers(0, 5)) == 0 else [])),
+                          max_size=8))
+    text = "".join(_case(draw(st.integers(0, 3)) == 0, p) for p in parts)
+    return {"url": text, "custom_data": {"name": text[::-1]}}
+
+
+def _without_fast_path(rule_set):
+    _ruleset_c._set_literal_scanner(False)
+    try:
+        return compile_rules(rule_set, engine=_ruleset_c)
+    finally:
+        _ruleset_c._set_literal_scanner(True)
+
+
+def _check(rule_list, evs):
+    rule_set = {f"r{i}": rule for i, rule in enumerate(rule_list)}
+    expected = match_rules(rule_set, evs, {})
+    assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected
+    assert _without_fast_path(rule_set).match_batch(evs) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule_list=st.lists(rules(FRAGMENTS + ODD[:2], REGEXES), min_size=1, max_size=40),
+       evs=st.lists(event(), min_size=1, max_size=10))
+def test_fast_path_agrees_with_reference(rule_list, evs):
+    _check(rule_list, evs)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule_list=st.lists(rules(LONG + ODD[:2], FILTERED), min_size=1, max_size=20),
+       evs=st.lists(event(), min_size=1, max_size=10))
+def test_prefiltered_regexes_agree_with_reference(rule_list, evs):
+    """Groups whose regexes all have atoms: a regex runs only when the scanner found one."""
+    _check(rule_list, evs)
+
+
+def test_a_literal_is_found_at_every_offset_and_step():
+    """Literals of 4 to 12 bytes (scan steps 1 to 4) at every offset of texts up to 40 bytes."""
+    words = ["abcd", "bcdef", "cdefgh", "defghij", "efghijklmnop"]  # shortest 4 to 7: steps 1 to 4
+    for shortest in range(len(words)):
+        rule_set = {w: {"url": {"i_contains": w.upper()}} for w in words[shortest:]}
+        rule_set["prefix"] = {"url": {"starts_with": "xyzw"}}
+        matcher = compile_rules(rule_set, engine=_ruleset_c)
+        evs = [{"url": "." * offset + w + "." * tail} for w in words + ["xyzw"]
+               for offset in range(12) for tail in (0, 1, 5)]
+        assert matcher.match_batch(evs) == match_rules(rule_set, evs, {})
+
+
+def test_rest_set_out_of_memory_falls_back():
+    """Short literals and atom-less regexes share a small set; when its DFA runs out of memory
+    the group is evaluated pattern by pattern, with the same answers."""
+    rule_set = {f"r{i}": {"or": [{"url": {"contains": f"a{i}"}}, {"url": {"regex_match": rf"[a-z]{{{i % 7 + 1}}}\d"}},
+                                 {"url": {"i_contains": f"/token-{i}/"}}]} for i in range(60)}
+    evs = [{"url": f"https://x.com/token-{i}/a{i % 9}b{i}c"} for i in range(80)]
+    expected = match_rules(rule_set, evs, {})
+    for budget in (4 << 20, 24 << 10, 40 << 10):
+        _ruleset_c._set_multi_pattern_sets(True, budget)
+        try:
+            assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected, budget
+        finally:
+            _ruleset_c._set_multi_pattern_sets(True)
