@@ -17,7 +17,7 @@ from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport strtod
 from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
-from libcpp.algorithm cimport sort
+from libcpp.algorithm cimport find, sort
 from libcpp.deque cimport deque
 from libcpp.string cimport string
 from libcpp.string_view cimport string_view
@@ -292,11 +292,17 @@ cdef cppclass GroupC:
     vector[RE2*] pat_regex
     # With the literal scanner (NULL: none), ``set`` is NULL: literals of 4 bytes or more are
     # the scanner's, the rest (regexes, shorter literals) are in ``rest``, which runs only when
-    # the scanner found an atom of one of its regexes, unless ``rest_always``.
+    # the scanner found every atom one of its regexes requires, unless ``rest_always``.
     LitScan* scan
     RE2Set* rest
     vector[int] rest_preds
     cbool rest_always
+    # CSR, by atom id: the regexes filed under the atom (each regex under one atom it requires,
+    # or under each of its atoms when it requires none); by regex: the atoms it requires.
+    vector[int32_t] atom_regex
+    vector[int32_t] atom_regex_at
+    vector[int32_t] regex_atom
+    vector[int32_t] regex_atom_at
 
     __dealloc__():
         cdef size_t i
@@ -503,8 +509,8 @@ def _set_literal_scanner(bint enabled):
     _USE_SCANNER = enabled
 
 
-# A scanner id: "an atom of a regex is in the text", so the rest set must run.
-DEF REGEX_ATOM = -1
+# Scanner ids: a predicate's (>= 0), or atom a's: ATOM_ID - a.
+DEF ATOM_ID = -1
 
 
 cdef bint _load_fast_path(GroupC* g, list patterns) except -1:
@@ -533,14 +539,22 @@ cdef bint _load_fast_path(GroupC* g, list patterns) except -1:
             rest.append((kind, raw, pid))
             g.rest_always = True
     # A regex with required atoms is filed under the one the fewest of the group's regexes
-    # require (/product/\d+/p1x2 under /p1x2, not /product/); otherwise under all its atoms.
+    # require (/product/\d+/p1x2 under /p1x2, not /product/), and runs only when the others
+    # are in the text too; otherwise it is filed under all its atoms.
     shared = {}
     for required, _ in prefilters:
         for atom in required:
             shared[atom] = shared.get(atom, 0) + 1
-    for required, atoms in prefilters:
+    atom_ids = {}
+    filed = []
+    requires = []
+    for r, (required, atoms) in enumerate(prefilters):
         chosen = [min(required, key=lambda a: (shared[a], -len(a)))] if required else atoms
-        literals.extend((atom, True, False, REGEX_ATOM) for atom in chosen)
+        filed.extend((atom_ids.setdefault(atom, len(atom_ids)), r) for atom in chosen)
+        requires.append(sorted({atom_ids.setdefault(atom, len(atom_ids)) for atom in required}))
+    literals.extend((atom, True, False, ATOM_ID - aid) for atom, aid in atom_ids.items())
+    _flatten([[r for a, r in filed if a == aid] for aid in range(len(atom_ids))], &g.atom_regex, &g.atom_regex_at)
+    _flatten(requires, &g.regex_atom, &g.regex_atom_at)
     if rest:
         set_opts.set_log_errors(False)
         set_opts.set_max_mem(_SET_MAX_MEM)
@@ -631,6 +645,7 @@ cdef cppclass Scratch:
     vector[int32_t] candidates
     vector[int] set_hits
     vector[int32_t] lit_hits
+    vector[int32_t] atoms
     vector[char] stack
     string folded
     uint32_t stamp
@@ -733,6 +748,25 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) n
             _mark_one(sc, g.set_preds[i])
 
 
+cdef cbool _some_regex_may_match(GroupC* g, vector[int32_t]& found) noexcept nogil:
+    """Whether a regex filed under a found atom has every atom it requires found (``found``:
+    the atoms in the text, a few, maybe repeated)."""
+    cdef size_t i, k
+    cdef int32_t j, r
+    cdef cbool complete
+    for i in range(found.size()):
+        for j in range(g.atom_regex_at[found[i]], g.atom_regex_at[found[i] + 1]):
+            r = g.atom_regex[j]
+            complete = True
+            for k in range(<size_t>g.regex_atom_at[r], <size_t>g.regex_atom_at[r + 1]):
+                if find(found.begin(), found.end(), g.regex_atom[k]) == found.end():
+                    complete = False
+                    break
+            if complete:
+                return True
+    return False
+
+
 cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size) noexcept nogil:
     """A text's patterns through the scanner and, when needed, the rest set. False when the
     rest set's DFA ran out of memory (the caller then tries every pattern one by one; marks
@@ -749,12 +783,15 @@ cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size)
         lit_scan(g.scan, text, size, SCAN_EXACT, sc.lit_hits)
         fold_utf8(text, size, sc.folded)
         lit_scan(g.scan, sc.folded.data(), sc.folded.size(), SCAN_FOLDED, sc.lit_hits)
+    sc.atoms.clear()
     for i in range(sc.lit_hits.size()):
         hit = sc.lit_hits[i]
-        if hit == REGEX_ATOM:
-            run_rest = True
+        if hit <= ATOM_ID:
+            sc.atoms.push_back(ATOM_ID - hit)
         else:
             _mark_one(sc, hit)
+    if not run_rest and not sc.atoms.empty():
+        run_rest = _some_regex_may_match(g, sc.atoms)
     if g.rest != NULL and run_rest:
         # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
         # at the first match and allocates nothing; asked *which*, it allocates a match set
