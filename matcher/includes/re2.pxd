@@ -27,7 +27,7 @@ cdef extern from "re2/re2.h" namespace "re2" nogil:
         bool ok()
         const string& error()
         bool Match(const StringPiece& text, size_t startpos, size_t endpos, Anchor anchor,
-                   StringPiece* submatch, int nsubmatch) const
+                   StringPiece* submatch, int nsubmatch)
 
     string QuoteMeta "re2::RE2::QuoteMeta"(const StringPiece& unquoted)
 
@@ -52,5 +52,3 @@ cdef extern from "re2/filtered_re2.h" namespace "re2" nogil:
         int Add(const StringPiece& pattern, const Options& options, int* id)  # 0: no error
         void Compile(vector[string]* strings_to_match)
         void AllPotentials(const vector[int]& atoms, vector[int]* potential_regexps)
-        int NumRegexps()
-        const RE2& GetRE2(int regexpid)
