@@ -615,6 +615,10 @@ cdef void _drop_fast_path(GroupC* g) noexcept:
         del g.rest
         g.rest = NULL
     g.rest_preds.clear()
+    g.atom_regex.clear()
+    g.atom_regex_at.clear()
+    g.regex_atom.clear()
+    g.regex_atom_at.clear()
 
 
 # ---------------------------------------------------------------------------------------------
