@@ -105,12 +105,8 @@ def plot(report: dict, path: str) -> None:
             left.plot([r["rules"] for r in rows], [r["events_per_s"] for r in rows], style, color=color,
                       label=f"{label}{processes} server proc, {clients} client proc")
     left.set_xscale("log")
-    left.set_yscale("log")
-    left.set_xlabel(f"rules loaded (batch {report['setup']['batch']} events)")
-    left.set_ylabel("events per second")
-    left.set_title("ClassifyPixelEvents throughput against rule count")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
+    _label(left, f"rules loaded (batch {report['setup']['batch']} events)", "events per second",
+           "ClassifyPixelEvents throughput against rule count")
 
     if not lines:
         _save(fig, report, path)
@@ -121,13 +117,19 @@ def plot(report: dict, path: str) -> None:
         for name, style in (("p50", "-o"), ("p99", "--^")):
             right.plot([r["target_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
                        label=f"{name}, {rules:,} rules, {processes} srv, {clients} cl")
-    right.set_yscale("log")
-    right.set_xlabel(f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)")
-    right.set_ylabel("latency from intended send (ms)")
-    right.set_title("latency against load")
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=7)
+    _label(right, f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)",
+           "latency from intended send (ms)", "latency against load")
     _save(fig, report, path)
+
+
+def _label(axes, xlabel: str, ylabel: str, title: str) -> None:
+    """A panel's log y axis, labels, grid and legend."""
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
 
 
 def _save(fig, report: dict, path: str) -> None:

@@ -250,29 +250,48 @@ def _sleep_until(moment: float) -> None:
         time.sleep(delay)
 
 
-def _closed(job: Job, connections, start: float, client: int, clients: int) -> dict:
+def _drive(job: Job, connections, calls, planned: int = 0) -> dict:
+    """One thread per connection runs ``calls(slot, send)``, which returns its (latencies,
+    errors, unsent); ``send(since)`` makes one call and gives its latency counted from
+    ``since``, None when it failed. The threads' results add up in this process's part."""
     import grpc
 
     part = _part(_servers(job))
-    deadline = start + job.seconds
+    part["planned"] = planned
     lock = threading.Lock()
 
     def caller(slot: int, channel, server: int) -> None:
         call = channel.unary_unary(job.method)
-        latencies, errors = [], 0
-        _sleep_until(start)
-        while (began := time.monotonic()) < deadline:
+
+        def send(since: float) -> float | None:
             try:
                 call(job.payload, metadata=METADATA, timeout=60)
             except grpc.RpcError:
-                errors += 1
-                continue
-            latencies.append(time.monotonic() - began)
-        _add(part, lock, server, latencies, errors)
+                return None
+            return time.monotonic() - since
+
+        _add(part, lock, server, *calls(slot, send))
 
     _run_threads(caller, connections)
     part["end"] = time.monotonic()
     return part
+
+
+def _closed(job: Job, connections, start: float, client: int, clients: int) -> dict:
+    deadline = start + job.seconds
+
+    def calls(slot: int, send) -> tuple[list[float], int, int]:
+        latencies, errors = [], 0
+        _sleep_until(start)
+        while (began := time.monotonic()) < deadline:
+            latency = send(began)
+            if latency is None:
+                errors += 1
+            else:
+                latencies.append(latency)
+        return latencies, errors, 0
+
+    return _drive(job, connections, calls)
 
 
 def _add(part: dict, lock: threading.Lock, server: int, latencies: list[float], errors: int, unsent: int = 0) -> None:
@@ -286,19 +305,13 @@ def _add(part: dict, lock: threading.Lock, server: int, latencies: list[float], 
 
 
 def _open(job: Job, connections, start: float, client: int, clients: int) -> dict:
-    import grpc
-
-    part = _part(_servers(job))
     rate = job.calls_per_second
     threads = len(connections)
     # This process's calls are the global numbers g = n * clients + client; thread t sends n = t mod threads.
     planned = [n for n in range(math.ceil(job.seconds * rate)) if (n * clients + client) / rate < job.seconds]
-    part["planned"] = len(planned)
     hard_stop = start + 2 * job.seconds + 10  # a stalled server: stop scheduling, count what was not sent
-    lock = threading.Lock()
 
-    def caller(slot: int, channel, server: int) -> None:
-        call = channel.unary_unary(job.method)
+    def calls(slot: int, send) -> tuple[list[float], int, int]:
         latencies, errors, unsent = [], 0, 0
         for n in planned[slot::threads]:
             intended = start + (n * clients + client) / rate
@@ -306,17 +319,14 @@ def _open(job: Job, connections, start: float, client: int, clients: int) -> dic
                 unsent += 1
                 continue
             _sleep_until(intended)
-            try:
-                call(job.payload, metadata=METADATA, timeout=60)
-            except grpc.RpcError:
+            latency = send(intended)
+            if latency is None:
                 errors += 1
-                continue
-            latencies.append(time.monotonic() - intended)
-        _add(part, lock, server, latencies, errors, unsent)
+            else:
+                latencies.append(latency)
+        return latencies, errors, unsent
 
-    _run_threads(caller, connections)
-    part["end"] = time.monotonic()
-    return part
+    return _drive(job, connections, calls, len(planned))
 
 
 def _stream(job: Job, connections, start: float, client: int, clients: int) -> dict:
