@@ -231,16 +231,3 @@ cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vecto
         if _in_bloom(index, window):
             _lit_hits(index, text, n, window, i, False, mode, out)
         i += step
-
-
-cdef inline cbool is_ascii(const char* data, size_t n) noexcept nogil:
-    cdef size_t i = 0
-    cdef uint64_t word, acc = 0
-    while i + 8 <= n:
-        memcpy(&word, data + i, 8)
-        acc |= word
-        i += 8
-    while i < n:
-        acc |= <unsigned char>data[i]
-        i += 1
-    return (acc & <uint64_t>0x8080808080808080) == 0

@@ -627,6 +627,7 @@ cdef void _drop_fast_path(GroupC* g) noexcept:
 cdef struct Item:
     const char* text  # NULL: the item has no text
     Py_ssize_t size
+    cbool ascii  # the text is ASCII (known when it is read: the pattern groups' fast case)
     double number
     int num_state
 
@@ -702,14 +703,14 @@ cdef inline void _lookup(Scratch* sc, unordered_map[string_view, vector[int]]& t
         _mark(sc, cython.operator.dereference(it).second)
 
 
-cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size) noexcept nogil:
+cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size, cbool ascii) noexcept nogil:
     cdef SetErrorInfo info
     cdef size_t i
     cdef int kind
     cdef RE2* regex
     cdef cbool hit
     cdef string_view view
-    if g.scan != NULL and _run_fast_path(g, sc, text, size):
+    if g.scan != NULL and _run_fast_path(g, sc, text, size, ascii):
         return
     if g.set != NULL:
         # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
@@ -771,14 +772,13 @@ cdef cbool _some_regex_may_match(GroupC* g, vector[int32_t]& found) noexcept nog
     return False
 
 
-cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size) noexcept nogil:
+cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size, cbool ascii) noexcept nogil:
     """A text's patterns through the scanner and, when needed, the rest set. False when the
     rest set's DFA ran out of memory (the caller then tries every pattern one by one; marks
     are idempotent)."""
     cdef SetErrorInfo info
     cdef size_t i
     cdef int32_t hit
-    cdef cbool ascii = is_ascii(text, size)
     cdef cbool run_rest = g.rest_always or not ascii
     sc.lit_hits.clear()
     if ascii:
@@ -841,7 +841,7 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
                 continue
             _lookup(sc, g.text_eq, item.text, item.size)
             if not g.pat_kind.empty():
-                _run_patterns(g, sc, item.text, item.size)
+                _run_patterns(g, sc, item.text, item.size, item.ascii)
         elif item.text != NULL:  # G_FOLDED: i_is_any
             fold_utf8(item.text, item.size, sc.folded)
             _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())
@@ -1281,6 +1281,7 @@ cdef class Matcher:
             raw = src.get(W_URL, row)
             if raw != NULL and isinstance(<object>raw, str):
                 text = _utf8(<object>raw, &size)
+                item.ascii = PyUnicode_IS_COMPACT_ASCII(<object>raw)  # so are its host and path
                 if text != NULL:
                     url_parts(text, size, &hs, &hl, &ps, &pl)
                     if kind == F_DOMAIN:
@@ -1302,6 +1303,7 @@ cdef class Matcher:
                     else:
                         item.text = _SLASH
                         item.size = 1
+                        item.ascii = True
                         item.num_state = NUM_UNKNOWN
                         items.push_back(item)
         elif self._field_simple[slot]:
@@ -1344,7 +1346,7 @@ cdef class Matcher:
     cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
         cdef Item item
         if type(value) is str:  # the common case, without the dispatch below
-            item.text = _utf8(value, &item.size)
+            _set_text(&item, value)
             item.number = 0.0
             item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
             items.push_back(item)
@@ -1362,10 +1364,11 @@ cdef class Matcher:
         cdef Item item
         item.text = NULL
         item.size = 0
+        item.ascii = True  # true, false and number texts
         item.number = 0.0
         item.num_state = NUM_NO
         if isinstance(value, str):
-            item.text = _utf8(value, &item.size)
+            _set_text(&item, value)
             item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
         elif value is True:
             item.text = _TRUE
@@ -1386,7 +1389,7 @@ cdef class Matcher:
                     text = None
                 if text is not None:
                     keep.append(text)
-                    item.text = _utf8(text, &item.size)
+                    _set_text(&item, text)
         elif isinstance(value, float):
             if isfinite(<double>value):
                 item.number = <double>value
@@ -1394,7 +1397,7 @@ cdef class Matcher:
             if needs_text:
                 text = number_text(value)
                 keep.append(text)
-                item.text = _utf8(text, &item.size)
+                _set_text(&item, text)
         items.push_back(item)
         return 0
 
@@ -1473,6 +1476,12 @@ cdef bint _folds_to(object key, bytes folded) except -1:
         return size == n
     fold_utf8(text, size, buf)
     return buf.size() == <size_t>n and buf == <string>folded
+
+
+cdef inline void _set_text(Item* item, object text) noexcept:
+    """An item's text: a str's UTF-8 (NULL for lone surrogates), and whether it is ASCII."""
+    item.text = _utf8(text, &item.size)
+    item.ascii = PyUnicode_IS_COMPACT_ASCII(text)
 
 
 cdef const char* _utf8(object text, Py_ssize_t* size) noexcept:

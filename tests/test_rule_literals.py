@@ -118,3 +118,22 @@ def test_rest_set_out_of_memory_falls_back():
             assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected, budget
         finally:
             _ruleset_c._set_multi_pattern_sets(True)
+
+
+def test_non_ascii_texts_are_folded_for_i_literals():
+    """A text with a character outside ASCII folds to an i_ literal it does not spell (Kelvin
+    sign, long s, capital sharp s), while exact literals and ASCII folding stay byte-true."""
+    rule_set = {
+        "i_kelvin": {"url": {"i_contains": "kelvin"}},
+        "kelvin": {"url": {"contains": "kelvin"}},
+        "i_secret": {"url": {"i_starts_with": "SECRET"}},
+        "i_strasse": {"url": {"i_contains": "straße"}},
+        "regex": {"url": {"regex_match": "(?i)kelvin-ab"}},
+        "other": {"url": {"i_contains": "/checkout/"}},
+    }
+    evs = [{"url": url} for url in ["\u212aelvin-ab", "kelvin-ab", "\u017fecret/checkout/", "SECRET",
+                                    "an der STRAẞE 1", "STRASSE", "\u212a", "é/CHECKOUT/kelvin"]]
+    expected = match_rules(rule_set, evs, {})
+    assert expected[0] == ["i_kelvin", "regex"] and expected[2] == ["i_secret", "other"]
+    assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected
+    assert _without_fast_path(rule_set).match_batch(evs) == expected
