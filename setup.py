@@ -3,7 +3,9 @@
 Every extension is listed here explicitly.  Cython directives are set once, below;
 ``CM_DEBUG=1`` builds with bounds checks, line tracing and annotated HTML (``cython -a``
 output next to each ``.pyx``) for profiling and coverage. ``CM_SYMBOLS=1`` keeps ``-O3`` but
-adds debug info mapped to the ``.pyx`` lines, for ``valgrind --tool=callgrind`` or ``perf``.
+adds debug info mapped to the ``.pyx`` lines, for ``valgrind --tool=callgrind`` or ``perf``;
+``CM_SYMBOLS=cpp`` maps it to the generated C++ instead (exact where Cython's line mapping
+lumps glue code onto the wrong ``.pyx`` line).
 """
 
 import os
@@ -57,6 +59,6 @@ setup(
         annotate=DEBUG,
         include_path=["matcher"],
         # With CM_SYMBOLS=1, debug info points at .pyx lines: callgrind/perf annotate the source.
-        emit_linenums=bool(os.environ.get("CM_SYMBOLS")),
+        emit_linenums=os.environ.get("CM_SYMBOLS", "cpp") != "cpp",
     ),
 )

@@ -989,6 +989,7 @@ _KEYS[W_URL] = <PyObject*>_KEY_URL
 _KEYS[W_DEVICE] = <PyObject*>_KEY_DEVICE
 
 
+@cython.final
 cdef class _Events:
     """Where a batch's events come from: a sequence of mappings (rows) or lists (columns).
 
@@ -1023,12 +1024,18 @@ cdef class _Events:
             self.chunk_customs.append(<object>raw if raw != NULL else None)
         return 0
 
-    cdef inline object custom(self, Py_ssize_t row):
+    cdef inline PyObject* custom(self, Py_ssize_t row):
+        """The custom_data value (borrowed), NULL when missing."""
+        cdef PyObject* value
         if not self.columnar:
-            return <object>PyList_GET_ITEM(self.chunk_customs, row)
-        if self.customs is None:
-            return None
-        return <object>PyList_GET_ITEM(self.customs, self.base + row)
+            value = PyList_GET_ITEM(self.chunk_customs, row)
+        elif self.customs is None:
+            return NULL
+        else:
+            value = PyList_GET_ITEM(self.customs, self.base + row)
+        if value == <PyObject*>None:
+            return NULL
+        return value
 
     cdef inline PyObject* get(self, int which, Py_ssize_t row):
         """The built-in value (borrowed), NULL when missing."""
@@ -1043,20 +1050,20 @@ cdef class _Events:
         return value
 
 
+@cython.final
 cdef class Matcher:
     """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
 
     cdef list _ids
     cdef object _unscoped  # Partition or None (kept alive for the C pointers below)
     cdef vector[int] _field_kind  # per slot: F_* code
-    cdef vector[cbool] _field_needs_text
-    cdef vector[cbool] _field_simple  # a custom parameter named by one key, no [*]
-    cdef vector[cbool] _field_name_folded  # that key is its own case folding
+    cdef vector[char] _field_needs_text  # (char, not bool: vector[bool] is a bitset, slow to read)
+    cdef vector[char] _field_simple  # a custom parameter named by one key, no [*]
+    cdef vector[char] _field_name_folded  # that key is its own case folding
     cdef list _field_name  # per slot: the first key (custom parameters)
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each); () for built-ins
-    cdef list _unscoped_fields
-    cdef dict _scoped_fields  # source -> (Partition, slots of its eager fields besides the unscoped ones)
+    cdef dict _scoped  # source -> Partition
     cdef size_t _max_preds, _max_groups, _max_rules, _max_program
     cdef int _nfields
 
@@ -1084,16 +1091,10 @@ cdef class Matcher:
             self._field_name_folded.push_back(flag)
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
-        self._unscoped_fields = list(self._eager_fields_of(unscoped)) if unscoped is not None else []
-        base = set(self._unscoped_fields)
-        self._scoped_fields = {k: (v, tuple(s for s in self._eager_fields_of(v) if s not in base))
-                               for k, v in scoped.items()}
+        self._scoped = dict(scoped)
         self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
         for part in parts:
             self._size_for(part)
-
-    cdef list _eager_fields_of(self, Partition part):
-        return [part.part.eager_fields[i] for i in range(part.part.eager_fields.size())]
 
     cdef void _size_for(self, Partition part):
         cdef PartC* p = part.part
@@ -1201,9 +1202,10 @@ cdef class Matcher:
             keep = []
             src.start(start, stop)
             # GIL: the fields every event needs (those of the eager groups).
+            rows.resize(stop - start)
             for row in range(stop - start):
-                rows.push_back(self._extract(src, row, items, spans, owned, keep, &b.have[row * nf],
-                                             &keys_state[row]))
+                self._extract(src, row, items, &spans[row * nf], &rows[row], owned, keep, &b.have[row * nf],
+                              &keys_state[row])
             # No GIL: eager groups and candidates.
             with nogil:
                 for row in range(stop - start):
@@ -1215,8 +1217,8 @@ cdef class Matcher:
             # GIL: the fields the candidates' programs read.
             for k in range(0, b.lazy.size(), 2):
                 row = b.lazy[k]
-                self._extract_field(src, row, src.custom(row), b.lazy[k + 1], &spans[row * nf], items, owned,
-                                    keep, &keys_state[row])
+                self._extract_field(src, row, b.lazy[k + 1], &spans[row * nf], items, owned, keep,
+                                    &keys_state[row])
             # No GIL: the programs.
             with nogil:
                 k = 0
@@ -1232,37 +1234,46 @@ cdef class Matcher:
         offsets[n] = matched.size()
         return 0
 
-    cdef Row _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, vector[Span]& spans,
-                      deque[string]& owned, list keep, char* have, int* keys_state) except *:
-        cdef Row result
-        cdef Partition part
-        cdef Span* base = &spans[row * self._nfields]
-        cdef object custom = src.custom(row)
+    cdef int _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
+                      deque[string]& owned, list keep, char* have, int* keys_state) except -1:
+        """The fields of the eager groups of the event's partitions (``have``: the row's
+        extracted fields, so a field both partitions read is extracted once)."""
+        cdef PartC* p
         cdef PyObject* raw
+        cdef PyObject* found = NULL
+        cdef size_t i
+        cdef int slot
         result.unscoped = NULL
         result.scoped = NULL
         if self._unscoped is not None:
-            result.unscoped = (<Partition>self._unscoped).part
-            for slot in self._unscoped_fields:
-                self._extract_field(src, row, custom, slot, base, items, owned, keep, keys_state)
-                have[<int>slot] = 1
-        if self._scoped_fields:
-            raw = src.get(W_PIXEL, row)
-            pixel = <object>raw if raw != NULL else None
-            if type(pixel) is not str:
-                pixel = str(pixel) if isinstance(pixel, int) and not isinstance(pixel, bool) else None
-            if pixel is not None:
-                found = self._scoped_fields.get(pixel)
-                if found is not None:
-                    part = <Partition>(<tuple>found)[0]
-                    result.scoped = part.part
-                    for slot in <tuple>(<tuple>found)[1]:
-                        self._extract_field(src, row, custom, slot, base, items, owned, keep, keys_state)
-                        have[<int>slot] = 1
-        return result
+            p = (<Partition>self._unscoped).part
+            result.unscoped = p
+            for i in range(p.eager_fields.size()):
+                slot = p.eager_fields[i]
+                self._extract_field(src, row, slot, base, items, owned, keep, keys_state)
+                have[slot] = 1
+        if not self._scoped:
+            return 0
+        raw = src.get(W_PIXEL, row)
+        if raw == NULL:
+            return 0
+        if type(<object>raw) is str:
+            found = PyDict_GetItemWithError(self._scoped, <object>raw)
+        elif isinstance(<object>raw, int) and not isinstance(<object>raw, bool):
+            found = PyDict_GetItemWithError(self._scoped, str(<object>raw))
+        if found == NULL:
+            return 0
+        p = (<Partition>found).part
+        result.scoped = p
+        for i in range(p.eager_fields.size()):
+            slot = p.eager_fields[i]
+            if have[slot] == 0:
+                self._extract_field(src, row, slot, base, items, owned, keep, keys_state)
+                have[slot] = 1
+        return 0
 
-    cdef int _extract_field(self, _Events src, Py_ssize_t row, object custom, int slot, Span* base,
-                             vector[Item]& items, deque[string]& owned, list keep, int* keys_state) except -1:
+    cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
+                            deque[string]& owned, list keep, int* keys_state) except -1:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -1275,7 +1286,14 @@ cdef class Matcher:
         span.count = 0
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
             raw = src.get(W_URL if kind == F_URL else W_EVENT if kind == F_EVENT else W_DEVICE, row)
-            if raw != NULL:
+            if raw == NULL:
+                pass
+            elif type(<object>raw) is str:  # the common case: straight to an item
+                _set_text(&item, <object>raw)
+                item.number = 0.0
+                item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
+                items.push_back(item)
+            else:
                 self._add_items(<object>raw, items, needs_text, keep)
         elif kind == F_DOMAIN or kind == F_PATH:
             raw = src.get(W_URL, row)
@@ -1307,14 +1325,19 @@ cdef class Matcher:
                         item.num_state = NUM_UNKNOWN
                         items.push_back(item)
         elif self._field_simple[slot]:
-            value = _lookup_key(custom, self._field_name[slot], self._field_folded[slot],
-                                keys_state if self._field_name_folded[slot] else NULL)
-            if value is not None:
-                self._add_items(value, items, needs_text, keep)
+            raw = src.custom(row)
+            if raw != NULL:
+                value = _lookup_key(<object>raw, self._field_name[slot], self._field_folded[slot],
+                                    keys_state if self._field_name_folded[slot] else NULL)
+                if value is not None:
+                    self._add_items(value, items, needs_text, keep)
         else:
-            self._extract_custom(custom, slot, items, needs_text, keep)
+            raw = src.custom(row)
+            if raw != NULL:
+                self._extract_custom(<object>raw, slot, items, needs_text, keep)
         span.count = items.size() - span.start
         base[slot] = span
+        return 0
 
     cdef int _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
                               list keep) except -1:
