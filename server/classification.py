@@ -29,18 +29,23 @@ MAX_CACHED_PIXELS = 100_000
 
 
 def event_value(custom_data: Any) -> float | None:
-    """The event's ``value`` custom parameter when it is a number (or numeric text)."""
+    """The event's ``value`` custom parameter when it is a number (or numeric text) a double
+    holds: an integer past a double's range, an infinity or NaN is no value."""
     if not custom_data:
         return None
     value = custom_data.get("value")
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
+    kind = type(value)
+    if kind is float:  # JSON's numbers first: the common case, without the dispatch below
+        return value if math.isfinite(value) else None
+    if kind is str:
         try:
             number = float(value.strip())
         except ValueError:
+            return None
+    elif kind is int or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        try:
+            number = float(value)
+        except OverflowError:
             return None
     else:
         return None

@@ -72,6 +72,18 @@ def test_values_stay_with_their_events_between_events_that_match_nothing(owner, 
     assert list(reply.ad_counts) == [0, 0, 0] and not reply.ad_ids and not reply.tracking_spec_indexes
 
 
+def test_values_no_double_holds_fall_back_to_the_default(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    lead = owner.create_custom_conversion("act_1", "lead", px, {"event": "Lead"}, default_conversion_value=2).id
+    # An integer past a double's range, infinities as text and in JSON's number syntax: no own value.
+    odd = [10 ** 400, -(10 ** 400), "1e999", "-inf", "nan", 1e308, [3], {"v": 3}]
+    events = [{"pixel_id": px, "event": "Lead", "custom_data": {"value": v}} for v in odd]
+    for record in (False, True):
+        results = ingest.classify_pixel_events(events, record=record)
+        assert conversion_ids(results) == [[lead]] * len(odd)
+        assert [r.conversions[0].value for r in results] == [2, 2, 2, 2, 2, 1e308, 2, 2]
+
+
 def test_rows_and_columns_give_the_same_answer(owner, ingest):
     px = owner.create_pixel("act_1", "p").id
     cid = owner.create_custom_conversion("act_1", "c", px, {"and": [{"device_type": "desktop"}, {"path": "/done"}]}).id
