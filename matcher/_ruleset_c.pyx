@@ -42,6 +42,8 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     void* PyUnicode_DATA(object)
     void PyErr_Clear()
+    void _hold_ref "Py_INCREF"(PyObject*)
+    void _drop_ref "Py_DECREF"(PyObject*)
     int PyGC_Disable()
     int PyGC_Enable()
 
@@ -642,6 +644,26 @@ cdef struct Row:
     PartC* scoped
 
 
+cdef cppclass Held:
+    # Strong references to the objects whose buffers a chunk's items point into: another thread
+    # changing an event, a column or a custom_data value while the GIL is released cannot free
+    # them. Released (under the GIL) once the chunk is evaluated.
+    vector[PyObject*] objects
+
+    void hold(PyObject* o) noexcept:
+        _hold_ref(o)
+        this.objects.push_back(o)
+
+    void release() noexcept:
+        cdef size_t i
+        for i in range(this.objects.size()):
+            _drop_ref(this.objects[i])
+        this.objects.clear()
+
+    __dealloc__():
+        this.release()
+
+
 cdef cppclass Scratch:
     vector[uint32_t] pred_mark
     vector[uint32_t] group_mark
@@ -1175,7 +1197,7 @@ cdef class Matcher:
         cdef vector[Row] rows
         cdef vector[int] keys_state
         cdef deque[string] owned
-        cdef list keep
+        cdef Held held
         cdef size_t k, m
         cdef Row* r
         cdef int nf = max(self._nfields, 1)
@@ -1199,12 +1221,12 @@ cdef class Matcher:
             b.lazy.clear()
             memset(b.have.data(), 0, b.have.size())
             keys_state.assign(stop - start, -1)
-            keep = []
+            held.release()
             src.start(start, stop)
             # GIL: the fields every event needs (those of the eager groups).
             rows.resize(stop - start)
             for row in range(stop - start):
-                self._extract(src, row, items, &spans[row * nf], &rows[row], owned, keep, &b.have[row * nf],
+                self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held, &b.have[row * nf],
                               &keys_state[row])
             # No GIL: eager groups and candidates.
             with nogil:
@@ -1217,7 +1239,7 @@ cdef class Matcher:
             # GIL: the fields the candidates' programs read.
             for k in range(0, b.lazy.size(), 2):
                 row = b.lazy[k]
-                self._extract_field(src, row, b.lazy[k + 1], &spans[row * nf], items, owned, keep,
+                self._extract_field(src, row, b.lazy[k + 1], &spans[row * nf], items, owned, &held,
                                     &keys_state[row])
             # No GIL: the programs.
             with nogil:
@@ -1235,7 +1257,7 @@ cdef class Matcher:
         return 0
 
     cdef int _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
-                      deque[string]& owned, list keep, char* have, int* keys_state) except -1:
+                      deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
         """The fields of the eager groups of the event's partitions (``have``: the row's
         extracted fields, so a field both partitions read is extracted once)."""
         cdef PartC* p
@@ -1250,7 +1272,7 @@ cdef class Matcher:
             result.unscoped = p
             for i in range(p.eager_fields.size()):
                 slot = p.eager_fields[i]
-                self._extract_field(src, row, slot, base, items, owned, keep, keys_state)
+                self._extract_field(src, row, slot, base, items, owned, held, keys_state)
                 have[slot] = 1
         if not self._scoped:
             return 0
@@ -1268,12 +1290,12 @@ cdef class Matcher:
         for i in range(p.eager_fields.size()):
             slot = p.eager_fields[i]
             if have[slot] == 0:
-                self._extract_field(src, row, slot, base, items, owned, keep, keys_state)
+                self._extract_field(src, row, slot, base, items, owned, held, keys_state)
                 have[slot] = 1
         return 0
 
     cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
-                            deque[string]& owned, list keep, int* keys_state) except -1:
+                            deque[string]& owned, Held* held, int* keys_state) except -1:
         cdef int kind = self._field_kind[slot]
         cdef bint needs_text = self._field_needs_text[slot]
         cdef Span span
@@ -1290,11 +1312,12 @@ cdef class Matcher:
                 pass
             elif type(<object>raw) is str:  # the common case: straight to an item
                 _set_text(&item, <object>raw)
+                held.hold(raw)
                 item.number = 0.0
                 item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
                 items.push_back(item)
             else:
-                self._add_items(<object>raw, items, needs_text, keep)
+                self._add_items(<object>raw, items, needs_text, held)
         elif kind == F_DOMAIN or kind == F_PATH:
             raw = src.get(W_URL, row)
             if raw != NULL and isinstance(<object>raw, str):
@@ -1314,6 +1337,7 @@ cdef class Matcher:
                             item.num_state = NUM_UNKNOWN
                             items.push_back(item)
                     elif pl > 0:
+                        held.hold(raw)
                         item.text = text + ps
                         item.size = pl
                         item.num_state = NUM_UNKNOWN
@@ -1330,17 +1354,17 @@ cdef class Matcher:
                 value = _lookup_key(<object>raw, self._field_name[slot], self._field_folded[slot],
                                     keys_state if self._field_name_folded[slot] else NULL)
                 if value is not None:
-                    self._add_items(value, items, needs_text, keep)
+                    self._add_items(value, items, needs_text, held)
         else:
             raw = src.custom(row)
             if raw != NULL:
-                self._extract_custom(<object>raw, slot, items, needs_text, keep)
+                self._extract_custom(<object>raw, slot, items, needs_text, held)
         span.count = items.size() - span.start
         base[slot] = span
         return 0
 
     cdef int _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
-                              list keep) except -1:
+                              Held* held) except -1:
         cdef tuple segments = self._field_segments[slot]
         cdef Py_ssize_t i, last = len(segments) - 1
         if custom is None:
@@ -1364,12 +1388,13 @@ cdef class Matcher:
             if not nodes:
                 return 0
         for value in nodes:
-            self._add_item(value, items, needs_text, keep)
+            self._add_item(value, items, needs_text, held)
 
-    cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
+    cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, Held* held) except -1:
         cdef Item item
         if type(value) is str:  # the common case, without the dispatch below
             _set_text(&item, value)
+            held.hold(<PyObject*>value)
             item.number = 0.0
             item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
             items.push_back(item)
@@ -1379,11 +1404,11 @@ cdef class Matcher:
         if isinstance(value, (list, tuple)):
             for element in value:
                 if element is not None:
-                    self._add_item(element, items, needs_text, keep)
+                    self._add_item(element, items, needs_text, held)
         else:
-            self._add_item(value, items, needs_text, keep)
+            self._add_item(value, items, needs_text, held)
 
-    cdef int _add_item(self, object value, vector[Item]& items, bint needs_text, list keep) except -1:
+    cdef int _add_item(self, object value, vector[Item]& items, bint needs_text, Held* held) except -1:
         cdef Item item
         item.text = NULL
         item.size = 0
@@ -1392,6 +1417,7 @@ cdef class Matcher:
         item.num_state = NUM_NO
         if isinstance(value, str):
             _set_text(&item, value)
+            held.hold(<PyObject*>value)
             item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
         elif value is True:
             item.text = _TRUE
@@ -1411,7 +1437,7 @@ cdef class Matcher:
                 except ValueError:
                     text = None
                 if text is not None:
-                    keep.append(text)
+                    held.hold(<PyObject*>text)
                     _set_text(&item, text)
         elif isinstance(value, float):
             if isfinite(<double>value):
@@ -1419,7 +1445,7 @@ cdef class Matcher:
                 item.num_state = NUM_YES
             if needs_text:
                 text = number_text(value)
-                keep.append(text)
+                held.hold(<PyObject*>text)
                 _set_text(&item, text)
         items.push_back(item)
         return 0

@@ -1,6 +1,7 @@
 """The compiled set's API: scoping, order, immutable updates, threads, and the extension guard."""
 
 import os
+import sys
 import threading
 
 import pytest
@@ -56,6 +57,22 @@ def test_invalid_rule_names_its_id_and_builds_nothing():
     with pytest.raises(RuleError) as info:
         compile_rules({"ok": {"event": "x"}, "bad": {"value": {"gt": "abc"}}})
     assert str(info.value).startswith("rules['bad'].value:")
+
+
+def test_matching_holds_no_reference_to_the_events_values_after_the_call():
+    # The kernel holds each text it reads while the GIL is released (another thread may change
+    # the event meanwhile) and must let go of all of them when the chunk is done.
+    compiled = compile_rules({"a": matcher.parse_rule({"and": [{"url": {"i_contains": "shop"}},
+                                                               {"category": {"eq": "hats-1"}}]}),
+                              "b": matcher.parse_rule({"path": {"starts_with": "/p/"}})})
+    urls = ["".join(["https://shop.example/p/", str(i)]) for i in range(600)]
+    categories = ["".join(["hats-", str(i % 3)]) for i in range(600)]
+    events = [{"url": u, "custom_data": {"category": c, "n": [c, 7, 1.5, True]}} for u, c in zip(urls, categories)]
+    before = [sys.getrefcount(x) for x in urls + categories]
+    results = compiled.match_batch(events)
+    counts, _ = compiled.match_columns({"url": urls, "custom_data": [e["custom_data"] for e in events]})
+    assert [sys.getrefcount(x) for x in urls + categories] == before
+    assert results[1] == ["a", "b"] and results[0] == ["b"] and counts[1] == 2
 
 
 def test_non_mapping_events_are_type_errors():
