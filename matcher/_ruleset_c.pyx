@@ -703,8 +703,8 @@ cdef cppclass Scratch:
     vector[uint32_t] pred_mark
     vector[uint32_t] group_mark
     vector[uint32_t] rule_mark
-    vector[int32_t] true_preds
-    vector[int32_t] candidates
+    vector[int32_t]* found  # where marking appends a predicate that became true
+    vector[int32_t] true_preds  # that place in phase 2 (nobody reads it there)
     vector[int] set_hits
     vector[int32_t] lit_hits
     vector[int32_t] atoms
@@ -733,13 +733,13 @@ cdef inline void _mark(Scratch* sc, const vector[int]& preds) noexcept nogil:
         p = preds[i]
         if sc.pred_mark[p] != sc.stamp:
             sc.pred_mark[p] = sc.stamp
-            sc.true_preds.push_back(p)
+            sc.found.push_back(p)
 
 
 cdef inline void _mark_one(Scratch* sc, int p) noexcept nogil:
     if sc.pred_mark[p] != sc.stamp:
         sc.pred_mark[p] = sc.stamp
-        sc.true_preds.push_back(p)
+        sc.found.push_back(p)
 
 
 cdef inline cbool _item_number(Item* item) noexcept nogil:
@@ -944,39 +944,40 @@ cdef cppclass Batch:
 
 cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
                   int nfields) noexcept nogil:
-    """Phase 1: run the eager groups, find the candidate rules, request the fields they read."""
+    """Phase 1: run the eager groups, find the candidate rules, request the fields they read.
+    The true predicates and the candidates go straight to the batch (dropped when no rule is
+    a candidate)."""
     cdef size_t i, j
-    cdef int32_t r, f
+    cdef int32_t r, f, pred
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
     _next_stamp(sc)
-    sc.true_preds.clear()
-    sc.candidates.clear()
+    pend.pred_start = b.preds.size()
+    pend.cand_start = b.cands.size()
+    sc.found = &b.preds
     for i in range(p.eager.size()):
         _run_group(p, p.eager[i], sc, items, spans)
     for i in range(p.always.size()):
         r = p.always[i]
         sc.rule_mark[r] = sc.stamp
-        sc.candidates.push_back(r)
-    for i in range(sc.true_preds.size()):
-        for j in range(p.trigger_at[sc.true_preds[i]], p.trigger_at[sc.true_preds[i] + 1]):
+        b.cands.push_back(r)
+    for i in range(pend.pred_start, b.preds.size()):
+        pred = b.preds[i]
+        for j in range(p.trigger_at[pred], p.trigger_at[pred + 1]):
             r = p.trigger[j]
             if sc.rule_mark[r] != sc.stamp:
                 sc.rule_mark[r] = sc.stamp
-                sc.candidates.push_back(r)
-    if sc.candidates.empty():
+                b.cands.push_back(r)
+    if b.cands.size() == pend.cand_start:
+        b.preds.resize(pend.pred_start)
         return
     pend.part = p
     pend.row = row
-    pend.pred_start = b.preds.size()
-    b.preds.insert(b.preds.end(), sc.true_preds.begin(), sc.true_preds.end())
     pend.pred_end = b.preds.size()
-    pend.cand_start = b.cands.size()
-    b.cands.insert(b.cands.end(), sc.candidates.begin(), sc.candidates.end())
     pend.cand_end = b.cands.size()
     b.pending.push_back(pend)
-    for i in range(sc.candidates.size()):
-        r = sc.candidates[i]
+    for i in range(pend.cand_start, pend.cand_end):
+        r = b.cands[i]
         for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
             f = p.rule_field[j]
             if have[f] == 0:
@@ -992,6 +993,8 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
     cdef size_t i
     cdef int32_t r
     _next_stamp(sc)
+    sc.found = &sc.true_preds
+    sc.true_preds.clear()
     for i in range(p.eager.size()):
         sc.group_mark[p.eager[i]] = sc.stamp
     for i in range(pend.pred_start, pend.pred_end):
