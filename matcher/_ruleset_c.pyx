@@ -942,13 +942,26 @@ cdef cppclass Batch:
     vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
 
 
+cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have) noexcept nogil:
+    """Rule r is a candidate (once per event): queue it and request the fields it reads."""
+    cdef int32_t j, f
+    sc.rule_mark[r] = sc.stamp
+    b.cands.push_back(r)
+    for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
+        f = p.rule_field[j]
+        if have[f] == 0:
+            have[f] = 2
+            b.lazy.push_back(row)
+            b.lazy.push_back(f)
+
+
 cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
                   int nfields) noexcept nogil:
     """Phase 1: run the eager groups, find the candidate rules, request the fields they read.
-    The true predicates and the candidates go straight to the batch (dropped when no rule is
-    a candidate)."""
+    The true predicates and the candidates go straight to the batch (the predicates are
+    dropped when no rule is a candidate, and then no field was requested)."""
     cdef size_t i, j
-    cdef int32_t r, f, pred
+    cdef int32_t r, pred
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
     _next_stamp(sc)
@@ -958,16 +971,13 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     for i in range(p.eager.size()):
         _run_group(p, p.eager[i], sc, items, spans)
     for i in range(p.always.size()):
-        r = p.always[i]
-        sc.rule_mark[r] = sc.stamp
-        b.cands.push_back(r)
+        _candidate(p, p.always[i], row, sc, b, have)
     for i in range(pend.pred_start, b.preds.size()):
         pred = b.preds[i]
         for j in range(p.trigger_at[pred], p.trigger_at[pred + 1]):
             r = p.trigger[j]
             if sc.rule_mark[r] != sc.stamp:
-                sc.rule_mark[r] = sc.stamp
-                b.cands.push_back(r)
+                _candidate(p, r, row, sc, b, have)
     if b.cands.size() == pend.cand_start:
         b.preds.resize(pend.pred_start)
         return
@@ -976,14 +986,6 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     pend.pred_end = b.preds.size()
     pend.cand_end = b.cands.size()
     b.pending.push_back(pend)
-    for i in range(pend.cand_start, pend.cand_end):
-        r = b.cands[i]
-        for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
-            f = p.rule_field[j]
-            if have[f] == 0:
-                have[f] = 2
-                b.lazy.push_back(row)
-                b.lazy.push_back(f)
 
 
 cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out,
