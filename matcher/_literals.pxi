@@ -80,6 +80,12 @@ cdef inline uint32_t _hash(uint32_t window, uint32_t shift) noexcept nogil:
     return (window * <uint32_t>0x9E3779B1) >> shift
 
 
+# The bloom hashes a window with bit 5 of each byte set: that lowercases A-Z as well (merging a
+# few other pairs of bytes, such as _ and DEL, which only lets a few more windows through), so
+# the scan tests a window's raw bytes and lowercases only the windows that pass.
+DEF BLOOM_CASE = 0x20202020
+
+
 cdef list _windows(bytes text):
     cdef const unsigned char* data = <const unsigned char*><const char*>text
     cdef size_t i
@@ -99,7 +105,7 @@ cdef int _fill(LitIndex* index, list filed) except -1:
     index.bloom.assign(bits // 64, 0)
     index.shift = 32 - (bits.bit_length() - 1)
     for w, offset, text, fold, ident in filed:
-        h = _hash(w, index.shift)
+        h = _hash(w | BLOOM_CASE, index.shift)
         index.bloom[h >> 6] |= (<uint64_t>1) << (h & 63)
         index.slots[w] = pair[int32_t, int32_t](ranges[w][0], ranges[w][1])
         lit.at = index.texts.size()
@@ -191,14 +197,16 @@ cdef void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, 
         start = <Py_ssize_t>pos - lit.window
         if start < 0 or <size_t>(start + lit.size) > n or (prefix and start != 0):
             continue
-        if _window_at(text + start + lit.size - WINDOW) != lit.last:
+        if (_window_ascii(text + start + lit.size - WINDOW) if mode == SCAN_ASCII
+                else _window_at(text + start + lit.size - WINDOW)) != lit.last:
             continue
         if _lit_equal(lit, index.texts.data(), text + start):
             out.push_back(lit.id)
 
 
 cdef inline cbool _in_bloom(const LitIndex* index, uint32_t window) noexcept nogil:
-    cdef uint32_t h = _hash(window, index.shift)
+    """Whether a literal may be filed under the window (lowercased or not)."""
+    cdef uint32_t h = _hash(window | BLOOM_CASE, index.shift)
     return (index.bloom[h >> 6] >> (h & 63)) & 1
 
 
@@ -218,16 +226,17 @@ cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vecto
             _lit_hits(&s.prefix, text, n, window, s.prefix_at[i], True, mode, out)
     if index.lits.empty():
         return
-    if step == 1:  # every position: roll the window along, one byte in at a time
-        window = _window_at(text) << 8  # the first three bytes, where one roll completes them
+    if step == 1:  # every position: roll the (raw) window along, one byte in at a time
+        window = ((<uint32_t>text[0]) | (<uint32_t>text[1] << 8) | (<uint32_t>text[2] << 16)) << 8
         for i in range(WINDOW - 1, n):
-            window = (window >> 8) | (<uint32_t>_LOWER[text[i]] << 24)
+            window = (window >> 8) | (<uint32_t>text[i] << 24)
             if _in_bloom(index, window):
-                _lit_hits(index, text, n, window, i + 1 - WINDOW, False, mode, out)
+                _lit_hits(index, text, n, _window_at(text + i + 1 - WINDOW), i + 1 - WINDOW, False, mode, out)
         return
     i = 0
     while i + WINDOW <= n:
-        window = _window_ascii(text + i) if mode == SCAN_ASCII else _window_at(text + i)
+        memcpy(&window, text + i, WINDOW)
         if _in_bloom(index, window):
+            window = _window_ascii(text + i) if mode == SCAN_ASCII else _window_at(text + i)
             _lit_hits(index, text, n, window, i, False, mode, out)
         i += step

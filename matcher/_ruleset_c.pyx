@@ -321,8 +321,9 @@ cdef cppclass GroupC:
 
 cdef cppclass PartC:
     vector[int32_t] rules
-    # Programs and trigger lists are stored flat (CSR): rule r's program is
-    # code[code_at[r]:code_at[r + 1]], predicate p triggers trigger[trigger_at[p]:trigger_at[p + 1]].
+    # Programs and trigger lists are stored flat (CSR): rule r's program (branch form, see
+    # _branch_program) starts at code[code_at[r]], predicate p triggers
+    # trigger[trigger_at[p]:trigger_at[p + 1]].
     vector[int32_t] code
     vector[int32_t] code_at
     vector[GroupC*] groups
@@ -357,7 +358,7 @@ cdef class Partition:
         self.needs_text = frozenset(plan.needs_text)
         for index in plan.rules:
             p.rules.push_back(index)
-        _flatten(plan.programs, &p.code, &p.code_at)
+        _flatten([_branch_program(program) for program in plan.programs], &p.code, &p.code_at)
         p.max_program = max([1] + [len(program) for program in plan.programs])
         for gid in plan.pred_group:
             p.pred_group.push_back(gid)
@@ -402,6 +403,62 @@ cdef void _flatten(list lists, vector[int32_t]* flat, vector[int32_t]* at) excep
         for x in values:
             flat.push_back(x)
     at.push_back(flat.size())
+
+
+# A program in branch form: the postfix program's tests in its order, each with where to go
+# next when it holds and when not, so that an AND stops at its first false child and an OR at
+# its first true one. Words: [entry, (test, on true, on false)...]; a test is a predicate id
+# (>= 0) or ~field (the field is present); a target is a test's offset in the rule's words or
+# B_ACCEPT / B_REJECT. NEG p f becomes "f present" then "not p"; MISSING f, "f present" with
+# its targets swapped; NOR, an OR with its targets swapped.
+DEF B_ACCEPT = -1
+DEF B_REJECT = -2
+
+
+def _branch_program(list program):
+    stack = []
+    i = 0
+    while i < len(program):  # the postfix program as a tree: leaves are [test], nodes (op, children)
+        op = program[i]
+        if op == OP_PRED:
+            stack.append([program[i + 1]])
+        elif op == OP_NEG:
+            stack.append((OP_NEG, program[i + 1], program[i + 2]))
+        elif op == OP_EXISTS or op == OP_MISSING:
+            stack.append((op, ~program[i + 1]))
+        else:
+            count = program[i + 1]
+            stack[len(stack) - count:] = [(op, stack[len(stack) - count:])]
+        i += 3 if op == OP_NEG else 2
+    tests = []  # [test, on true, on false], last evaluated first; targets are tests or ints
+
+    def emit(node, on_true, on_false):
+        """Append the node's tests; return where its evaluation starts."""
+        if type(node) is list:
+            test = [node[0], on_true, on_false]
+            tests.append(test)
+            return test
+        op = node[0]
+        if op == OP_NEG:
+            return emit((OP_EXISTS, ~node[2]), emit([node[1]], on_false, on_true), on_false)
+        if op == OP_EXISTS or op == OP_MISSING:
+            test = [node[1], on_true, on_false] if op == OP_EXISTS else [node[1], on_false, on_true]
+            tests.append(test)
+            return test
+        if op == OP_NOR:
+            on_true, on_false = on_false, on_true
+        entry = on_true if op == OP_AND else on_false
+        for child in reversed(node[1]):
+            entry = emit(child, entry, on_false) if op == OP_AND else emit(child, on_true, entry)
+        return entry
+
+    entry = emit(stack[0], B_ACCEPT, B_REJECT)  # (no negative indexes: wraparound is off)
+    tests.reverse()  # evaluation order
+    where = {id(t): 1 + 3 * k for k, t in enumerate(tests)}
+    words = [where[id(entry)] if type(entry) is list else entry]
+    for test in tests:
+        words += [test[0]] + [where[id(t)] if type(t) is list else t for t in test[1:]]
+    return words
 
 
 def _program_fields(plan, program):
@@ -668,8 +725,8 @@ cdef cppclass Scratch:
     vector[uint32_t] pred_mark
     vector[uint32_t] group_mark
     vector[uint32_t] rule_mark
-    vector[int32_t] true_preds
-    vector[int32_t] candidates
+    vector[int32_t]* found  # where marking appends a predicate that became true
+    vector[int32_t] true_preds  # that place in phase 2 (nobody reads it there)
     vector[int] set_hits
     vector[int32_t] lit_hits
     vector[int32_t] atoms
@@ -698,13 +755,13 @@ cdef inline void _mark(Scratch* sc, const vector[int]& preds) noexcept nogil:
         p = preds[i]
         if sc.pred_mark[p] != sc.stamp:
             sc.pred_mark[p] = sc.stamp
-            sc.true_preds.push_back(p)
+            sc.found.push_back(p)
 
 
 cdef inline void _mark_one(Scratch* sc, int p) noexcept nogil:
     if sc.pred_mark[p] != sc.stamp:
         sc.pred_mark[p] = sc.stamp
-        sc.true_preds.push_back(p)
+        sc.found.push_back(p)
 
 
 cdef inline cbool _item_number(Item* item) noexcept nogil:
@@ -876,47 +933,18 @@ cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans)
     return sc.pred_mark[pid] == sc.stamp
 
 
-cdef cbool _run_program(PartC* p, const int32_t* code, size_t n, Scratch* sc, Item* items,
-                        Span* spans) noexcept nogil:
-    cdef size_t i = 0, top = 0
-    cdef int op, count, j
+cdef cbool _run_program(PartC* p, const int32_t* code, Scratch* sc, Item* items, Span* spans) noexcept nogil:
+    """Runs a program in branch form (see _branch_program)."""
+    cdef int32_t i = code[0], test
     cdef cbool value
-    cdef char* stack = sc.stack.data()
-    while i < n:
-        op = code[i]
-        if op == OP_PRED:
-            stack[top] = _bit(p, code[i + 1], sc, items, spans)
-            top += 1
-            i += 2
-        elif op == OP_NEG:
-            stack[top] = spans[code[i + 2]].count > 0 and not _bit(p, code[i + 1], sc, items, spans)
-            top += 1
-            i += 3
-        elif op == OP_EXISTS or op == OP_MISSING:
-            stack[top] = (spans[code[i + 1]].count > 0) == (op == OP_EXISTS)
-            top += 1
-            i += 2
+    while i >= 0:
+        test = code[i]
+        if test >= 0:
+            value = _bit(p, test, sc, items, spans)
         else:
-            count = code[i + 1]
-            top -= count
-            if op == OP_AND:
-                value = True
-                for j in range(count):
-                    if not stack[top + j]:
-                        value = False
-                        break
-            else:
-                value = False
-                for j in range(count):
-                    if stack[top + j]:
-                        value = True
-                        break
-                if op == OP_NOR:
-                    value = not value
-            stack[top] = value
-            top += 1
-            i += 2
-    return stack[0] != 0
+            value = spans[~test].count > 0
+        i = code[i + 1] if value else code[i + 2]
+    return i == B_ACCEPT
 
 
 cdef struct Pending:
@@ -936,47 +964,50 @@ cdef cppclass Batch:
     vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
 
 
+cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have) noexcept nogil:
+    """Rule r is a candidate (once per event): queue it and request the fields it reads."""
+    cdef int32_t j, f
+    sc.rule_mark[r] = sc.stamp
+    b.cands.push_back(r)
+    for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
+        f = p.rule_field[j]
+        if have[f] == 0:
+            have[f] = 2
+            b.lazy.push_back(row)
+            b.lazy.push_back(f)
+
+
 cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
                   int nfields) noexcept nogil:
-    """Phase 1: run the eager groups, find the candidate rules, request the fields they read."""
+    """Phase 1: run the eager groups, find the candidate rules, request the fields they read.
+    The true predicates and the candidates go straight to the batch (the predicates are
+    dropped when no rule is a candidate, and then no field was requested)."""
     cdef size_t i, j
-    cdef int32_t r, f
+    cdef int32_t r, pred
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
     _next_stamp(sc)
-    sc.true_preds.clear()
-    sc.candidates.clear()
+    pend.pred_start = b.preds.size()
+    pend.cand_start = b.cands.size()
+    sc.found = &b.preds
     for i in range(p.eager.size()):
         _run_group(p, p.eager[i], sc, items, spans)
     for i in range(p.always.size()):
-        r = p.always[i]
-        sc.rule_mark[r] = sc.stamp
-        sc.candidates.push_back(r)
-    for i in range(sc.true_preds.size()):
-        for j in range(p.trigger_at[sc.true_preds[i]], p.trigger_at[sc.true_preds[i] + 1]):
+        _candidate(p, p.always[i], row, sc, b, have)
+    for i in range(pend.pred_start, b.preds.size()):
+        pred = b.preds[i]
+        for j in range(p.trigger_at[pred], p.trigger_at[pred + 1]):
             r = p.trigger[j]
             if sc.rule_mark[r] != sc.stamp:
-                sc.rule_mark[r] = sc.stamp
-                sc.candidates.push_back(r)
-    if sc.candidates.empty():
+                _candidate(p, r, row, sc, b, have)
+    if b.cands.size() == pend.cand_start:
+        b.preds.resize(pend.pred_start)
         return
     pend.part = p
     pend.row = row
-    pend.pred_start = b.preds.size()
-    b.preds.insert(b.preds.end(), sc.true_preds.begin(), sc.true_preds.end())
     pend.pred_end = b.preds.size()
-    pend.cand_start = b.cands.size()
-    b.cands.insert(b.cands.end(), sc.candidates.begin(), sc.candidates.end())
     pend.cand_end = b.cands.size()
     b.pending.push_back(pend)
-    for i in range(sc.candidates.size()):
-        r = sc.candidates[i]
-        for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
-            f = p.rule_field[j]
-            if have[f] == 0:
-                have[f] = 2
-                b.lazy.push_back(row)
-                b.lazy.push_back(f)
 
 
 cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out,
@@ -986,13 +1017,15 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
     cdef size_t i
     cdef int32_t r
     _next_stamp(sc)
+    sc.found = &sc.true_preds
+    sc.true_preds.clear()
     for i in range(p.eager.size()):
         sc.group_mark[p.eager[i]] = sc.stamp
     for i in range(pend.pred_start, pend.pred_end):
         sc.pred_mark[b.preds[i]] = sc.stamp
     for i in range(pend.cand_start, pend.cand_end):
         r = b.cands[i]
-        if _run_program(p, &p.code[p.code_at[r]], p.code_at[r + 1] - p.code_at[r], sc, items, spans):
+        if _run_program(p, &p.code[p.code_at[r]], sc, items, spans):
             out.push_back(p.rules[r])
 
 

@@ -171,3 +171,42 @@ def test_matching_leaves_the_garbage_collector_as_it_was():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not _ruleset.USING_EXTENSION, reason="the kernel's branch form only")
+def test_branch_programs_decide_as_their_postfix_programs():
+    """The kernel runs each postfix program in branch form (an AND stops at its first false
+    child, an OR at its first true one, NOT/NEG/MISSING swap where to go): under every
+    assignment of predicates and field presence, it decides as the postfix program does."""
+    import random
+
+    from matcher import _ruleset_c, _ruleset_py
+    from matcher.plan import OP_AND, OP_EXISTS, OP_MISSING, OP_NEG, OP_NOR, OP_OR, OP_PRED
+
+    def tree(rng, depth):
+        if depth == 0 or rng.random() < 0.3:
+            kind = rng.randrange(4)
+            pred, slot = rng.randrange(3), rng.randrange(2)
+            return [[OP_PRED, pred], [OP_NEG, pred, slot], [OP_EXISTS, slot], [OP_MISSING, slot]][kind]
+        children = [tree(rng, depth - 1) for _ in range(rng.randint(1, 3))]
+        return sum(children, []) + [rng.choice([OP_AND, OP_OR, OP_NOR]), len(children)]
+
+    def run_branch(words, bits, present):
+        i = words[0]
+        while i >= 0:
+            test = words[i]
+            i = words[i + 1] if (bits[test] if test >= 0 else present[~test]) else words[i + 2]
+        return i == -1
+
+    class Values:
+        def __init__(self, present):
+            self.present = lambda slot: present[slot]
+
+    rng = random.Random(7)
+    for _ in range(400):
+        code = tree(rng, 4)
+        words = _ruleset_c._branch_program(code)
+        for mask in range(32):
+            bits, present = [bool(mask >> k & 1) for k in range(3)], [bool(mask >> k & 1) for k in (3, 4)]
+            expected = _ruleset_py._run_program(code, bits.__getitem__, Values(present))
+            assert run_branch(words, bits, present) == expected, (code, words, mask)
