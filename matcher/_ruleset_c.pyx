@@ -335,7 +335,6 @@ cdef cppclass PartC:
     vector[int32_t] eager_fields  # fields the eager groups read: extracted for every event
     vector[int32_t] rule_field  # CSR: other fields rule r's program reads, extracted on demand
     vector[int32_t] rule_field_at
-    size_t max_program
 
     __dealloc__():
         cdef size_t i
@@ -359,7 +358,6 @@ cdef class Partition:
         for index in plan.rules:
             p.rules.push_back(index)
         _flatten([_branch_program(program) for program in plan.programs], &p.code, &p.code_at)
-        p.max_program = max([1] + [len(program) for program in plan.programs])
         for gid in plan.pred_group:
             p.pred_group.push_back(gid)
         _flatten(plan.triggers, &p.trigger, &p.trigger_at)
@@ -730,7 +728,6 @@ cdef cppclass Scratch:
     vector[int] set_hits
     vector[int32_t] lit_hits
     vector[int32_t] atoms
-    vector[char] stack
     string folded
     uint32_t stamp
 
@@ -1119,7 +1116,7 @@ cdef class Matcher:
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each); () for built-ins
     cdef dict _scoped  # source -> Partition
-    cdef size_t _max_preds, _max_groups, _max_rules, _max_program
+    cdef size_t _max_preds, _max_groups, _max_rules
     cdef int _nfields
 
     def __init__(self, fields, unscoped, scoped, ids):
@@ -1147,7 +1144,7 @@ cdef class Matcher:
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
         self._scoped = dict(scoped)
-        self._max_preds = self._max_groups = self._max_rules = self._max_program = 1
+        self._max_preds = self._max_groups = self._max_rules = 1
         for part in parts:
             self._size_for(part)
 
@@ -1156,7 +1153,6 @@ cdef class Matcher:
         self._max_preds = max(self._max_preds, p.pred_group.size())
         self._max_groups = max(self._max_groups, p.groups.size())
         self._max_rules = max(self._max_rules, p.rules.size())
-        self._max_program = max(self._max_program, p.max_program)
 
     def match(self, event):
         return self.match_batch((event,))[0]
@@ -1237,7 +1233,6 @@ cdef class Matcher:
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
         sc.rule_mark.resize(self._max_rules, 0)
-        sc.stack.resize(self._max_program + 1, 0)
         sc.stamp = 0
         rows_here = min(n, CHUNK)
         spans.resize(rows_here * nf)
