@@ -1,6 +1,7 @@
 """The compiled set's API: scoping, order, immutable updates, threads, and the extension guard."""
 
 import os
+import random
 import sys
 import threading
 
@@ -73,6 +74,32 @@ def test_matching_holds_no_reference_to_the_events_values_after_the_call():
     counts, _ = compiled.match_columns({"url": urls, "custom_data": [e["custom_data"] for e in events]})
     assert [sys.getrefcount(x) for x in urls + categories] == before
     assert results[1] == ["a", "b"] and results[0] == ["b"] and counts[1] == 2
+
+
+def test_events_whose_key_objects_differ_match_alike():
+    # The kernel looks keys up with the key objects the chunk's first event holds (a hit on
+    # identity); events built elsewhere hold other, equal objects, or lack the keys.
+    from matcher.reference import match_rules
+
+    def fresh(text):  # an equal str that is not the same object
+        return "".join(list(text))
+
+    rules = {"u": {"url": {"i_contains": "shop"}}, "e": {"event": "Lead"}, "d": {"device_type": "mobile"},
+             "c": {"and": [{"event": "Lead"}, {"value": {"gt": 3}}]}, "p": {"url": {"contains": "example"}}}
+    compiled = compile_rules({k: matcher.parse_rule(v) for k, v in rules.items()}, {"p": "P1"})
+    rng = random.Random(7)
+    events = []
+    for _ in range(700):
+        keys = ["pixel_id", "event", "url", "device_type", "custom_data"]
+        values = ["P1", "Lead", "https://Shop.example", "mobile", {"value": rng.choice([1, 5])}]
+        event = {}
+        for key, value in zip(keys, values):
+            if rng.random() < 0.8:
+                event[fresh(key) if rng.random() < 0.5 else key] = value if rng.random() < 0.7 else "other"
+        events.append(event)
+    expected = match_rules(rules, events, {"p": "P1"})
+    assert compiled.match_batch(events) == expected
+    assert [r for r in expected if r] and [r for r in expected if not r]
 
 
 def test_non_mapping_events_are_type_errors():
