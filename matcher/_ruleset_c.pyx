@@ -10,7 +10,7 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
-from cpython.list cimport PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t
@@ -1097,8 +1097,8 @@ cdef class _Events:
         cdef PyObject* value
         if not self.columnar:
             value = PyList_GET_ITEM(self.chunk_customs, row)
-        elif self.customs is None:
-            return NULL
+        elif self.customs is None or self.base + row >= PyList_GET_SIZE(self.customs):
+            return NULL  # (past the end: another thread shortened the list during the call)
         else:
             value = PyList_GET_ITEM(self.customs, self.base + row)
         if value == <PyObject*>None:
@@ -1111,8 +1111,8 @@ cdef class _Events:
         if not self.columnar:
             return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row),
                                            <object>PyList_GET_ITEM(self.keys, which))
-        if self.column[which] == NULL:
-            return NULL
+        if self.column[which] == NULL or self.base + row >= PyList_GET_SIZE(<object>self.column[which]):
+            return NULL  # (past the end: another thread shortened the list during the call)
         value = PyList_GET_ITEM(<object>self.column[which], self.base + row)
         if value == <PyObject*>None:
             return NULL
