@@ -937,9 +937,14 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
 
 
 cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
+    # The predicate's mark first: most predicates a program tests are true ones of the eager
+    # groups (those that made the rule a candidate).
+    if sc.pred_mark[pid] == sc.stamp:
+        return True
     cdef int gid = p.pred_group[pid]
-    if sc.group_mark[gid] != sc.stamp:
-        _run_group(p, gid, sc, items, spans)
+    if sc.group_mark[gid] == sc.stamp:
+        return False
+    _run_group(p, gid, sc, items, spans)
     return sc.pred_mark[pid] == sc.stamp
 
 
