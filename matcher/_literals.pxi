@@ -10,8 +10,8 @@
 # other literals share), so one of them lies on a sampled position wherever it occurs: `step`
 # is up to 4, limited by the shortest literal (length - 3) and lowered while more than 16
 # literals would share a window. Literals that must start the text ("prefix") are looked up
-# only at the offsets of their windows. With SSE4.1 or AVX2 (picked at run time) the sampled
-# windows are hashed and bloom-tested eight at a time (includes/scan_simd.h). A URL costs ~4-11
+# only at the offsets of their windows. With AVX2 (when the CPU has it) the sampled windows
+# are hashed and bloom-tested eight at a time (includes/scan_simd.h). A URL costs ~4-11
 # instructions a byte (RE2::Set's DFA, tracking every pattern, spends ~20, plus its per-call
 # costs).
 #
@@ -27,23 +27,23 @@ from libc.string cimport memcmp
 from libcpp.pair cimport pair
 
 cdef extern from "includes/scan_simd.h" nogil:
-    uint32_t cm_bloom8(int level, const unsigned char* p, uint32_t step, const uint32_t* bloom, uint32_t shift)
-    int cm_simd_level()
+    uint32_t cm_bloom8_avx2(const unsigned char* p, uint32_t step, const uint32_t* bloom, uint32_t shift)
+    int cm_has_avx2()
     int cm_ctz(uint32_t x)
 
 DEF WINDOW = 4
 DEF MAX_STEP = 4
 DEF MAX_SHARED = 16  # literals filed under one window, above which a shorter step is taken
 
-# The sampled windows' bloom tests, eight at a time with SSE4.1 (1) or AVX2 (2) when the CPU
-# has them (scan_simd.h), else one by one (0).
-cdef int _SIMD_LEVEL = cm_simd_level()
+# The sampled windows' bloom tests, eight at a time with AVX2 (1) when the CPU has it
+# (scan_simd.h), else one by one (0).
+cdef int _SIMD_LEVEL = 1 if cm_has_avx2() else 0
 cdef int _SIMD_BEST = _SIMD_LEVEL
 
 
 def _set_scan_simd(int level):
-    """Tests only: scan with the SIMD level given (capped at what this CPU has); -1: the best.
-    Returns the level now in use."""
+    """Tests only: scan with the SIMD level given (0 scalar, 1 AVX2; capped at what this CPU
+    has); -1: the best. Returns the level now in use."""
     global _SIMD_LEVEL
     _SIMD_LEVEL = _SIMD_BEST if level < 0 else min(level, _SIMD_BEST)
     return _SIMD_LEVEL
@@ -244,21 +244,21 @@ cdef inline void _scan_block(const LitIndex* index, const unsigned char* text, s
 
 cdef void _scan_blocks(const LitIndex* index, const unsigned char* text, size_t n, size_t step, int mode,
                        vector[int32_t]& out) noexcept nogil:
-    """``lit_scan``'s sampled windows eight per bloom test (SIMD; step 2 to 4, text of eight
+    """``lit_scan``'s sampled windows eight per bloom test (AVX2; step 2 to 4, text of eight
     windows or more). The last block ends at the text's end, keeping only the windows past the
     last full block's (no window twice, none more than ``step`` after the previous one)."""
     cdef const uint32_t* bloom = <const uint32_t*>index.bloom.data()
     cdef size_t i = 0, span = 7 * step + WINDOW, at, skip
     cdef uint32_t mask
     while i + span <= n:
-        mask = cm_bloom8(_SIMD_LEVEL, text + i, step, bloom, index.shift)
+        mask = cm_bloom8_avx2(text + i, step, bloom, index.shift)
         if mask != 0:
             _scan_block(index, text, n, step, mode, i, mask, out)
         i += 8 * step
     if i + WINDOW <= n:  # windows i, i + step, ... left: those past i - step of the block at n - span
         at = n - span
         skip = (i - step + 1 - at + step - 1) // step if i - step + 1 > at else 0
-        mask = cm_bloom8(_SIMD_LEVEL, text + at, step, bloom, index.shift) & (<uint32_t>0xFF << skip)
+        mask = cm_bloom8_avx2(text + at, step, bloom, index.shift) & (<uint32_t>0xFF << skip)
         if mask != 0:
             _scan_block(index, text, n, step, mode, at, mask, out)
 

@@ -38,8 +38,8 @@ def _engine_match(engine):
 # The rule engines: the twin, and the kernel when it built.
 ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
-# The scanner's bloom-test paths this CPU runs (0 scalar, 1 SSE4.1, 2 AVX2); the best is the default.
-SCAN_SIMD_LEVELS = sorted({_ruleset_c._set_scan_simd(level) for level in (0, 1, 2)}) if _ruleset_c else []
+# The scanner's bloom-test paths this CPU runs (0 scalar, 1 AVX2); the best is the default.
+SCAN_SIMD_LEVELS = sorted({_ruleset_c._set_scan_simd(level) for level in (0, 1)}) if _ruleset_c else []
 if _ruleset_c is not None:
     _ruleset_c._set_scan_simd(-1)
 

@@ -1,13 +1,13 @@
 // The literal scanner's bloom test, eight sampled windows at a time (see _literals.pxi).
 //
-// cm_bloom8(level, p, step, bloom, shift), step 2 to 4: bit k of the result is set when the
+// cm_bloom8_avx2(p, step, bloom, shift), step 2 to 4: bit k of the result is set when the
 // window at p + k * step (k < 8) may have a literal filed under it: its hash, taken with bit 5
 // of every byte set, has its bit set in the bloom. Reads the 7 * step + 4 bytes at p (the eight
 // windows), as two 16-byte loads: at p (windows 0-3) and ending with window 7 (windows 4-7).
-// Level 2 uses AVX2 (one multiply, gathers the bloom words), level 1 SSE4.1 (two multiplies,
-// bit tests one by one); cm_simd_level() says which this CPU runs (0: neither, the scanner's
-// scalar loop). The bloom is read as 32-bit words (x86 is little-endian: bit h is word h / 32's
-// bit h % 32).
+// One multiply for the eight hashes, one gather for their bloom words; only for CPUs with AVX2
+// (cm_has_avx2(); else the scanner's scalar loop runs). An SSE4.1 version, which tests the eight
+// bits one by one, ran as many instructions as the scalar loop. The bloom is read as 32-bit
+// words (x86 is little-endian: bit h is word h / 32's bit h % 32).
 
 #pragma once
 
@@ -15,31 +15,12 @@
 #include <immintrin.h>
 
 // Per step (2 to 4): where each window's bytes are in the first load (windows 0-3) and in the
-// second (windows 4-7, the load starting 7 * step - 12 bytes after p).
+// second (windows 4-7, the load starting 7 * step - 12 bytes after p); one per 128-bit lane.
 alignas(32) static const uint8_t cm_window_shuffle[3][32] = {
     {0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15},
     {0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11, 12, 12, 13, 14, 15},
     {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
 };
-
-__attribute__((target("sse4.1"))) static uint32_t cm_bloom8_sse41(const unsigned char* p, uint32_t step,
-                                                                  const uint32_t* bloom, uint32_t shift) {
-    const uint8_t* order = cm_window_shuffle[step - 2];
-    const __m128i lower = _mm_set1_epi32(0x20202020), golden = _mm_set1_epi32((int)0x9E3779B1u);
-    const __m128i count = _mm_cvtsi32_si128((int)shift);
-    __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)p), _mm_load_si128((const __m128i*)order));
-    __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)(p + 7 * step - 12)),
-                                 _mm_load_si128((const __m128i*)(order + 16)));
-    a = _mm_srl_epi32(_mm_mullo_epi32(_mm_or_si128(a, lower), golden), count);
-    b = _mm_srl_epi32(_mm_mullo_epi32(_mm_or_si128(b, lower), golden), count);
-    alignas(16) uint32_t h[8];
-    _mm_store_si128((__m128i*)h, a);
-    _mm_store_si128((__m128i*)(h + 4), b);
-    uint32_t mask = 0;
-    for (int k = 0; k < 8; k++)
-        mask |= ((bloom[h[k] >> 5] >> (h[k] & 31)) & 1u) << k;
-    return mask;
-}
 
 __attribute__((target("avx2"))) static uint32_t cm_bloom8_avx2(const unsigned char* p, uint32_t step,
                                                                const uint32_t* bloom, uint32_t shift) {
@@ -55,18 +36,9 @@ __attribute__((target("avx2"))) static uint32_t cm_bloom8_avx2(const unsigned ch
     return ~(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(miss)) & 0xFFu;
 }
 
-static inline uint32_t cm_bloom8(int level, const unsigned char* p, uint32_t step, const uint32_t* bloom,
-                                 uint32_t shift) {
-    return level == 2 ? cm_bloom8_avx2(p, step, bloom, shift) : cm_bloom8_sse41(p, step, bloom, shift);
-}
-
-static inline int cm_simd_level(void) {
+static inline int cm_has_avx2(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
-        return 2;
-    if (__builtin_cpu_supports("sse4.1"))
-        return 1;
-    return 0;
+    return __builtin_cpu_supports("avx2");
 }
 
 static inline int cm_ctz(uint32_t x) { return __builtin_ctz(x); }
