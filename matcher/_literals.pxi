@@ -10,10 +10,8 @@
 # other literals share), so one of them lies on a sampled position wherever it occurs: `step`
 # is up to 4, limited by the shortest literal (length - 3) and lowered while more than 16
 # literals would share a window. Literals that must start the text ("prefix") are looked up
-# only at the offsets of their windows. With AVX2 (when the CPU has it) the sampled windows
-# are hashed and bloom-tested eight at a time (includes/scan_simd.h). A URL costs ~4-11
-# instructions a byte (RE2::Set's DFA, tracking every pattern, spends ~20, plus its per-call
-# costs).
+# only at the offsets of their windows. A URL costs ~4-11 instructions a byte (RE2::Set's
+# DFA, tracking every pattern, spends ~20, plus its per-call costs).
 #
 # A literal compares byte for byte ("exact") or under simple case folding ("fold": its text
 # is given folded), anywhere or at the start only ("prefix"). An ASCII text is scanned once
@@ -26,27 +24,9 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
 from libcpp.pair cimport pair
 
-cdef extern from "includes/scan_simd.h" nogil:
-    uint32_t cm_bloom8_avx2(const unsigned char* p, uint32_t step, const uint32_t* bloom, uint32_t shift)
-    int cm_has_avx2()
-    int cm_ctz(uint32_t x)
-
 DEF WINDOW = 4
 DEF MAX_STEP = 4
 DEF MAX_SHARED = 16  # literals filed under one window, above which a shorter step is taken
-
-# The sampled windows' bloom tests, eight at a time with AVX2 (1) when the CPU has it
-# (scan_simd.h), else one by one (0).
-cdef int _SIMD_LEVEL = 1 if cm_has_avx2() else 0
-cdef int _SIMD_BEST = _SIMD_LEVEL
-
-
-def _set_scan_simd(int level):
-    """Tests only: scan with the SIMD level given (0 scalar, 1 AVX2; capped at what this CPU
-    has); -1: the best. Returns the level now in use."""
-    global _SIMD_LEVEL
-    _SIMD_LEVEL = _SIMD_BEST if level < 0 else min(level, _SIMD_BEST)
-    return _SIMD_LEVEL
 
 cdef unsigned char _LOWER[256]
 for _c in range(256):
@@ -230,39 +210,6 @@ cdef inline cbool _in_bloom(const LitIndex* index, uint32_t window) noexcept nog
     return (index.bloom[h >> 6] >> (h & 63)) & 1
 
 
-cdef inline void _scan_block(const LitIndex* index, const unsigned char* text, size_t n, size_t step, int mode,
-                             size_t at, uint32_t mask, vector[int32_t]& out) noexcept nogil:
-    """The windows of a block (at ``at``) that passed the bloom (``mask``), as ``lit_scan``'s."""
-    cdef size_t pos
-    cdef uint32_t window
-    while mask != 0:
-        pos = at + cm_ctz(mask) * step
-        mask &= mask - 1
-        window = _window_ascii(text + pos) if mode == SCAN_ASCII else _window_at(text + pos)
-        _lit_hits(index, text, n, window, pos, False, mode, out)
-
-
-cdef void _scan_blocks(const LitIndex* index, const unsigned char* text, size_t n, size_t step, int mode,
-                       vector[int32_t]& out) noexcept nogil:
-    """``lit_scan``'s sampled windows eight per bloom test (AVX2; step 2 to 4, text of eight
-    windows or more). The last block ends at the text's end, keeping only the windows past the
-    last full block's (no window twice, none more than ``step`` after the previous one)."""
-    cdef const uint32_t* bloom = <const uint32_t*>index.bloom.data()
-    cdef size_t i = 0, span = 7 * step + WINDOW, at, skip
-    cdef uint32_t mask
-    while i + span <= n:
-        mask = cm_bloom8_avx2(text + i, step, bloom, index.shift)
-        if mask != 0:
-            _scan_block(index, text, n, step, mode, i, mask, out)
-        i += 8 * step
-    if i + WINDOW <= n:  # windows i, i + step, ... left: those past i - step of the block at n - span
-        at = n - span
-        skip = (i - step + 1 - at + step - 1) // step if i - step + 1 > at else 0
-        mask = cm_bloom8_avx2(text + at, step, bloom, index.shift) & (<uint32_t>0xFF << skip)
-        if mask != 0:
-            _scan_block(index, text, n, step, mode, at, mask, out)
-
-
 cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
     """Appends the id of every literal of the ``mode``'s kinds occurring in ``data`` (ids may repeat)."""
     cdef const unsigned char* text = <const unsigned char*>data
@@ -278,9 +225,6 @@ cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vecto
         if _in_bloom(&s.prefix, window):
             _lit_hits(&s.prefix, text, n, window, s.prefix_at[i], True, mode, out)
     if index.lits.empty():
-        return
-    if _SIMD_LEVEL > 0 and step >= 2 and n >= 7 * step + WINDOW:
-        _scan_blocks(index, text, n, step, mode, out)
         return
     if step == 1:  # every position: roll the (raw) window along, one byte in at a time
         window = ((<uint32_t>text[0]) | (<uint32_t>text[1] << 8) | (<uint32_t>text[2] << 16)) << 8

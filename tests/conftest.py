@@ -38,22 +38,6 @@ def _engine_match(engine):
 # The rule engines: the twin, and the kernel when it built.
 ENGINES = [_ruleset_py] + ([_ruleset_c] if _ruleset_c is not None else [])
 
-# The scanner's bloom-test paths this CPU runs (0 scalar, 1 AVX2); the best is the default.
-SCAN_SIMD_LEVELS = sorted({_ruleset_c._set_scan_simd(level) for level in (0, 1)}) if _ruleset_c else []
-if _ruleset_c is not None:
-    _ruleset_c._set_scan_simd(-1)
-
-
-def each_scan_simd_level():
-    """Yields each level in SCAN_SIMD_LEVELS with the kernel's scanner forced to it (restored after)."""
-    try:
-        for level in SCAN_SIMD_LEVELS:
-            _ruleset_c._set_scan_simd(level)
-            yield level
-    finally:
-        _ruleset_c._set_scan_simd(-1)
-
-
 IMPLEMENTATIONS = {"reference": match_rules, "twin": _engine_match(_ruleset_py)}
 if _ruleset_c is not None:
     IMPLEMENTATIONS["compiled"] = _engine_match(_ruleset_c)

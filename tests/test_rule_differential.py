@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from matcher import compile_rules
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
-from tests.conftest import ENGINES, _ruleset_c, each_scan_simd_level
+from tests.conftest import ENGINES, _ruleset_c
 from tests.strategies import events, rules
 
 
@@ -23,10 +23,6 @@ def test_engines_agree_with_reference(rule_list, evs):
     expected = match_rules(rule_set, evs, sources)
     for engine in ENGINES:
         assert compile_rules(rule_set, sources, engine=engine).match_batch(evs) == expected, engine.__name__
-    if _ruleset_c is not None:
-        matcher = compile_rules(rule_set, sources, engine=_ruleset_c)
-        for level in each_scan_simd_level():
-            assert matcher.match_batch(evs) == expected, level
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

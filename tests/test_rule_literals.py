@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from matcher import compile_rules
 from matcher.reference import match_rules
-from tests.conftest import _ruleset_c, each_scan_simd_level
+from tests.conftest import _ruleset_c
 
 pytestmark = pytest.mark.skipif(_ruleset_c is None, reason="compiled extension not loaded")
 
@@ -74,9 +74,7 @@ def _without_fast_path(rule_set):
 def _check(rule_list, evs):
     rule_set = {f"r{i}": rule for i, rule in enumerate(rule_list)}
     expected = match_rules(rule_set, evs, {})
-    matcher = compile_rules(rule_set, engine=_ruleset_c)
-    for level in each_scan_simd_level():
-        assert matcher.match_batch(evs) == expected, level
+    assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected
     assert _without_fast_path(rule_set).match_batch(evs) == expected
 
 
@@ -96,19 +94,15 @@ def test_prefiltered_regexes_agree_with_reference(rule_list, evs):
 
 
 def test_a_literal_is_found_at_every_offset_and_step():
-    """Literals of 4 to 12 bytes (scan steps 1 to 4) at every offset of texts up to 90 bytes
-    (the SIMD scan's blocks of eight windows, and the last block, which ends at the text's end),
-    with every bloom-test path."""
+    """Literals of 4 to 12 bytes (scan steps 1 to 4) at every offset of texts up to 40 bytes."""
     words = ["abcd", "bcdef", "cdefgh", "defghij", "efghijklmnop"]  # shortest 4 to 7: steps 1 to 4
     for shortest in range(len(words)):
         rule_set = {w: {"url": {"i_contains": w.upper()}} for w in words[shortest:]}
         rule_set["prefix"] = {"url": {"starts_with": "xyzw"}}
         matcher = compile_rules(rule_set, engine=_ruleset_c)
         evs = [{"url": "." * offset + w + "." * tail} for w in words + ["xyzw"]
-               for offset in range(45) for tail in (0, 1, 2, 3, 5, 9, 17, 33)]
-        expected = match_rules(rule_set, evs, {})
-        for level in each_scan_simd_level():
-            assert matcher.match_batch(evs) == expected, (shortest, level)
+               for offset in range(12) for tail in (0, 1, 5)]
+        assert matcher.match_batch(evs) == match_rules(rule_set, evs, {})
 
 
 def test_rest_set_out_of_memory_falls_back():
