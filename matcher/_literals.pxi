@@ -181,7 +181,7 @@ DEF SCAN_EXACT = 1
 DEF SCAN_FOLDED = 2
 
 
-cdef void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
+cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
                     cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
     """The literals filed under the window found at ``pos``, compared where they would start."""
     cdef unordered_map[uint32_t, pair[int32_t, int32_t]].const_iterator it = index.slots.find(window)
@@ -212,6 +212,16 @@ cdef inline cbool _in_bloom(const LitIndex* index, uint32_t window) noexcept nog
 
 cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
     """Appends the id of every literal of the ``mode``'s kinds occurring in ``data`` (ids may repeat)."""
+    # One copy of the scan per mode: the compiler drops the other modes' tests from the loops.
+    if mode == SCAN_ASCII:
+        _lit_scan(s, data, n, SCAN_ASCII, out)
+    elif mode == SCAN_EXACT:
+        _lit_scan(s, data, n, SCAN_EXACT, out)
+    else:
+        _lit_scan(s, data, n, SCAN_FOLDED, out)
+
+
+cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
     cdef const unsigned char* text = <const unsigned char*>data
     cdef const LitIndex* index = &s.anywhere
     cdef size_t i, step = s.step

@@ -13,7 +13,7 @@ from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport strtod
 from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
@@ -335,6 +335,9 @@ cdef cppclass PartC:
     vector[int32_t] eager_fields  # fields the eager groups read: extracted for every event
     vector[int32_t] rule_field  # CSR: other fields rule r's program reads, extracted on demand
     vector[int32_t] rule_field_at
+    # The same as a bit per field, when every field slot is below 64 (else empty): triage ORs
+    # its candidates' masks and requests each field once.
+    vector[uint64_t] rule_field_mask
 
     __dealloc__():
         cdef size_t i
@@ -368,8 +371,11 @@ cdef class Partition:
         eager_fields = sorted({plan.groups[gid].field for gid in plan.eager})
         for x in eager_fields:
             p.eager_fields.push_back(x)
-        _flatten([sorted(_program_fields(plan, program) - set(eager_fields)) for program in plan.programs],
-                 &p.rule_field, &p.rule_field_at)
+        lazy_fields = [sorted(_program_fields(plan, program) - set(eager_fields)) for program in plan.programs]
+        _flatten(lazy_fields, &p.rule_field, &p.rule_field_at)
+        if all(f < 64 for fields in lazy_fields for f in fields):
+            for fields in lazy_fields:
+                p.rule_field_mask.push_back(sum(1 << f for f in fields))
         for group in plan.groups:
             g = new GroupC()
             p.groups.push_back(g)
@@ -732,6 +738,13 @@ cdef cppclass Scratch:
     uint32_t stamp
 
 
+cdef extern from *:
+    """
+    static inline int _ctz64(uint64_t x) { return __builtin_ctzll(x); }
+    """
+    int _ctz64(uint64_t x) noexcept nogil
+
+
 cdef void _next_stamp(Scratch* sc) noexcept nogil:
     cdef size_t i
     sc.stamp += 1
@@ -924,9 +937,14 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
 
 
 cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
+    # The predicate's mark first: most predicates a program tests are true ones of the eager
+    # groups (those that made the rule a candidate).
+    if sc.pred_mark[pid] == sc.stamp:
+        return True
     cdef int gid = p.pred_group[pid]
-    if sc.group_mark[gid] != sc.stamp:
-        _run_group(p, gid, sc, items, spans)
+    if sc.group_mark[gid] == sc.stamp:
+        return False
+    _run_group(p, gid, sc, items, spans)
     return sc.pred_mark[pid] == sc.stamp
 
 
@@ -961,11 +979,16 @@ cdef cppclass Batch:
     vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
 
 
-cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have) noexcept nogil:
-    """Rule r is a candidate (once per event): queue it and request the fields it reads."""
+cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have,
+                            uint64_t* need) noexcept nogil:
+    """Rule r is a candidate (once per event): queue it and request the fields it reads (with
+    field masks, add them to ``need``)."""
     cdef int32_t j, f
     sc.rule_mark[r] = sc.stamp
     b.cands.push_back(r)
+    if not p.rule_field_mask.empty():
+        need[0] |= p.rule_field_mask[r]
+        return
     for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
         f = p.rule_field[j]
         if have[f] == 0:
@@ -980,7 +1003,8 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     The true predicates and the candidates go straight to the batch (the predicates are
     dropped when no rule is a candidate, and then no field was requested)."""
     cdef size_t i, j
-    cdef int32_t r, pred
+    cdef int32_t r, pred, f
+    cdef uint64_t need = 0
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
     _next_stamp(sc)
@@ -990,13 +1014,20 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     for i in range(p.eager.size()):
         _run_group(p, p.eager[i], sc, items, spans)
     for i in range(p.always.size()):
-        _candidate(p, p.always[i], row, sc, b, have)
+        _candidate(p, p.always[i], row, sc, b, have, &need)
     for i in range(pend.pred_start, b.preds.size()):
         pred = b.preds[i]
         for j in range(p.trigger_at[pred], p.trigger_at[pred + 1]):
             r = p.trigger[j]
             if sc.rule_mark[r] != sc.stamp:
-                _candidate(p, r, row, sc, b, have)
+                _candidate(p, r, row, sc, b, have, &need)
+    while need != 0:  # the candidates' fields, by field mask
+        f = _ctz64(need)
+        need &= need - 1
+        if have[f] == 0:
+            have[f] = 2
+            b.lazy.push_back(row)
+            b.lazy.push_back(f)
     if b.cands.size() == pend.cand_start:
         b.preds.resize(pend.pred_start)
         return

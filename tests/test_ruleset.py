@@ -9,6 +9,7 @@ import pytest
 
 import matcher
 from matcher import RuleError, _ruleset, compile_rules
+from matcher.reference import match_rules
 from tests.conftest import ENGINES
 from tools.gen_casefold import render
 
@@ -237,3 +238,22 @@ def test_branch_programs_decide_as_their_postfix_programs():
             bits, present = [bool(mask >> k & 1) for k in range(3)], [bool(mask >> k & 1) for k in (3, 4)]
             expected = _ruleset_py._run_program(code, bits.__getitem__, Values(present))
             assert run_branch(words, bits, present) == expected, (code, words, mask)
+
+
+@pytest.mark.parametrize("fields", [6, 90])
+def test_candidates_request_every_field_they_read(fields):
+    """Triage requests the fields the candidates' programs read: as one mask per event while
+    every field slot is below 64, rule by rule beyond. Rule i is the only candidate of event
+    E{i} and reads three lazy custom_data fields (one shared); each decides some events."""
+    rule_set = {f"r{i}": {"and": [{"event": {"eq": f"E{i}"}},
+                                  {"or": [{f"k{i % fields}": {"eq": "v"}}, {f"k{(i * 7 + 1) % fields}": {"gt": 5}}]},
+                                  {"shared": {"eq": "s"}}]}
+                for i in range(2 * fields)}
+    evs = [{"event": f"E{j % (2 * fields)}",
+            "custom_data": {f"k{(j * 5 + m) % fields}": v for m, v in enumerate(["v", 9, "w"])}
+            | {f"k{j % fields}": "v" if j % 3 else "x", f"k{(j * 7 + 1) % fields}": j % 11}
+            | ({"shared": "s"} if j % 5 else {})} for j in range(8 * fields)]
+    expected = match_rules(rule_set, evs, {})
+    assert sum(map(bool, expected)) > len(evs) // 4 and not all(expected)
+    for engine in ENGINES:
+        assert compile_rules(rule_set, engine=engine).match_batch(evs) == expected, engine.__name__
