@@ -181,6 +181,11 @@ DEF SCAN_EXACT = 1
 DEF SCAN_FOLDED = 2
 
 
+cdef inline uint32_t _window_of(const unsigned char* s, int mode) noexcept nogil:
+    """The lowercased window at ``s``: SWAR in an ASCII text, by table otherwise."""
+    return _window_ascii(s) if mode == SCAN_ASCII else _window_at(s)
+
+
 cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
                     cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
     """The literals filed under the window found at ``pos``, compared where they would start."""
@@ -197,8 +202,7 @@ cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, siz
         start = <Py_ssize_t>pos - lit.window
         if start < 0 or <size_t>(start + lit.size) > n or (prefix and start != 0):
             continue
-        if (_window_ascii(text + start + lit.size - WINDOW) if mode == SCAN_ASCII
-                else _window_at(text + start + lit.size - WINDOW)) != lit.last:
+        if _window_of(text + start + lit.size - WINDOW, mode) != lit.last:
             continue
         if _lit_equal(lit, index.texts.data(), text + start):
             out.push_back(lit.id)
@@ -247,6 +251,6 @@ cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mod
     while i + WINDOW <= n:
         memcpy(&window, text + i, WINDOW)
         if _in_bloom(index, window):
-            window = _window_ascii(text + i) if mode == SCAN_ASCII else _window_at(text + i)
+            window = _window_of(text + i, mode)
             _lit_hits(index, text, n, window, i, False, mode, out)
         i += step

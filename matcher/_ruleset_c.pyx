@@ -530,7 +530,7 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
         g.pat_text.push_back(string(<char*>raw, len(raw)))
         g.pat_regex.push_back(NULL)
         g.set_preds.push_back(pid)
-    if _USE_SCANNER and _load_fast_path(g, patterns):
+    if _USE_SCANNER and _load_fast_path(g):
         return 0
     set_opts.set_log_errors(False)
     set_opts.set_max_mem(_SET_MAX_MEM)
@@ -576,19 +576,21 @@ def _set_literal_scanner(bint enabled):
 DEF ATOM_ID = -1
 
 
-cdef bint _load_fast_path(GroupC* g, list patterns) except -1:
-    """Literals of 4 bytes or more to the scanner; regexes and shorter literals to the rest
-    set, with the atoms that rule each regex out filed in the scanner. False when the rest set
-    is too large for one program: then the group keeps a set of every pattern instead."""
+cdef bint _load_fast_path(GroupC* g) except -1:
+    """The group's patterns (``pat_*``): literals of 4 bytes or more to the scanner; regexes and
+    shorter literals to the rest set, with the atoms that rule each regex out filed in the
+    scanner. False when the rest set is too large for one program: then the group keeps a set
+    of every pattern instead."""
     cdef Options set_opts
     cdef string err
     cdef string pattern
+    cdef size_t i
     literals = []
     rest = []
     prefilters = []
     g.rest_always = False
-    for kind, source, pid in patterns:
-        raw = (<str>source).encode("utf-8")
+    for i in range(g.pat_kind.size()):
+        kind, raw, pid = g.pat_kind[i], <bytes>g.pat_text[i].data()[:g.pat_text[i].size()], g.set_preds[i]
         if kind == K_REGEX:
             rest.append((kind, raw, pid))
             prefilter = _regex_atoms(raw)
@@ -792,8 +794,26 @@ cdef inline void _lookup(Scratch* sc, unordered_map[string_view, vector[int]]& t
         _mark(sc, cython.operator.dereference(it).second)
 
 
-cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size, cbool ascii) noexcept nogil:
+cdef cbool _run_set(RE2Set* rset, vector[int]& preds, Scratch* sc, const char* text, size_t size) noexcept nogil:
+    """Marks the predicates of a set's patterns that match the text; False when the set's DFA
+    ran out of memory (the caller then tries the patterns one by one; marks are idempotent).
+
+    Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops at the
+    first match and allocates nothing; asked *which*, it allocates a match set per call (three
+    allocations, ~10% of an event's instructions once). So: whether, then which."""
     cdef SetErrorInfo info
+    cdef size_t i
+    if not rset.Match(StringPiece(text, size), NULL, &info):
+        return info.kind == kNoError
+    sc.set_hits.clear()
+    if not rset.Match(StringPiece(text, size), &sc.set_hits, &info) and info.kind != kNoError:
+        return False
+    for i in range(sc.set_hits.size()):
+        _mark_one(sc, preds[sc.set_hits[i]])
+    return True
+
+
+cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size, cbool ascii) noexcept nogil:
     cdef size_t i
     cdef int kind
     cdef RE2* regex
@@ -801,17 +821,8 @@ cdef void _run_patterns(GroupC* g, Scratch* sc, const char* text, size_t size, c
     cdef string_view view
     if g.scan != NULL and _run_fast_path(g, sc, text, size, ascii):
         return
-    if g.set != NULL:
-        # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
-        # at the first match and allocates nothing; asked *which*, it allocates a match set
-        # per call (three allocations, ~10% of an event's instructions). So: whether, then which.
-        if not g.set.Match(StringPiece(text, size), NULL, &info) and info.kind == kNoError:
-            return
-        sc.set_hits.clear()
-        if g.set.Match(StringPiece(text, size), &sc.set_hits, &info) or info.kind == kNoError:
-            for i in range(sc.set_hits.size()):
-                _mark_one(sc, g.set_preds[sc.set_hits[i]])
-            return
+    if g.set != NULL and _run_set(g.set, g.set_preds, sc, text, size):
+        return
     # No set, or its DFA ran out of memory: pattern by pattern (the i_ literals on folded text).
     cdef cbool folded = False
     for i in range(g.pat_kind.size()):
@@ -865,7 +876,6 @@ cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size,
     """A text's patterns through the scanner and, when needed, the rest set. False when the
     rest set's DFA ran out of memory (the caller then tries every pattern one by one; marks
     are idempotent)."""
-    cdef SetErrorInfo info
     cdef size_t i
     cdef int32_t hit
     cdef cbool run_rest = g.rest_always or not ascii
@@ -886,16 +896,7 @@ cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size,
     if not run_rest and not sc.atoms.empty():
         run_rest = _some_regex_may_match(g, sc.atoms)
     if g.rest != NULL and run_rest:
-        # Most texts match none of the patterns. Asked only *whether* one matches, RE2 stops
-        # at the first match and allocates nothing; asked *which*, it allocates a match set
-        # per call. So: whether, then which.
-        if not g.rest.Match(StringPiece(text, size), NULL, &info):
-            return info.kind == kNoError
-        sc.set_hits.clear()
-        if not g.rest.Match(StringPiece(text, size), &sc.set_hits, &info) and info.kind != kNoError:
-            return False
-        for i in range(sc.set_hits.size()):
-            _mark_one(sc, g.rest_preds[sc.set_hits[i]])
+        return _run_set(g.rest, g.rest_preds, sc, text, size)
     return True
 
 
@@ -979,22 +980,26 @@ cdef cppclass Batch:
     vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
 
 
+cdef inline void _request(Batch* b, char* have, int32_t row, int32_t f) noexcept nogil:
+    """Field f of the row is to be extracted before the programs run (once)."""
+    if have[f] == 0:
+        have[f] = 2
+        b.lazy.push_back(row)
+        b.lazy.push_back(f)
+
+
 cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have,
                             uint64_t* need) noexcept nogil:
     """Rule r is a candidate (once per event): queue it and request the fields it reads (with
     field masks, add them to ``need``)."""
-    cdef int32_t j, f
+    cdef int32_t j
     sc.rule_mark[r] = sc.stamp
     b.cands.push_back(r)
     if not p.rule_field_mask.empty():
         need[0] |= p.rule_field_mask[r]
         return
     for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
-        f = p.rule_field[j]
-        if have[f] == 0:
-            have[f] = 2
-            b.lazy.push_back(row)
-            b.lazy.push_back(f)
+        _request(b, have, row, p.rule_field[j])
 
 
 cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
@@ -1003,7 +1008,7 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     The true predicates and the candidates go straight to the batch (the predicates are
     dropped when no rule is a candidate, and then no field was requested)."""
     cdef size_t i, j
-    cdef int32_t r, pred, f
+    cdef int32_t r, pred
     cdef uint64_t need = 0
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
@@ -1022,12 +1027,8 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
             if sc.rule_mark[r] != sc.stamp:
                 _candidate(p, r, row, sc, b, have, &need)
     while need != 0:  # the candidates' fields, by field mask
-        f = _ctz64(need)
+        _request(b, have, row, _ctz64(need))
         need &= need - 1
-        if have[f] == 0:
-            have[f] = 2
-            b.lazy.push_back(row)
-            b.lazy.push_back(f)
     if b.cands.size() == pend.cand_start:
         b.preds.resize(pend.pred_start)
         return
@@ -1387,11 +1388,7 @@ cdef class Matcher:
             if raw == NULL:
                 pass
             elif type(<object>raw) is str:  # the common case: straight to an item
-                _set_text(&item, <object>raw)
-                held.hold(raw)
-                item.number = 0.0
-                item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
-                items.push_back(item)
+                _push_str(items, <object>raw, held)
             else:
                 self._add_items(<object>raw, items, needs_text, held)
         elif kind == F_DOMAIN or kind == F_PATH:
@@ -1467,13 +1464,8 @@ cdef class Matcher:
             self._add_item(value, items, needs_text, held)
 
     cdef int _add_items(self, object value, vector[Item]& items, bint needs_text, Held* held) except -1:
-        cdef Item item
         if type(value) is str:  # the common case, without the dispatch below
-            _set_text(&item, value)
-            held.hold(<PyObject*>value)
-            item.number = 0.0
-            item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
-            items.push_back(item)
+            _push_str(items, value, held)
             return 0
         if value is None:
             return 0
@@ -1492,8 +1484,7 @@ cdef class Matcher:
         item.number = 0.0
         item.num_state = NUM_NO
         if isinstance(value, str):
-            _set_text(&item, value)
-            held.hold(<PyObject*>value)
+            _set_text(&item, value, held)
             item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
         elif value is True:
             item.text = _TRUE
@@ -1513,16 +1504,14 @@ cdef class Matcher:
                 except ValueError:
                     text = None
                 if text is not None:
-                    held.hold(<PyObject*>text)
-                    _set_text(&item, text)
+                    _set_text(&item, text, held)
         elif isinstance(value, float):
             if isfinite(<double>value):
                 item.number = <double>value
                 item.num_state = NUM_YES
             if needs_text:
                 text = number_text(value)
-                held.hold(<PyObject*>text)
-                _set_text(&item, text)
+                _set_text(&item, text, held)
         items.push_back(item)
         return 0
 
@@ -1603,10 +1592,22 @@ cdef bint _folds_to(object key, bytes folded) except -1:
     return buf.size() == <size_t>n and buf == <string>folded
 
 
-cdef inline void _set_text(Item* item, object text) noexcept:
-    """An item's text: a str's UTF-8 (NULL for lone surrogates), and whether it is ASCII."""
+cdef inline void _set_text(Item* item, object text, Held* held) noexcept:
+    """An item's text: a str's UTF-8 (NULL for lone surrogates), and whether it is ASCII; the
+    str is held until the chunk is done (its buffer is read without the GIL)."""
     item.text = _utf8(text, &item.size)
     item.ascii = PyUnicode_IS_COMPACT_ASCII(text)
+    held.hold(<PyObject*>text)
+
+
+cdef inline int _push_str(vector[Item]& items, object text, Held* held) except -1:
+    """A str value as an item: its text, its number parsed on demand."""
+    cdef Item item
+    _set_text(&item, text, held)
+    item.number = 0.0
+    item.num_state = NUM_UNKNOWN if item.text != NULL else NUM_NO
+    items.push_back(item)
+    return 0
 
 
 cdef const char* _utf8(object text, Py_ssize_t* size) noexcept:
