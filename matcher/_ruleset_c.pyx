@@ -1100,6 +1100,8 @@ cdef class _Events:
     cdef list columns  # columns: [pixel_id, event, url, device_type], each a list or None
     cdef PyObject* column[4]  # borrowed from ``columns``
     cdef object customs  # columns: the custom_data list, or None
+    cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
+    cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
     cdef Py_ssize_t base
     cdef list keys  # rows: the key objects looked up (see ``_alias``): pixel_id, event, url, device_type, custom_data
 
@@ -1136,6 +1138,22 @@ cdef class _Events:
         if value == <PyObject*>None:
             return NULL
         return value
+
+    cdef inline PyObject* param(self, int slot, Py_ssize_t row):
+        """The value (borrowed) of the custom parameter a field's first key names, NULL when
+        missing: the first column, in lookup order, with an entry for the row (the exact
+        name's column first, then those equal under case folding, as ``_lookup_key``)."""
+        cdef list order = <list>PyList_GET_ITEM(self.params, slot)
+        cdef Py_ssize_t i, at = self.base + row
+        cdef PyObject* column
+        cdef PyObject* value
+        for i in range(PyList_GET_SIZE(order)):
+            column = PyList_GET_ITEM(order, i)
+            if at < PyList_GET_SIZE(<object>column):  # (else another thread shortened it during the call)
+                value = PyList_GET_ITEM(<object>column, at)
+                if value != <PyObject*>None:
+                    return value
+        return NULL
 
     cdef inline PyObject* get(self, int which, Py_ssize_t row):
         """The built-in value (borrowed), NULL when missing."""
@@ -1235,8 +1253,10 @@ cdef class Matcher:
                 PyGC_Enable()
         return results
 
-    def match_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data):
-        """Events as columns (lists of length ``n``, or None for a column nobody sent).
+    def match_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data, dict parameters=None):
+        """Events as columns (lists of length ``n``, or None for a column nobody sent);
+        ``parameters``, when given, are the custom parameters as columns (name -> list),
+        in place of ``custom_data``.
 
         Returns ``(counts, ids)``: per event its number of matches, and the matched rule
         ids of every event, flattened in event order. The caller checks the lengths.
@@ -1253,6 +1273,9 @@ cdef class Matcher:
         for i in range(4):
             src.column[i] = <PyObject*>src.columns[i] if src.columns[i] is not None else NULL
         src.customs = custom_data
+        if parameters is not None:
+            src.by_parameter = True
+            src.params = [self._parameter_columns(slot, parameters) for slot in range(self._nfields)]
         self._run(src, n, matched, offsets)
         for row in range(n):
             count = offsets[row + 1] - offsets[row]
@@ -1264,6 +1287,17 @@ cdef class Matcher:
             Py_INCREF(rule_id)
             PyList_SET_ITEM(ids, i, rule_id)
         return counts, ids
+
+    cdef list _parameter_columns(self, int slot, dict parameters):
+        """The columns a custom field's first key reads, in lookup order (empty for built-ins)."""
+        name = self._field_name[slot]
+        if name is None:
+            return []
+        folded = self._field_folded[slot]
+        exact = parameters.get(name)
+        order = [exact] if exact is not None else []
+        order += [column for key, column in parameters.items() if key != name and _folds_to(key, folded)]
+        return order
 
     cdef int _run(self, _Events src, Py_ssize_t n, vector[int32_t]& matched, vector[size_t]& offsets) except -1:
         """Evaluate ``n`` events chunk by chunk; row r's matches are matched[offsets[r]:offsets[r+1]]."""
@@ -1421,29 +1455,35 @@ cdef class Matcher:
                         item.ascii = True
                         item.num_state = NUM_UNKNOWN
                         items.push_back(item)
-        elif self._field_simple[slot]:
-            raw = src.custom(row)
-            if raw != NULL:
-                value = _lookup_key(<object>raw, self._field_name[slot], self._field_folded[slot],
-                                    keys_state if self._field_name_folded[slot] else NULL)
-                if value is not None:
-                    self._add_items(value, items, needs_text, held)
-        else:
-            raw = src.custom(row)
-            if raw != NULL:
-                self._extract_custom(<object>raw, slot, items, needs_text, held)
+        else:  # a custom parameter: its first key's value, then the path's other keys
+            if src.by_parameter:
+                raw = src.param(slot, row)
+                value = <object>raw if raw != NULL else None
+            else:
+                raw = src.custom(row)
+                value = None if raw == NULL else _lookup_key(
+                    <object>raw, self._field_name[slot], self._field_folded[slot],
+                    keys_state if self._field_name_folded[slot] else NULL)
+            if value is None:
+                pass
+            elif self._field_simple[slot]:
+                self._add_items(value, items, needs_text, held)
+            else:
+                self._extract_path(value, slot, items, needs_text, held)
         span.count = items.size() - span.start
         base[slot] = span
         return 0
 
-    cdef int _extract_custom(self, object custom, int slot, vector[Item]& items, bint needs_text,
-                              Held* held) except -1:
+    cdef int _extract_path(self, object first, int slot, vector[Item]& items, bint needs_text,
+                           Held* held) except -1:
+        """The items of a custom parameter path, given its first key's value (not None)."""
         cdef tuple segments = self._field_segments[slot]
         cdef Py_ssize_t i, last = len(segments) - 1
-        if custom is None:
-            return 0
-        nodes = [custom]
-        for i in range(last + 1):
+        if (segments[0][2] or last == 0) and isinstance(first, (list, tuple)):
+            nodes = [v for v in first if v is not None]
+        else:
+            nodes = [first]
+        for i in range(1, last + 1):
             name, folded, each = segments[i]
             found = []
             for node in nodes:

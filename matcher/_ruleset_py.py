@@ -158,8 +158,15 @@ class Matcher:
     def match_batch(self, events: Sequence[Mapping]) -> list[list[Any]]:
         return [self.match(event) for event in events]
 
-    def match_columns(self, n: int, *columns: Sequence | None) -> tuple[list[int], list[Any]]:
-        given = [(name, column) for name, column in zip(EVENT_COLUMNS, columns) if column is not None]
+    def match_columns(self, n: int, pixel_id: Sequence | None, event: Sequence | None, url: Sequence | None,
+                      device_type: Sequence | None, custom_data: Sequence | None,
+                      parameters: Mapping[str, Sequence] | None = None) -> tuple[list[int], list[Any]]:
+        """The events rebuilt as mappings, then ``match_batch``: the statement of what columns mean."""
+        if parameters is not None:  # custom parameters as columns: each event's in the columns' order
+            custom_data = [{name: column[i] for name, column in parameters.items() if column[i] is not None}
+                           for i in range(n)]
+        given = [(name, column) for name, column in zip(EVENT_COLUMNS, (pixel_id, event, url, device_type, custom_data))
+                 if column is not None]
         events = [{name: column[i] for name, column in given if column[i] is not None} for i in range(n)]
         results = self.match_batch(events)
         return [len(r) for r in results], [rule_id for r in results for rule_id in r]

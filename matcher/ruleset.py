@@ -49,18 +49,24 @@ class CompiledRules:
         """One ``match`` result per event."""
         return self._matcher.match_batch(events)
 
-    def match_columns(self, columns: Mapping[str, Sequence]) -> tuple[list[int], list[str]]:
+    def match_columns(self, columns: Mapping[str, Any]) -> tuple[list[int], list[str]]:
         """Events given as columns, ``{"pixel_id": [...], "url": [...], ...}``: one value per event.
 
         The columns are those of ``EVENT_COLUMNS``; a value of ``None`` is a key the event
         lacks, a column left out is a key every event lacks (so at least one column is needed
-        to have any events: the columns' common length is the number of events). Returns ``(counts, ids)``:
-        ``counts[i]`` is the number of rules event ``i`` satisfies, and ``ids`` lists them
-        all, event after event, each event's in rule order; the same answers as
-        ``match_batch`` over the equivalent mappings, without building them.
+        to have any events: the columns' common length is the number of events).
+        ``custom_data`` is one value per event (a mapping of custom parameters, or ``None``)
+        or itself columns, one per custom parameter: ``{"value": [...], "color": [...]}``,
+        where event ``i``'s custom parameters are ``{name: column[i]}`` for its non-``None``
+        entries, in the columns' order (no mapping per event is built or read).
+
+        Returns ``(counts, ids)``: ``counts[i]`` is the number of rules event ``i``
+        satisfies, and ``ids`` lists them all, event after event, each event's in rule
+        order; the same answers as ``match_batch`` over the equivalent mappings, without
+        building them.
         """
-        count, lists = _column_lists(columns)
-        return self._matcher.match_columns(count, *(lists.get(name) for name in EVENT_COLUMNS))
+        count, lists, parameters = _column_lists(columns)
+        return self._matcher.match_columns(count, *(lists.get(name) for name in EVENT_COLUMNS), parameters)
 
     # -- inspection -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -124,21 +130,35 @@ class CompiledRules:
         return _build(self._engine, self._table.copy(), entries, order, members, dict(self._partitions), touched)
 
 
-def _column_lists(columns: Mapping[str, Sequence]) -> tuple[int, dict[str, list]]:
-    """(the number of events, the columns as lists), checked: known names, one length."""
+def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, list], dict[str, list] | None]:
+    """(the number of events, the columns as lists, the custom-parameter columns or None),
+    checked: known names, parameter names that are strings, one length."""
     lists: dict[str, list] = {}
-    first = count = None
+    parameters: dict[str, list] | None = None
+    first: str | None = None
+    count = 0
+
+    def as_list(label: str, values: Any) -> list:
+        nonlocal first, count
+        values = values if type(values) is list else list(values)
+        if first is None:
+            first, count = label, len(values)
+        elif len(values) != count:
+            raise ValueError(f"{label}: {len(values)} values, expected {count} (as many as {first})")
+        return values
+
     for name, values in columns.items():
         if name not in EVENT_COLUMNS:
             raise ValueError(f"columns: unknown column {name!r}; the columns are {', '.join(EVENT_COLUMNS)}")
-        values = values if type(values) is list else list(values)
-        if first is None:
-            first, count = name, len(values)
-        elif len(values) != count:
-            raise ValueError(f"columns[{name!r}]: {len(values)} values, expected {count} "
-                             f"(as many as columns[{first!r}])")
-        lists[name] = values
-    return count or 0, lists
+        if name == "custom_data" and isinstance(values, Mapping):
+            parameters = {}
+            for key, column in values.items():
+                if type(key) is not str:
+                    raise ValueError(f"columns['custom_data']: a custom parameter's name is a str, got {key!r}")
+                parameters[key] = as_list(f"columns['custom_data'][{key!r}]", column)
+        else:
+            lists[name] = as_list(f"columns[{name!r}]", values)
+    return count, lists, parameters
 
 
 def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:

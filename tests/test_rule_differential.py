@@ -9,7 +9,7 @@ from matcher import compile_rules
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
 from tests.conftest import ENGINES, _ruleset_c
-from tests.strategies import events, rules
+from tests.strategies import events, rules, values
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,6 +43,41 @@ def test_columns_agree_with_rows(rule_list, evs, left_out):
     flat = ([len(m) for m in expected], [rule_id for m in expected for rule_id in m])
     for engine in ENGINES:
         assert compile_rules(rule_set, sources, engine=engine).match_columns(columns) == flat, engine.__name__
+
+
+PARAMETER_NAMES = ["color", "Color", "COLOR", "value", "tags", "order", "items", "Äpfel", "äpfel", "n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
+    evs=st.lists(events, max_size=8),
+    names=st.lists(st.sampled_from(PARAMETER_NAMES), unique=True, max_size=6),
+    data=st.data(),
+)
+def test_custom_parameter_columns_agree_with_rows(rule_list, evs, names, data):
+    """Custom parameters as columns (name -> one value per event) match as the events whose
+    custom_data holds, in the columns' order, their non-None entries: names equal under case
+    folding, exact names missing on some events, nested values and lists included."""
+    rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
+    sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
+    parameters = {name: data.draw(st.lists(values, min_size=len(evs), max_size=len(evs)), label=name)
+                  for name in names}
+    rows = []
+    for i, e in enumerate(evs):
+        row = {k: v for k, v in e.items() if k != "custom_data"}
+        custom = {name: column[i] for name, column in parameters.items() if column[i] is not None}
+        if custom:
+            row["custom_data"] = custom
+        rows.append(row)
+    columns = {name: [e.get(name) for e in evs] for name in EVENT_COLUMNS if name != "custom_data"}
+    columns["custom_data"] = parameters
+    expected = match_rules(rule_set, rows, sources)
+    flat = ([len(m) for m in expected], [rule_id for m in expected for rule_id in m])
+    for engine in ENGINES:
+        compiled = compile_rules(rule_set, sources, engine=engine)
+        assert compiled.match_columns(columns) == flat, engine.__name__
+        assert compiled.match_batch(rows) == expected, engine.__name__
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

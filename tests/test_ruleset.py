@@ -55,6 +55,26 @@ def test_match_columns(engine):
         cr.match_columns({"urls": ["x"]})
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_match_columns_with_custom_parameters_as_columns(engine):
+    cr = compile_rules({"a": {"value": {"gt": 5}}, "b": {"color": {"eq": "red"}}, "c": {"order.country": "DE"},
+                        "d": {"tags": {"is_any": ["x"]}}}, engine=engine)
+    # Event 0: value 9 and color red; 1: no exact "color", so "COLOR" (the first equal under
+    # case folding) is read; 2: "1" is no more than 5, tags fan out; 3: nothing; 4: a nested value.
+    parameters = {"value": [9, None, "1", None, None], "COLOR": ["blue", "red", None, None, None],
+                  "color": ["red", None, None, None, None], "tags": [None, None, ["y", "x"], None, None],
+                  "order": [None, None, None, None, {"country": "DE"}]}
+    assert cr.match_columns({"custom_data": parameters}) == ([2, 1, 1, 0, 1], ["a", "b", "b", "d", "c"])
+    assert cr.match_columns({"event": ["x", "y"], "custom_data": {}}) == ([0, 0], [])
+    with pytest.raises(ValueError, match=r"columns\['custom_data'\]\['color'\]: 1 values, expected 2 "
+                                         r"\(as many as columns\['custom_data'\]\['value'\]\)"):
+        cr.match_columns({"custom_data": {"value": [1, 2], "color": ["red"]}})
+    with pytest.raises(ValueError, match=r"columns\['url'\]: 1 values, expected 2"):
+        cr.match_columns({"custom_data": {"value": [1, 2]}, "url": ["x"]})
+    with pytest.raises(ValueError, match=r"columns\['custom_data'\]: a custom parameter's name is a str, got 7"):
+        cr.match_columns({"custom_data": {7: [1]}})
+
+
 def test_invalid_rule_names_its_id_and_builds_nothing():
     with pytest.raises(RuleError) as info:
         compile_rules({"ok": {"event": "x"}, "bad": {"value": {"gt": "abc"}}})
@@ -73,7 +93,9 @@ def test_matching_holds_no_reference_to_the_events_values_after_the_call():
     before = [sys.getrefcount(x) for x in urls + categories]
     results = compiled.match_batch(events)
     counts, _ = compiled.match_columns({"url": urls, "custom_data": [e["custom_data"] for e in events]})
+    by_parameter, _ = compiled.match_columns({"url": urls, "custom_data": {"category": categories}})
     assert [sys.getrefcount(x) for x in urls + categories] == before
+    assert by_parameter == counts
     assert results[1] == ["a", "b"] and results[0] == ["b"] and counts[1] == 2
 
 
