@@ -4,16 +4,18 @@
 
 Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels) into
 a SQLite file, loads it as a server process does (registry, compiled snapshot, the heap
-frozen out of the collector) and times, on the same pre-serialised columnar requests:
+frozen out of the collector) and times, on the same pre-serialised columnar requests, with
+the custom data in each of its two forms side by side (``custom_data`` as one JSON array
+text, and typed ``custom_parameters`` columns; the replies must be equal):
 
 1. decoding the protobuf request (the floor of any handler that reads its input);
-2. decoding it into the batch's columns (``PixelBatch``: lists, custom-data JSON);
+2. decoding it into the batch's columns (``PixelBatch``: lists, custom data);
 3. ``match_columns`` alone on those columns (the compiled matcher's share);
 4. the whole ``classify_pixel_events`` plus serialising its reply (what a call costs the
    server besides gRPC itself).
 
 Each stage is the best of ``--repeat`` passes (the machine is shared); the table shows
-events/s and the stage's share of the whole. Figures only; nothing is asserted.
+events/s and the stage's share of the whole handler of the same form. Figures only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
 from server.client import pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
+
+
+# The custom data's two forms in a columnar request: label -> pixel_event_columns(custom=...).
+FORMS = {"custom data as JSON": "json", "custom parameters as columns": "auto"}
 
 
 def best_seconds(fn, items: list, repeat: int) -> float:
@@ -58,31 +64,44 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
             core = server.core
             servicer = ClassificationServicer(core)
             gc.freeze()  # as `python -m server` does once it has loaded
-            distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(make_events(rng, pixels, batch)))
-                        .SerializeToString() for _ in range(min(batches, 20))]
-            payloads = [distinct[i % len(distinct)] for i in range(batches)]
-            requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
-            decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
-            rules_now = core.registry.snapshot.rules
+            batches_of_events = [make_events(rng, pixels, batch) for _ in range(min(batches, 20))]
+            seconds: dict[str, float] = {}
+            matches = None
+            for form, custom in FORMS.items():
+                distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events, custom=custom))
+                            for events in batches_of_events]
+                if custom == "auto" and not all(r.columns.custom_parameters for r in distinct):
+                    raise SystemExit("the workload's custom data did not encode as typed columns")
+                distinct = [r.SerializeToString() for r in distinct]
+                payloads = [distinct[i % len(distinct)] for i in range(batches)]
+                requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
+                decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
+                rules_now = core.registry.snapshot.rules
 
-            def whole(payload: bytes) -> bytes:
-                request = pb.ClassifyPixelEventsRequest.FromString(payload)
-                return servicer.classify_pixel_events(request).SerializeToString()
+                def whole(payload: bytes) -> bytes:
+                    request = pb.ClassifyPixelEventsRequest.FromString(payload)
+                    return servicer.classify_pixel_events(request).SerializeToString()
 
-            for payload in distinct:  # warm RE2's DFA caches
-                whole(payload)
-            seconds = {
-                "protobuf decode": best_seconds(pb.ClassifyPixelEventsRequest.FromString, payloads, repeat),
-                "decode into columns": best_seconds(
-                    lambda p: PixelBatch(pb.ClassifyPixelEventsRequest.FromString(p), core.limits.max_batch_events),
-                    payloads, repeat),
-                "match_columns alone": best_seconds(rules_now.match_columns, decoded, repeat),
-                "classify + reply": best_seconds(whole, payloads, repeat),
-            }
-            matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
+                replies = [whole(payload) for payload in distinct]  # also warms RE2's DFA caches
+                if matches is None:
+                    first_replies = replies
+                    matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
+                elif replies != first_replies:
+                    raise SystemExit(f"the replies differ between the custom data's forms ({form})")
+                seconds |= {
+                    f"protobuf decode, {form}": best_seconds(pb.ClassifyPixelEventsRequest.FromString, payloads, repeat),
+                    f"decode into columns, {form}": best_seconds(
+                        lambda p: PixelBatch(pb.ClassifyPixelEventsRequest.FromString(p), core.limits.max_batch_events),
+                        payloads, repeat),
+                    f"match_columns alone, {form}": best_seconds(rules_now.match_columns, decoded, repeat),
+                    f"classify + reply, {form}": best_seconds(whole, payloads, repeat),
+                }
         finally:
             server.stop(0)
     events = batch * batches
+    # Stage by stage, the two forms next to each other.
+    stages = [name.split(", ", 1)[0] for name in seconds]
+    seconds = {f"{stage}, {form}": seconds[f"{stage}, {form}"] for stage in dict.fromkeys(stages) for form in FORMS}
     return {
         "rules": rules, "batch": batch, "events": events, "matches_per_event": matches / events,
         "compiled": rules_now.compiled,
@@ -91,12 +110,14 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
 
 
 def report(result: dict) -> None:
-    whole = result["stages"]["classify + reply"]["seconds"]
     print(f"{result['rules']:,} rules, {result['events']:,} events in batches of {result['batch']:,} "
           f"({result['matches_per_event']:.2f} matches per event; compiled kernel: {result['compiled']})")
-    print(f"  {'stage':<24}{'events/s':>14}{'share of the whole':>22}")
+    print(f"  {'stage':<52}{'events/s':>12}{'us/event':>10}{'share of the whole':>20}")
     for name, stage in result["stages"].items():
-        print(f"  {name:<24}{stage['events_per_s']:>14,.0f}{stage['seconds'] / whole:>21.0%}")
+        form = name.split(", ", 1)[1]
+        whole = result["stages"][f"classify + reply, {form}"]["seconds"]
+        print(f"  {name:<52}{stage['events_per_s']:>12,.0f}{1e6 / stage['events_per_s']:>10.3f}"
+              f"{stage['seconds'] / whole:>19.0%}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ transaction before the reply, so a recorded batch is durable when the call retur
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import compress
 from typing import Any, Iterable, Mapping
@@ -28,14 +29,11 @@ NO_SPEC = -1
 MAX_CACHED_PIXELS = 100_000
 
 
-def event_value(custom_data: Any) -> float | None:
-    """The event's ``value`` custom parameter when it is a number (or numeric text) a double
-    holds: an integer past a double's range, an infinity or NaN is no value."""
-    if not custom_data:
-        return None
-    value = custom_data.get("value")
+def number_value(value: Any) -> float | None:
+    """A raw custom-parameter value as a conversion value: a number (or numeric text) a double
+    holds; an integer past a double's range, an infinity or NaN is no value."""
     kind = type(value)
-    if kind is float:  # JSON's numbers first: the common case, without the dispatch below
+    if kind is float:  # JSON's and the typed columns' numbers first: the common case
         return value if math.isfinite(value) else None
     if kind is str:
         try:
@@ -50,6 +48,13 @@ def event_value(custom_data: Any) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+def event_value(custom_data: Any) -> float | None:
+    """The event's ``value`` custom parameter (exact key) as ``number_value`` reads it."""
+    if not custom_data:
+        return None
+    return number_value(custom_data.get("value"))
 
 
 def conversion_values(counts: list[int], ids: list[str], own_values: Iterable[float | None],
@@ -96,8 +101,43 @@ def _custom_data(text: str, where: str) -> dict | None:
 _OBJECT_OR_NULL = frozenset((dict, type(None)))  # what JSON decodes objects and null to
 
 
+def _parameter_columns(parameters, count: int) -> dict[str, list]:
+    """Typed custom-parameter columns as ``match_columns`` takes them: name -> one value per
+    event (``None``: the event lacks it). Slices of the repeated fields, rewritten only where
+    a column holds an empty text or a NaN (the scans for one run in C)."""
+    columns: dict[str, list] = {}
+    first: dict[str, int] = {}
+    for i, parameter in enumerate(parameters):
+        where = f"columns.custom_parameters[{i}]"
+        name = parameter.name
+        if not name:
+            raise InvalidArgument(f"{where}.name: empty")
+        if name in first:
+            raise InvalidArgument(f"{where}.name: {json.dumps(name, ensure_ascii=False)} given twice (first at [{first[name]}])")
+        first[name] = i
+        texts, numbers = parameter.texts, parameter.numbers
+        for label, values in (("texts", texts), ("numbers", numbers)):
+            if values and len(values) != count:
+                raise InvalidArgument(f"{where}.{label}: {len(values)} values, expected {count} (one per pixel_id)")
+        if texts and numbers:
+            columns[name] = [t if t else (n if n == n else None) for t, n in zip(texts[:], numbers[:])]
+        elif texts:
+            values = texts[:]
+            columns[name] = [v or None for v in values] if "" in values else values
+        elif numbers:
+            values = numbers[:]
+            total = sum(values)  # NaN if any is (or +inf and -inf are both there: a harmless rewrite)
+            columns[name] = [v if v == v else None for v in values] if total != total else values
+        # Neither: no event has the parameter, and no column is needed for that.
+    return columns
+
+
 class PixelBatch:
-    """A decoded batch as columns, one entry per event (``None``: the event lacks the field)."""
+    """A decoded batch as columns, one entry per event (``None``: the event lacks the field).
+
+    ``custom_data`` is one mapping (or ``None``) per event, from JSON, or, from typed
+    ``custom_parameters``, a mapping of name -> one value per event: both as ``match_columns``
+    takes them."""
 
     __slots__ = ("pixel_ids", "names", "urls", "devices", "custom_data", "times")
 
@@ -117,6 +157,16 @@ class PixelBatch:
         """The columns as ``CompiledRules.match_columns`` takes them."""
         return {"pixel_id": self.pixel_ids, "event": self.names, "url": self.urls, "device_type": self.devices,
                 "custom_data": self.custom_data}
+
+    def raw_values(self) -> tuple[list, Any]:
+        """(per event, what holds its ``value`` parameter; the function reading a conversion
+        value from that): the ``value`` column and ``number_value`` for parameter columns, else
+        the mappings and ``event_value``."""
+        data = self.custom_data
+        if type(data) is dict:
+            column = data.get("value")
+            return (column if column is not None else [None] * len(self.pixel_ids)), number_value
+        return data, event_value
 
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:
@@ -151,7 +201,12 @@ class PixelBatch:
         self.times = columns.event_time[:] or [0] * count
         if len(self.times) != count:
             raise InvalidArgument(f"columns.event_time: {len(self.times)} values, expected {count} (one per pixel_id)")
-        if columns.custom_data:
+        if columns.custom_parameters:
+            if columns.custom_data:
+                raise InvalidArgument(
+                    "columns: give custom parameters as custom_data (JSON) or as custom_parameters, not both")
+            self.custom_data = _parameter_columns(columns.custom_parameters, count)
+        elif columns.custom_data:
             data = parse_json(columns.custom_data, "columns.custom_data")
             if not isinstance(data, list) or len(data) != count:
                 raise InvalidArgument(f"columns.custom_data: expected a JSON array of {count} objects or nulls")
@@ -230,11 +285,12 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
         # Each event's own value, read once: for its matches' values and for the recording (which
         # needs every event's); without recording, only events with matches are read.
+        raw, read = batch.raw_values()
         if request.record:
-            own_values = [event_value(data) for data in batch.custom_data]
+            own_values = list(map(read, raw))
             matched_values = compress(own_values, counts)
         else:
-            matched_values = map(event_value, compress(batch.custom_data, counts))
+            matched_values = map(read, compress(raw, counts))
         values = conversion_values(counts, ids, matched_values, snapshot.default_values)
         pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
         if pixel_ads:

@@ -15,6 +15,7 @@ Rejected calls raise ``grpc.RpcError``; :func:`error_code` reads the numeric cod
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -22,6 +23,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from matcher.values import fold
 
 from server.gen.conversion_matcher.v1 import (
     ads_pb2,
@@ -34,7 +37,8 @@ from server.gen.conversion_matcher.v1 import (
     pixels_pb2_grpc,
 )
 
-__all__ = ["Client", "ConversionMatch", "AdMatch", "EventResult", "error_code", "error_info", "split_columns"]
+__all__ = ["Client", "ConversionMatch", "AdMatch", "EventResult", "error_code", "error_info", "split_columns", "pixel_event_columns",
+           "custom_parameter_columns"]
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
@@ -84,8 +88,84 @@ def split_columns(counts: Sequence[int], *columns: Sequence) -> list[list[tuple]
     return out
 
 
-def pixel_event_columns(events: Sequence[Mapping[str, Any]]) -> classification_pb2.PixelEventColumns:
-    """Events (mappings like the matcher's) as the columnar message."""
+def _typed_value(value: Any) -> bool:
+    """Whether a custom parameter's value travels as a typed column with the same meaning as
+    in JSON: a non-empty text with a UTF-8 form, a number that is not NaN, an int a double
+    holds exactly (so its text and number are unchanged), or None (absent)."""
+    kind = type(value)
+    if kind is str:
+        if not value:
+            return False
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if kind is float:
+        return value == value
+    if kind is int:
+        try:
+            return float(value) == value
+        except OverflowError:
+            return False
+    return value is None
+
+
+def custom_parameter_columns(data: Sequence[Any]) -> list[classification_pb2.CustomParameterColumn] | None:
+    """Per-event custom data (a mapping or None each) as typed columns, or None when some
+    event's data needs JSON (see ``_typed_value``), or two names are equal under case
+    folding (rules look names up folded, first match first: the order of the columns could
+    then change which key a rule reads)."""
+    names: dict[str, int] = {}  # name -> its column, in first-appearance order
+    for item in data:
+        if item is None:
+            continue
+        if not isinstance(item, Mapping):
+            return None
+        for name, value in item.items():
+            if not _typed_value(value):
+                return None
+            if name not in names:
+                if type(name) is not str or not _typed_value(name):  # a non-empty text, as the server wants
+                    return None
+                names[name] = len(names)
+    if not names or len({fold(name) for name in names}) != len(names):
+        return None
+    count = len(data)
+    texts: list[list[str] | None] = [None] * len(names)
+    numbers: list[list[float] | None] = [None] * len(names)
+    for i, item in enumerate(data):
+        if not item:
+            continue
+        for name, value in item.items():
+            if value is None:
+                continue
+            column = names[name]
+            if type(value) is str:
+                if texts[column] is None:
+                    texts[column] = [""] * count
+                texts[column][i] = value
+            else:
+                if numbers[column] is None:
+                    numbers[column] = [math.nan] * count
+                numbers[column][i] = float(value)
+    return [
+        classification_pb2.CustomParameterColumn(name=name, texts=texts[c] or (), numbers=numbers[c] or ())
+        for name, c in names.items()
+    ]
+
+
+def pixel_event_columns(events: Sequence[Mapping[str, Any]], *, custom: str = "auto") -> classification_pb2.PixelEventColumns:
+    """Events (mappings like the matcher's) as the columnar message.
+
+    Custom data goes as typed ``custom_parameters`` columns when ``custom`` is ``"auto"`` and
+    every event's custom data can (flat: non-empty texts, numbers a double holds, nulls; no
+    two names equal under case folding), else as the ``custom_data`` JSON array (always with
+    ``custom="json"``)."""
+    if custom not in ("auto", "json"):
+        raise ValueError(f'custom: "auto" or "json", not {custom!r}')
     columns = classification_pb2.PixelEventColumns(
         pixel_id=[str(e["pixel_id"]) for e in events],
         event=[e.get("event") or "" for e in events],
@@ -94,7 +174,12 @@ def pixel_event_columns(events: Sequence[Mapping[str, Any]]) -> classification_p
         event_time=[int(e.get("event_time") or 0) for e in events],
     )
     if any(e.get("custom_data") for e in events):
-        columns.custom_data = json.dumps([e.get("custom_data") for e in events], separators=(",", ":"))
+        data = [e.get("custom_data") for e in events]
+        typed = custom_parameter_columns(data) if custom == "auto" else None
+        if typed is not None:
+            columns.custom_parameters.extend(typed)
+        else:
+            columns.custom_data = json.dumps(data, separators=(",", ":"))
     return columns
 
 

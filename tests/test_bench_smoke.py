@@ -42,8 +42,23 @@ def test_service_path_bench_times_every_stage(tmp_path):
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["events"] == 200 and data["compiled"] is USING_EXTENSION
-    assert set(data["stages"]) == {"protobuf decode", "decode into columns", "match_columns alone", "classify + reply"}
+    assert list(data["stages"]) == [
+        f"{stage}, {form}"
+        for stage in ("protobuf decode", "decode into columns", "match_columns alone", "classify + reply")
+        for form in ("custom data as JSON", "custom parameters as columns")
+    ]
     assert all(stage["events_per_s"] > 0 for stage in data["stages"].values())
+
+
+def test_grpc_bench_events_travel_as_typed_custom_parameters():
+    # The gRPC bench sends pixel_event_columns(make_events(...)): flat int values and str colors.
+    from bench.grpc_load import make_events
+    from server.client import pixel_event_columns
+
+    columns = pixel_event_columns(make_events(random.Random(1), ["1", "2"], 50))
+    assert not columns.custom_data and [c.name for c in columns.custom_parameters] == ["value", "color"]
+    value, color = columns.custom_parameters
+    assert len(value.numbers) == 50 and not value.texts and len(color.texts) == 50 and not color.numbers
 
 
 def test_unknown_command_prints_the_list():

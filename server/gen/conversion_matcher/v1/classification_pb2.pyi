@@ -24,20 +24,32 @@ class PixelEvent(_message.Message):
     def __init__(self, pixel_id: _Optional[str] = ..., event: _Optional[str] = ..., url: _Optional[str] = ..., device_type: _Optional[str] = ..., event_time: _Optional[int] = ..., custom_data: _Optional[str] = ...) -> None: ...
 
 class PixelEventColumns(_message.Message):
-    __slots__ = ("pixel_id", "event", "url", "device_type", "event_time", "custom_data")
+    __slots__ = ("pixel_id", "event", "url", "device_type", "event_time", "custom_data", "custom_parameters")
     PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     DEVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_DATA_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     pixel_id: _containers.RepeatedScalarFieldContainer[str]
     event: _containers.RepeatedScalarFieldContainer[str]
     url: _containers.RepeatedScalarFieldContainer[str]
     device_type: _containers.RepeatedScalarFieldContainer[str]
     event_time: _containers.RepeatedScalarFieldContainer[int]
     custom_data: str
-    def __init__(self, pixel_id: _Optional[_Iterable[str]] = ..., event: _Optional[_Iterable[str]] = ..., url: _Optional[_Iterable[str]] = ..., device_type: _Optional[_Iterable[str]] = ..., event_time: _Optional[_Iterable[int]] = ..., custom_data: _Optional[str] = ...) -> None: ...
+    custom_parameters: _containers.RepeatedCompositeFieldContainer[CustomParameterColumn]
+    def __init__(self, pixel_id: _Optional[_Iterable[str]] = ..., event: _Optional[_Iterable[str]] = ..., url: _Optional[_Iterable[str]] = ..., device_type: _Optional[_Iterable[str]] = ..., event_time: _Optional[_Iterable[int]] = ..., custom_data: _Optional[str] = ..., custom_parameters: _Optional[_Iterable[_Union[CustomParameterColumn, _Mapping]]] = ...) -> None: ...
+
+class CustomParameterColumn(_message.Message):
+    __slots__ = ("name", "texts", "numbers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    numbers: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., numbers: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ClassifyPixelEventsRequest(_message.Message):
     __slots__ = ("events", "columns", "record")
