@@ -1275,7 +1275,8 @@ cdef class Matcher:
         src.customs = custom_data
         if parameters is not None:
             src.by_parameter = True
-            src.params = [self._parameter_columns(slot, parameters) for slot in range(self._nfields)]
+            by_folding = _by_folding(parameters)
+            src.params = [self._parameter_columns(slot, parameters, by_folding) for slot in range(self._nfields)]
         self._run(src, n, matched, offsets)
         for row in range(n):
             count = offsets[row + 1] - offsets[row]
@@ -1288,15 +1289,14 @@ cdef class Matcher:
             PyList_SET_ITEM(ids, i, rule_id)
         return counts, ids
 
-    cdef list _parameter_columns(self, int slot, dict parameters):
+    cdef list _parameter_columns(self, int slot, dict parameters, dict by_folding):
         """The columns a custom field's first key reads, in lookup order (empty for built-ins)."""
         name = self._field_name[slot]
         if name is None:
             return []
-        folded = self._field_folded[slot]
         exact = parameters.get(name)
         order = [exact] if exact is not None else []
-        order += [column for key, column in parameters.items() if key != name and _folds_to(key, folded)]
+        order += [column for key, column in by_folding.get(self._field_folded[slot], ()) if key != name]
         return order
 
     cdef int _run(self, _Events src, Py_ssize_t n, vector[int32_t]& matched, vector[size_t]& offsets) except -1:
@@ -1587,6 +1587,26 @@ cdef object _lookup_key(object node, str name, bytes folded, int* keys_state):
             if _folds_to(k, folded):
                 return v
     return None
+
+
+cdef dict _by_folding(dict parameters):
+    """Parameter columns by their name's simple case folding (UTF-8): folded -> [(name,
+    column)] in the columns' order. Each name is folded once, so however many columns a
+    request sends, finding every field's columns costs one pass over them."""
+    cdef dict index = {}
+    cdef const char* text
+    cdef Py_ssize_t size
+    cdef string buf
+    for key, column in parameters.items():
+        if not isinstance(key, str):
+            continue
+        text = _utf8(key, &size)
+        if text == NULL:
+            continue
+        buf.clear()
+        fold_utf8(text, size, buf)
+        index.setdefault(<bytes>buf, []).append((key, column))
+    return index
 
 
 cdef int _keys_are_folded(dict node):
