@@ -123,7 +123,7 @@ def _parameter_columns(parameters, count: int) -> dict[str, list]:
             columns[name] = [t if t else (n if n == n else None) for t, n in zip(texts[:], numbers[:])]
         elif texts:
             values = texts[:]
-            columns[name] = [v or None for v in values] if "" in values else values
+            columns[name] = values if all(values) else [v or None for v in values]
         elif numbers:
             values = numbers[:]
             total = sum(values)  # NaN if any is (or +inf and -inf are both there: a harmless rewrite)
@@ -195,7 +195,7 @@ class PixelBatch:
             values = values[:]
             # Empty strings are absent fields (proto3 cannot tell them apart); the scan for
             # one runs in C, the rewrite only when there is one.
-            return [v or None for v in values] if "" in values else values
+            return values if all(values) else [v or None for v in values]
 
         self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
         self.times = columns.event_time[:] or [0] * count
