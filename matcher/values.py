@@ -65,7 +65,7 @@ def number_text(value: float) -> str:
     return repr(value)
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
     """Strings holding lone surrogates are not text (they have no UTF-8 form)."""
     if value.isascii():
         return True
@@ -79,7 +79,7 @@ def _is_text(value: str) -> bool:
 def item_text(item: Any) -> str | None:
     """The text a string operator sees for one item, or None when it has none."""
     if isinstance(item, str):
-        return item if _is_text(item) else None
+        return item if is_text(item) else None
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, int):
@@ -221,7 +221,7 @@ def resolve(event: Mapping, field: FieldPath) -> list[Any] | None:
             items = _items(event.get(field.builtin))
         else:
             url = event.get("url")
-            if not isinstance(url, str) or not _is_text(url):
+            if not isinstance(url, str) or not is_text(url):
                 return None
             domain, path = url_parts(url)
             items = [domain if field.builtin == "domain" else path]

@@ -24,7 +24,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from matcher.values import fold
+from matcher.values import fold, is_text
 
 from server.gen.conversion_matcher.v1 import (
     ads_pb2,
@@ -94,15 +94,7 @@ def _typed_value(value: Any) -> bool:
     holds exactly (so its text and number are unchanged), or None (absent)."""
     kind = type(value)
     if kind is str:
-        if not value:
-            return False
-        if value.isascii():
-            return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
+        return bool(value) and is_text(value)
     if kind is float:
         return value == value
     if kind is int:
