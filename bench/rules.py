@@ -283,11 +283,11 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     flat = [compiled.match_columns(c) for c in columns]
     assert [n for counts, _ in flat for n in counts] == [len(r) for r in compiled_out], "columns and rows disagree"
     assert [i for _, ids in flat for i in ids] == [i for r in compiled_out for i in r], "columns and rows disagree"
-    del flat
     parameter_columns = as_parameter_columns(work.events, batch)
-    parameters_rate = best_rate(compiled.match_columns, work.events, batch, 1, parameter_columns)
-    assert [compiled.match_columns(c) for c in parameter_columns] == [compiled.match_columns(c) for c in columns], \
+    assert [compiled.match_columns(c) for c in parameter_columns] == flat, \
         "custom parameters as columns and as mappings disagree"
+    del flat
+    parameters_rate = best_rate(compiled.match_columns, work.events, batch, 1, parameter_columns)
     twin = compile_rules(parsed, work.sources, engine=_ruleset_py)
     subsample = work.events[:sample]
     twin_rate, twin_out = rate(twin.match_batch, subsample, batch)

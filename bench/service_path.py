@@ -64,9 +64,15 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
             core = server.core
             servicer = ClassificationServicer(core)
             gc.freeze()  # as `python -m server` does once it has loaded
+            rules_now = core.registry.snapshot.rules
+
+            def whole(payload: bytes) -> bytes:
+                request = pb.ClassifyPixelEventsRequest.FromString(payload)
+                return servicer.classify_pixel_events(request).SerializeToString()
+
             batches_of_events = [make_events(rng, pixels, batch) for _ in range(min(batches, 20))]
             seconds: dict[str, float] = {}
-            matches = None
+            first_replies = None
             for form, custom in FORMS.items():
                 distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events, custom=custom))
                             for events in batches_of_events]
@@ -76,14 +82,8 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
                 payloads = [distinct[i % len(distinct)] for i in range(batches)]
                 requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
                 decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
-                rules_now = core.registry.snapshot.rules
-
-                def whole(payload: bytes) -> bytes:
-                    request = pb.ClassifyPixelEventsRequest.FromString(payload)
-                    return servicer.classify_pixel_events(request).SerializeToString()
-
                 replies = [whole(payload) for payload in distinct]  # also warms RE2's DFA caches
-                if matches is None:
+                if first_replies is None:
                     first_replies = replies
                     matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
                 elif replies != first_replies:

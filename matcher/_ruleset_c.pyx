@@ -1479,25 +1479,18 @@ cdef class Matcher:
         """The items of a custom parameter path, given its first key's value (not None)."""
         cdef tuple segments = self._field_segments[slot]
         cdef Py_ssize_t i, last = len(segments) - 1
-        if (segments[0][2] or last == 0) and isinstance(first, (list, tuple)):
-            nodes = [v for v in first if v is not None]
-        else:
-            nodes = [first]
-        for i in range(1, last + 1):
+        values = [first]  # what the path's i-th key gives, node by node
+        for i in range(last + 1):
             name, folded, each = segments[i]
-            found = []
-            for node in nodes:
-                value = _lookup_key(node, name, folded, NULL)
-                if value is None:
-                    continue
-                if each or i == last:
-                    if isinstance(value, (list, tuple)):
-                        found.extend([v for v in value if v is not None])
-                    else:
-                        found.append(value)
+            if i:
+                values = [value for value in (_lookup_key(node, name, folded, NULL) for node in nodes)
+                          if value is not None]
+            nodes = []
+            for value in values:  # a list fans out under [*] and at the last key
+                if (each or i == last) and isinstance(value, (list, tuple)):
+                    nodes.extend([v for v in value if v is not None])
                 else:
-                    found.append(value)
-            nodes = found
+                    nodes.append(value)
             if not nodes:
                 return 0
         for value in nodes:
@@ -1603,7 +1596,6 @@ cdef dict _by_folding(dict parameters):
         text = _utf8(key, &size)
         if text == NULL:
             continue
-        buf.clear()
         fold_utf8(text, size, buf)
         index.setdefault(<bytes>buf, []).append((key, column))
     return index
