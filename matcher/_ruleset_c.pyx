@@ -1169,6 +1169,52 @@ cdef class _Events:
         return value
 
 
+cdef extern from *:
+    """
+    #include <cstring>
+    #include <string_view>
+    #include <unordered_map>
+    // Event sources by id: short texts (pixel ids are digits), hashed 8 bytes at a time with
+    // a multiply and a fold (std::hash runs MurmurHash over the bytes: ~50 instructions). A
+    // key carries its hash, so walking a bucket neither rehashes nor compares other texts.
+    struct _SourceKey {
+        std::string_view text;
+        size_t hash;
+        _SourceKey(const char* s, size_t n) : text(s, n), hash(n * 0x9E3779B97F4A7C15ull) {
+            uint64_t w;
+            size_t i = 0;
+            for (; i + 8 <= n; i += 8) {
+                std::memcpy(&w, s + i, 8);
+                hash = (hash ^ w) * 0xFF51AFD7ED558CCDull;
+                hash ^= hash >> 32;
+            }
+            if (i < n) {
+                w = 0;
+                std::memcpy(&w, s + i, n - i);
+                hash = (hash ^ w) * 0xFF51AFD7ED558CCDull;
+                hash ^= hash >> 32;
+            }
+        }
+        bool operator==(const _SourceKey& o) const noexcept { return hash == o.hash && text == o.text; }
+    };
+    struct _SourceHash {
+        size_t operator()(const _SourceKey& k) const noexcept { return k.hash; }
+    };
+    typedef std::unordered_map<_SourceKey, void*, _SourceHash> _SourceMap;
+    static inline void _source_put(_SourceMap& m, const char* s, size_t n, void* value) {
+        m[_SourceKey(s, n)] = value;
+    }
+    static inline void* _source_find(const _SourceMap& m, const char* s, size_t n) {
+        auto it = m.find(_SourceKey(s, n));
+        return it == m.end() ? nullptr : it->second;
+    }
+    """
+    cppclass _SourceMap:
+        pass
+    void _source_put(_SourceMap& m, const char* s, size_t n, void* value) except +
+    void* _source_find(const _SourceMap& m, const char* s, size_t n) noexcept
+
+
 @cython.final
 cdef class Matcher:
     """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
@@ -1182,7 +1228,12 @@ cdef class Matcher:
     cdef list _field_name  # per slot: the first key (custom parameters)
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each); () for built-ins
-    cdef dict _scoped  # source -> Partition
+    cdef dict _scoped  # source -> Partition (keeps them alive for the C pointers below)
+    # An event's source is looked up by its UTF-8 bytes: one C++ hash lookup, where a Python
+    # dict lookup compares a str object, its hash and its text (~160 instructions per event).
+    cdef _SourceMap _by_source
+    cdef deque[string] _source_text  # storage behind the keys of _by_source
+    cdef dict _odd_sources  # sources with no UTF-8 form (lone surrogates), by str
     cdef size_t _max_preds, _max_groups, _max_rules
     cdef int _nfields
 
@@ -1211,6 +1262,16 @@ cdef class Matcher:
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
         self._scoped = dict(scoped)
+        self._odd_sources = {}
+        for source, part in self._scoped.items():
+            try:
+                text = str(source).encode("utf-8")
+            except UnicodeEncodeError:
+                self._odd_sources[str(source)] = part
+                continue
+            self._source_text.push_back(text)
+            _source_put(self._by_source, self._source_text.back().data(), self._source_text.back().size(),
+                        (<Partition>part).part)
         self._max_preds = self._max_groups = self._max_rules = 1
         for part in parts:
             self._size_for(part)
@@ -1372,8 +1433,6 @@ cdef class Matcher:
         """The fields of the eager groups of the event's partitions (``have``: the row's
         extracted fields, so a field both partitions read is extracted once)."""
         cdef PartC* p
-        cdef PyObject* raw
-        cdef PyObject* found = NULL
         cdef size_t i
         cdef int slot
         result.unscoped = NULL
@@ -1387,16 +1446,9 @@ cdef class Matcher:
                 have[slot] = 1
         if not self._scoped:
             return 0
-        raw = src.get(W_PIXEL, row)
-        if raw == NULL:
+        p = self._source_part(src.get(W_PIXEL, row))
+        if p == NULL:
             return 0
-        if type(<object>raw) is str:
-            found = PyDict_GetItemWithError(self._scoped, <object>raw)
-        elif isinstance(<object>raw, int) and not isinstance(<object>raw, bool):
-            found = PyDict_GetItemWithError(self._scoped, str(<object>raw))
-        if found == NULL:
-            return 0
-        p = (<Partition>found).part
         result.scoped = p
         for i in range(p.eager_fields.size()):
             slot = p.eager_fields[i]
@@ -1404,6 +1456,25 @@ cdef class Matcher:
                 self._extract_field(src, row, slot, base, items, owned, held, keys_state)
                 have[slot] = 1
         return 0
+
+    cdef PartC* _source_part(self, PyObject* raw) except? NULL:
+        """The partition of an event's source (its pixel_id, borrowed; NULL: missing), NULL when
+        none: a str by its text (as ``source_key``), an integer by its decimal text."""
+        cdef const char* text
+        cdef Py_ssize_t size
+        if raw == NULL:
+            return NULL
+        if isinstance(<object>raw, str):
+            key = <object>raw
+        elif isinstance(<object>raw, int) and not isinstance(<object>raw, bool):
+            key = str(<object>raw)
+        else:
+            return NULL
+        text = _utf8(key, &size)
+        if text == NULL:
+            found = self._odd_sources.get(str(key))
+            return (<Partition>found).part if found is not None else NULL
+        return <PartC*>_source_find(self._by_source, text, size)
 
     cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
                             deque[string]& owned, Held* held, int* keys_state) except -1:

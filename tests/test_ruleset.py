@@ -55,6 +55,26 @@ def test_match_columns(engine):
         cr.match_columns({"urls": ["x"]})
 
 
+class _Text(str):
+    """A str subclass, as some decoders hand out."""
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_event_source_is_read_by_its_text(engine):
+    # A pixel id is the text of the str (a subclass too) or the decimal text of an integer;
+    # sources that have no UTF-8 form (lone surrogates) are found as well.
+    rules = {"a": {"event": "Purchase"}, "b": {"event": "Purchase"}, "c": {"event": "Purchase"}}
+    sources = {"a": "1000", "b": "\udc80x", "c": "é1"}
+    cr = compile_rules(rules, sources=sources, engine=engine)
+    events = [{"event": "Purchase", "pixel_id": p} for p in
+              ("1000", _Text("1000"), 1000, _Text("\udc80x"), "é1", _Text("é1"), "1000 ", True, 1000.0)]
+    expected = [["a"], ["a"], ["a"], ["b"], ["c"], ["c"], [], [], []]
+    assert cr.match_batch(events) == expected
+    assert match_rules({rid: cr.rule(rid) for rid in rules}, events, sources) == expected
+    columns = {"event": ["Purchase"] * len(events), "pixel_id": [e["pixel_id"] for e in events]}
+    assert cr.match_columns(columns) == ([len(m) for m in expected], [i for m in expected for i in m])
+
+
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
 def test_match_columns_with_custom_parameters_as_columns(engine):
     cr = compile_rules({"a": {"value": {"gt": 5}}, "b": {"color": {"eq": "red"}}, "c": {"order.country": "DE"},
