@@ -1063,9 +1063,9 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
 
 # Which built-in event value ``_Events.get`` reads.
 DEF W_PIXEL = 0
-DEF W_EVENT = 1
-DEF W_URL = 2
-DEF W_DEVICE = 3
+DEF W_URL = F_URL
+DEF W_EVENT = F_EVENT
+DEF W_DEVICE = F_DEVICE
 
 
 cdef list _alias(list keys, dict event):
@@ -1097,13 +1097,13 @@ cdef class _Events:
     cdef list dicts  # rows: the chunk's events, as dicts
     cdef list chunk_customs  # rows: the chunk's custom_data values
     cdef bint columnar
-    cdef list columns  # columns: [pixel_id, event, url, device_type], each a list or None
+    cdef list columns  # columns: by W_ code (pixel_id, url, event, device_type), each a list or None
     cdef PyObject* column[4]  # borrowed from ``columns``
     cdef object customs  # columns: the custom_data list, or None
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
     cdef Py_ssize_t base
-    cdef list keys  # rows: the key objects looked up (see ``_alias``): pixel_id, event, url, device_type, custom_data
+    cdef list keys  # rows: the key objects looked up (see ``_alias``): by W_ code (pixel_id, url, event, device_type), then custom_data
 
     cdef int start(self, Py_ssize_t start, Py_ssize_t stop) except -1:
         cdef PyObject* raw
@@ -1120,13 +1120,13 @@ cdef class _Events:
                     raise TypeError(f"an event is a mapping, got {type(event).__name__}")
                 event = dict(event)
             if row == start:
-                self.keys = _alias([_KEY_PIXEL, _KEY_EVENT, _KEY_URL, _KEY_DEVICE, _KEY_CUSTOM], event)
+                self.keys = _alias([_KEY_PIXEL, _KEY_URL, _KEY_EVENT, _KEY_DEVICE, _KEY_CUSTOM], event)
             raw = PyDict_GetItemWithError(event, <object>PyList_GET_ITEM(self.keys, 4))
             self.dicts.append(event)
             self.chunk_customs.append(<object>raw if raw != NULL else None)
         return 0
 
-    cdef inline PyObject* custom(self, Py_ssize_t row):
+    cdef inline PyObject* custom(self, Py_ssize_t row) noexcept:
         """The custom_data value (borrowed), NULL when missing."""
         cdef PyObject* value
         if not self.columnar:
@@ -1139,7 +1139,7 @@ cdef class _Events:
             return NULL
         return value
 
-    cdef inline PyObject* param(self, int slot, Py_ssize_t row):
+    cdef inline PyObject* param(self, int slot, Py_ssize_t row) noexcept:
         """The value (borrowed) of the custom parameter a field's first key names, NULL when
         missing: the first column, in lookup order, with an entry for the row (the exact
         name's column first, then those equal under case folding, as ``_lookup_key``)."""
@@ -1155,7 +1155,7 @@ cdef class _Events:
                     return value
         return NULL
 
-    cdef inline PyObject* get(self, int which, Py_ssize_t row):
+    cdef inline PyObject* get(self, int which, Py_ssize_t row) except? NULL:
         """The built-in value (borrowed), NULL when missing."""
         cdef PyObject* value
         if not self.columnar:
@@ -1330,7 +1330,7 @@ cdef class Matcher:
         cdef Py_ssize_t row
         cdef size_t i
         src.columnar = True
-        src.columns = [pixel_id, event, url, device_type]
+        src.columns = [pixel_id, url, event, device_type]
         for i in range(4):
             src.column[i] = <PyObject*>src.columns[i] if src.columns[i] is not None else NULL
         src.customs = custom_data
@@ -1478,71 +1478,47 @@ cdef class Matcher:
 
     cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
                             deque[string]& owned, Held* held, int* keys_state) except -1:
+        """The items of the row's field ``slot``, appended to ``items``; its span in ``base``.
+        The common case (a built-in field holding a str) stays here, the others out of line."""
         cdef int kind = self._field_kind[slot]
-        cdef bint needs_text = self._field_needs_text[slot]
-        cdef Span span
         cdef PyObject* raw
-        cdef const char* text
-        cdef Py_ssize_t size, hs, hl, ps, pl, k
-        cdef Item item
-        cdef string host
+        cdef Span span
         span.start = items.size()
-        span.count = 0
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
-            raw = src.get(W_URL if kind == F_URL else W_EVENT if kind == F_EVENT else W_DEVICE, row)
+            raw = src.get(kind, row)  # (the W_ code of a built-in field is its F_ code)
             if raw == NULL:
                 pass
-            elif type(<object>raw) is str:  # the common case: straight to an item
+            elif type(<object>raw) is str:
                 _push_str(items, <object>raw, held)
             else:
-                self._add_items(<object>raw, items, needs_text, held)
+                self._add_items(<object>raw, items, self._field_needs_text[slot], held)
         elif kind == F_DOMAIN or kind == F_PATH:
-            raw = src.get(W_URL, row)
-            if raw != NULL and isinstance(<object>raw, str):
-                text = _utf8(<object>raw, &size)
-                item.ascii = PyUnicode_IS_COMPACT_ASCII(<object>raw)  # so are its host and path
-                if text != NULL:
-                    url_parts(text, size, &hs, &hl, &ps, &pl)
-                    if kind == F_DOMAIN:
-                        if hl >= 0:
-                            host.assign(text + hs, hl)
-                            for k in range(hl):
-                                if b'A' <= host[k] <= b'Z':
-                                    host[k] = host[k] + 32
-                            owned.push_back(host)
-                            item.text = owned.back().data()
-                            item.size = hl
-                            item.num_state = NUM_UNKNOWN
-                            items.push_back(item)
-                    elif pl > 0:
-                        held.hold(raw)
-                        item.text = text + ps
-                        item.size = pl
-                        item.num_state = NUM_UNKNOWN
-                        items.push_back(item)
-                    else:
-                        item.text = _SLASH
-                        item.size = 1
-                        item.ascii = True
-                        item.num_state = NUM_UNKNOWN
-                        items.push_back(item)
-        else:  # a custom parameter: its first key's value, then the path's other keys
-            if src.by_parameter:
-                raw = src.param(slot, row)
-                value = <object>raw if raw != NULL else None
-            else:
-                raw = src.custom(row)
-                value = None if raw == NULL else _lookup_key(
-                    <object>raw, self._field_name[slot], self._field_folded[slot],
-                    keys_state if self._field_name_folded[slot] else NULL)
-            if value is None:
-                pass
-            elif self._field_simple[slot]:
-                self._add_items(value, items, needs_text, held)
-            else:
-                self._extract_path(value, slot, items, needs_text, held)
+            _add_url_part(src.get(W_URL, row), kind == F_DOMAIN, items, owned, held)
+        else:
+            self._extract_custom(src, row, slot, items, held, keys_state)
         span.count = items.size() - span.start
         base[slot] = span
+        return 0
+
+    cdef int _extract_custom(self, _Events src, Py_ssize_t row, int slot, vector[Item]& items, Held* held,
+                             int* keys_state) except -1:
+        """A custom parameter: its first key's value, then the path's other keys."""
+        cdef bint needs_text = self._field_needs_text[slot]
+        cdef PyObject* raw
+        if src.by_parameter:
+            raw = src.param(slot, row)
+            value = <object>raw if raw != NULL else None
+        else:
+            raw = src.custom(row)
+            value = None if raw == NULL else _lookup_key(
+                <object>raw, self._field_name[slot], self._field_folded[slot],
+                keys_state if self._field_name_folded[slot] else NULL)
+        if value is None:
+            return 0
+        if self._field_simple[slot]:
+            self._add_items(value, items, needs_text, held)
+        else:
+            self._extract_path(value, slot, items, needs_text, held)
         return 0
 
     cdef int _extract_path(self, object first, int slot, vector[Item]& items, bint needs_text,
@@ -1618,6 +1594,45 @@ cdef class Matcher:
                 _set_text(&item, text, held)
         items.push_back(item)
         return 0
+
+
+cdef int _add_url_part(PyObject* url, cbool domain, vector[Item]& items, deque[string]& owned,
+                       Held* held) except -1:
+    """The URL's host (lowercased, owned) or path ("/" when empty) as an item; none when the
+    URL is missing, not a str, or without a host."""
+    cdef const char* text
+    cdef Py_ssize_t size, hs, hl, ps, pl, k
+    cdef Item item
+    cdef string host
+    if url == NULL or not isinstance(<object>url, str):
+        return 0
+    text = _utf8(<object>url, &size)
+    if text == NULL:
+        return 0
+    item.ascii = PyUnicode_IS_COMPACT_ASCII(<object>url)  # so are its host and path
+    item.number = 0.0
+    item.num_state = NUM_UNKNOWN
+    url_parts(text, size, &hs, &hl, &ps, &pl)
+    if domain:
+        if hl < 0:
+            return 0
+        host.assign(text + hs, hl)
+        for k in range(hl):
+            if b'A' <= host[k] <= b'Z':
+                host[k] = host[k] + 32
+        owned.push_back(host)
+        item.text = owned.back().data()
+        item.size = hl
+    elif pl > 0:
+        held.hold(url)
+        item.text = text + ps
+        item.size = pl
+    else:
+        item.text = _SLASH
+        item.size = 1
+        item.ascii = True
+    items.push_back(item)
+    return 0
 
 
 cdef object _lookup_key(object node, str name, bytes folded, int* keys_state):
