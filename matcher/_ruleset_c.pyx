@@ -1215,6 +1215,14 @@ cdef extern from *:
     void* _source_find(const _SourceMap& m, const char* s, size_t n) noexcept
 
 
+# Matches per event, as int objects (an event matches few rules): match_columns' counts.
+DEF _SMALL_COUNTS = 64
+_small_counts = list(range(_SMALL_COUNTS))  # keeps them alive
+cdef PyObject* _small_count[_SMALL_COUNTS]
+for _c in range(_SMALL_COUNTS):
+    _small_count[_c] = <PyObject*>_small_counts[_c]
+
+
 @cython.final
 cdef class Matcher:
     """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
@@ -1328,7 +1336,7 @@ cdef class Matcher:
         cdef list counts = PyList_New(n)
         cdef list ids
         cdef Py_ssize_t row
-        cdef size_t i
+        cdef size_t i, m
         src.columnar = True
         src.columns = [pixel_id, url, event, device_type]
         for i in range(4):
@@ -1340,7 +1348,11 @@ cdef class Matcher:
             src.params = [self._parameter_columns(slot, parameters, by_folding) for slot in range(self._nfields)]
         self._run(src, n, matched, offsets)
         for row in range(n):
-            count = offsets[row + 1] - offsets[row]
+            m = offsets[row + 1] - offsets[row]
+            if m < _SMALL_COUNTS:  # the common case: an int object from the table, not a call
+                count = <object>_small_count[m]
+            else:
+                count = m
             Py_INCREF(count)
             PyList_SET_ITEM(counts, row, count)
         ids = PyList_New(matched.size())
