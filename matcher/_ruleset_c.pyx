@@ -330,7 +330,7 @@ cdef cppclass PartC:
     vector[int32_t] rules
     # Candidates are stored flat (CSR): predicate p triggers entry[trigger_at[p]:trigger_at[p + 1]];
     # the rules without a trigger set are entry[always_at:]. A rule's entry is repeated under
-    # each of its triggers. Programs (branch form, see _branch_program) are stored flat too, in
+    # each of its triggers. Programs (branch form with groups, see _with_groups) are stored flat too, in
     # the order the entries first name their rules, so the programs of one trigger's rules
     # share cache lines. A rule that holds whenever one of its triggers does (a single
     # predicate, an OR of its trigger predicates) has no program: a fired trigger decides it.
@@ -398,7 +398,7 @@ cdef class Partition:
                     code_of[r] = ~plan.rules[r]
                 else:
                     code_of[r] = p.code.size()
-                    for x in _branch_program(plan.programs[r]):
+                    for x in _with_groups(_branch_program(plan.programs[r]), plan.pred_group):
                         p.code.push_back(x)
         for r in entries:
             e.rule = r
@@ -492,6 +492,20 @@ def _branch_program(list program):
     for test in tests:
         words += [test[0]] + [where[id(t)] if type(t) is list else t for t in test[1:]]
     return words
+
+
+def _with_groups(list words, list pred_group):
+    """A program in branch form as the kernel stores it: each test with a second word, its
+    predicate's group (0 for a presence test), so a test whose predicate is not marked true
+    finds whether its group ran without reading ``pred_group``: [entry, (test, group, on
+    true, on false)...]."""
+    def at(target):
+        return target if target < 0 else 1 + (target - 1) // 3 * 4
+    out = [at(words[0])]
+    for k in range(1, len(words), 3):
+        test = words[k]
+        out += [test, pred_group[test] if test >= 0 else 0, at(words[k + 1]), at(words[k + 2])]
+    return out
 
 
 def _decided_by_trigger(list program, set triggers):
@@ -978,29 +992,24 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
             _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())
 
 
-cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
-    # The predicate's mark first: most predicates a program tests are true ones of the eager
-    # groups (those that made the rule a candidate).
-    if sc.pred_mark[pid] == sc.stamp:
-        return True
-    cdef int gid = p.pred_group[pid]
-    if sc.group_mark[gid] == sc.stamp:
-        return False
-    _run_group(p, gid, sc, items, spans)
-    return sc.pred_mark[pid] == sc.stamp
-
-
 cdef cbool _run_program(PartC* p, const int32_t* code, Scratch* sc, Item* items, Span* spans) noexcept nogil:
-    """Runs a program in branch form (see _branch_program)."""
-    cdef int32_t i = code[0], test
+    """Runs a program in branch form, as stored (see _with_groups)."""
+    cdef int32_t i = code[0], test, gid
     cdef cbool value
     while i >= 0:
         test = code[i]
-        if test >= 0:
-            value = _bit(p, test, sc, items, spans)
-        else:
+        if test < 0:
             value = spans[~test].count > 0
-        i = code[i + 1] if value else code[i + 2]
+        elif sc.pred_mark[test] == sc.stamp:  # most tested predicates are true ones of the eager groups
+            value = True
+        else:
+            gid = code[i + 1]
+            if sc.group_mark[gid] == sc.stamp:
+                value = False
+            else:
+                _run_group(p, gid, sc, items, spans)
+                value = sc.pred_mark[test] == sc.stamp
+        i = code[i + 2] if value else code[i + 3]
     return i == B_ACCEPT
 
 
