@@ -319,25 +319,34 @@ cdef cppclass GroupC:
                 del this.pat_regex[i]
 
 
+cdef struct Entry:
+    # A rule as a candidate, on one line: what triage and the programs read of it.
+    int32_t rule  # partition-local index
+    int32_t code  # its program's offset in PartC.code; ~(global rule index) when a fired trigger decides it
+    uint64_t fields  # the fields it reads beyond the eager ones, a bit per slot (0 without field masks)
+
+
 cdef cppclass PartC:
     vector[int32_t] rules
-    # Programs and trigger lists are stored flat (CSR): rule r's program (branch form, see
-    # _branch_program) starts at code[code_at[r]], predicate p triggers
-    # trigger[trigger_at[p]:trigger_at[p + 1]].
+    # Candidates are stored flat (CSR): predicate p triggers entry[trigger_at[p]:trigger_at[p + 1]];
+    # the rules without a trigger set are entry[always_at:]. A rule's entry is repeated under
+    # each of its triggers. Programs (branch form with groups, see _with_groups) are stored flat too, in
+    # the order the entries first name their rules, so the programs of one trigger's rules
+    # share cache lines. A rule that holds whenever one of its triggers does (a single
+    # predicate, an OR of its trigger predicates) has no program: a fired trigger decides it.
+    vector[Entry] entry
+    vector[int32_t] trigger_at
+    int32_t always_at
     vector[int32_t] code
-    vector[int32_t] code_at
     vector[GroupC*] groups
     vector[int32_t] pred_group
-    vector[int32_t] trigger
-    vector[int32_t] trigger_at
-    vector[int32_t] always
     vector[int32_t] eager
     vector[int32_t] eager_fields  # fields the eager groups read: extracted for every event
     vector[int32_t] rule_field  # CSR: other fields rule r's program reads, extracted on demand
     vector[int32_t] rule_field_at
-    # The same as a bit per field, when every field slot is below 64 (else empty): triage ORs
-    # its candidates' masks and requests each field once.
-    vector[uint64_t] rule_field_mask
+    # Whether every field slot is below 64: then triage ORs its candidates' ``fields`` masks
+    # and requests each field once (else it reads rule_field).
+    cbool field_masks
 
     __dealloc__():
         cdef size_t i
@@ -357,15 +366,12 @@ cdef class Partition:
     def __init__(self, plan):
         cdef PartC* p = self.part
         cdef GroupC* g
+        cdef Entry e
         self.needs_text = frozenset(plan.needs_text)
         for index in plan.rules:
             p.rules.push_back(index)
-        _flatten([_branch_program(program) for program in plan.programs], &p.code, &p.code_at)
         for gid in plan.pred_group:
             p.pred_group.push_back(gid)
-        _flatten(plan.triggers, &p.trigger, &p.trigger_at)
-        for x in plan.always:
-            p.always.push_back(x)
         for x in plan.eager:
             p.eager.push_back(x)
         eager_fields = sorted({plan.groups[gid].field for gid in plan.eager})
@@ -373,9 +379,32 @@ cdef class Partition:
             p.eager_fields.push_back(x)
         lazy_fields = [sorted(_program_fields(plan, program) - set(eager_fields)) for program in plan.programs]
         _flatten(lazy_fields, &p.rule_field, &p.rule_field_at)
-        if all(f < 64 for fields in lazy_fields for f in fields):
-            for fields in lazy_fields:
-                p.rule_field_mask.push_back(sum(1 << f for f in fields))
+        p.field_masks = all(f < 64 for fields in lazy_fields for f in fields)
+        entries = []  # local rule indexes: under each trigger, then the rules without one
+        for rules in plan.triggers:
+            p.trigger_at.push_back(len(entries))
+            entries.extend(rules)
+        p.trigger_at.push_back(len(entries))
+        p.always_at = len(entries)
+        entries.extend(plan.always)
+        trigger_sets = [set() for _ in plan.programs]
+        for pid, rules in enumerate(plan.triggers):
+            for r in rules:
+                trigger_sets[r].add(pid)
+        code_of = {}
+        for r in entries:
+            if r not in code_of:
+                if _decided_by_trigger(plan.programs[r], trigger_sets[r]):
+                    code_of[r] = ~plan.rules[r]
+                else:
+                    code_of[r] = p.code.size()
+                    for x in _with_groups(_branch_program(plan.programs[r]), plan.pred_group):
+                        p.code.push_back(x)
+        for r in entries:
+            e.rule = r
+            e.code = code_of[r]
+            e.fields = sum(1 << f for f in lazy_fields[r]) if p.field_masks else 0
+            p.entry.push_back(e)
         for group in plan.groups:
             g = new GroupC()
             p.groups.push_back(g)
@@ -463,6 +492,32 @@ def _branch_program(list program):
     for test in tests:
         words += [test[0]] + [where[id(t)] if type(t) is list else t for t in test[1:]]
     return words
+
+
+def _with_groups(list words, list pred_group):
+    """A program in branch form as the kernel stores it: each test with a second word, its
+    predicate's group (0 for a presence test), so a test whose predicate is not marked true
+    finds whether its group ran without reading ``pred_group``: [entry, (test, group, on
+    true, on false)...]."""
+    def at(target):
+        return target if target < 0 else 1 + (target - 1) // 3 * 4
+    out = [at(words[0])]
+    for k in range(1, len(words), 3):
+        test = words[k]
+        out += [test, pred_group[test] if test >= 0 else 0, at(words[k + 1]), at(words[k + 2])]
+    return out
+
+
+def _decided_by_trigger(list program, set triggers):
+    """Whether a rule holds whenever one of its triggers does: its program is a predicate or
+    an OR of predicates (at any depth), every trigger one of them."""
+    preds = set()
+    for i in range(0, len(program), 2):
+        if program[i] == OP_PRED:
+            preds.add(program[i + 1])
+        elif program[i] != OP_OR:
+            return False
+    return bool(triggers) and triggers <= preds
 
 
 def _program_fields(plan, program):
@@ -937,29 +992,24 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
             _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())
 
 
-cdef inline cbool _bit(PartC* p, int pid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
-    # The predicate's mark first: most predicates a program tests are true ones of the eager
-    # groups (those that made the rule a candidate).
-    if sc.pred_mark[pid] == sc.stamp:
-        return True
-    cdef int gid = p.pred_group[pid]
-    if sc.group_mark[gid] == sc.stamp:
-        return False
-    _run_group(p, gid, sc, items, spans)
-    return sc.pred_mark[pid] == sc.stamp
-
-
 cdef cbool _run_program(PartC* p, const int32_t* code, Scratch* sc, Item* items, Span* spans) noexcept nogil:
-    """Runs a program in branch form (see _branch_program)."""
-    cdef int32_t i = code[0], test
+    """Runs a program in branch form, as stored (see _with_groups)."""
+    cdef int32_t i = code[0], test, gid
     cdef cbool value
     while i >= 0:
         test = code[i]
-        if test >= 0:
-            value = _bit(p, test, sc, items, spans)
-        else:
+        if test < 0:
             value = spans[~test].count > 0
-        i = code[i + 1] if value else code[i + 2]
+        elif sc.pred_mark[test] == sc.stamp:  # most tested predicates are true ones of the eager groups
+            value = True
+        else:
+            gid = code[i + 1]
+            if sc.group_mark[gid] == sc.stamp:
+                value = False
+            else:
+                _run_group(p, gid, sc, items, spans)
+                value = sc.pred_mark[test] == sc.stamp
+        i = code[i + 2] if value else code[i + 3]
     return i == B_ACCEPT
 
 
@@ -975,7 +1025,7 @@ cdef cppclass Batch:
     # A chunk's state between phases.
     vector[Pending] pending
     vector[int32_t] preds
-    vector[int32_t] cands
+    vector[int32_t] cands  # candidates, as their entries (PartC.entry) in trigger order
     vector[int32_t] lazy  # (row, field) pairs to extract before the programs run
     vector[char] have  # per row and field: 0 not extracted, 1 extracted, 2 requested
 
@@ -988,18 +1038,19 @@ cdef inline void _request(Batch* b, char* have, int32_t row, int32_t f) noexcept
         b.lazy.push_back(f)
 
 
-cdef inline void _candidate(PartC* p, int32_t r, int32_t row, Scratch* sc, Batch* b, char* have,
+cdef inline void _candidate(PartC* p, int32_t j, int32_t row, Scratch* sc, Batch* b, char* have,
                             uint64_t* need) noexcept nogil:
-    """Rule r is a candidate (once per event): queue it and request the fields it reads (with
-    field masks, add them to ``need``)."""
-    cdef int32_t j
-    sc.rule_mark[r] = sc.stamp
-    b.cands.push_back(r)
-    if not p.rule_field_mask.empty():
-        need[0] |= p.rule_field_mask[r]
+    """The rule of entry j is a candidate (once per event): queue the entry and request the
+    fields the rule reads (with field masks, add them to ``need``)."""
+    cdef const Entry* e = &p.entry[j]
+    cdef int32_t k
+    sc.rule_mark[e.rule] = sc.stamp
+    b.cands.push_back(j)
+    if p.field_masks:
+        need[0] |= e.fields
         return
-    for j in range(p.rule_field_at[r], p.rule_field_at[r + 1]):
-        _request(b, have, row, p.rule_field[j])
+    for k in range(p.rule_field_at[e.rule], p.rule_field_at[e.rule + 1]):
+        _request(b, have, row, p.rule_field[k])
 
 
 cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, Batch* b,
@@ -1007,8 +1058,8 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     """Phase 1: run the eager groups, find the candidate rules, request the fields they read.
     The true predicates and the candidates go straight to the batch (the predicates are
     dropped when no rule is a candidate, and then no field was requested)."""
-    cdef size_t i, j
-    cdef int32_t r, pred
+    cdef size_t i
+    cdef int32_t j, pred
     cdef uint64_t need = 0
     cdef Pending pend
     cdef char* have = &b.have[row * nfields]
@@ -1018,14 +1069,13 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
     sc.found = &b.preds
     for i in range(p.eager.size()):
         _run_group(p, p.eager[i], sc, items, spans)
-    for i in range(p.always.size()):
-        _candidate(p, p.always[i], row, sc, b, have, &need)
+    for j in range(p.always_at, <int32_t>p.entry.size()):
+        _candidate(p, j, row, sc, b, have, &need)
     for i in range(pend.pred_start, b.preds.size()):
         pred = b.preds[i]
         for j in range(p.trigger_at[pred], p.trigger_at[pred + 1]):
-            r = p.trigger[j]
-            if sc.rule_mark[r] != sc.stamp:
-                _candidate(p, r, row, sc, b, have, &need)
+            if sc.rule_mark[p.entry[j].rule] != sc.stamp:
+                _candidate(p, j, row, sc, b, have, &need)
     while need != 0:  # the candidates' fields, by field mask
         _request(b, have, row, _ctz64(need))
         need &= need - 1
@@ -1041,10 +1091,11 @@ cdef void _triage(PartC* p, int32_t row, Scratch* sc, Item* items, Span* spans, 
 
 cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[int32_t]& out,
                   Batch* b) noexcept nogil:
-    """Phase 2: restore the eager results and run the candidates' programs."""
+    """Phase 2: restore the eager results and run the candidates' programs (a candidate its
+    trigger decides is a match as it stands)."""
     cdef PartC* p = pend.part
     cdef size_t i
-    cdef int32_t r
+    cdef const Entry* e
     _next_stamp(sc)
     sc.found = &sc.true_preds
     sc.true_preds.clear()
@@ -1053,9 +1104,11 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
     for i in range(pend.pred_start, pend.pred_end):
         sc.pred_mark[b.preds[i]] = sc.stamp
     for i in range(pend.cand_start, pend.cand_end):
-        r = b.cands[i]
-        if _run_program(p, &p.code[p.code_at[r]], sc, items, spans):
-            out.push_back(p.rules[r])
+        e = &p.entry[b.cands[i]]
+        if e.code < 0:
+            out.push_back(~e.code)
+        elif _run_program(p, &p.code[e.code], sc, items, spans):
+            out.push_back(p.rules[e.rule])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -299,3 +299,38 @@ def test_candidates_request_every_field_they_read(fields):
     assert sum(map(bool, expected)) > len(evs) // 4 and not all(expected)
     for engine in ENGINES:
         assert compile_rules(rule_set, engine=engine).match_batch(evs) == expected, engine.__name__
+
+
+def test_rules_their_triggers_decide_match_once_without_programs():
+    """A rule whose program is a predicate or an OR of predicates (at any depth), each one of
+    its triggers, is a match as soon as a trigger fires, without running a program; any other
+    operator (an AND, a NOT, a negated leaf, a presence test) among them keeps the program.
+    Several triggers of one rule firing together still make one match."""
+    from matcher import _ruleset_c
+    from matcher.plan import OP_AND, OP_EXISTS, OP_NEG, OP_OR, OP_PRED
+
+    decided = _ruleset_c._decided_by_trigger
+    assert decided([OP_PRED, 3], {3})
+    assert decided([OP_PRED, 1, OP_PRED, 2, OP_PRED, 4, OP_OR, 2, OP_OR, 2], {1, 2, 4})
+    assert not decided([OP_PRED, 1, OP_PRED, 2, OP_AND, 2], {2})
+    assert not decided([OP_PRED, 1, OP_NEG, 2, 0, OP_OR, 2], {1})
+    assert not decided([OP_PRED, 1, OP_EXISTS, 0, OP_OR, 2], {1})
+    assert not decided([OP_PRED, 1, OP_PRED, 2, OP_OR, 2], {1, 5})  # a trigger outside the OR
+    assert not decided([OP_PRED, 1], set())
+
+    rule_set = {
+        "one": {"url": {"contains": "thank"}},
+        "any": {"or": [{"url": {"i_contains": "THANK"}}, {"url": {"contains": "you"}}, {"event": "Lead"}]},
+        "nested": {"or": [{"event": "Lead"}, {"or": [{"url": {"contains": "you"}}, {"device_type": "d"}]}]},
+        "and": {"or": [{"url": {"contains": "thank"}}, {"and": [{"event": "Lead"}, {"url": {"contains": "x"}}]}]},
+        "not": {"or": [{"url": {"contains": "thank"}}, {"not": {"event": "Lead"}}]},
+        "neg": {"or": [{"event": "Lead"}, {"url": {"not_contains": "you"}}]},
+    }
+    evs = [{"url": u, "event": e, "device_type": d} for u in ("/thankyou", "/you", "/x", "/thank", "/") for e in
+           ("Lead", "View") for d in ("d", "m")] + [{}]
+    expected = match_rules(rule_set, evs, {})
+    assert {rid for ids in expected for rid in ids} == set(rule_set)
+    for engine in ENGINES:
+        for sources in ({}, {rid: "P" for rid in rule_set}):
+            got = compile_rules(rule_set, sources, engine=engine).match_batch([e | {"pixel_id": "P"} for e in evs])
+            assert got == expected, engine.__name__
