@@ -3,15 +3,16 @@
 # Literal scanner: which of a group's literals occur in a text, in one pass over it.
 #
 # Every literal of 4 bytes or more is filed under 4-byte windows of its lowercased text. The
-# scan reads the lowercased text's window at every `step`-th position: a bit per hashed
-# window (a few KiB, in cache) says whether any literal could have it; only then is the
-# window looked up and each literal filed under it compared where it would start (its last
-# four bytes first). A literal is filed under `step` consecutive windows (those the fewest
-# other literals share), so one of them lies on a sampled position wherever it occurs: `step`
-# is up to 4, limited by the shortest literal (length - 3) and lowered while more than 16
-# literals would share a window. Literals that must start the text ("prefix") are looked up
-# only at the offsets of their windows. A URL costs ~4-11 instructions a byte (RE2::Set's
-# DFA, tracking every pattern, spends ~20, plus its per-call costs).
+# scan reads the lowercased text's window at every `step`-th position: two bits in one word
+# of a bloom (32 bits per filed window, ~1 KiB for a hundred literals) say whether any
+# literal could have it; only then is the window looked up and each literal filed under it
+# compared where it would start (its last four bytes first). A literal is filed under `step`
+# consecutive windows (those the fewest other literals share), so one of them lies on a
+# sampled position wherever it occurs: `step` is up to 4, limited by the shortest literal
+# (length - 3) and lowered while more than 16 literals would share a window. Literals that
+# must start the text ("prefix") are looked up only at the offsets of their windows. A URL
+# costs ~4-11 instructions a byte (RE2::Set's DFA, tracking every pattern, spends ~20, plus
+# its per-call costs).
 #
 # A literal compares byte for byte ("exact") or under simple case folding ("fold": its text
 # is given folded), anywhere or at the start only ("prefix"). An ASCII text is scanned once
@@ -44,8 +45,8 @@ cdef struct Lit:
 
 
 cdef cppclass LitIndex:
-    vector[uint64_t] bloom  # bit (hash of a window) set when some literal is filed under it
-    uint32_t shift  # 32 - log2(bits in bloom)
+    vector[uint64_t] bloom  # two bits of one word (hashes of a window) set when some literal is filed under it
+    uint64_t mask  # words in bloom - 1
     unordered_map[uint32_t, pair[int32_t, int32_t]] slots  # window -> lits[first:last]
     vector[Lit] lits  # sorted by window
     string texts
@@ -76,14 +77,26 @@ cdef inline uint32_t _window_at(const unsigned char* s) noexcept nogil:
             | (<uint32_t>_LOWER[s[3]] << 24))
 
 
-cdef inline uint32_t _hash(uint32_t window, uint32_t shift) noexcept nogil:
-    return (window * <uint32_t>0x9E3779B1) >> shift
-
-
 # The bloom hashes a window with bit 5 of each byte set: that lowercases A-Z as well (merging a
 # few other pairs of bytes, such as _ and DEL, which only lets a few more windows through), so
-# the scan tests a window's raw bytes and lowercases only the windows that pass.
+# the scan tests a window's raw bytes and lowercases only the windows that pass. A window has
+# two bits in one word (a blocked bloom: one cache line per test), both from one 64-bit
+# product: the word from bits 40-53, the bits from the top six and from bits 34-39. The
+# second bit is tested only when the first is set.
 DEF BLOOM_CASE = 0x20202020
+DEF BLOOM_BITS = 32  # bits per filed window: ~0.5% of other windows pass
+DEF BLOOM_MIN = 512  # bits: one cache line
+
+
+cdef inline uint64_t _bloom_hash(uint32_t window) noexcept nogil:
+    return <uint64_t>(window | BLOOM_CASE) * <uint64_t>0x9E3779B97F4A7C15
+
+
+cdef inline cbool _in_bloom(const uint64_t* bloom, uint64_t mask, uint32_t window) noexcept nogil:
+    """Whether a literal may be filed under the window (lowercased or not)."""
+    cdef uint64_t h = _bloom_hash(window)
+    cdef uint64_t word = bloom[(h >> 40) & mask]
+    return ((word >> (h >> 58)) & 1) and ((word >> ((h >> 34) & 63)) & 1)
 
 
 cdef list _windows(bytes text):
@@ -95,18 +108,19 @@ cdef list _windows(bytes text):
 cdef int _fill(LitIndex* index, list filed) except -1:
     """``filed``: (window, offset in the literal, text, fold, id); texts lowercased when fold."""
     cdef Lit lit
-    cdef uint32_t h, bits = 1 << 12
+    cdef uint64_t h
+    cdef uint32_t bits = BLOOM_MIN
     filed.sort(key=lambda x: x[0])
     ranges = {}
     for k, item in enumerate(filed):
         ranges[item[0]] = (ranges.get(item[0], (k, k))[0], k + 1)
-    while bits < 128 * len(filed) and bits < (1 << 20):  # ~1% of windows pass the bloom
+    while bits < BLOOM_BITS * len(filed) and bits < (1 << 20):
         bits <<= 1
     index.bloom.assign(bits // 64, 0)
-    index.shift = 32 - (bits.bit_length() - 1)
+    index.mask = bits // 64 - 1
     for w, offset, text, fold, ident in filed:
-        h = _hash(w | BLOOM_CASE, index.shift)
-        index.bloom[h >> 6] |= (<uint64_t>1) << (h & 63)
+        h = _bloom_hash(w)
+        index.bloom[(h >> 40) & index.mask] |= ((<uint64_t>1) << (h >> 58)) | ((<uint64_t>1) << ((h >> 34) & 63))
         index.slots[w] = pair[int32_t, int32_t](ranges[w][0], ranges[w][1])
         lit.at = index.texts.size()
         lit.size = len(text)
@@ -208,12 +222,6 @@ cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, siz
             out.push_back(lit.id)
 
 
-cdef inline cbool _in_bloom(const LitIndex* index, uint32_t window) noexcept nogil:
-    """Whether a literal may be filed under the window (lowercased or not)."""
-    cdef uint32_t h = _hash(window | BLOOM_CASE, index.shift)
-    return (index.bloom[h >> 6] >> (h & 63)) & 1
-
-
 cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
     """Appends the id of every literal of the ``mode``'s kinds occurring in ``data`` (ids may repeat)."""
     # One copy of the scan per mode: the compiler drops the other modes' tests from the loops.
@@ -225,10 +233,25 @@ cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vecto
         _lit_scan(s, data, n, SCAN_FOLDED, out)
 
 
+cdef inline size_t _next_in_bloom(const unsigned char* text, size_t i, size_t end, size_t step,
+                                 const uint64_t* bloom, uint64_t mask) noexcept nogil:
+    """The first of positions ``i``, ``i + step``, ... up to ``end`` whose window passes the bloom
+    (past ``end`` when none). No call in the loop, so every value stays in a register: ~15
+    instructions a window, at any step (a window rolled along byte by byte at step 1 costs
+    more than a load)."""
+    cdef uint32_t window
+    while i <= end:
+        memcpy(&window, text + i, WINDOW)
+        if _in_bloom(bloom, mask, window):
+            return i
+        i += step
+    return i
+
+
 cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
     cdef const unsigned char* text = <const unsigned char*>data
-    cdef const LitIndex* index = &s.anywhere
-    cdef size_t i, step = s.step
+    cdef const LitIndex* index = &s.prefix
+    cdef size_t i, end, step = s.step
     cdef uint32_t window
     if n < WINDOW:
         return
@@ -236,21 +259,13 @@ cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mod
         if <size_t>s.prefix_at[i] + WINDOW > n:
             break
         window = _window_at(text + s.prefix_at[i])
-        if _in_bloom(&s.prefix, window):
-            _lit_hits(&s.prefix, text, n, window, s.prefix_at[i], True, mode, out)
+        if _in_bloom(index.bloom.data(), index.mask, window):
+            _lit_hits(index, text, n, window, s.prefix_at[i], True, mode, out)
+    index = &s.anywhere
     if index.lits.empty():
         return
-    if step == 1:  # every position: roll the (raw) window along, one byte in at a time
-        window = ((<uint32_t>text[0]) | (<uint32_t>text[1] << 8) | (<uint32_t>text[2] << 16)) << 8
-        for i in range(WINDOW - 1, n):
-            window = (window >> 8) | (<uint32_t>text[i] << 24)
-            if _in_bloom(index, window):
-                _lit_hits(index, text, n, _window_at(text + i + 1 - WINDOW), i + 1 - WINDOW, False, mode, out)
-        return
-    i = 0
-    while i + WINDOW <= n:
-        memcpy(&window, text + i, WINDOW)
-        if _in_bloom(index, window):
-            window = _window_of(text + i, mode)
-            _lit_hits(index, text, n, window, i, False, mode, out)
-        i += step
+    end = n - WINDOW
+    i = _next_in_bloom(text, 0, end, step, index.bloom.data(), index.mask)
+    while i <= end:
+        _lit_hits(index, text, n, _window_of(text + i, mode), i, False, mode, out)
+        i = _next_in_bloom(text, i + step, end, step, index.bloom.data(), index.mask)

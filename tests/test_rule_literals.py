@@ -105,6 +105,17 @@ def test_a_literal_is_found_at_every_offset_and_step():
         assert matcher.match_batch(evs) == match_rules(rule_set, evs, {})
 
 
+def test_every_literal_of_a_large_group_is_found():
+    """Thousands of literals (a bloom of thousands of words, every bit of a hash used) each found
+    in a text, at offsets on and off the scan's step, and near-misses not."""
+    words = [f"/k{i:x}q" for i in range(3000)]  # 5 to 6 bytes: step 2 or 3
+    rule_set = {w: {"url": {"i_contains": w}} for w in words}
+    matcher = compile_rules(rule_set, engine=_ruleset_c)
+    evs = [{"url": "." * (i % 5) + w.upper() + "/" + w[:-1] + "." * (i % 3)} for i, w in enumerate(words)]
+    assert matcher.match_batch(evs) == [[w] for w in words]
+    assert matcher.match_batch([{"url": w[:-1] + "r" + w[1:]} for w in words[::7]]) == [[]] * len(words[::7])
+
+
 def test_rest_set_out_of_memory_falls_back():
     """Short literals and atom-less regexes share a small set; when its DFA runs out of memory
     the group is evaluated pattern by pattern, with the same answers."""
