@@ -330,7 +330,7 @@ cdef cppclass PartC:
     vector[int32_t] rules
     # Candidates are stored flat (CSR): predicate p triggers entry[trigger_at[p]:trigger_at[p + 1]];
     # the rules without a trigger set are entry[always_at:]. A rule's entry is repeated under
-    # each of its triggers. Programs (branch form with groups, see _with_groups) are stored flat too, in
+    # each of its triggers. Programs (branch form, see _branch_program) are stored flat too, in
     # the order the entries first name their rules, so the programs of one trigger's rules
     # share cache lines. A rule that holds whenever one of its triggers does (a single
     # predicate, an OR of its trigger predicates) has no program: a fired trigger decides it.
@@ -398,7 +398,7 @@ cdef class Partition:
                     code_of[r] = ~plan.rules[r]
                 else:
                     code_of[r] = p.code.size()
-                    for x in _with_groups(_branch_program(plan.programs[r]), plan.pred_group):
+                    for x in _branch_program(plan.programs[r], plan.pred_group):
                         p.code.push_back(x)
         for r in entries:
             e.rule = r
@@ -440,15 +440,17 @@ cdef void _flatten(list lists, vector[int32_t]* flat, vector[int32_t]* at) excep
 
 # A program in branch form: the postfix program's tests in its order, each with where to go
 # next when it holds and when not, so that an AND stops at its first false child and an OR at
-# its first true one. Words: [entry, (test, on true, on false)...]; a test is a predicate id
-# (>= 0) or ~field (the field is present); a target is a test's offset in the rule's words or
+# its first true one. Words: [entry, (test, group, on true, on false)...]; a test is a
+# predicate id (>= 0) or ~field (the field is present); its group is the predicate's (0 for a
+# presence test), so a test whose predicate is not marked true finds whether its group ran
+# without reading ``pred_group``; a target is a test's offset in the rule's words or
 # B_ACCEPT / B_REJECT. NEG p f becomes "f present" then "not p"; MISSING f, "f present" with
 # its targets swapped; NOR, an OR with its targets swapped.
 DEF B_ACCEPT = -1
 DEF B_REJECT = -2
 
 
-def _branch_program(list program):
+def _branch_program(list program, list pred_group):
     stack = []
     i = 0
     while i < len(program):  # the postfix program as a tree: leaves are [test], nodes (op, children)
@@ -487,25 +489,12 @@ def _branch_program(list program):
 
     entry = emit(stack[0], B_ACCEPT, B_REJECT)  # (no negative indexes: wraparound is off)
     tests.reverse()  # evaluation order
-    where = {id(t): 1 + 3 * k for k, t in enumerate(tests)}
+    where = {id(t): 1 + 4 * k for k, t in enumerate(tests)}
     words = [where[id(entry)] if type(entry) is list else entry]
     for test in tests:
-        words += [test[0]] + [where[id(t)] if type(t) is list else t for t in test[1:]]
+        words += [test[0], pred_group[test[0]] if test[0] >= 0 else 0]
+        words += [where[id(t)] if type(t) is list else t for t in test[1:]]
     return words
-
-
-def _with_groups(list words, list pred_group):
-    """A program in branch form as the kernel stores it: each test with a second word, its
-    predicate's group (0 for a presence test), so a test whose predicate is not marked true
-    finds whether its group ran without reading ``pred_group``: [entry, (test, group, on
-    true, on false)...]."""
-    def at(target):
-        return target if target < 0 else 1 + (target - 1) // 3 * 4
-    out = [at(words[0])]
-    for k in range(1, len(words), 3):
-        test = words[k]
-        out += [test, pred_group[test] if test >= 0 else 0, at(words[k + 1]), at(words[k + 2])]
-    return out
 
 
 def _decided_by_trigger(list program, set triggers):
@@ -993,7 +982,7 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
 
 
 cdef cbool _run_program(PartC* p, const int32_t* code, Scratch* sc, Item* items, Span* spans) noexcept nogil:
-    """Runs a program in branch form, as stored (see _with_groups)."""
+    """Runs a program in branch form (see _branch_program)."""
     cdef int32_t i = code[0], test, gid
     cdef cbool value
     while i >= 0:

@@ -101,6 +101,13 @@ def _custom_data(text: str, where: str) -> dict | None:
 _OBJECT_OR_NULL = frozenset((dict, type(None)))  # what JSON decodes objects and null to
 
 
+def _texts(values) -> list:
+    """A repeated string field as a column: an empty string is an absent value (proto3 cannot
+    tell them apart). The scan for one runs in C, the rewrite only when there is one."""
+    values = values[:]
+    return values if all(values) else [v or None for v in values]
+
+
 def _parameter_columns(parameters, count: int) -> dict[str, list]:
     """Typed custom-parameter columns as ``match_columns`` takes them: name -> one value per
     event (``None``: the event lacks it). Slices of the repeated fields, rewritten only where
@@ -122,8 +129,7 @@ def _parameter_columns(parameters, count: int) -> dict[str, list]:
         if texts and numbers:
             columns[name] = [t if t else (n if n == n else None) for t, n in zip(texts[:], numbers[:])]
         elif texts:
-            values = texts[:]
-            columns[name] = values if all(values) else [v or None for v in values]
+            columns[name] = _texts(texts)
         elif numbers:
             values = numbers[:]
             total = sum(values)  # NaN if any is (or +inf and -inf are both there: a harmless rewrite)
@@ -192,10 +198,7 @@ class PixelBatch:
                 return missing
             if len(values) != count:
                 raise InvalidArgument(f"columns.{name}: {len(values)} values, expected {count} (one per pixel_id)")
-            values = values[:]
-            # Empty strings are absent fields (proto3 cannot tell them apart); the scan for
-            # one runs in C, the rewrite only when there is one.
-            return values if all(values) else [v or None for v in values]
+            return _texts(values)
 
         self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
         self.times = columns.event_time[:] or [0] * count

@@ -265,7 +265,7 @@ def test_branch_programs_decide_as_their_postfix_programs():
         i = words[0]
         while i >= 0:
             test = words[i]
-            i = words[i + 1] if (bits[test] if test >= 0 else present[~test]) else words[i + 2]
+            i = words[i + 2] if (bits[test] if test >= 0 else present[~test]) else words[i + 3]
         return i == -1
 
     class Values:
@@ -275,7 +275,7 @@ def test_branch_programs_decide_as_their_postfix_programs():
     rng = random.Random(7)
     for _ in range(400):
         code = tree(rng, 4)
-        words = _ruleset_c._branch_program(code)
+        words = _ruleset_c._branch_program(code, [0, 0, 0])
         for mask in range(32):
             bits, present = [bool(mask >> k & 1) for k in range(3)], [bool(mask >> k & 1) for k in (3, 4)]
             expected = _ruleset_py._run_program(code, bits.__getitem__, Values(present))
