@@ -40,8 +40,15 @@ OP_PRED, OP_NEG, OP_EXISTS, OP_MISSING, OP_AND, OP_OR, OP_NOR = range(7)
 
 # Trigger cost of one predicate by how it is found: hash lookups are cheap and selective.
 _COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
-# Trigger choice, second pass: a predicate this many rules share is worth moving away from.
-_SHARED_BY_MANY = 32
+# Trigger choice, second pass: a hash-lookup group no trigger needed yet is made eager (run for
+# every event) when this many rules would move to it from predicates 4x more shared. A rule
+# moved saves a candidate (~80 instructions) on the events its shared predicate holds for
+# (~8 an event for an event name one event in ten has); the group costs every event its
+# field's read and lookup: ~280 instructions for an event column (event, device type, URL),
+# ~560 for a custom parameter (a dict lookup, and a scan of the keys when it is absent; a
+# part of the URL, parsed per event, is counted with these).
+_MOVERS_FOR_A_COLUMN, _MOVERS_FOR_A_PARAMETER = 32, 64
+_COLUMN_FIELDS = frozenset(("event", "url", "device_type"))
 # Trigger choice nodes (see _Builder.compile).
 _ANY, _ONE = range(2)
 
@@ -203,12 +210,16 @@ class _Builder:
             return union, sum(self.pred_cost[p] for p in union)
         return choose(resolved) if choose is not None else min(resolved, key=lambda t: t[1])
 
-    def rarest(self, eager: set[int], uses: dict[int, int]) -> Callable[[list], tuple[frozenset[int], int]]:
+    def rarest(self, eager: set[int], uses: dict[int, int], votes: dict[int, int] | None = None
+               ) -> Callable[[list], tuple[frozenset[int], int]]:
         """The second pass's choice for an AND, given the groups ``eager`` anyway and how many
         rules ``uses`` each predicate: a set entirely in those groups (they run for every
         event already), the one the fewest rules share (a predicate many rules use, like a
-        common event name, holds often); and when even that one is shared by many rules, a
-        far rarer hash-lookup predicate on another field (its lookup then runs for every event)."""
+        common event name, holds often and then makes all those rules candidates).
+
+        ``votes`` (when given) counts, per hash-lookup group not in ``eager``, the rules
+        whose rarest such set would be 4x rarer there than their choice: the groups worth
+        making eager (see ``plan_partition``)."""
 
         def shared(found: tuple[frozenset[int], int]) -> int:
             return sum(uses[p] for p in found[0])
@@ -216,16 +227,21 @@ class _Builder:
         def choose(resolved: list) -> tuple[frozenset[int], int]:
             in_eager = [t for t in resolved if all(self.pred_group[p] in eager for p in t[0])]
             best = min(in_eager or resolved, key=lambda t: (shared(t), t[1]))
-            if shared(best) > _SHARED_BY_MANY:
-                # Whenever it holds, such a predicate makes all its rules candidates: a hash
-                # lookup on one more field per event (no pattern pass) is cheaper than that.
+            if votes is not None:
                 lookups = [t for t in resolved if shared(t) * 4 <= shared(best)
                            and all(self.pred_group[p] in eager or self._lookup_only(self.pred_group[p]) for p in t[0])]
                 if lookups:
-                    return min(lookups, key=lambda t: (shared(t), t[1]))
+                    found = min(lookups, key=lambda t: (shared(t), t[1]))
+                    for gid in {self.pred_group[p] for p in found[0]} - eager:
+                        votes[gid] = votes.get(gid, 0) + 1
             return best
 
         return choose
+
+    def movers_for(self, gid: int) -> int:
+        """How many rules must move to a lookup group for it to be worth running for every event."""
+        path = self.table.fields[self.groups[gid].field]
+        return _MOVERS_FOR_A_COLUMN if path.builtin in _COLUMN_FIELDS else _MOVERS_FOR_A_PARAMETER
 
     def _lookup_only(self, gid: int) -> bool:
         group = self.groups[gid]
@@ -259,6 +275,14 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
             eager_first.update(builder.pred_group[p] for p in builder.resolve(c)[0])
             for p in _leaves(c, set()):
                 uses[p] = uses.get(p, 0) + 1
+    # A hash-lookup group enough rules would move to becomes eager: its lookup, once per
+    # event, costs less than the candidates those rules' shared predicates make.
+    votes: dict[int, int] = {}
+    count = builder.rarest(eager_first, uses, votes)
+    for c in choices:
+        if c is not None:
+            builder.resolve(c, count)
+    eager_first.update(gid for gid, n in votes.items() if n >= builder.movers_for(gid))
     choose = builder.rarest(eager_first, uses)
     trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
     triggers: list[list[int]] = [[] for _ in builder.pred_group]
