@@ -616,6 +616,19 @@ def _set_literal_scanner(bint enabled):
     _USE_SCANNER = enabled
 
 
+def _scan_literals(list literals, bytes text, int mode=SCAN_ASCII):
+    """Tests only: (the ids found, deduplicated and sorted; the scan's step) of a scanner over
+    ``literals`` ((UTF-8, fold, prefix, id) tuples, as ``lit_scan_new`` takes them) run on
+    ``text`` in ``mode`` (0: ASCII text, both kinds; 1: exact literals; 2: folded ones)."""
+    cdef LitScan* s = lit_scan_new(literals)
+    cdef vector[int32_t] out
+    try:
+        lit_scan(s, <const char*>text, len(text), mode, out)
+        return sorted(set(out)), s.step
+    finally:
+        del s
+
+
 # Scanner ids: a predicate's (>= 0), or atom a's: ATOM_ID - a.
 DEF ATOM_ID = -1
 
