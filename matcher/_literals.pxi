@@ -5,8 +5,10 @@
 # Every literal of 4 bytes or more is filed under 4-byte windows of its lowercased text. The
 # scan reads the lowercased text's window at every `step`-th position: two bits in one word
 # of a bloom (32 bits per filed window, ~1 KiB for a hundred literals) say whether any
-# literal could have it; only then is the window looked up and each literal filed under it
-# compared where it would start (its last four bytes first). A literal is filed under `step`
+# literal could have it; only then is the window looked up, inline, in a flat table (open
+# addressing, at most half full, probed from the top bits of the same hash, the window stored
+# in its slot) and each literal filed under it compared where it would start (its last four
+# bytes first). A literal is filed under `step`
 # consecutive windows (those the fewest other literals share), so one of them lies on a
 # sampled position wherever it occurs: `step` is up to 4, limited by the shortest literal
 # (length - 3) and lowered while more than 16 literals would share a window. Literals that
@@ -23,7 +25,6 @@
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
-from libcpp.pair cimport pair
 
 DEF WINDOW = 4
 DEF MAX_STEP = 4
@@ -44,10 +45,18 @@ cdef struct Lit:
     cbool fold
 
 
+cdef struct Slot:
+    uint32_t window  # lowercased
+    int32_t first  # lits[first:first + count] are filed under the window
+    int32_t count  # 0: an empty slot
+
+
 cdef cppclass LitIndex:
     vector[uint64_t] bloom  # two bits of one word (hashes of a window) set when some literal is filed under it
     uint64_t mask  # words in bloom - 1
-    unordered_map[uint32_t, pair[int32_t, int32_t]] slots  # window -> lits[first:last]
+    vector[Slot] slots  # open addressing: a window's slot is at _slot_of(its hash), or after it
+    uint64_t slot_mask  # slots - 1 (a power of two)
+    uint32_t slot_shift  # 64 - log2(slots)
     vector[Lit] lits  # sorted by window
     string texts
 
@@ -105,6 +114,40 @@ cdef list _windows(bytes text):
     return [_window_at(data + i) for i in range(len(text) - WINDOW + 1)]
 
 
+# The slots: a flat table, open addressing with linear probing, at most half full. A window's
+# slot is found from the top bits of its bloom hash (the same for a window lowercased or not),
+# then by comparing the window stored in the slot; an empty slot ends the probe.
+cdef inline const Slot* _slot(const LitIndex* index, uint32_t window) noexcept nogil:
+    """The slot of a lowercased window: an empty one (``count`` 0) when nothing is filed under it."""
+    cdef uint64_t i = _bloom_hash(window) >> index.slot_shift
+    cdef const Slot* slot = &index.slots[i]
+    while slot.count != 0 and slot.window != window:
+        i = (i + 1) & index.slot_mask
+        slot = &index.slots[i]
+    return slot
+
+
+cdef int _fill_slots(LitIndex* index, dict ranges) except -1:
+    """``ranges``: window -> (first, last) in lits."""
+    cdef Slot empty
+    cdef Slot* slot
+    cdef uint32_t log2 = 1
+    empty.window = 0
+    empty.first = 0
+    empty.count = 0
+    while (1 << log2) < 2 * len(ranges):
+        log2 += 1
+    index.slots.assign(1 << log2, empty)
+    index.slot_mask = (1 << log2) - 1
+    index.slot_shift = 64 - log2
+    for w, (first, last) in ranges.items():
+        slot = <Slot*>_slot(index, w)
+        slot.window = w
+        slot.first = first
+        slot.count = last - first
+    return 0
+
+
 cdef int _fill(LitIndex* index, list filed) except -1:
     """``filed``: (window, offset in the literal, text, fold, id); texts lowercased when fold."""
     cdef Lit lit
@@ -118,10 +161,10 @@ cdef int _fill(LitIndex* index, list filed) except -1:
         bits <<= 1
     index.bloom.assign(bits // 64, 0)
     index.mask = bits // 64 - 1
+    _fill_slots(index, ranges)
     for w, offset, text, fold, ident in filed:
         h = _bloom_hash(w)
         index.bloom[(h >> 40) & index.mask] |= ((<uint64_t>1) << (h >> 58)) | ((<uint64_t>1) << ((h >> 34) & 63))
-        index.slots[w] = pair[int32_t, int32_t](ranges[w][0], ranges[w][1])
         lit.at = index.texts.size()
         lit.size = len(text)
         lit.window = offset
@@ -203,13 +246,11 @@ cdef inline uint32_t _window_of(const unsigned char* s, int mode) noexcept nogil
 cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
                     cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
     """The literals filed under the window found at ``pos``, compared where they would start."""
-    cdef unordered_map[uint32_t, pair[int32_t, int32_t]].const_iterator it = index.slots.find(window)
+    cdef const Slot* slot = _slot(index, window)
     cdef const Lit* lit
     cdef Py_ssize_t start
     cdef int32_t k
-    if it == index.slots.end():
-        return
-    for k in range(cython.operator.dereference(it).second.first, cython.operator.dereference(it).second.second):
+    for k in range(slot.first, slot.first + slot.count):
         lit = &index.lits[k]
         if (mode == SCAN_EXACT and lit.fold) or (mode == SCAN_FOLDED and not lit.fold):
             continue

@@ -616,6 +616,19 @@ def _set_literal_scanner(bint enabled):
     _USE_SCANNER = enabled
 
 
+def _scan_literals(list literals, bytes text, int mode=SCAN_ASCII):
+    """Tests only: (the ids found, deduplicated and sorted; the scan's step) of a scanner over
+    ``literals`` ((UTF-8, fold, prefix, id) tuples, as ``lit_scan_new`` takes them) run on
+    ``text`` in ``mode`` (0: ASCII text, both kinds; 1: exact literals; 2: folded ones)."""
+    cdef LitScan* s = lit_scan_new(literals)
+    cdef vector[int32_t] out
+    try:
+        lit_scan(s, <const char*>text, len(text), mode, out)
+        return sorted(set(out)), s.step
+    finally:
+        del s
+
+
 # Scanner ids: a predicate's (>= 0), or atom a's: ATOM_ID - a.
 DEF ATOM_ID = -1
 
@@ -944,6 +957,12 @@ cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size,
     return True
 
 
+# _run_patterns through a pointer GCC cannot see through: inlined, it (with the scanner's
+# fast path) made _run_group's frame large for every group, most of which are hash lookups.
+ctypedef void (*PatternsFn)(GroupC*, Scratch*, const char*, size_t, cbool) noexcept nogil
+cdef PatternsFn _run_patterns_call = _run_patterns
+
+
 cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) noexcept nogil:
     cdef GroupC* g = p.groups[gid]
     cdef Span span = spans[g.field]
@@ -975,7 +994,7 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
                 continue
             _lookup(sc, g.text_eq, item.text, item.size)
             if not g.pat_kind.empty():
-                _run_patterns(g, sc, item.text, item.size, item.ascii)
+                _run_patterns_call(g, sc, item.text, item.size, item.ascii)
         elif item.text != NULL:  # G_FOLDED: i_is_any
             fold_utf8(item.text, item.size, sc.folded)
             _lookup(sc, g.text_eq, sc.folded.data(), sc.folded.size())

@@ -148,3 +148,69 @@ def test_non_ascii_texts_are_folded_for_i_literals():
     assert expected[0] == ["i_kelvin", "regex"] and expected[2] == ["i_secret", "other"]
     assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected
     assert _without_fast_path(rule_set).match_batch(evs) == expected
+
+
+# Bytes that differ only in bit 5 (@ and `, [ and {, _ and DEL, ...) hash alike in the scanner
+# (its bloom and slot table hash a window with bit 5 of each byte set), so windows spelled from
+# such pairs all start their probe at one slot of the flat table.
+_TWINS = [("@", "`"), ("[", "{"), ("_", "\x7f"), ("^", "~")]
+
+
+def _spellings(pair_per_byte):
+    words = [""]
+    for a, b in pair_per_byte:
+        words = [w + c for w in words for c in (a, b)]
+    return words
+
+
+def test_windows_colliding_in_the_slot_table_are_each_found():
+    colliding = _spellings([_TWINS[0]] * 4)  # 16 windows, one hash
+    assert len(set(colliding)) == 16
+    filed = colliding[::2]  # 8 filed; the other 8 pass the bloom but are absent from the table
+    literals = [(w.encode(), False, False, i) for i, w in enumerate(filed)]
+    for i, w in enumerate(filed):
+        for pad in ("", ".", "..", "..."):
+            assert _ruleset_c._scan_literals(literals, (pad + w + pad).encode())[0] == [i], (w, pad)
+    for w in colliding[1::2]:
+        assert _ruleset_c._scan_literals(literals, ("." + w + ".").encode())[0] == []
+    # Every filed window at once, as one text (runs of them overlap into unfiled windows too).
+    assert _ruleset_c._scan_literals(literals, ".".join(filed).encode())[0] == list(range(8))
+
+
+def test_many_probe_chains_in_one_table():
+    """Several groups of colliding windows, long literals that share windows, and the
+    literals' own texts checked after the window (a near miss with the same window)."""
+    words = [w + tail for pairs in ([_TWINS[0], _TWINS[1]] * 2, [_TWINS[2], _TWINS[3]] * 2)
+             for w in _spellings(pairs) for tail in ("", "zz")]
+    literals = [(w.encode(), False, False, i) for i, w in enumerate(words)]
+    for i, w in enumerate(words):
+        found, step = _ruleset_c._scan_literals(literals, ("ab" + w + "yz").encode())
+        expected = sorted(j for j, v in enumerate(words) if v in "ab" + w + "yz")
+        assert found == expected and i in found, w
+    assert _ruleset_c._scan_literals(literals, "@[@[z".encode())[0] == [words.index("@[@[")]
+
+
+def test_a_table_of_one_window():
+    for literal, prefix in ((b"abcd", False), (b"abcd", True), (b"xabcdefgh", False)):
+        literals = [(literal, False, prefix, 7)]
+        assert _ruleset_c._scan_literals(literals, b"-" + literal)[0] == ([] if prefix else [7])
+        assert _ruleset_c._scan_literals(literals, literal + b"-")[0] == [7]
+        assert _ruleset_c._scan_literals(literals, literal[:-1] + b"-" + literal[-1:])[0] == []
+        assert _ruleset_c._scan_literals(literals, b"")[0] == []
+    # Folded literals: found in either case in an ASCII text, only folded in a folded scan.
+    literals = [(b"abcd", True, False, 1), (b"ABCD", False, False, 2)]
+    assert _ruleset_c._scan_literals(literals, b"xABCDx")[0] == [1, 2]
+    assert _ruleset_c._scan_literals(literals, b"xabcdx")[0] == [1]
+    assert _ruleset_c._scan_literals(literals, b"xABCDx", 1)[0] == [2]
+    assert _ruleset_c._scan_literals(literals, b"xabcdx", 2)[0] == [1]
+
+
+def test_a_table_of_thousands_of_windows_finds_each_and_nothing_else():
+    words = [f"{i:05x}" for i in range(0, 40000, 7)]  # 5 bytes: step 2
+    literals = [(w.encode(), False, False, i) for i, w in enumerate(words)]
+    text = "|".join(words).encode()
+    found, step = _ruleset_c._scan_literals(literals, text)
+    assert step == 2 and found == list(range(len(words)))
+    absent = "|".join(f"{i:05x}" for i in range(3, 40000, 7)).encode()
+    found = set(_ruleset_c._scan_literals(literals, absent)[0])
+    assert found == {i for i, w in enumerate(words) if w.encode() in absent}
