@@ -54,7 +54,7 @@ cdef struct Slot:
 cdef cppclass LitIndex:
     vector[uint64_t] bloom  # two bits of one word (hashes of a window) set when some literal is filed under it
     uint64_t mask  # words in bloom - 1
-    vector[Slot] slots  # open addressing: a window's slot is at _slot_of(its hash), or after it
+    vector[Slot] slots  # open addressing: a window's slot is at the top bits of its hash (see _slot), or after it
     uint64_t slot_mask  # slots - 1 (a power of two)
     uint32_t slot_shift  # 64 - log2(slots)
     vector[Lit] lits  # sorted by window

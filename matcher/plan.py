@@ -277,14 +277,15 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
                 uses[p] = uses.get(p, 0) + 1
     # A hash-lookup group enough rules would move to becomes eager: its lookup, once per
     # event, costs less than the candidates those rules' shared predicates make.
+    # The counting pass chooses as the final one would with no new eager group, so its sets
+    # stand unless some group got enough votes.
     votes: dict[int, int] = {}
     count = builder.rarest(eager_first, uses, votes)
-    for c in choices:
-        if c is not None:
-            builder.resolve(c, count)
-    eager_first.update(gid for gid, n in votes.items() if n >= builder.movers_for(gid))
-    choose = builder.rarest(eager_first, uses)
-    trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
+    trigger_sets = [builder.resolve(c, count)[0] if c is not None else None for c in choices]
+    worth = {gid for gid, n in votes.items() if n >= builder.movers_for(gid)}
+    if worth:
+        choose = builder.rarest(eager_first | worth, uses)
+        trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
     triggers: list[list[int]] = [[] for _ in builder.pred_group]
     always: list[int] = []
     eager: set[int] = set()
