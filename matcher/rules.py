@@ -175,9 +175,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
+# One decoder for every rule and thread, as json.loads shares its default one (given hooks,
+# json.loads builds a decoder and its scanner per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+
+
 def _decode(text: str, path: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise RuleError(path, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except RecursionError:
@@ -216,7 +223,7 @@ class _Parser:
         if depth > self.limits.max_depth:
             raise RuleError(path, f"rule is nested deeper than {self.limits.max_depth} levels")
         self.max_depth = max(self.max_depth, depth)
-        if not isinstance(obj, Mapping):
+        if type(obj) is not dict and not isinstance(obj, Mapping):  # (dict first: an ABC check is slow)
             raise RuleError(path, f"expected an object, got {_describe(obj)}")
         keys = set(obj)
         if keys == {"operator", "filters"}:
@@ -273,7 +280,7 @@ class _Parser:
         return self.make_leaf(name, op, obj["value"], path, f"{path}.value", f"{path}.field")
 
     def leaf(self, name: str, value: Any, path: str) -> Leaf:
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             if len(value) != 1:
                 raise RuleError(path, f"a condition must have exactly one operator, got {len(value)}")
             op, operand = next(iter(value.items()))

@@ -120,3 +120,15 @@ def test_leaves_and_public_names():
     assert [leaf.field.text for leaf in rule.leaves()] == ["a", "b", "c"]
     assert rule.leaf_count == 3
     assert str(rule) == rule.to_json()
+
+
+def test_json_errors_read_as_json_loads_words_them():
+    # The parser keeps one decoder for every rule; its errors must stay json.loads' own.
+    for text in ('\ufeff{"url": "a"}', '{"url": "a",}', '{"url": Infinity}'):
+        with pytest.raises(ValueError) as info:
+            json.loads(text, parse_constant=lambda name: float("x"))
+        assert error_of(text).startswith("rule: malformed JSON: ")
+        if isinstance(info.value, json.JSONDecodeError):
+            err = info.value
+            assert error_of(text) == f"rule: malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    assert error_of('{"url": Infinity}') == "rule: malformed JSON: Infinity is not valid JSON"
