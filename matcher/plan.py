@@ -303,20 +303,27 @@ def _gating(builder: _Builder, choices: list, trigger_sets: list, eager: set[int
     rules whose root is an AND that triggers on the single predicate P, with a child that is a
     lookup predicate of G or an OR of such (G a lookup group not eager; the first such child)."""
     moves: dict[tuple[int, int], list[tuple[int, frozenset[int]]]] = {}
+    pred_group = builder.pred_group
+    lookup = {}  # per group: a lookup group not eager
     for local, choice in enumerate(choices):
         trigger = trigger_sets[local]
-        if trigger is None or len(trigger) != 1 or isinstance(choice, int) or choice[0] != _ONE:
+        if trigger is None or len(trigger) != 1 or type(choice) is int or choice[0] != _ONE:
             continue
         (gate,) = trigger
         for child in choice[1]:
-            preds = _union(child)
-            if preds is None:
-                continue
-            gids = {builder.pred_group[p] for p in preds}
-            if len(gids) != 1:
-                continue
-            (gid,) = gids
-            if gid not in eager and builder._lookup_only(gid):
+            if type(child) is int:  # (the common case: a leaf)
+                preds = (child,)
+                gid = pred_group[child]
+            else:
+                found = _union(child)
+                if found is None or len({pred_group[p] for p in found}) != 1:
+                    continue
+                preds = tuple(found)
+                gid = pred_group[preds[0]]
+            ok = lookup.get(gid)
+            if ok is None:
+                ok = lookup[gid] = gid not in eager and builder._lookup_only(gid)
+            if ok:
                 moves.setdefault((gate, gid), []).append((local, frozenset(preds)))
                 break
     return {key: movers for key, movers in moves.items() if len(movers) >= builder.gated_movers_for(key[1])}
