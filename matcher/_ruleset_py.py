@@ -41,6 +41,10 @@ class Partition:
 
         for gid in plan.eager:
             run_group(gid)
+        for pid in list(true_preds):  # gated groups: those one of whose gates holds
+            for gid in plan.gates[pid]:
+                if gid not in done:
+                    run_group(gid)
         candidates = set(plan.always)
         for pid in true_preds:
             candidates.update(plan.triggers[pid])

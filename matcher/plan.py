@@ -17,6 +17,17 @@ interprets it directly, so both execute the same design:
   set, e.g. pure negations) run their program, and only groups holding trigger predicates
   are evaluated up front; other groups are evaluated when a program first needs them.
   So the work per event grows with what the event matches, not with the number of rules.
+- A hash-lookup group that is not eager may be *gated* by predicates of eager groups (its
+  *gates*): it runs for an event only when one of its gates holds (before any program runs),
+  and a rule ``P AND Q AND ...`` (P one of the group's gates, Q a lookup predicate of the
+  group, or an OR of such) triggers on Q instead of on P. This is sound: the rule can hold
+  only when P holds, and then the group runs, so Q holds whenever the rule can. When the
+  group runs because of another gate, a rule whose P is false may become a candidate whose
+  program then fails: wasted work, never a wrong answer. The point: 17 rules ``event =
+  AddToCart AND category = X`` no longer all become candidates on every AddToCart event, and
+  the category is read only for AddToCart events, not for every event as an eager group would.
+  A rule triggered by a gated group's predicate triggers only on gated groups' predicates
+  (the group is not eager), so those rules never become candidates in the first phase.
 """
 
 from __future__ import annotations
@@ -48,6 +59,14 @@ _COST_LOOKUP, _COST_PATTERN, _COST_NUMBER = 1, 2, 4
 # ~560 for a custom parameter (a dict lookup, and a scan of the keys when it is absent; a
 # part of the URL, parsed per event, is counted with these).
 _MOVERS_FOR_A_COLUMN, _MOVERS_FOR_A_PARAMETER = 32, 64
+# Gating (see the module docstring): on each event where the gate P holds, rules moved from P
+# to the gated group save a candidate each (~80 instructions) and the group costs its field's
+# read and lookup (~280 for an event column, ~560 for a custom parameter or a part of the
+# URL), on those same events. So the gate's frequency cancels out: 4 rules moving (320 > 280)
+# pay for a column, 8 (640 > 560) for a parameter. Counted per (gate, group). A group enough
+# rules would move to by gating is gated rather than made eager: it then costs its read only
+# on the events its gates hold for, not on every event.
+_GATED_MOVERS_FOR_A_COLUMN, _GATED_MOVERS_FOR_A_PARAMETER = 4, 8
 _COLUMN_FIELDS = frozenset(("event", "url", "device_type"))
 # Trigger choice nodes (see _Builder.compile).
 _ANY, _ONE = range(2)
@@ -76,7 +95,8 @@ class PartitionPlan:
     pred_group: list[int]
     triggers: list[list[int]]  # per predicate: local rules it triggers
     always: list[int]  # local rules with no trigger set
-    eager: list[int]  # groups holding trigger predicates
+    eager: list[int]  # groups holding trigger predicates (and gates)
+    gates: list[list[int]]  # per predicate (of an eager group): the gated groups it runs
     needs_text: set[int]  # field slots whose items' text is used
 
 
@@ -243,6 +263,11 @@ class _Builder:
         path = self.table.fields[self.groups[gid].field]
         return _MOVERS_FOR_A_COLUMN if path.builtin in _COLUMN_FIELDS else _MOVERS_FOR_A_PARAMETER
 
+    def gated_movers_for(self, gid: int) -> int:
+        """How many rules must move to a lookup group for it to be worth running when a gate holds."""
+        path = self.table.fields[self.groups[gid].field]
+        return _GATED_MOVERS_FOR_A_COLUMN if path.builtin in _COLUMN_FIELDS else _GATED_MOVERS_FOR_A_PARAMETER
+
     def _lookup_only(self, gid: int) -> bool:
         group = self.groups[gid]
         return group.kind != NUMBER and not group.patterns
@@ -255,6 +280,53 @@ def _leaves(choice: int | tuple, out: set[int]) -> set[int]:
         for child in choice[1]:
             _leaves(child, out)
     return out
+
+
+def _union(choice: int | tuple) -> set[int] | None:
+    """The predicates of a choice that is a predicate or an OR of them (at any depth), else None."""
+    if isinstance(choice, int):
+        return {choice}
+    if choice[0] != _ANY:
+        return None
+    found: set[int] = set()
+    for child in choice[1]:
+        preds = _union(child)
+        if preds is None:
+            return None
+        found |= preds
+    return found
+
+
+def _gating(builder: _Builder, choices: list, trigger_sets: list, eager: set[int]
+            ) -> dict[tuple[int, int], list[tuple[int, frozenset[int]]]]:
+    """Per (gate P, group G) worth gating, the rules that would move and their new trigger sets:
+    rules whose root is an AND that triggers on the single predicate P, with a child that is a
+    lookup predicate of G or an OR of such (G a lookup group not eager; the first such child)."""
+    moves: dict[tuple[int, int], list[tuple[int, frozenset[int]]]] = {}
+    pred_group = builder.pred_group
+    lookup = {}  # per group: a lookup group not eager
+    for local, choice in enumerate(choices):
+        trigger = trigger_sets[local]
+        if trigger is None or len(trigger) != 1 or type(choice) is int or choice[0] != _ONE:
+            continue
+        (gate,) = trigger
+        for child in choice[1]:
+            if type(child) is int:  # (the common case: a leaf)
+                preds = (child,)
+                gid = pred_group[child]
+            else:
+                found = _union(child)
+                if found is None or len({pred_group[p] for p in found}) != 1:
+                    continue
+                preds = tuple(found)
+                gid = pred_group[preds[0]]
+            ok = lookup.get(gid)
+            if ok is None:
+                ok = lookup[gid] = gid not in eager and builder._lookup_only(gid)
+            if ok:
+                moves.setdefault((gate, gid), []).append((local, frozenset(preds)))
+                break
+    return {key: movers for key, movers in moves.items() if len(movers) >= builder.gated_movers_for(key[1])}
 
 
 def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> PartitionPlan:
@@ -283,19 +355,32 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
     count = builder.rarest(eager_first, uses, votes)
     trigger_sets = [builder.resolve(c, count)[0] if c is not None else None for c in choices]
     worth = {gid for gid, n in votes.items() if n >= builder.movers_for(gid)}
+    # A group worth gating is gated rather than made eager (see _GATED_MOVERS_FOR_A_COLUMN).
+    def eager_of(sets: list) -> set[int]:
+        return {builder.pred_group[p] for t in sets if t is not None for p in t}
+
+    eager = eager_of(trigger_sets)
+    gating = _gating(builder, choices, trigger_sets, eager)
+    worth -= {gid for _, gid in gating}
     if worth:
         choose = builder.rarest(eager_first | worth, uses)
         trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
+        eager = eager_of(trigger_sets)
+        gating = _gating(builder, choices, trigger_sets, eager)
+    # (The gates' groups stay eager: the gates were the movers' trigger predicates.)
+    gates: list[list[int]] = [[] for _ in builder.pred_group]
+    for (gate, gid), movers in sorted(gating.items()):
+        gates[gate].append(gid)
+        for local, preds in movers:
+            trigger_sets[local] = preds
     triggers: list[list[int]] = [[] for _ in builder.pred_group]
     always: list[int] = []
-    eager: set[int] = set()
     for local, trigger in enumerate(trigger_sets):
         if trigger is None:
             always.append(local)
             continue
         for pid in sorted(trigger):
             triggers[pid].append(local)
-            eager.add(builder.pred_group[pid])
     return PartitionPlan(
         rules=[index for index, _ in rules],
         programs=programs,
@@ -304,5 +389,6 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
         triggers=triggers,
         always=always,
         eager=sorted(eager),
+        gates=gates,
         needs_text=builder.needs_text,
     )
