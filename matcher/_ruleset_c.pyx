@@ -389,16 +389,16 @@ cdef class Partition:
         _flatten(lazy_fields, &p.rule_field, &p.rule_field_at)
         p.field_masks = all(f < 64 for fields in lazy_fields for f in fields)
         if any(plan.gates):
-            gate_fields = []
-            for groups in plan.gates:
-                fields = set()
-                for gid in groups:
-                    fields.add(plan.groups[gid].field)
-                    for pid in range(len(plan.pred_group)):
-                        if plan.pred_group[pid] == gid:
-                            for r in plan.triggers[pid]:
-                                fields.update(lazy_fields[r])
-                gate_fields.append(sorted(fields - set(eager_fields)))
+            # Per gated group: its field and every field the rules it triggers read (one pass
+            # over the predicates, however many gates share a group).
+            group_fields = {gid: {plan.groups[gid].field} for groups in plan.gates for gid in groups}
+            for pid, gid in enumerate(plan.pred_group):
+                if gid in group_fields:
+                    for r in plan.triggers[pid]:
+                        group_fields[gid].update(lazy_fields[r])
+            eager_set = set(eager_fields)
+            gate_fields = [sorted(set().union(*(group_fields[gid] for gid in groups)) - eager_set) if groups else []
+                           for groups in plan.gates]
             _flatten(plan.gates, &p.gate_group, &p.gate_at)
             _flatten(gate_fields, &p.gate_field, &p.gate_field_at)
         entries = []  # local rule indexes: under each trigger, then the rules without one
