@@ -2,9 +2,10 @@
 """Compiled rule matcher: the plans of ``matcher.plan`` loaded into C++ and run over batches.
 
 A batch is processed in chunks. For each chunk, the events' field values are extracted
-under the GIL into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as
-doubles); the chunk is then evaluated with the GIL released (hash lookups, RE2::Set passes,
-numeric comparisons, rule programs); the result lists are built under the GIL again.
+into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as doubles): under
+the GIL, except the built-in columns' ASCII strs (see ``_fast_builtin``); the chunk is then
+evaluated with the GIL released (hash lookups, RE2::Set passes, numeric comparisons, rule
+programs); the result lists are built under the GIL again.
 Value semantics mirror ``matcher.values`` exactly; the differential tests hold them equal.
 """
 
