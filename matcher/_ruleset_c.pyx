@@ -1154,6 +1154,22 @@ cdef void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[Item]& i
             _triage(r.scoped, row, sc, items.data(), &spans[row * nf], b, nf)
 
 
+cdef void _decide_rows(Batch* b, Py_ssize_t start, Py_ssize_t stop, Scratch* sc, vector[Item]& items, Span* spans,
+                       int nf, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+    """Phase 2 for a chunk's rows; row r's matches go to matched[offsets[start + r]:]."""
+    cdef Py_ssize_t row
+    cdef size_t k = 0, m
+    for row in range(stop - start):
+        offsets[start + row] = matched.size()
+        m = matched.size()
+        while k < b.pending.size() and b.pending[k].row == row:
+            _decide(&b.pending[k], sc, items.data(), &spans[row * nf], matched, b)
+            k += 1
+        # Candidates ran in trigger order; the few matches are sorted into rule order.
+        if matched.size() - m > 1:
+            sort(matched.begin() + m, matched.end())
+
+
 cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& items, Span* span) noexcept nogil:
     """A built-in field's value from a chunk's column slice (borrowed; NULL: nobody sent it),
     without the GIL: False when it is not for here (a value that is not an exact str with
@@ -1530,7 +1546,8 @@ cdef class Matcher:
         cdef deque[string] owned
         cdef Held held
         cdef vector[int32_t] redo  # columns: (row, field slot or -1 for the source) left to the GIL
-        cdef size_t k, m
+        cdef size_t k
+        cdef int done
         cdef int nf = max(self._nfields, 1)
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
@@ -1554,49 +1571,70 @@ cdef class Matcher:
             held.release()
             src.start(start, stop)
             rows.resize(stop - start)
+            redo.clear()
+            done = 0  # the phases run so far: 1 eager groups and candidates, 2 the programs too
             if src.columnar:
                 # No GIL: the fields every event needs (those of the eager groups) that are
                 # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
-                # nothing is left over (the common case), eager groups and candidates.
-                redo.clear()
+                # nothing is left to the GIL (the common case), the next phases.
                 with nogil:
                     self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
                     if redo.empty():
-                        _triage_rows(rows.data(), stop - start, &sc, items, spans.data(), &b, nf)
-                if not redo.empty():
-                    # GIL: the rest of them, as the rows are read; then the eager groups.
+                        done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
+                                              redo, matched, offsets)
+                # GIL: the rest of them (queued by row, as the rows are read).
+                if done == 0:
                     self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
                                        b.have.data(), nf, keys_state.data())
-                    with nogil:
-                        _triage_rows(rows.data(), stop - start, &sc, items, spans.data(), &b, nf)
             else:
                 # GIL: the fields every event needs (those of the eager groups).
                 for row in range(stop - start):
                     self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held,
                                   &b.have[row * nf], &keys_state[row])
-                # No GIL: eager groups and candidates.
+            if done == 0:
+                redo.clear()
                 with nogil:
-                    _triage_rows(rows.data(), stop - start, &sc, items, spans.data(), &b, nf)
-            # GIL: the fields the candidates' programs read.
-            for k in range(0, b.lazy.size(), 2):
-                row = b.lazy[k]
-                self._extract_field(src, row, b.lazy[k + 1], &spans[row * nf], items, owned, &held,
-                                    &keys_state[row])
-            # No GIL: the programs.
-            with nogil:
-                k = 0
-                for row in range(stop - start):
-                    offsets[start + row] = matched.size()
-                    m = matched.size()
-                    while k < b.pending.size() and b.pending[k].row == row:
-                        _decide(&b.pending[k], &sc, items.data(), &spans[row * nf], matched, &b)
-                        k += 1
-                    # Candidates ran in trigger order; the few matches are sorted into rule order.
-                    if matched.size() - m > 1:
-                        sort(matched.begin() + m, matched.end())
+                    done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
+                                          redo, matched, offsets)
+            if done == 1:
+                # GIL: the fields the candidates' programs read that are left to it.
+                for k in range(0, redo.size(), 2):
+                    row = redo[k]
+                    self._extract_field(src, row, redo[k + 1], &spans[row * nf], items, owned, &held,
+                                        &keys_state[row])
+                # No GIL: the programs.
+                with nogil:
+                    _decide_rows(&b, start, stop, &sc, items, spans.data(), nf, matched, offsets)
         offsets[n] = matched.size()
         src.chunk_columns = None
         return 0
+
+    cdef int _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
+                       vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo,
+                       vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+        """No GIL, once a chunk's eager fields are extracted: eager groups and candidates, the
+        fields the candidates' programs read that ``_fast_builtin`` can (columns), and, when no
+        field is left (queued in ``redo``, empty on entry), the programs: 2, else 1."""
+        cdef size_t k
+        cdef int32_t row, slot
+        cdef int kind
+        _triage_rows(rows, stop - start, sc, items, spans, b, nf)
+        if not src.columnar:
+            redo.assign(b.lazy.begin(), b.lazy.end())
+        else:
+            for k in range(0, b.lazy.size(), 2):
+                row = b.lazy[k]
+                slot = b.lazy[k + 1]
+                kind = self._field_kind[slot]
+                if (kind == F_URL or kind == F_EVENT or kind == F_DEVICE) and _fast_builtin(
+                        src.column[kind], row, items, &spans[row * nf + slot]):
+                    continue
+                redo.push_back(row)
+                redo.push_back(slot)
+        if not redo.empty():
+            return 1
+        _decide_rows(b, start, stop, sc, items, spans, nf, matched, offsets)
+        return 2
 
     cdef int _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
                       deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
