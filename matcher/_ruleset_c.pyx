@@ -1141,8 +1141,8 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
             out.push_back(p.rules[e.rule])
 
 
-cdef void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[Item]& items, Span* spans, Batch* b,
-                       int nf) noexcept nogil:
+cdef inline void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[Item]& items, Span* spans,
+                              Batch* b, int nf) noexcept nogil:
     """Phase 1 for a chunk's rows (each row's partitions: the unscoped one, then its source's)."""
     cdef Py_ssize_t row
     cdef Row* r
@@ -1154,8 +1154,8 @@ cdef void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[Item]& i
             _triage(r.scoped, row, sc, items.data(), &spans[row * nf], b, nf)
 
 
-cdef void _decide_rows(Batch* b, Py_ssize_t start, Py_ssize_t stop, Scratch* sc, vector[Item]& items, Span* spans,
-                       int nf, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+cdef inline void _decide_rows(Batch* b, Py_ssize_t start, Py_ssize_t stop, Scratch* sc, vector[Item]& items,
+                              Span* spans, int nf, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
     """Phase 2 for a chunk's rows; row r's matches go to matched[offsets[start + r]:]."""
     cdef Py_ssize_t row
     cdef size_t k = 0, m
@@ -1656,8 +1656,8 @@ cdef class Matcher:
             return 0
         return self._extract_scoped(src, row, items, base, result, owned, held, have, keys_state)
 
-    cdef int _extract_scoped(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
-                             deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
+    cdef inline int _extract_scoped(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base,
+                                    Row* result, deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
         """The event's partition by its source, and the fields of its eager groups not yet extracted."""
         cdef PartC* p = self._source_part(src.get(W_PIXEL, row))
         cdef size_t i
