@@ -2,15 +2,16 @@
 """Compiled rule matcher: the plans of ``matcher.plan`` loaded into C++ and run over batches.
 
 A batch is processed in chunks. For each chunk, the events' field values are extracted
-under the GIL into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as
-doubles); the chunk is then evaluated with the GIL released (hash lookups, RE2::Set passes,
-numeric comparisons, rule programs); the result lists are built under the GIL again.
+into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as doubles): under
+the GIL, except the built-in columns' ASCII strs (see ``_fast_builtin``); the chunk is then
+evaluated with the GIL released (hash lookups, RE2::Set passes, numeric comparisons, rule
+programs); the result lists are built under the GIL again.
 Value semantics mirror ``matcher.values`` exactly; the differential tests hold them equal.
 """
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_GetSlice, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
@@ -46,6 +47,27 @@ cdef extern from "Python.h":
     void _drop_ref "Py_DECREF"(PyObject*)
     int PyGC_Disable()
     int PyGC_Enable()
+
+# What the columns' extraction reads without the GIL (see ``_fast_builtin``): borrowed pointers
+# into a chunk's private column slices, so no reference counts are touched.
+cdef extern from *:
+    """
+    static inline PyObject* _list_item(PyObject* list, Py_ssize_t i) { return PyList_GET_ITEM(list, i); }
+    static inline Py_ssize_t _list_size(PyObject* list) { return PyList_GET_SIZE(list); }
+    /* An exact str with ASCII data inline: its UTF-8 is its data. */
+    static inline int _exact_ascii_str(PyObject* o) {
+        return Py_TYPE(o) == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o);
+    }
+    static inline const char* _ascii_data(PyObject* o) { return (const char*)PyUnicode_DATA(o); }
+    static inline Py_ssize_t _ascii_size(PyObject* o) { return PyUnicode_GET_LENGTH(o); }
+    """
+    PyObject* _list_item(PyObject* list, Py_ssize_t i) noexcept nogil
+    Py_ssize_t _list_size(PyObject* list) noexcept nogil
+    bint _exact_ascii_str(PyObject* o) noexcept nogil
+    const char* _ascii_data(PyObject* o) noexcept nogil
+    Py_ssize_t _ascii_size(PyObject* o) noexcept nogil
+
+cdef PyObject* _NONE = <PyObject*>None
 
 # Event keys, as objects (no module-global lookups in the extraction loop).
 cdef str _KEY_URL = "url"
@@ -1184,6 +1206,54 @@ cdef void _gated_candidates(Pending* pend, Scratch* sc, Item* items, Span* spans
                 b.cands.push_back(j)
 
 
+cdef inline void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[Item]& items, Span* spans,
+                              Batch* b, int nf) noexcept nogil:
+    """Phase 1 for a chunk's rows (each row's partitions: the unscoped one, then its source's)."""
+    cdef Py_ssize_t row
+    cdef Row* r
+    for row in range(nrows):
+        r = &rows[row]
+        if r.unscoped != NULL:
+            _triage(r.unscoped, row, sc, items.data(), &spans[row * nf], b, nf)
+        if r.scoped != NULL:
+            _triage(r.scoped, row, sc, items.data(), &spans[row * nf], b, nf)
+
+
+cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& items, Span* span) noexcept nogil:
+    """A built-in field's value from a chunk's column slice (borrowed; NULL: nobody sent it),
+    without the GIL: False when it is not for here (a value that is not an exact str with
+    ASCII data: ``_extract_field`` reads it under the GIL), else its item (none when missing)
+    and span.
+
+    Safe without the GIL: the slice is private to the call and holds a reference to each of
+    its items, so no other thread can resize it, replace an item or free one until the chunk
+    is done; and what is read of the item is immutable once a str exists (its type, which
+    ``__class__`` assignment cannot change to or from ``str``; its length; its kind, ASCII
+    and compact flags, stored beside the ``interned`` flag, which another thread may set, but
+    a write of that word rewrites these flags unchanged; and its inline data). No reference
+    count is touched. Non-ASCII text is left to the GIL: its UTF-8 is CPython's cache, which
+    may be allocated on first use."""
+    cdef PyObject* value
+    cdef Item item
+    span.start = items.size()
+    span.count = 0
+    if column == NULL or row >= _list_size(column):
+        return True  # (past the end: another thread shortened the list before the chunk)
+    value = _list_item(column, row)
+    if value == _NONE:
+        return True
+    if not _exact_ascii_str(value):
+        return False
+    item.text = _ascii_data(value)
+    item.size = _ascii_size(value)
+    item.ascii = True
+    item.number = 0.0
+    item.num_state = NUM_UNKNOWN
+    items.push_back(item)
+    span.count = 1
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # The matcher: extraction under the GIL, evaluation without it
 
@@ -1224,7 +1294,12 @@ cdef class _Events:
     cdef list chunk_customs  # rows: the chunk's custom_data values
     cdef bint columnar
     cdef list columns  # columns: by W_ code (pixel_id, url, event, device_type), each a list or None
-    cdef PyObject* column[4]  # borrowed from ``columns``
+    # columns: the chunk's private slices of ``columns`` (a slice holds a reference to each of
+    # its items, and no other thread can see it, so neither changes while the GIL is released:
+    # the built-in columns are read without it, see ``_fast_builtin``). Dropped (under the GIL)
+    # when the next chunk starts or the call ends.
+    cdef list chunk_columns
+    cdef PyObject* column[4]  # borrowed from ``chunk_columns``, NULL for a column nobody sent
     cdef object customs  # columns: the custom_data list, or None
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
@@ -1236,6 +1311,14 @@ cdef class _Events:
         cdef Py_ssize_t row
         self.base = start
         if self.columnar:
+            self.chunk_columns = [None] * 4
+            for row in range(4):
+                column = self.columns[row]
+                if column is None:
+                    self.column[row] = NULL
+                else:  # (shorter than the chunk when another thread shortened the list)
+                    self.chunk_columns[row] = PyList_GetSlice(column, start, stop)
+                    self.column[row] = <PyObject*>self.chunk_columns[row]
             return 0
         self.dicts = []
         self.chunk_customs = []
@@ -1287,9 +1370,9 @@ cdef class _Events:
         if not self.columnar:
             return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row),
                                            <object>PyList_GET_ITEM(self.keys, which))
-        if self.column[which] == NULL or self.base + row >= PyList_GET_SIZE(<object>self.column[which]):
-            return NULL  # (past the end: another thread shortened the list during the call)
-        value = PyList_GET_ITEM(<object>self.column[which], self.base + row)
+        if self.column[which] == NULL or row >= PyList_GET_SIZE(<object>self.column[which]):
+            return NULL  # (past the end: another thread shortened the list before the chunk)
+        value = PyList_GET_ITEM(<object>self.column[which], row)
         if value == <PyObject*>None:
             return NULL
         return value
@@ -1338,7 +1421,7 @@ cdef extern from *:
     cppclass _SourceMap:
         pass
     void _source_put(_SourceMap& m, const char* s, size_t n, void* value) except +
-    void* _source_find(const _SourceMap& m, const char* s, size_t n) noexcept
+    void* _source_find(const _SourceMap& m, const char* s, size_t n) noexcept nogil
 
 
 # Matches per event, as int objects (an event matches few rules): match_columns' counts.
@@ -1370,11 +1453,14 @@ cdef class Matcher:
     cdef dict _odd_sources  # sources with no UTF-8 form (lone surrogates), by str
     cdef size_t _max_preds, _max_groups, _max_rules
     cdef int _nfields
+    cdef PartC* _unscoped_c  # (for the extraction without the GIL) NULL when none
+    cdef bint _has_scoped
 
     def __init__(self, fields, unscoped, scoped, ids):
         cdef cbool flag
         self._ids = list(ids)
         self._unscoped = unscoped
+        self._unscoped_c = (<Partition>unscoped).part if unscoped is not None else NULL
         self._nfields = len(fields)
         parts = ([unscoped] if unscoped is not None else []) + list(scoped.values())
         needs_text = set().union(*(p.needs_text for p in parts)) if parts else set()
@@ -1396,6 +1482,7 @@ cdef class Matcher:
             self._field_name.append(segments[0][0] if segments else None)
             self._field_folded.append(segments[0][1] if segments else None)
         self._scoped = dict(scoped)
+        self._has_scoped = bool(self._scoped)
         self._odd_sources = {}
         for source, part in self._scoped.items():
             try:
@@ -1465,8 +1552,6 @@ cdef class Matcher:
         cdef size_t i, m
         src.columnar = True
         src.columns = [pixel_id, url, event, device_type]
-        for i in range(4):
-            src.column[i] = <PyObject*>src.columns[i] if src.columns[i] is not None else NULL
         src.customs = custom_data
         if parameters is not None:
             src.by_parameter = True
@@ -1509,8 +1594,9 @@ cdef class Matcher:
         cdef vector[int] keys_state
         cdef deque[string] owned
         cdef Held held
+        cdef vector[int32_t] redo  # columns: (row, field slot or -1 for the source) left to the GIL
         cdef size_t k, m
-        cdef Row* r
+        cdef int done
         cdef int nf = max(self._nfields, 1)
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
@@ -1534,23 +1620,36 @@ cdef class Matcher:
             keys_state.assign(stop - start, -1)
             held.release()
             src.start(start, stop)
-            # GIL: the fields every event needs (those of the eager groups).
             rows.resize(stop - start)
-            for row in range(stop - start):
-                self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held, &b.have[row * nf],
-                              &keys_state[row])
-            # No GIL: eager groups and candidates.
-            with nogil:
+            redo.clear()
+            done = 0  # 1: eager groups and candidates have run
+            if src.columnar:
+                # No GIL: the fields every event needs (those of the eager groups) that are
+                # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
+                # nothing is left to the GIL (the common case), the next phase.
+                with nogil:
+                    self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
+                    if redo.empty():
+                        done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
+                                              redo, matched, offsets)
+                # GIL: the rest of them (queued by row, as the rows are read).
+                if done == 0:
+                    self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
+                                       b.have.data(), nf, keys_state.data())
+            else:
+                # GIL: the fields every event needs (those of the eager groups).
                 for row in range(stop - start):
-                    r = &rows[row]
-                    if r.unscoped != NULL:
-                        _triage(r.unscoped, row, &sc, items.data(), &spans[row * nf], &b, nf)
-                    if r.scoped != NULL:
-                        _triage(r.scoped, row, &sc, items.data(), &spans[row * nf], &b, nf)
-            # GIL: the fields the candidates' programs read.
-            for k in range(0, b.lazy.size(), 2):
-                row = b.lazy[k]
-                self._extract_field(src, row, b.lazy[k + 1], &spans[row * nf], items, owned, &held,
+                    self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held,
+                                  &b.have[row * nf], &keys_state[row])
+            if done == 0:
+                redo.clear()
+                with nogil:
+                    done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
+                                          redo, matched, offsets)
+            # GIL: the fields the candidates' programs read that are left to it.
+            for k in range(0, redo.size(), 2):
+                row = redo[k]
+                self._extract_field(src, row, redo[k + 1], &spans[row * nf], items, owned, &held,
                                     &keys_state[row])
             # No GIL: the programs.
             with nogil:
@@ -1565,7 +1664,33 @@ cdef class Matcher:
                     if matched.size() - m > 1:
                         sort(matched.begin() + m, matched.end())
         offsets[n] = matched.size()
+        src.chunk_columns = None
         return 0
+
+    cdef int _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
+                       vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo,
+                       vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+        """No GIL, once a chunk's eager fields are extracted: eager groups and candidates, and
+        the fields the candidates' programs read that ``_fast_builtin`` can (columns); the others
+        are queued in ``redo`` (empty on entry). 1: the phase is done. (The programs stay in
+        ``_run``: compiled apart from its locals they cost +2% instructions on one pixel.)"""
+        cdef size_t k
+        cdef int32_t row, slot
+        cdef int kind
+        _triage_rows(rows, stop - start, sc, items, spans, b, nf)
+        if not src.columnar:
+            redo.assign(b.lazy.begin(), b.lazy.end())
+        else:
+            for k in range(0, b.lazy.size(), 2):
+                row = b.lazy[k]
+                slot = b.lazy[k + 1]
+                kind = self._field_kind[slot]
+                if (kind == F_URL or kind == F_EVENT or kind == F_DEVICE) and _fast_builtin(
+                        src.column[kind], row, items, &spans[row * nf + slot]):
+                    continue
+                redo.push_back(row)
+                redo.push_back(slot)
+        return 1
 
     cdef int _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
                       deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
@@ -1585,15 +1710,82 @@ cdef class Matcher:
                 have[slot] = 1
         if not self._scoped:
             return 0
-        p = self._source_part(src.get(W_PIXEL, row))
+        return self._extract_scoped(src, row, items, base, result, owned, held, have, keys_state)
+
+    cdef inline int _extract_scoped(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base,
+                                    Row* result, deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
+        """The event's partition by its source, and the fields of its eager groups not yet extracted."""
+        cdef PartC* p = self._source_part(src.get(W_PIXEL, row))
+        cdef size_t i
+        cdef int slot
+        result.scoped = p
         if p == NULL:
             return 0
-        result.scoped = p
         for i in range(p.eager_fields.size()):
             slot = p.eager_fields[i]
             if have[slot] == 0:
                 self._extract_field(src, row, slot, base, items, owned, held, keys_state)
                 have[slot] = 1
+        return 0
+
+    cdef void _extract_fast(self, _Events src, Py_ssize_t nrows, vector[Item]& items, Span* spans, Row* rows,
+                            char* have, int nf, vector[int32_t]& redo) noexcept nogil:
+        """Columns, without the GIL: each row's partitions and the fields of their eager groups,
+        as ``_extract`` finds them, for what ``_fast_builtin`` and ``_fast_source`` can read;
+        the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
+        ``_extract_redo`` (a queued field is marked extracted already, so it is queued once)."""
+        cdef Py_ssize_t row
+        cdef PyObject* pixels = src.column[W_PIXEL]
+        cdef Py_ssize_t npixels = _list_size(pixels) if pixels != NULL and self._has_scoped else 0
+        cdef PyObject* pixel
+        cdef Row* r
+        for row in range(nrows):
+            r = &rows[row]
+            r.unscoped = self._unscoped_c
+            r.scoped = NULL
+            if r.unscoped != NULL:
+                self._fast_fields(src, r.unscoped, row, items, &spans[row * nf], &have[row * nf], redo)
+            if row < npixels:
+                pixel = _list_item(pixels, row)
+                if pixel == _NONE:
+                    continue
+                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+                    redo.push_back(row)
+                    redo.push_back(-1)
+                    continue
+                r.scoped = <PartC*>_source_find(self._by_source, _ascii_data(pixel), _ascii_size(pixel))
+                if r.scoped != NULL:
+                    self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
+
+    cdef inline void _fast_fields(self, _Events src, PartC* p, Py_ssize_t row, vector[Item]& items, Span* base,
+                                  char* have, vector[int32_t]& redo) noexcept nogil:
+        cdef size_t i
+        cdef int slot, kind
+        for i in range(p.eager_fields.size()):
+            slot = p.eager_fields[i]
+            if have[slot]:
+                continue
+            have[slot] = 1
+            kind = self._field_kind[slot]
+            if (kind == F_URL or kind == F_EVENT or kind == F_DEVICE) and _fast_builtin(
+                    src.column[kind], row, items, &base[slot]):  # (a built-in's W_ code is its F_ code)
+                continue
+            redo.push_back(row)
+            redo.push_back(slot)
+
+    cdef int _extract_redo(self, _Events src, vector[int32_t]& redo, vector[Item]& items, Span* spans, Row* rows,
+                           deque[string]& owned, Held* held, char* have, int nf, int* keys_state) except -1:
+        """Columns, with the GIL: what ``_extract_fast`` left (see there), as ``_extract`` does it."""
+        cdef size_t k
+        cdef int32_t row, slot
+        for k in range(0, redo.size(), 2):
+            row = redo[k]
+            slot = redo[k + 1]
+            if slot >= 0:
+                self._extract_field(src, row, slot, &spans[row * nf], items, owned, held, &keys_state[row])
+            else:
+                self._extract_scoped(src, row, items, &spans[row * nf], &rows[row], owned, held, &have[row * nf],
+                                     &keys_state[row])
         return 0
 
     cdef PartC* _source_part(self, PyObject* raw) except? NULL:

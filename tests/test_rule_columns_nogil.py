@@ -1,0 +1,229 @@
+"""Columns: the kernel reads the built-in columns' exact ASCII strs (and the sources given as
+such) without the GIL, and leaves every other value to the extraction under the GIL. Each test
+puts the fallbacks next to the fast path in one call (the same chunks) and checks the answers
+against ``match_batch`` over the same events as dicts, the twin and the reference."""
+
+import random
+import threading
+
+import pytest
+
+from matcher import compile_rules
+from matcher.reference import match_rules
+from matcher.values import EVENT_COLUMNS
+from tests.conftest import ENGINES, _ruleset_c
+
+kernel_only = pytest.mark.skipif(_ruleset_c is None, reason="the kernel's tolerance of lists shortened mid-call")
+
+
+class _Text(str):
+    """A str subclass, as some decoders hand out."""
+
+
+# Every built-in field and some custom parameters are read by eager groups, both in the
+# unscoped partition and in scoped ones (sources: ASCII, non-ASCII, integer-like, lone surrogate).
+_SOURCES = ["P1", "é1", "1000", "\udc80x"]
+
+
+def _rules():
+    rules, sources = {}, {}
+    for k, src in enumerate([None] + _SOURCES):
+        tag = f"s{k}"
+        group = {
+            f"{tag}-url": {"url": {"contains": "thank"}},
+            f"{tag}-url-i": {"url": {"i_contains": "ÉTÉ"}},
+            f"{tag}-event": {"event": "Purchase"},
+            f"{tag}-event-u": {"event": {"starts_with": "Kauf"}},
+            f"{tag}-device": {"device_type": {"is_any": ["mobile", "tablet"]}},
+            f"{tag}-device-n": {"device_type": {"gt": 2}},
+            f"{tag}-domain": {"domain": {"regex_match": "shop\\.example$"}},
+            f"{tag}-path": {"path": {"starts_with": "/p/"}},
+            f"{tag}-value": {"value": {"gt": 5}},
+            f"{tag}-and": {"and": [{"event": {"contains": "u"}}, {"url": {"exists": True}},
+                                   {"device_type": {"exists": False}}]},
+            f"{tag}-color": {"color": {"i_contains": "red"}},
+        }
+        rules.update(group)
+        if src is not None:
+            sources.update({rule_id: src for rule_id in group})
+    rules.update(_LAZY)
+    sources.update(dict.fromkeys(_LAZY, "L1"))
+    return rules, sources
+
+
+def _lazy_rules():
+    # Only source "L1": no other partition reads its fields eagerly.
+    return dict(_LAZY), dict.fromkeys(_LAZY, "L1")
+
+
+# The built-in fields other than the event only in programs (read lazily, for the candidates
+# the event triggers).
+_LAZY = {
+    "l-url": {"and": [{"event": "Purchase"}, {"url": {"contains": "thank"}}]},
+    "l-url-i": {"and": [{"event": "Purchase"}, {"url": {"i_contains": "été"}}]},
+    "l-device": {"and": [{"event": {"starts_with": "Kauf"}}, {"device_type": {"is_any": ["mobile", "3"]}}]},
+    "l-device-n": {"and": [{"event": "Purchase"}, {"device_type": {"gte": 3}}]},
+    "l-domain": {"and": [{"event": "Purchase"}, {"domain": {"regex_match": "shop\\.example$"}}]},
+    "l-any": {"and": [{"event": {"exists": True}}, {"url": {"contains": "/p/"}}]},
+}
+
+
+_URLS = ["https://shop.example/p/thank", "https://x.com/thankyou", "/thank", "https://été.shop.example/p/É",
+         _Text("https://shop.example/p/1"), "http://\ud800.com/p/x", ["https://a/thank", "b"], 7, True, "",
+         "HTTPS://SHOP.EXAMPLE/", None]
+_EVENTS = ["Purchase", "Kaufen", "Kauf€", _Text("Purchase"), "Purchasé", ["Purchase"], 3, 2.5, None, "", "\ud800"]
+_DEVICES = ["mobile", "desktop", _Text("tablet"), "mobilé", 3, "3", 1.5, ["mobile", None], None, False, "4 "]
+_PIXELS = ["P1", "L1", "é1", "1000", 1000, _Text("P1"), _Text("é1"), "\udc80x", _Text("\udc80x"), True, 1000.0, "P9", None]
+_CUSTOMS = [None, {"value": 9}, {"value": "1"}, {"COLOR": "Red"}, {"color": ["x", "dark red"]}, {}]
+
+
+def _event(rng):
+    event = {}
+    for key, pool in (("url", _URLS), ("event", _EVENTS), ("device_type", _DEVICES), ("pixel_id", _PIXELS),
+                      ("custom_data", _CUSTOMS)):
+        # Mostly the fast path (ASCII strs), fallbacks scattered among them.
+        value = pool[0] if rng.random() < 0.4 else rng.choice(pool)
+        if value is not None:
+            event[key] = value
+    return event
+
+
+def _columns(events):
+    return {name: [e.get(name) for e in events] for name in EVENT_COLUMNS}
+
+
+def _flat(results):
+    return [len(m) for m in results], [rule_id for m in results for rule_id in m]
+
+
+@pytest.mark.parametrize("n", [1, 200, 600])
+@pytest.mark.parametrize("make_rules", [_rules, _lazy_rules])
+def test_fallbacks_next_to_the_fast_path_in_one_call(n, make_rules):
+    rules, sources = make_rules()
+    rng = random.Random(n)
+    events = [_event(rng) for _ in range(n)]
+    if make_rules is _lazy_rules:
+        for event in events:
+            event["pixel_id"] = "L1"
+    if n == 600:  # a fallback at each chunk boundary
+        for row in (255, 256, 511, 512, 599):
+            events[row] = {"url": "https://été.shop.example/p/thank", "event": _Text("Purchase"),
+                           "device_type": "mobilé", "pixel_id": "é1", "custom_data": {"value": 9}}
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > n // 4  # the set matches: the comparison says something
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_batch(events) == expected, engine.__name__
+        assert compiled.match_columns(_columns(events)) == _flat(expected), engine.__name__
+
+
+@pytest.mark.parametrize("column", ["url", "event", "device_type", "pixel_id"])
+def test_each_fallback_alone_among_ascii_rows(column):
+    # One odd value per call, in a chunk of plain ASCII rows: the row is answered as its dict is.
+    rules, sources = _rules()
+    base = {"url": "https://shop.example/p/thank", "event": "Purchase", "device_type": "mobile",
+            "pixel_id": "P1", "custom_data": {"value": 9}}
+    pool = {"url": _URLS, "event": _EVENTS, "device_type": _DEVICES, "pixel_id": _PIXELS}[column]
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        for odd in pool:
+            events = [dict(base) for _ in range(300)]
+            for row in (0, 100, 255, 256, 299):
+                events[row] = {**base, column: odd}
+            expected = match_rules(rules, events, sources)
+            assert compiled.match_batch(events) == expected, (engine.__name__, odd)
+            assert compiled.match_columns(_columns(events)) == _flat(expected), (engine.__name__, odd)
+
+
+def test_custom_parameters_as_columns_next_to_the_fast_path():
+    rules, sources = _rules()
+    rng = random.Random(7)
+    events = [_event(rng) for _ in range(600)]
+    expected = match_rules(rules, events, sources)
+    columns = {name: [e.get(name) for e in events] for name in EVENT_COLUMNS if name != "custom_data"}
+    columns["custom_data"] = {"value": [(e.get("custom_data") or {}).get("value") for e in events],
+                              "COLOR": [(e.get("custom_data") or {}).get("COLOR") for e in events],
+                              "color": [(e.get("custom_data") or {}).get("color") for e in events]}
+    for engine in ENGINES:
+        assert compile_rules(rules, sources, engine=engine).match_columns(columns) == _flat(expected), engine.__name__
+
+
+@kernel_only
+def test_columns_shorter_than_the_batch_are_missing_past_their_end():
+    # (The public API checks the lengths; the kernel sees shorter lists when another thread
+    # shortens them during the call. The twin needs whole columns.)
+    rules, sources = _rules()
+    rng = random.Random(3)
+    n = 600
+    events = [_event(rng) for _ in range(n)]
+    cut = {"pixel_id": 300, "event": 256, "url": 10, "device_type": 599, "custom_data": 257}
+    rows = [{k: v for k, v in e.items() if i < cut[k]} for i, e in enumerate(events)]
+    expected = match_rules(rules, rows, sources)
+    compiled = compile_rules(rules, sources, engine=_ruleset_c)
+    assert compiled.match_batch(rows) == expected
+    lists = [[e.get(name) for e in events][:cut[name]] for name in EVENT_COLUMNS]
+    assert compiled._matcher.match_columns(n, *lists) == _flat(expected)
+
+
+@kernel_only
+def test_threads_changing_the_columns_during_calls():
+    """One thread replaces the columns' items (with strs it then drops, non-ASCII text, other
+    types) and shortens and regrows the lists while another matches them: no crash, and each
+    row's answer is that of one of the values its columns held."""
+    rules = {"a": {"url": {"contains": "thank"}}, "b": {"event": "Purchase"}, "c": {"device_type": "mobile"},
+             "d": {"and": [{"event": {"contains": "a"}}, {"url": {"contains": "é"}}]}}
+    sources = {"c": "P1", "d": "é1"}
+    compiled = compile_rules(rules, sources, engine=_ruleset_c)
+    n = 600
+    values = {"pixel_id": ["P1", "é1", _Text("P1"), 1000, None],
+              "event": ["Purchase", "Kauf", "Purchasé", _Text("Purchase"), 5, None],
+              "url": ["/thank", "/é-thank", _Text("/thank"), ["/thank"], None],
+              "device_type": ["mobile", "mobilé", 3, None]}
+    # Every row's possible answers: any combination of the values its columns may hold.
+    answers = set()
+    for p in values["pixel_id"]:
+        for e in values["event"]:
+            for u in values["url"]:
+                for d in values["device_type"]:
+                    event = {k: v for k, v in (("pixel_id", p), ("event", e), ("url", u), ("device_type", d))
+                             if v is not None}
+                    answers.add(tuple(compiled.match(event)))
+    columns = {name: [pool[0]] * n for name, pool in values.items()}
+    stop = threading.Event()
+    errors = []
+    rounds = [0]
+
+    def mutate():
+        rng = random.Random(1)
+        try:
+            while not stop.is_set():
+                for name, column in columns.items():
+                    pool = values[name]
+                    for _ in range(50):
+                        value = rng.choice(pool)
+                        if isinstance(value, str):  # a fresh object, freed when replaced
+                            value = type(value)("".join([value[:1], value[1:]]))
+                        column[rng.randrange(len(column))] = value
+                    if rng.random() < 0.3:
+                        del column[rng.randrange(len(column)):]
+                    column.extend([pool[0]] * (n - len(column)))
+                rounds[0] += 1
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    worker = threading.Thread(target=mutate)
+    worker.start()
+    try:
+        for _ in range(200):
+            counts, ids = compiled._matcher.match_columns(n, columns["pixel_id"], columns["event"], columns["url"],
+                                                          columns["device_type"], None)
+            assert len(counts) == n and sum(counts) == len(ids)
+            at = 0
+            for count in counts:
+                assert tuple(ids[at:at + count]) in answers
+                at += count
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors
+    assert rounds[0] > 1  # the columns did change during the calls
