@@ -1630,8 +1630,7 @@ cdef class Matcher:
                 with nogil:
                     self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
                     if redo.empty():
-                        done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
-                                              redo, matched, offsets)
+                        done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
                 # GIL: the rest of them (queued by row, as the rows are read).
                 if done == 0:
                     self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
@@ -1644,8 +1643,7 @@ cdef class Matcher:
             if done == 0:
                 redo.clear()
                 with nogil:
-                    done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf,
-                                          redo, matched, offsets)
+                    done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
             # GIL: the fields the candidates' programs read that are left to it.
             for k in range(0, redo.size(), 2):
                 row = redo[k]
@@ -1668,8 +1666,7 @@ cdef class Matcher:
         return 0
 
     cdef int _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
-                       vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo,
-                       vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+                       vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
         """No GIL, once a chunk's eager fields are extracted: eager groups and candidates, and
         the fields the candidates' programs read that ``_fast_builtin`` can (columns); the others
         are queued in ``redo`` (empty on entry). 1: the phase is done. (The programs stay in
