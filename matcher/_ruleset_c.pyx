@@ -1312,13 +1312,13 @@ cdef class _Events:
         self.base = start
         if self.columnar:
             self.chunk_columns = [None] * 4
-            for row in range(4):
-                column = self.columns[row]
+            for which in range(4):
+                column = self.columns[which]
                 if column is None:
-                    self.column[row] = NULL
+                    self.column[which] = NULL
                 else:  # (shorter than the chunk when another thread shortened the list)
-                    self.chunk_columns[row] = PyList_GetSlice(column, start, stop)
-                    self.column[row] = <PyObject*>self.chunk_columns[row]
+                    self.chunk_columns[which] = PyList_GetSlice(column, start, stop)
+                    self.column[which] = <PyObject*>self.chunk_columns[which]
             return 0
         self.dicts = []
         self.chunk_customs = []
@@ -1596,7 +1596,7 @@ cdef class Matcher:
         cdef Held held
         cdef vector[int32_t] redo  # columns: (row, field slot or -1 for the source) left to the GIL
         cdef size_t k, m
-        cdef int done
+        cdef bint evaluated
         cdef int nf = max(self._nfields, 1)
         sc.pred_mark.resize(self._max_preds, 0)
         sc.group_mark.resize(self._max_groups, 0)
@@ -1622,7 +1622,7 @@ cdef class Matcher:
             src.start(start, stop)
             rows.resize(stop - start)
             redo.clear()
-            done = 0  # 1: eager groups and candidates have run
+            evaluated = False  # eager groups and candidates have run
             if src.columnar:
                 # No GIL: the fields every event needs (those of the eager groups) that are
                 # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
@@ -1630,9 +1630,10 @@ cdef class Matcher:
                 with nogil:
                     self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
                     if redo.empty():
-                        done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
+                        self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
+                        evaluated = True
                 # GIL: the rest of them (queued by row, as the rows are read).
-                if done == 0:
+                if not evaluated:
                     self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
                                        b.have.data(), nf, keys_state.data())
             else:
@@ -1640,10 +1641,10 @@ cdef class Matcher:
                 for row in range(stop - start):
                     self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held,
                                   &b.have[row * nf], &keys_state[row])
-            if done == 0:
+            if not evaluated:
                 redo.clear()
                 with nogil:
-                    done = self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
+                    self._evaluate(src, rows.data(), start, stop, &sc, items, spans.data(), &b, nf, redo)
             # GIL: the fields the candidates' programs read that are left to it.
             for k in range(0, redo.size(), 2):
                 row = redo[k]
@@ -1665,29 +1666,24 @@ cdef class Matcher:
         src.chunk_columns = None
         return 0
 
-    cdef int _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
-                       vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
+    cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
+                        vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
         """No GIL, once a chunk's eager fields are extracted: eager groups and candidates, and
-        the fields the candidates' programs read that ``_fast_builtin`` can (columns); the others
-        are queued in ``redo`` (empty on entry). 1: the phase is done. (The programs stay in
-        ``_run``: compiled apart from its locals they cost +2% instructions on one pixel.)"""
+        the fields the candidates' programs read that ``_fast_field`` can (columns); the others
+        are queued in ``redo`` (empty on entry). (The programs stay in ``_run``: compiled apart
+        from its locals they cost +2% instructions on one pixel.)"""
         cdef size_t k
         cdef int32_t row, slot
-        cdef int kind
         _triage_rows(rows, stop - start, sc, items, spans, b, nf)
         if not src.columnar:
             redo.assign(b.lazy.begin(), b.lazy.end())
-        else:
-            for k in range(0, b.lazy.size(), 2):
-                row = b.lazy[k]
-                slot = b.lazy[k + 1]
-                kind = self._field_kind[slot]
-                if (kind == F_URL or kind == F_EVENT or kind == F_DEVICE) and _fast_builtin(
-                        src.column[kind], row, items, &spans[row * nf + slot]):
-                    continue
+            return
+        for k in range(0, b.lazy.size(), 2):
+            row = b.lazy[k]
+            slot = b.lazy[k + 1]
+            if not self._fast_field(src, slot, row, items, &spans[row * nf + slot]):
                 redo.push_back(row)
                 redo.push_back(slot)
-        return 1
 
     cdef int _extract(self, _Events src, Py_ssize_t row, vector[Item]& items, Span* base, Row* result,
                       deque[string]& owned, Held* held, char* have, int* keys_state) except -1:
@@ -1728,8 +1724,8 @@ cdef class Matcher:
     cdef void _extract_fast(self, _Events src, Py_ssize_t nrows, vector[Item]& items, Span* spans, Row* rows,
                             char* have, int nf, vector[int32_t]& redo) noexcept nogil:
         """Columns, without the GIL: each row's partitions and the fields of their eager groups,
-        as ``_extract`` finds them, for what ``_fast_builtin`` and ``_fast_source`` can read;
-        the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
+        as ``_extract`` finds them, for what can be read without it (``_fast_field``, and a
+        pixel id that is an exact ASCII str); the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
         ``_extract_redo`` (a queued field is marked extracted already, so it is queued once)."""
         cdef Py_ssize_t row
         cdef PyObject* pixels = src.column[W_PIXEL]
@@ -1757,18 +1753,24 @@ cdef class Matcher:
     cdef inline void _fast_fields(self, _Events src, PartC* p, Py_ssize_t row, vector[Item]& items, Span* base,
                                   char* have, vector[int32_t]& redo) noexcept nogil:
         cdef size_t i
-        cdef int slot, kind
+        cdef int slot
         for i in range(p.eager_fields.size()):
             slot = p.eager_fields[i]
             if have[slot]:
                 continue
             have[slot] = 1
-            kind = self._field_kind[slot]
-            if (kind == F_URL or kind == F_EVENT or kind == F_DEVICE) and _fast_builtin(
-                    src.column[kind], row, items, &base[slot]):  # (a built-in's W_ code is its F_ code)
-                continue
-            redo.push_back(row)
-            redo.push_back(slot)
+            if not self._fast_field(src, slot, row, items, &base[slot]):
+                redo.push_back(row)
+                redo.push_back(slot)
+
+    cdef inline cbool _fast_field(self, _Events src, int slot, Py_ssize_t row, vector[Item]& items,
+                                  Span* span) noexcept nogil:
+        """Field ``slot`` of a row read without the GIL (columns): False when it is left to the
+        GIL (not a built-in column, or see ``_fast_builtin``)."""
+        cdef int kind = self._field_kind[slot]
+        if kind != F_URL and kind != F_EVENT and kind != F_DEVICE:
+            return False
+        return _fast_builtin(src.column[kind], row, items, span)  # (a built-in's W_ code is its F_ code)
 
     cdef int _extract_redo(self, _Events src, vector[int32_t]& redo, vector[Item]& items, Span* spans, Row* rows,
                            deque[string]& owned, Held* held, char* have, int nf, int* keys_state) except -1:

@@ -260,13 +260,14 @@ class _Builder:
 
     def movers_for(self, gid: int) -> int:
         """How many rules must move to a lookup group for it to be worth running for every event."""
-        path = self.table.fields[self.groups[gid].field]
-        return _MOVERS_FOR_A_COLUMN if path.builtin in _COLUMN_FIELDS else _MOVERS_FOR_A_PARAMETER
+        return _MOVERS_FOR_A_COLUMN if self._reads_a_column(gid) else _MOVERS_FOR_A_PARAMETER
 
     def gated_movers_for(self, gid: int) -> int:
         """How many rules must move to a lookup group for it to be worth running when a gate holds."""
-        path = self.table.fields[self.groups[gid].field]
-        return _GATED_MOVERS_FOR_A_COLUMN if path.builtin in _COLUMN_FIELDS else _GATED_MOVERS_FOR_A_PARAMETER
+        return _GATED_MOVERS_FOR_A_COLUMN if self._reads_a_column(gid) else _GATED_MOVERS_FOR_A_PARAMETER
+
+    def _reads_a_column(self, gid: int) -> bool:
+        return self.table.fields[self.groups[gid].field].builtin in _COLUMN_FIELDS
 
     def _lookup_only(self, gid: int) -> bool:
         group = self.groups[gid]
@@ -295,6 +296,11 @@ def _union(choice: int | tuple) -> set[int] | None:
             return None
         found |= preds
     return found
+
+
+def _groups_of(builder: _Builder, trigger_sets: list) -> set[int]:
+    """The groups holding the trigger sets' predicates: those to run for every event."""
+    return {builder.pred_group[p] for t in trigger_sets if t is not None for p in t}
 
 
 def _gating(builder: _Builder, choices: list, trigger_sets: list, eager: set[int]
@@ -356,16 +362,13 @@ def plan_partition(rules: list[tuple[int, Rule]], table: FieldTable) -> Partitio
     trigger_sets = [builder.resolve(c, count)[0] if c is not None else None for c in choices]
     worth = {gid for gid, n in votes.items() if n >= builder.movers_for(gid)}
     # A group worth gating is gated rather than made eager (see _GATED_MOVERS_FOR_A_COLUMN).
-    def eager_of(sets: list) -> set[int]:
-        return {builder.pred_group[p] for t in sets if t is not None for p in t}
-
-    eager = eager_of(trigger_sets)
+    eager = _groups_of(builder, trigger_sets)
     gating = _gating(builder, choices, trigger_sets, eager)
     worth -= {gid for _, gid in gating}
     if worth:
         choose = builder.rarest(eager_first | worth, uses)
         trigger_sets = [builder.resolve(c, choose)[0] if c is not None else None for c in choices]
-        eager = eager_of(trigger_sets)
+        eager = _groups_of(builder, trigger_sets)
         gating = _gating(builder, choices, trigger_sets, eager)
     # (The gates' groups stay eager: the gates were the movers' trigger predicates.)
     gates: list[list[int]] = [[] for _ in builder.pred_group]
