@@ -1259,6 +1259,51 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& 
     return True
 
 
+cdef inline cbool _fast_url_part(PyObject* column, Py_ssize_t row, cbool domain, vector[Item]& items,
+                                 Span* span) noexcept nogil:
+    """The URL's host or path from a chunk's URL column slice, without the GIL, as
+    ``_add_url_part`` makes its item, for a URL that is an exact ASCII str (read as
+    ``_fast_builtin`` reads one): the path, or a host with no capitals, is a span of the URL's
+    own data. False, for ``_add_url_part`` under the GIL: other values, and a host with
+    capitals (its lowercased copy is owned by the chunk)."""
+    cdef PyObject* url
+    cdef const char* text
+    cdef Py_ssize_t size, hs, hl, ps, pl, k
+    cdef Item item
+    span.start = items.size()
+    span.count = 0
+    if column == NULL or row >= _list_size(column):
+        return True  # (past the end: another thread shortened the list before the chunk)
+    url = _list_item(column, row)
+    if url == _NONE:
+        return True
+    if not _exact_ascii_str(url):
+        return False
+    text = _ascii_data(url)
+    size = _ascii_size(url)
+    url_parts(text, size, &hs, &hl, &ps, &pl)
+    item.ascii = True
+    item.number = 0.0
+    item.num_state = NUM_UNKNOWN
+    if domain:
+        if hl < 0:
+            return True
+        for k in range(hs, hs + hl):
+            if b'A' <= text[k] <= b'Z':
+                return False
+        item.text = text + hs
+        item.size = hl
+    elif pl > 0:
+        item.text = text + ps
+        item.size = pl
+    else:
+        item.text = _SLASH
+        item.size = 1
+    items.push_back(item)
+    span.count = 1
+    return True
+
+
 cdef inline cbool _fast_parameter(PyObject* value, cbool needs_text, vector[Item]& items, Span* span) noexcept nogil:
     """A custom parameter's value from a chunk's parameter column slices (borrowed; NULL:
     the event lacks it), without the GIL, as ``_fast_builtin`` reads a built-in: an exact
@@ -1824,7 +1869,9 @@ cdef class Matcher:
         cdef int kind = self._field_kind[slot]
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
             return _fast_builtin(src.column[kind], row, items, span)  # (a built-in's W_ code is its F_ code)
-        if src.by_parameter and kind != F_DOMAIN and kind != F_PATH and self._field_simple[slot]:
+        if kind == F_DOMAIN or kind == F_PATH:
+            return _fast_url_part(src.column[W_URL], row, kind == F_DOMAIN, items, span)
+        if src.by_parameter and self._field_simple[slot]:
             return _fast_parameter(src.param(slot, row), self._field_needs_text[slot], items, span)
         return False
 

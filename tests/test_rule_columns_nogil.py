@@ -1,5 +1,6 @@
 """Columns: the kernel reads the built-in columns' exact ASCII strs (and the sources given as
-such) without the GIL, and leaves every other value to the extraction under the GIL. Each test
+such, and the URL's host and path), and custom parameter columns' exact ASCII strs and exact
+floats, without the GIL, and leaves every other value to the extraction under the GIL. Each test
 puts the fallbacks next to the fast path in one call (the same chunks) and checks the answers
 against ``match_batch`` over the same events as dicts, the twin and the reference."""
 
@@ -376,3 +377,45 @@ def test_threads_changing_the_parameter_columns_during_calls():
         worker.join()
     assert not errors
     assert rounds[0] > 1
+
+
+# The URL's host and path are read without the GIL from an exact ASCII str URL (the path, or
+# a host without capitals, is a span of the URL's data); a host with capitals is lowercased
+# under the GIL.
+
+_URL_PART_RULES = {
+    "host": {"domain": {"eq": "shop.example"}},
+    "host-re": {"domain": {"regex_match": "^(www\\.)?shop\\.example$"}},
+    "host-none": {"domain": {"exists": False}},
+    "path": {"path": {"starts_with": "/p/"}},
+    "path-root": {"path": "/"},
+    "path-and": {"and": [{"event": "Purchase"}, {"path": {"i_contains": "thank"}}]},
+    "host-and": {"and": [{"event": "Purchase"}, {"domain": {"contains": "example"}}]},
+}
+_URL_PART_URLS = ["https://shop.example/p/thank", "https://Shop.Example/p/Thank", "HTTPS://SHOP.EXAMPLE",
+                  "https://www.shop.example?q=/p/", "//shop.example/p/x", "/p/thank", "p/thank", "",
+                  "https://user:pw@Shop.example:8080/p/", "https://[::1]/p/", "https://shop.example#/p/",
+                  "mailto:x@shop.example", "https://shop.example/P/thank", "https://été.example/p/",
+                  _Text("https://shop.example/p/"), 3, None]
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_url_parts_next_to_the_fast_path(scoped):
+    rules = dict(_URL_PART_RULES)
+    sources = dict.fromkeys(rules, "P1") if scoped else {}
+    rng = random.Random(8)
+    events = []
+    for row in range(600):
+        url = _URL_PART_URLS[0] if rng.random() < 0.4 else rng.choice(_URL_PART_URLS)
+        event = {"event": rng.choice(["Purchase", "Lead"]), "pixel_id": "P1"}
+        if row in (255, 256, 511, 512):  # a host with capitals at each chunk boundary
+            url = "https://Shop.Example/p/thank"
+        if url is not None:
+            event["url"] = url
+        events.append(event)
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 300
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_batch(events) == expected, engine.__name__
+        assert compiled.match_columns(_columns(events)) == _flat(expected), engine.__name__
