@@ -60,12 +60,17 @@ cdef extern from *:
     }
     static inline const char* _ascii_data(PyObject* o) { return (const char*)PyUnicode_DATA(o); }
     static inline Py_ssize_t _ascii_size(PyObject* o) { return PyUnicode_GET_LENGTH(o); }
+    /* An exact float (immutable) and its value. */
+    static inline int _exact_float(PyObject* o) { return Py_TYPE(o) == &PyFloat_Type; }
+    static inline double _float_value(PyObject* o) { return PyFloat_AS_DOUBLE(o); }
     """
     PyObject* _list_item(PyObject* list, Py_ssize_t i) noexcept nogil
     Py_ssize_t _list_size(PyObject* list) noexcept nogil
     bint _exact_ascii_str(PyObject* o) noexcept nogil
     const char* _ascii_data(PyObject* o) noexcept nogil
     Py_ssize_t _ascii_size(PyObject* o) noexcept nogil
+    bint _exact_float(PyObject* o) noexcept nogil
+    double _float_value(PyObject* o) noexcept nogil
 
 cdef PyObject* _NONE = <PyObject*>None
 
@@ -1254,6 +1259,85 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& 
     return True
 
 
+cdef inline cbool _fast_url_part(PyObject* column, Py_ssize_t row, cbool domain, vector[Item]& items,
+                                 Span* span) noexcept nogil:
+    """The URL's host or path from a chunk's URL column slice, without the GIL, as
+    ``_add_url_part`` makes its item, for a URL that is an exact ASCII str (read as
+    ``_fast_builtin`` reads one): the path, or a host with no capitals, is a span of the URL's
+    own data. False, for ``_add_url_part`` under the GIL: other values, and a host with
+    capitals (its lowercased copy is owned by the chunk)."""
+    cdef PyObject* url
+    cdef const char* text
+    cdef Py_ssize_t size, hs, hl, ps, pl, k
+    cdef Item item
+    span.start = items.size()
+    span.count = 0
+    if column == NULL or row >= _list_size(column):
+        return True  # (past the end: another thread shortened the list before the chunk)
+    url = _list_item(column, row)
+    if url == _NONE:
+        return True
+    if not _exact_ascii_str(url):
+        return False
+    text = _ascii_data(url)
+    size = _ascii_size(url)
+    url_parts(text, size, &hs, &hl, &ps, &pl)
+    item.ascii = True
+    item.number = 0.0
+    item.num_state = NUM_UNKNOWN
+    if domain:
+        if hl < 0:
+            return True
+        for k in range(hs, hs + hl):
+            if b'A' <= text[k] <= b'Z':
+                return False
+        item.text = text + hs
+        item.size = hl
+    elif pl > 0:
+        item.text = text + ps
+        item.size = pl
+    else:
+        item.text = _SLASH
+        item.size = 1
+    items.push_back(item)
+    span.count = 1
+    return True
+
+
+cdef inline cbool _fast_parameter(PyObject* value, cbool needs_text, vector[Item]& items, Span* span) noexcept nogil:
+    """A custom parameter's value from a chunk's parameter column slices (borrowed; NULL:
+    the event lacks it), without the GIL, as ``_fast_builtin`` reads a built-in: an exact
+    ASCII str as ``_push_str`` and an exact float (immutable) as ``_add_item`` makes their
+    items; False for anything else (non-ASCII text, ints, bools, lists, subclasses) and for
+    a float whose text a predicate reads (``number_text`` is Python): those are read under
+    the GIL."""
+    cdef Item item
+    span.start = items.size()
+    span.count = 0
+    if value == NULL:
+        return True
+    item.text = NULL
+    item.size = 0
+    item.ascii = True
+    item.number = 0.0
+    if _exact_ascii_str(value):
+        item.text = _ascii_data(value)
+        item.size = _ascii_size(value)
+        item.num_state = NUM_UNKNOWN
+    elif _exact_float(value) and not needs_text:
+        item.number = _float_value(value)
+        if isfinite(item.number):
+            item.num_state = NUM_YES
+        else:
+            item.number = 0.0
+            item.num_state = NUM_NO
+    else:
+        return False
+    items.push_back(item)
+    span.count = 1
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # The matcher: extraction under the GIL, evaluation without it
 
@@ -1303,6 +1387,11 @@ cdef class _Events:
     cdef object customs  # columns: the custom_data list, or None
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
+    # by_parameter: the chunk's private slices of ``params``' columns (as ``chunk_columns``), and
+    # borrowed pointers to them: field slot s reads param_column[param_at[s]:param_at[s + 1]].
+    cdef list chunk_params
+    cdef vector[PyObject*] param_column
+    cdef vector[Py_ssize_t] param_at
     cdef Py_ssize_t base
     cdef list keys  # rows: the key objects looked up (see ``_alias``): by W_ code (pixel_id, url, event, device_type), then custom_data
 
@@ -1319,6 +1408,16 @@ cdef class _Events:
                 else:  # (shorter than the chunk when another thread shortened the list)
                     self.chunk_columns[which] = PyList_GetSlice(column, start, stop)
                     self.column[which] = <PyObject*>self.chunk_columns[which]
+            if self.by_parameter:
+                self.chunk_params = []
+                self.param_column.clear()
+                self.param_at.assign(1, 0)
+                for order in self.params:
+                    for column in <list>order:
+                        piece = PyList_GetSlice(column, start, stop)
+                        self.chunk_params.append(piece)
+                        self.param_column.push_back(<PyObject*>piece)
+                    self.param_at.push_back(self.param_column.size())
             return 0
         self.dicts = []
         self.chunk_customs = []
@@ -1348,19 +1447,19 @@ cdef class _Events:
             return NULL
         return value
 
-    cdef inline PyObject* param(self, int slot, Py_ssize_t row) noexcept:
+    cdef inline PyObject* param(self, int slot, Py_ssize_t row) noexcept nogil:
         """The value (borrowed) of the custom parameter a field's first key names, NULL when
         missing: the first column, in lookup order, with an entry for the row (the exact
-        name's column first, then those equal under case folding, as ``_lookup_key``)."""
-        cdef list order = <list>PyList_GET_ITEM(self.params, slot)
-        cdef Py_ssize_t i, at = self.base + row
+        name's column first, then those equal under case folding, as ``_lookup_key``). Read
+        from the chunk's slices, so safe without the GIL (see ``_fast_builtin``)."""
+        cdef Py_ssize_t i
         cdef PyObject* column
         cdef PyObject* value
-        for i in range(PyList_GET_SIZE(order)):
-            column = PyList_GET_ITEM(order, i)
-            if at < PyList_GET_SIZE(<object>column):  # (else another thread shortened it during the call)
-                value = PyList_GET_ITEM(<object>column, at)
-                if value != <PyObject*>None:
+        for i in range(self.param_at[slot], self.param_at[slot + 1]):
+            column = self.param_column[i]
+            if row < _list_size(column):  # (else another thread shortened the list before the chunk)
+                value = _list_item(column, row)
+                if value != _NONE:
                     return value
         return NULL
 
@@ -1768,9 +1867,13 @@ cdef class Matcher:
         """Field ``slot`` of a row read without the GIL (columns): False when it is left to the
         GIL (not a built-in column, or see ``_fast_builtin``)."""
         cdef int kind = self._field_kind[slot]
-        if kind != F_URL and kind != F_EVENT and kind != F_DEVICE:
-            return False
-        return _fast_builtin(src.column[kind], row, items, span)  # (a built-in's W_ code is its F_ code)
+        if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
+            return _fast_builtin(src.column[kind], row, items, span)  # (a built-in's W_ code is its F_ code)
+        if kind == F_DOMAIN or kind == F_PATH:
+            return _fast_url_part(src.column[W_URL], row, kind == F_DOMAIN, items, span)
+        if src.by_parameter and self._field_simple[slot]:
+            return _fast_parameter(src.param(slot, row), self._field_needs_text[slot], items, span)
+        return False
 
     cdef int _extract_redo(self, _Events src, vector[int32_t]& redo, vector[Item]& items, Span* spans, Row* rows,
                            deque[string]& owned, Held* held, char* have, int nf, int* keys_state) except -1:

@@ -1,5 +1,6 @@
 """Columns: the kernel reads the built-in columns' exact ASCII strs (and the sources given as
-such) without the GIL, and leaves every other value to the extraction under the GIL. Each test
+such, and the URL's host and path), and custom parameter columns' exact ASCII strs and exact
+floats, without the GIL, and leaves every other value to the extraction under the GIL. Each test
 puts the fallbacks next to the fast path in one call (the same chunks) and checks the answers
 against ``match_batch`` over the same events as dicts, the twin and the reference."""
 
@@ -227,3 +228,194 @@ def test_threads_changing_the_columns_during_calls():
         worker.join()
     assert not errors
     assert rounds[0] > 1  # the columns did change during the calls
+
+
+# Custom parameters as columns: exact ASCII strs and exact floats are read without the GIL
+# (a float only where no predicate reads its text); everything else under it.
+
+class _Float(float):
+    """A float subclass."""
+
+
+_PARAMETER_RULES = {
+    "v-gt": {"value": {"gt": 5}},
+    "v-text": {"value": {"eq": "10"}},  # a number's text: its floats go to the GIL
+    "c-i": {"color": {"i_contains": "red"}},
+    "c-eq": {"color": {"eq": "blue"}},
+    "c-n": {"color": {"lt": 3}},
+    "s-and": {"and": [{"event": "Purchase"}, {"size": {"gte": 40}}, {"color": {"exists": True}}]},
+}
+_PARAMETER_VALUES = {
+    "value": [9.5, 10.0, 1.5, "10", "12", float("nan"), float("inf"), -float("inf"), 10, True, _Float(9.5),
+              _Text("10"), "1é", ["12"], None],
+    "color": ["red", "Dark RED", "blue", "rouge€", "rÉd", _Text("red"), 2.0, 2, False, ["blue", "red"],
+              float("nan"), "", None],
+    "size": [42.0, 12.5, "44", 40, _Float(41.0), None],
+}
+
+
+def _parameter_events(rng, n):
+    events = []
+    for _ in range(n):
+        custom = {}
+        for name, pool in _PARAMETER_VALUES.items():
+            value = pool[0] if rng.random() < 0.5 else rng.choice(pool)
+            if value is not None:
+                custom[name] = value
+        events.append({"event": rng.choice(["Purchase", "Lead"]), "pixel_id": rng.choice(["P1", "P2"]),
+                       "custom_data": custom})
+    return events
+
+
+def _parameter_columns(events, names):
+    columns = {name: [e.get(name) for e in events] for name in EVENT_COLUMNS if name != "custom_data"}
+    columns["custom_data"] = {name: [e["custom_data"].get(name) for e in events] for name in names}
+    return columns
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_parameter_values_of_every_kind_next_to_the_fast_path(scoped):
+    rules = dict(_PARAMETER_RULES)
+    sources = dict.fromkeys(rules, "P1") if scoped else {}
+    rng = random.Random(11)
+    events = _parameter_events(rng, 600)
+    for row in (255, 256, 511, 512, 599):  # a fallback at each chunk boundary
+        events[row]["custom_data"].update(value=_Float(9.5), color="rÉd", size=40)
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 300
+    columns = _parameter_columns(events, _PARAMETER_VALUES)
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_batch(events) == expected, engine.__name__
+        assert compiled.match_columns(columns) == _flat(expected), engine.__name__
+
+
+def test_parameter_columns_equal_under_folding_in_lookup_order():
+    # "color" reads its exact column first, then the columns whose names fold to it; a row
+    # where the exact one is None takes the next one's value, fast or not.
+    rules = {"c": {"color": {"i_contains": "red"}}, "n": {"color": {"gt": 1}}}
+    rng = random.Random(5)
+    pool = ["red", "blue", "rÉd", 2.0, 2, None]
+    events = []
+    for _ in range(600):
+        custom = {name: rng.choice(pool) for name in ("color", "COLOR", "Color")}
+        events.append({"custom_data": {k: v for k, v in custom.items() if v is not None}})
+    expected = match_rules(rules, events, {})
+    columns = {"custom_data": {name: [e["custom_data"].get(name) for e in events] for name in ("COLOR", "color", "Color")}}
+    for engine in ENGINES:
+        assert compile_rules(rules, {}, engine=engine).match_columns(columns) == _flat(expected), engine.__name__
+
+
+@kernel_only
+def test_parameter_columns_shorter_than_the_batch_are_missing_past_their_end():
+    rules = dict(_PARAMETER_RULES)
+    rng = random.Random(4)
+    n = 600
+    events = _parameter_events(rng, n)
+    cut = {"value": 300, "color": 256, "size": 10}
+    rows = [{**e, "custom_data": {k: v for k, v in e["custom_data"].items() if i < cut[k]}}
+            for i, e in enumerate(events)]
+    expected = match_rules(rules, rows, {})
+    compiled = compile_rules(rules, {}, engine=_ruleset_c)
+    columns = _parameter_columns(events, _PARAMETER_VALUES)
+    parameters = {name: column[:cut[name]] for name, column in columns.pop("custom_data").items()}
+    lists = [columns.get(name) for name in EVENT_COLUMNS if name != "custom_data"]
+    assert compiled._matcher.match_columns(n, *lists, None, parameters) == _flat(expected)
+
+
+@kernel_only
+def test_threads_changing_the_parameter_columns_during_calls():
+    """As ``test_threads_changing_the_columns_during_calls``, for custom parameter columns."""
+    rules = {"v": {"value": {"gt": 5}}, "c": {"color": "red"}, "both": {"and": [{"value": {"lt": 100}},
+                                                                               {"color": {"i_contains": "é"}}]}}
+    compiled = compile_rules(rules, {}, engine=_ruleset_c)
+    n = 600
+    values = {"value": [9.5, 1.0, "9", _Float(7.5), 7, float("nan"), None],
+              "color": ["red", "rouge-é", _Text("red"), ["red"], 2.0, None]}
+    answers = set()
+    for v in values["value"]:
+        for c in values["color"]:
+            custom = {k: x for k, x in (("value", v), ("color", c)) if x is not None}
+            answers.add(tuple(compiled.match({"custom_data": custom})))
+    parameters = {name: [pool[0]] * n for name, pool in values.items()}
+    stop = threading.Event()
+    errors = []
+    rounds = [0]
+
+    def mutate():
+        rng = random.Random(2)
+        try:
+            while not stop.is_set():
+                for name, column in parameters.items():
+                    pool = values[name]
+                    for _ in range(50):
+                        value = rng.choice(pool)
+                        if isinstance(value, str):  # a fresh object, freed when replaced
+                            value = type(value)("".join([value[:1], value[1:]]))
+                        elif isinstance(value, float):
+                            value = type(value)(value + 0.0)
+                        column[rng.randrange(len(column))] = value
+                    if rng.random() < 0.3:
+                        del column[rng.randrange(len(column)):]
+                    column.extend([pool[0]] * (n - len(column)))
+                rounds[0] += 1
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    worker = threading.Thread(target=mutate)
+    worker.start()
+    try:
+        for _ in range(200):
+            counts, ids = compiled._matcher.match_columns(n, None, None, None, None, None, parameters)
+            assert len(counts) == n and sum(counts) == len(ids)
+            at = 0
+            for count in counts:
+                assert tuple(ids[at:at + count]) in answers
+                at += count
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors
+    assert rounds[0] > 1
+
+
+# The URL's host and path are read without the GIL from an exact ASCII str URL (the path, or
+# a host without capitals, is a span of the URL's data); a host with capitals is lowercased
+# under the GIL.
+
+_URL_PART_RULES = {
+    "host": {"domain": {"eq": "shop.example"}},
+    "host-re": {"domain": {"regex_match": "^(www\\.)?shop\\.example$"}},
+    "host-none": {"domain": {"exists": False}},
+    "path": {"path": {"starts_with": "/p/"}},
+    "path-root": {"path": "/"},
+    "path-and": {"and": [{"event": "Purchase"}, {"path": {"i_contains": "thank"}}]},
+    "host-and": {"and": [{"event": "Purchase"}, {"domain": {"contains": "example"}}]},
+}
+_URL_PART_URLS = ["https://shop.example/p/thank", "https://Shop.Example/p/Thank", "HTTPS://SHOP.EXAMPLE",
+                  "https://www.shop.example?q=/p/", "//shop.example/p/x", "/p/thank", "p/thank", "",
+                  "https://user:pw@Shop.example:8080/p/", "https://[::1]/p/", "https://shop.example#/p/",
+                  "mailto:x@shop.example", "https://shop.example/P/thank", "https://été.example/p/",
+                  _Text("https://shop.example/p/"), 3, None]
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_url_parts_next_to_the_fast_path(scoped):
+    rules = dict(_URL_PART_RULES)
+    sources = dict.fromkeys(rules, "P1") if scoped else {}
+    rng = random.Random(8)
+    events = []
+    for row in range(600):
+        url = _URL_PART_URLS[0] if rng.random() < 0.4 else rng.choice(_URL_PART_URLS)
+        event = {"event": rng.choice(["Purchase", "Lead"]), "pixel_id": "P1"}
+        if row in (255, 256, 511, 512):  # a host with capitals at each chunk boundary
+            url = "https://Shop.Example/p/thank"
+        if url is not None:
+            event["url"] = url
+        events.append(event)
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 300
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_batch(events) == expected, engine.__name__
+        assert compiled.match_columns(_columns(events)) == _flat(expected), engine.__name__
