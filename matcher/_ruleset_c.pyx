@@ -1224,11 +1224,13 @@ cdef inline void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[I
             _triage(r.scoped, row, sc, items.data(), &spans[row * nf], b, nf)
 
 
-cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& items, Span* span) noexcept nogil:
+cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vector[Item]& items, Span* span) noexcept nogil:
     """A built-in field's value from a chunk's column slice (borrowed; NULL: nobody sent it),
     without the GIL: False when it is not for here (a value that is not an exact str with
     ASCII data: ``_extract_field`` reads it under the GIL), else its item (none when missing)
-    and span.
+    and span. For F_DOMAIN and F_PATH the column is the URL's and the item is its host or
+    path as ``_add_url_part`` makes it: a span of the URL's data (a host with capitals is
+    left to the GIL: its lowercased copy is owned by the chunk).
 
     Safe without the GIL: the slice is private to the call and holds a reference to each of
     its items, so no other thread can resize it, replace an item or free one until the chunk
@@ -1239,6 +1241,7 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& 
     count is touched. Non-ASCII text is left to the GIL: its UTF-8 is CPython's cache, which
     may be allocated on first use."""
     cdef PyObject* value
+    cdef Py_ssize_t hs, hl, ps, pl, k
     cdef Item item
     span.start = items.size()
     span.count = 0
@@ -1254,51 +1257,22 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, vector[Item]& 
     item.ascii = True
     item.number = 0.0
     item.num_state = NUM_UNKNOWN
-    items.push_back(item)
-    span.count = 1
-    return True
-
-
-cdef inline cbool _fast_url_part(PyObject* column, Py_ssize_t row, cbool domain, vector[Item]& items,
-                                 Span* span) noexcept nogil:
-    """The URL's host or path from a chunk's URL column slice, without the GIL, as
-    ``_add_url_part`` makes its item, for a URL that is an exact ASCII str (read as
-    ``_fast_builtin`` reads one): the path, or a host with no capitals, is a span of the URL's
-    own data. False, for ``_add_url_part`` under the GIL: other values, and a host with
-    capitals (its lowercased copy is owned by the chunk)."""
-    cdef PyObject* url
-    cdef const char* text
-    cdef Py_ssize_t size, hs, hl, ps, pl, k
-    cdef Item item
-    span.start = items.size()
-    span.count = 0
-    if column == NULL or row >= _list_size(column):
-        return True  # (past the end: another thread shortened the list before the chunk)
-    url = _list_item(column, row)
-    if url == _NONE:
-        return True
-    if not _exact_ascii_str(url):
-        return False
-    text = _ascii_data(url)
-    size = _ascii_size(url)
-    url_parts(text, size, &hs, &hl, &ps, &pl)
-    item.ascii = True
-    item.number = 0.0
-    item.num_state = NUM_UNKNOWN
-    if domain:
-        if hl < 0:
-            return True
-        for k in range(hs, hs + hl):
-            if b'A' <= text[k] <= b'Z':
-                return False
-        item.text = text + hs
-        item.size = hl
-    elif pl > 0:
-        item.text = text + ps
-        item.size = pl
-    else:
-        item.text = _SLASH
-        item.size = 1
+    if kind == F_DOMAIN or kind == F_PATH:
+        url_parts(item.text, item.size, &hs, &hl, &ps, &pl)
+        if kind == F_DOMAIN:
+            if hl < 0:
+                return True
+            for k in range(hs, hs + hl):
+                if b'A' <= item.text[k] <= b'Z':
+                    return False
+            item.text += hs
+            item.size = hl
+        elif pl > 0:
+            item.text += ps
+            item.size = pl
+        else:
+            item.text = _SLASH
+            item.size = 1
     items.push_back(item)
     span.count = 1
     return True
@@ -1868,9 +1842,9 @@ cdef class Matcher:
         GIL (not a built-in column, or see ``_fast_builtin``)."""
         cdef int kind = self._field_kind[slot]
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
-            return _fast_builtin(src.column[kind], row, items, span)  # (a built-in's W_ code is its F_ code)
+            return _fast_builtin(src.column[kind], row, kind, items, span)  # (a built-in's W_ code is its F_ code)
         if kind == F_DOMAIN or kind == F_PATH:
-            return _fast_url_part(src.column[W_URL], row, kind == F_DOMAIN, items, span)
+            return _fast_builtin(src.column[W_URL], row, kind, items, span)
         if src.by_parameter and self._field_simple[slot]:
             return _fast_parameter(src.param(slot, row), self._field_needs_text[slot], items, span)
         return False

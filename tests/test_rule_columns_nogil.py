@@ -190,12 +190,21 @@ def test_threads_changing_the_columns_during_calls():
                              if v is not None}
                     answers.add(tuple(compiled.match(event)))
     columns = {name: [pool[0]] * n for name, pool in values.items()}
+    _match_while_mutating(columns, values, answers, lambda: compiled._matcher.match_columns(
+        n, columns["pixel_id"], columns["event"], columns["url"], columns["device_type"], None))
+
+
+def _match_while_mutating(columns, values, answers, match, seed=1):
+    """Calls ``match`` 200 times while a thread replaces the columns' items with values of
+    their pools (fresh strs and floats, freed when replaced) and shortens and regrows them:
+    each row's answer must be one of ``answers``."""
+    n = len(next(iter(columns.values())))
     stop = threading.Event()
     errors = []
     rounds = [0]
 
     def mutate():
-        rng = random.Random(1)
+        rng = random.Random(seed)
         try:
             while not stop.is_set():
                 for name, column in columns.items():
@@ -204,6 +213,8 @@ def test_threads_changing_the_columns_during_calls():
                         value = rng.choice(pool)
                         if isinstance(value, str):  # a fresh object, freed when replaced
                             value = type(value)("".join([value[:1], value[1:]]))
+                        elif isinstance(value, float):
+                            value = type(value)(value + 0.0)
                         column[rng.randrange(len(column))] = value
                     if rng.random() < 0.3:
                         del column[rng.randrange(len(column)):]
@@ -216,8 +227,7 @@ def test_threads_changing_the_columns_during_calls():
     worker.start()
     try:
         for _ in range(200):
-            counts, ids = compiled._matcher.match_columns(n, columns["pixel_id"], columns["event"], columns["url"],
-                                                          columns["device_type"], None)
+            counts, ids = match()
             assert len(counts) == n and sum(counts) == len(ids)
             at = 0
             for count in counts:
@@ -338,45 +348,8 @@ def test_threads_changing_the_parameter_columns_during_calls():
             custom = {k: x for k, x in (("value", v), ("color", c)) if x is not None}
             answers.add(tuple(compiled.match({"custom_data": custom})))
     parameters = {name: [pool[0]] * n for name, pool in values.items()}
-    stop = threading.Event()
-    errors = []
-    rounds = [0]
-
-    def mutate():
-        rng = random.Random(2)
-        try:
-            while not stop.is_set():
-                for name, column in parameters.items():
-                    pool = values[name]
-                    for _ in range(50):
-                        value = rng.choice(pool)
-                        if isinstance(value, str):  # a fresh object, freed when replaced
-                            value = type(value)("".join([value[:1], value[1:]]))
-                        elif isinstance(value, float):
-                            value = type(value)(value + 0.0)
-                        column[rng.randrange(len(column))] = value
-                    if rng.random() < 0.3:
-                        del column[rng.randrange(len(column)):]
-                    column.extend([pool[0]] * (n - len(column)))
-                rounds[0] += 1
-        except Exception as err:  # pragma: no cover - reported below
-            errors.append(err)
-
-    worker = threading.Thread(target=mutate)
-    worker.start()
-    try:
-        for _ in range(200):
-            counts, ids = compiled._matcher.match_columns(n, None, None, None, None, None, parameters)
-            assert len(counts) == n and sum(counts) == len(ids)
-            at = 0
-            for count in counts:
-                assert tuple(ids[at:at + count]) in answers
-                at += count
-    finally:
-        stop.set()
-        worker.join()
-    assert not errors
-    assert rounds[0] > 1
+    _match_while_mutating(parameters, values, answers, lambda: compiled._matcher.match_columns(
+        n, None, None, None, None, None, parameters), seed=2)
 
 
 # The URL's host and path are read without the GIL from an exact ASCII str URL (the path, or
