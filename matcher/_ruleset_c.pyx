@@ -1737,6 +1737,7 @@ cdef class Matcher:
                         sort(matched.begin() + m, matched.end())
         offsets[n] = matched.size()
         src.chunk_columns = None
+        src.chunk_params = None
         return 0
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
@@ -1838,8 +1839,9 @@ cdef class Matcher:
 
     cdef inline cbool _fast_field(self, _Events src, int slot, Py_ssize_t row, vector[Item]& items,
                                   Span* span) noexcept nogil:
-        """Field ``slot`` of a row read without the GIL (columns): False when it is left to the
-        GIL (not a built-in column, or see ``_fast_builtin``)."""
+        """Field ``slot`` of a row read without the GIL (columns): a built-in or a URL part (see
+        ``_fast_builtin``), or a custom parameter named by one key when parameters come as
+        columns (see ``_fast_parameter``). False when it is left to the GIL."""
         cdef int kind = self._field_kind[slot]
         if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
             return _fast_builtin(src.column[kind], row, kind, items, span)  # (a built-in's W_ code is its F_ code)
