@@ -3,7 +3,8 @@
 
 A batch is processed in chunks. For each chunk, the events' field values are extracted
 into flat C arrays (pointers into the events' own UTF-8 buffers; numbers as doubles): under
-the GIL, except the built-in columns' ASCII strs (see ``_fast_builtin``); the chunk is then
+the GIL, except, from columns, ASCII strs and the URL's parts (see ``_fast_builtin``) and
+custom parameters' ASCII strs and floats (see ``_fast_parameter``); the chunk is then
 evaluated with the GIL released (hash lookups, RE2::Set passes, numeric comparisons, rule
 programs); the result lists are built under the GIL again.
 Value semantics mirror ``matcher.values`` exactly; the differential tests hold them equal.
@@ -73,6 +74,18 @@ cdef extern from *:
     double _float_value(PyObject* o) noexcept nogil
 
 cdef PyObject* _NONE = <PyObject*>None
+
+
+cdef inline PyObject* _column_value(PyObject* column, Py_ssize_t row) noexcept nogil:
+    """A row's value (borrowed) in a chunk's column slice (NULL: nobody sent the column), NULL
+    when missing: None, or past the end of a list another thread shortened before the chunk."""
+    cdef PyObject* value
+    if column == NULL or row >= _list_size(column):
+        return NULL
+    value = _list_item(column, row)
+    if value == _NONE:
+        return NULL
+    return value
 
 # Event keys, as objects (no module-global lookups in the extraction loop).
 cdef str _KEY_URL = "url"
@@ -1240,15 +1253,12 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vect
     a write of that word rewrites these flags unchanged; and its inline data). No reference
     count is touched. Non-ASCII text is left to the GIL: its UTF-8 is CPython's cache, which
     may be allocated on first use."""
-    cdef PyObject* value
+    cdef PyObject* value = _column_value(column, row)
     cdef Py_ssize_t hs, hl, ps, pl, k
     cdef Item item
     span.start = items.size()
     span.count = 0
-    if column == NULL or row >= _list_size(column):
-        return True  # (past the end: another thread shortened the list before the chunk)
-    value = _list_item(column, row)
-    if value == _NONE:
+    if value == NULL:
         return True
     if not _exact_ascii_str(value):
         return False
@@ -1427,28 +1437,19 @@ cdef class _Events:
         name's column first, then those equal under case folding, as ``_lookup_key``). Read
         from the chunk's slices, so safe without the GIL (see ``_fast_builtin``)."""
         cdef Py_ssize_t i
-        cdef PyObject* column
         cdef PyObject* value
         for i in range(self.param_at[slot], self.param_at[slot + 1]):
-            column = self.param_column[i]
-            if row < _list_size(column):  # (else another thread shortened the list before the chunk)
-                value = _list_item(column, row)
-                if value != _NONE:
-                    return value
+            value = _column_value(self.param_column[i], row)
+            if value != NULL:
+                return value
         return NULL
 
     cdef inline PyObject* get(self, int which, Py_ssize_t row) except? NULL:
         """The built-in value (borrowed), NULL when missing."""
-        cdef PyObject* value
         if not self.columnar:
             return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row),
                                            <object>PyList_GET_ITEM(self.keys, which))
-        if self.column[which] == NULL or row >= PyList_GET_SIZE(<object>self.column[which]):
-            return NULL  # (past the end: another thread shortened the list before the chunk)
-        value = PyList_GET_ITEM(<object>self.column[which], row)
-        if value == <PyObject*>None:
-            return NULL
-        return value
+        return _column_value(self.column[which], row)
 
 
 cdef extern from *:
@@ -1802,8 +1803,7 @@ cdef class Matcher:
         pixel id that is an exact ASCII str); the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
         ``_extract_redo`` (a queued field is marked extracted already, so it is queued once)."""
         cdef Py_ssize_t row
-        cdef PyObject* pixels = src.column[W_PIXEL]
-        cdef Py_ssize_t npixels = _list_size(pixels) if pixels != NULL and self._has_scoped else 0
+        cdef PyObject* pixels = src.column[W_PIXEL] if self._has_scoped else NULL
         cdef PyObject* pixel
         cdef Row* r
         for row in range(nrows):
@@ -1812,17 +1812,16 @@ cdef class Matcher:
             r.scoped = NULL
             if r.unscoped != NULL:
                 self._fast_fields(src, r.unscoped, row, items, &spans[row * nf], &have[row * nf], redo)
-            if row < npixels:
-                pixel = _list_item(pixels, row)
-                if pixel == _NONE:
-                    continue
-                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
-                    redo.push_back(row)
-                    redo.push_back(-1)
-                    continue
-                r.scoped = <PartC*>_source_find(self._by_source, _ascii_data(pixel), _ascii_size(pixel))
-                if r.scoped != NULL:
-                    self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
+            pixel = _column_value(pixels, row)
+            if pixel == NULL:
+                continue
+            if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+                redo.push_back(row)
+                redo.push_back(-1)
+                continue
+            r.scoped = <PartC*>_source_find(self._by_source, _ascii_data(pixel), _ascii_size(pixel))
+            if r.scoped != NULL:
+                self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
 
     cdef inline void _fast_fields(self, _Events src, PartC* p, Py_ssize_t row, vector[Item]& items, Span* base,
                                   char* have, vector[int32_t]& redo) noexcept nogil:
