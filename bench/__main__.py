@@ -6,6 +6,7 @@
               each figure next to an empty handler (the transport's ceiling)
     scaling   throughput against rule count, with --json and --plot
     service   a classification request inside the server without gRPC: decode, match, reply
+    builds    two builds of the rule kernel interleaved in one process: NEW/OLD, paired
 
 `python -m bench NAME --help` lists each one's options.
 """
@@ -14,7 +15,7 @@ import importlib
 import sys
 
 COMMANDS = {"rules": "bench.rules", "actions": "bench.actions", "grpc": "bench.grpc_load", "scaling": "bench.scaling",
-            "service": "bench.service_path"}
+            "service": "bench.service_path", "builds": "bench.builds"}
 
 
 def main(argv: list[str]) -> int:

@@ -149,3 +149,21 @@ def test_server_group_runs_the_service_with_processes_n(tmp_path):
 def test_server_process_start_timeout_is_the_callers(tmp_path):
     with pytest.raises(RuntimeError, match="did not start within 0.01 s"):
         ServerProcess(tmp_path, start_timeout=0.01)
+
+
+def test_builds_bench_compares_two_kernel_builds_interleaved(tmp_path):
+    # The same build twice, once as its file and once as the checkout holding it.
+    from matcher import _ruleset_c
+
+    checkout = os.path.dirname(os.path.dirname(_ruleset_c.__file__))
+    out = tmp_path / "builds.json"
+    assert bench_main(["builds", _ruleset_c.__file__, checkout, "--rounds", "2", "--pixels", "3",
+                       "--rules-per-pixel", "20", "--events", "400", "--batch", "50", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert list(data["results"]) == ["columns", "parameters", "rows"] and data["rules"] == 60
+    assert all(r["pairs"] == 1 and r["old_median"] > 0 and r["ratio_median"] > 0 for r in data["results"].values())
+
+
+def test_builds_bench_names_a_checkout_without_a_build(tmp_path):
+    with pytest.raises(SystemExit, match="expected one matcher/_ruleset_c"):
+        bench_main(["builds", str(tmp_path), str(tmp_path)])

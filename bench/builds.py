@@ -1,0 +1,134 @@
+"""Two builds of the rule kernel, interleaved in one process: is a change faster, and by how much?
+
+    python -m bench builds OLD NEW [--rounds 20] [--forms columns,parameters,rows] [--events 200000]
+
+OLD and NEW are builds of ``matcher._ruleset_c``: the extension file, or a checkout (a git
+worktree) whose ``matcher/`` holds one. Both are loaded into this process (each from a private
+copy, so neither shares the other's statics) and compile the same rules; every batch is first
+matched by both and the answers compared, then the batches are timed alternately: blocks of
+25 batches, the kernel that starts flipping each round, so both see the same events, the
+same heap and the same noise. A pair of rounds gives each kernel every batch once; the report
+is NEW/OLD per pair (median, range, and how many pairs NEW won). On a shared VM whose absolute
+figures move by 30% from minute to minute, these paired ratios are what holds still.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import glob
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from types import ModuleType
+
+from bench.rules import as_columns, as_parameter_columns, make_workload
+from matcher import compile_rules
+
+FORMS = {"columns": "match_columns", "parameters": "match_columns", "rows": "match_batch"}
+BLOCK = 25  # batches timed in a row by one kernel
+
+
+def extension_path(build: str) -> str:
+    """The kernel file a build names: the file itself, or the one in a checkout's ``matcher/``."""
+    if os.path.isdir(build):
+        found = glob.glob(os.path.join(build, "matcher", "_ruleset_c.*.so"))
+        if len(found) != 1:
+            raise SystemExit(f"{build}: expected one matcher/_ruleset_c.*.so (built?), found {len(found)}")
+        return found[0]
+    if not os.path.isfile(build):
+        raise SystemExit(f"{build}: no such extension file or checkout")
+    return build
+
+
+def load_build(path: str, into: str) -> ModuleType:
+    """Load a private copy of a kernel build as ``matcher._ruleset_c`` (not registered in
+    ``sys.modules``): a copy, because loading one file twice gives back the first module."""
+    copy = os.path.join(into, os.path.basename(path))
+    shutil.copyfile(path, copy)
+    loader = importlib.machinery.ExtensionFileLoader("matcher._ruleset_c", copy)
+    spec = importlib.util.spec_from_file_location("matcher._ruleset_c", copy, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def compare(old, new, batches: list, rounds: int) -> dict:
+    """Time two match functions alternately over the batches; events/s per pair of rounds."""
+    events = sum(len(b) if isinstance(b, list) else len(b["pixel_id"]) for b in batches)
+    times = {"old": [], "new": []}
+    clock = time.perf_counter
+    for r in range(rounds):
+        spent = {"old": 0.0, "new": 0.0}
+        for i, batch in enumerate(batches):
+            which = "old" if (i // BLOCK + r) % 2 == 0 else "new"
+            match = old if which == "old" else new
+            start = clock()
+            match(batch)
+            spent[which] += clock() - start
+        for which in spent:
+            times[which].append(spent[which])
+    rates = {which: [events / (t[k] + t[k + 1]) for k in range(0, rounds - 1, 2)] for which, t in times.items()}
+    ratios = [n / o for o, n in zip(rates["old"], rates["new"])]
+    return {"old_median": statistics.median(rates["old"]), "new_median": statistics.median(rates["new"]),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "new_faster": sum(r > 1 for r in ratios), "pairs": len(ratios)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("old", help="the baseline: a _ruleset_c extension file, or a checkout holding one")
+    ap.add_argument("new", help="the change, likewise")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds over the batches (pairs of them are compared)")
+    ap.add_argument("--forms", default="columns,parameters,rows",
+                    help="columns (custom data as dicts), parameters (custom parameters as columns), rows")
+    ap.add_argument("--pixels", type=int, default=100)
+    ap.add_argument("--rules-per-pixel", type=int, default=100)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="also write the results as JSON to this file")
+    args = ap.parse_args(argv)
+    forms = args.forms.split(",")
+    if unknown := [f for f in forms if f not in FORMS]:
+        ap.error(f"--forms: unknown {', '.join(unknown)} (choose from {', '.join(FORMS)})")
+    if args.rounds < 2:
+        ap.error("--rounds: at least 2 (a pair)")
+    w = make_workload(args.pixels, args.rules_per_pixel, args.events, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkdir(os.path.join(tmp, "old"))
+        os.mkdir(os.path.join(tmp, "new"))
+        kernels = {which: load_build(extension_path(build), os.path.join(tmp, which))
+                   for which, build in (("old", args.old), ("new", args.new))}
+    compiled = {which: compile_rules(w.rules, w.sources, engine=kernel) for which, kernel in kernels.items()}
+    gc.freeze()  # as a serving process does after loading: collections skip the compiled rules
+    results = {}
+    print(f"{len(w.rules):,} rules, {len(w.events):,} events in batches of {args.batch}, {args.rounds} rounds: "
+          "NEW/OLD per pair of rounds")
+    for form in forms:
+        if form == "rows":
+            batches = [w.events[i:i + args.batch] for i in range(0, len(w.events), args.batch)]
+        else:
+            batches = (as_columns if form == "columns" else as_parameter_columns)(w.events, args.batch)
+        old, new = (getattr(compiled[which], FORMS[form]) for which in ("old", "new"))
+        for i, batch in enumerate(batches):
+            if old(batch) != new(batch):
+                raise SystemExit(f"{form}: the builds answer batch {i} differently; not timing them")
+        r = results[form] = compare(old, new, batches, args.rounds)
+        print(f"  {form:<10} OLD {r['old_median']:>11,.0f} ev/s  NEW {r['new_median']:>11,.0f} ev/s  "
+              f"NEW/OLD {r['ratio_median']:.3f} (range {r['ratio_min']:.3f}-{r['ratio_max']:.3f}, "
+              f"NEW faster in {r['new_faster']}/{r['pairs']})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"old": args.old, "new": args.new, "rules": len(w.rules), "events": len(w.events),
+                       "rounds": args.rounds, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
