@@ -27,10 +27,14 @@ import tempfile
 import time
 from types import ModuleType
 
-from bench.rules import as_columns, as_parameter_columns, make_workload
+from bench.rules import as_columns, as_parameter_columns, as_rows, make_workload
 from matcher import compile_rules
 
-FORMS = {"columns": "match_columns", "parameters": "match_columns", "rows": "match_batch"}
+FORMS = {  # a form: how the events are batched, and the method that matches such a batch
+    "columns": (as_columns, "match_columns"),
+    "parameters": (as_parameter_columns, "match_columns"),
+    "rows": (as_rows, "match_batch"),
+}
 BLOCK = 25  # batches timed in a row by one kernel
 
 
@@ -58,9 +62,9 @@ def load_build(path: str, into: str) -> ModuleType:
     return module
 
 
-def compare(old, new, batches: list, rounds: int) -> dict:
-    """Time two match functions alternately over the batches; events/s per pair of rounds."""
-    events = sum(len(b) if isinstance(b, list) else len(b["pixel_id"]) for b in batches)
+def compare(old, new, batches: list, events: int, rounds: int) -> dict:
+    """Time two match functions alternately over the batches (``events`` in all); events/s
+    per pair of rounds."""
     times = {"old": [], "new": []}
     clock = time.perf_counter
     for r in range(rounds):
@@ -111,15 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(w.rules):,} rules, {len(w.events):,} events in batches of {args.batch}, {args.rounds} rounds: "
           "NEW/OLD per pair of rounds")
     for form in forms:
-        if form == "rows":
-            batches = [w.events[i:i + args.batch] for i in range(0, len(w.events), args.batch)]
-        else:
-            batches = (as_columns if form == "columns" else as_parameter_columns)(w.events, args.batch)
-        old, new = (getattr(compiled[which], FORMS[form]) for which in ("old", "new"))
+        batched, method = FORMS[form]
+        batches = batched(w.events, args.batch)
+        old, new = (getattr(compiled[which], method) for which in ("old", "new"))
         for i, batch in enumerate(batches):
             if old(batch) != new(batch):
                 raise SystemExit(f"{form}: the builds answer batch {i} differently; not timing them")
-        r = results[form] = compare(old, new, batches, args.rounds)
+        r = results[form] = compare(old, new, batches, len(w.events), args.rounds)
         print(f"  {form:<10} OLD {r['old_median']:>11,.0f} ev/s  NEW {r['new_median']:>11,.0f} ev/s  "
               f"NEW/OLD {r['ratio_median']:.3f} (range {r['ratio_min']:.3f}-{r['ratio_max']:.3f}, "
               f"NEW faster in {r['new_faster']}/{r['pairs']})")

@@ -183,6 +183,11 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     return match_batch
 
 
+def as_rows(events: list[dict], batch: int) -> list[list[dict]]:
+    """The events as ``match_batch`` batches of ``batch`` events."""
+    return [events[i:i + batch] for i in range(0, len(events), batch)]
+
+
 def as_columns(events: list[dict], batch: int) -> list[dict[str, list]]:
     """The events as ``match_columns`` batches (as a service holds them after decoding a request)."""
     return [{name: [e.get(name) for e in events[i:i + batch]] for name in EVENT_COLUMNS}
@@ -206,7 +211,7 @@ def threaded_rate(fn, events: list, batch: int, threads: int, batches: list | No
     import threading
 
     if batches is None:
-        batches = [events[i:i + batch] for i in range(0, len(events), batch)]
+        batches = as_rows(events, batch)
     shares = [batches[k::threads] for k in range(threads)]
 
     def work(share):
@@ -242,7 +247,7 @@ def rate(fn, events: list, batch: int) -> tuple[float, list]:
     Batches are sliced up front; the timed loop holds only the calls. Every answer is kept,
     as a batch job would (``threaded_rate`` consumes them per batch, as a service does).
     """
-    batches = [events[i:i + batch] for i in range(0, len(events), batch)]
+    batches = as_rows(events, batch)
     start = time.perf_counter()
     results = [fn(chunk) for chunk in batches]
     elapsed = time.perf_counter() - start
@@ -277,7 +282,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     rss_warm = rss_bytes()  # the compiled set with warm DFA caches
     # The machine is shared: the compiled figures are the best of ``REPEATS`` runs each.
     compiled_rate = best_rate(compiled.match_batch, work.events, batch, 1)  # answers consumed per batch
-    compiled_out = [r for i in range(0, len(work.events), batch) for r in compiled.match_batch(work.events[i:i + batch])]
+    compiled_out = [r for chunk in as_rows(work.events, batch) for r in compiled.match_batch(chunk)]
     columns = as_columns(work.events, batch)
     columns_rate = best_rate(compiled.match_columns, work.events, batch, 1, columns)
     flat = [compiled.match_columns(c) for c in columns]

@@ -1422,7 +1422,7 @@ cdef class _Events:
                     self.chunk_columns[which] = PyList_GetSlice(column, start, stop)
                     self.column[which] = <PyObject*>self.chunk_columns[which]
                     # A str's 48-byte header and its data: a pixel id on two lines at most,
-                    # a URL's first ~100 bytes on three (the scan reads on; the CPU follows).
+                    # a URL's first ~140 bytes on three (the scan reads on; the CPU follows).
                     if which == W_PIXEL:
                         _prefetch_items(self.column[which], 2)
                     elif which == W_URL:
