@@ -72,6 +72,19 @@ def test_values_stay_with_their_events_between_events_that_match_nothing(owner, 
     assert list(reply.ad_counts) == [0, 0, 0] and not reply.ad_ids and not reply.tracking_spec_indexes
 
 
+def test_batches_no_ad_tracks_reply_one_zero_ad_count_per_event_whatever_their_size(owner, ingest):
+    # The zeros come from a small cache of serialised replies per batch size: more sizes than it
+    # keeps, an empty batch, and sizes again after they were evicted.
+    px = owner.create_pixel("act_1", "p").id
+    owner.create_custom_conversion("act_1", "lead", px, {"event": "Lead"}, default_conversion_value=2)
+    for size in [0, 1, 2, 3, 5, 8, 13, 21, 34, 50, 1, 3, 50]:
+        columns = pb.PixelEventColumns(pixel_id=[px] * size, event=["Lead", "PageView"] * (size // 2) + ["Lead"] * (size % 2))
+        reply = ingest.call(ingest.classification.ClassifyPixelEvents, pb.ClassifyPixelEventsRequest(columns=columns))
+        assert list(reply.ad_counts) == [0] * size, size
+        assert not reply.ad_ids and not reply.tracking_spec_indexes and not reply.conversion_spec_indexes
+        assert list(reply.conversion_counts) == [1, 0] * (size // 2) + [1] * (size % 2)
+
+
 def test_values_no_double_holds_fall_back_to_the_default(owner, ingest):
     px = owner.create_pixel("act_1", "p").id
     lead = owner.create_custom_conversion("act_1", "lead", px, {"event": "Lead"}, default_conversion_value=2).id
