@@ -27,7 +27,7 @@ import tempfile
 import time
 from types import ModuleType
 
-from bench.rules import as_columns, as_parameter_columns, as_rows, make_workload
+from bench.rules import add_workload_options, as_columns, as_parameter_columns, as_rows, make_workload
 from matcher import compile_rules
 
 FORMS = {  # a form: how the events are batched, and the method that matches such a batch
@@ -91,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20, help="rounds over the batches (pairs of them are compared)")
     ap.add_argument("--forms", default="columns,parameters,rows",
                     help="columns (custom data as dicts), parameters (custom parameters as columns), rows")
-    ap.add_argument("--pixels", type=int, default=100)
-    ap.add_argument("--rules-per-pixel", type=int, default=100)
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=1)
+    add_workload_options(ap)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
     forms = args.forms.split(",")

@@ -356,14 +356,19 @@ def report(name: str, r: dict) -> None:
           f"reference on {r['reference_sample']:,})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_workload_options(ap: argparse.ArgumentParser) -> None:
+    """The options naming a ``make_workload`` workload and its batches (``bench builds`` too)."""
     ap.add_argument("--pixels", type=int, default=100)
     ap.add_argument("--rules-per-pixel", type=int, default=100)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--sample", type=int, default=5000, help="events timed for the twin (reference: a tenth)")
     ap.add_argument("--seed", type=int, default=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_options(ap)
+    ap.add_argument("--sample", type=int, default=5000, help="events timed for the twin (reference: a tenth)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--scenario", choices=["many_pixels", "one_pixel"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

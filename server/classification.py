@@ -300,14 +300,14 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         else:
             matched_values = map(read, compress(raw, counts))
         values = conversion_values(counts, ids, matched_values, snapshot.default_values)
-        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
-        ad_fields = ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids]) if pixel_ads else {}
         if request.record:
             self._record(snapshot, batch, counts, ids, values, own_values)
         self._pixel_events_counter.inc(len(batch))
-        reply = pb.ClassifyPixelEventsResponse(
-            conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values, **ad_fields)
-        if not pixel_ads:
+        reply = pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
+        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
+        if pixel_ads:
+            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids])))
+        else:
             reply.MergeFromString(no_ads_reply(len(batch)))
         return reply
 
