@@ -12,10 +12,14 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
+from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.float cimport PyFloat_FromDouble
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_GetSlice, PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_FromLongLong
+from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport strtod
 from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
@@ -33,6 +37,7 @@ from matcher.includes.re2 cimport (
 from collections.abc import Mapping
 
 from matcher._casefold_data import FOLD_PAIRS
+from matcher.columns import NumberColumn, TextColumn
 from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT
 from matcher.regex import REGEX_MAX_MEM
 from matcher.errors import RuleError
@@ -116,6 +121,127 @@ cdef inline PyObject* _column_value(PyObject* column, Py_ssize_t row) noexcept n
         return NULL
     return value
 
+
+# Columns held in buffers (``matcher.columns``): a TextColumn's UTF-8 and offsets, a
+# NumberColumn's 8-byte values, and either's validity bitmap, read in place without the GIL.
+# Their buffers cannot change (read-only exporters, or copies), and the call holds the column.
+DEF BUF_NONE = 0  # not a buffer column: a list, or nobody sent it
+DEF BUF_TEXT = 1
+DEF BUF_FLOAT = 2
+DEF BUF_INT = 3
+
+cdef struct Buf:
+    int kind
+    const char* data  # texts: the UTF-8; numbers: the chunk's first value
+    const char* offsets  # texts: the chunk's first offset (int32, or int64 when ``wide``)
+    cbool wide
+    const unsigned char* valid  # NULL: every value is present; else the chunk's first byte of the bitmap
+    Py_ssize_t n  # values from the chunk's first on
+    cbool ascii  # texts: every one is ASCII
+
+
+cdef Buf _chunk_buf(object column, Py_ssize_t start) except *:
+    """The buffers of ``column`` from value ``start`` (a multiple of 8) on; kind BUF_NONE when
+    it is not a buffer column."""
+    cdef Buf b
+    cdef Py_ssize_t width
+    memset(&b, 0, sizeof(Buf))
+    if type(column) is TextColumn:
+        b.kind = BUF_TEXT
+        b.wide = column._wide
+        width = 8 if b.wide else 4
+        b.data = <const char*>PyMemoryView_GET_BUFFER(column._data).buf
+        b.offsets = <const char*>PyMemoryView_GET_BUFFER(column._offsets).buf + start * width
+        b.ascii = column._ascii
+    elif type(column) is NumberColumn:
+        b.kind = BUF_INT if column._integers else BUF_FLOAT
+        b.data = <const char*>PyMemoryView_GET_BUFFER(column._values).buf + start * 8
+    else:
+        return b
+    b.n = max(<Py_ssize_t>len(column) - start, 0)
+    if column._validity is not None:
+        b.valid = <const unsigned char*>PyBytes_AS_STRING(column._validity) + (start >> 3)
+    return b
+
+
+def first_decrease(memoryview offsets not None, Py_ssize_t n):
+    """The first i < n with offsets[i] > offsets[i + 1], or -1 (a TextColumn's check; the
+    twin's loop, in C): ``offsets`` holds at least n + 1 int32 or int64."""
+    cdef const char* at = <const char*>PyMemoryView_GET_BUFFER(offsets).buf
+    cdef Py_ssize_t width = PyMemoryView_GET_BUFFER(offsets).itemsize
+    cdef Py_ssize_t i
+    cdef int32_t a32, b32
+    cdef int64_t a64, b64
+    if width not in (4, 8) or not offsets.c_contiguous or len(offsets) < n + 1:
+        raise ValueError("offsets: n + 1 contiguous int32 or int64 values")
+    for i in range(n):
+        if width == 4:
+            memcpy(&a32, at + 4 * i, 4)
+            memcpy(&b32, at + 4 * i + 4, 4)
+            if a32 > b32:
+                return i
+        else:
+            memcpy(&a64, at + 8 * i, 8)
+            memcpy(&b64, at + 8 * i + 8, 8)
+            if a64 > b64:
+                return i
+    return -1
+
+
+cdef inline cbool _buf_has(const Buf* b, Py_ssize_t row) noexcept nogil:
+    """Whether a buffer column holds a value for the chunk's row."""
+    return row < b.n and (b.valid == NULL or (b.valid[row >> 3] >> (row & 7)) & 1)
+
+
+cdef inline int64_t _buf_offset(const Buf* b, Py_ssize_t i) noexcept nogil:
+    cdef int32_t narrow
+    cdef int64_t wide
+    if b.wide:
+        memcpy(&wide, b.offsets + 8 * i, 8)  # (any alignment: a buffer may start anywhere)
+        return wide
+    memcpy(&narrow, b.offsets + 4 * i, 4)
+    return narrow
+
+
+cdef inline const char* _buf_text(const Buf* b, Py_ssize_t row, Py_ssize_t* size) noexcept nogil:
+    """A text column's row (present: see ``_buf_has``) as its UTF-8 and size."""
+    cdef int64_t first = _buf_offset(b, row)
+    size[0] = _buf_offset(b, row + 1) - first
+    return b.data + first
+
+
+cdef inline double _buf_number(const Buf* b, Py_ssize_t row) noexcept nogil:
+    """A number column's row (present) as a double."""
+    cdef double d
+    cdef int64_t i
+    if b.kind == BUF_FLOAT:
+        memcpy(&d, b.data + 8 * row, 8)
+        return d
+    memcpy(&i, b.data + 8 * row, 8)
+    return <double>i
+
+
+cdef inline cbool _all_ascii(const char* text, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef unsigned char seen = 0
+    for i in range(size):
+        seen |= <unsigned char>text[i]
+    return seen < 0x80
+
+
+cdef object _buf_object(const Buf* b, Py_ssize_t row):
+    """A buffer column's row (present) as the object a list column would hold there."""
+    cdef const char* text
+    cdef Py_ssize_t size
+    cdef int64_t i
+    if b.kind == BUF_TEXT:
+        text = _buf_text(b, row, &size)
+        return text[:size].decode("utf-8")
+    if b.kind == BUF_FLOAT:
+        return PyFloat_FromDouble(_buf_number(b, row))
+    memcpy(&i, b.data + 8 * row, 8)
+    return PyLong_FromLongLong(i)
+
 # Event keys, as objects (no module-global lookups in the extraction loop).
 cdef str _KEY_URL = "url"
 cdef str _KEY_EVENT = "event"
@@ -128,6 +254,7 @@ cdef const char* _TRUE = "true"
 cdef const char* _FALSE = "false"
 
 # Events per chunk: bounds the extracted arrays and lets other threads take the GIL between.
+# (A multiple of 8: a chunk of a buffer column starts on a whole byte of its validity bitmap.)
 DEF CHUNK = 256
 # RE2 memory budget of one multi-pattern set (program plus DFA cache).
 DEF SET_MAX_MEM = 4 << 20
@@ -1283,17 +1410,40 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vect
     count is touched. Non-ASCII text is left to the GIL: its UTF-8 is CPython's cache, which
     may be allocated on first use."""
     cdef PyObject* value = _column_value(column, row)
-    cdef Py_ssize_t hs, hl, ps, pl, k
-    cdef Item item
     span.start = items.size()
     span.count = 0
     if value == NULL:
         return True
     if not _exact_ascii_str(value):
         return False
-    item.text = _ascii_data(value)
-    item.size = _ascii_size(value)
-    item.ascii = True
+    return _builtin_item(_ascii_data(value), _ascii_size(value), True, kind, items, span)
+
+
+cdef inline cbool _fast_builtin_buf(const Buf* b, Py_ssize_t row, int kind, vector[Item]& items,
+                                    Span* span) noexcept nogil:
+    """``_fast_builtin`` for a buffer column: any text (its UTF-8 is in the buffer); False for
+    numbers, as for a list's."""
+    cdef const char* text
+    cdef Py_ssize_t size
+    span.start = items.size()
+    span.count = 0
+    if not _buf_has(b, row):
+        return True
+    if b.kind != BUF_TEXT:
+        return False
+    text = _buf_text(b, row, &size)
+    return _builtin_item(text, size, b.ascii or _all_ascii(text, size), kind, items, span)
+
+
+cdef inline cbool _builtin_item(const char* text, Py_ssize_t size, cbool ascii, int kind, vector[Item]& items,
+                                Span* span) noexcept nogil:
+    """A built-in field's text (a URL for F_DOMAIN and F_PATH) as ``_fast_builtin`` makes its
+    item; ``span`` is set for a missing value already."""
+    cdef Py_ssize_t hs, hl, ps, pl, k
+    cdef Item item
+    item.text = text
+    item.size = size
+    item.ascii = ascii
     item.number = 0.0
     item.num_state = NUM_UNKNOWN
     if kind == F_DOMAIN or kind == F_PATH:
@@ -1312,6 +1462,7 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vect
         else:
             item.text = _SLASH
             item.size = 1
+            item.ascii = True
     items.push_back(item)
     span.count = 1
     return True
@@ -1351,6 +1502,35 @@ cdef inline cbool _fast_parameter(PyObject* value, cbool needs_text, vector[Item
     return True
 
 
+cdef inline cbool _fast_parameter_buf(const Buf* b, Py_ssize_t row, cbool needs_text, vector[Item]& items,
+                                      Span* span) noexcept nogil:
+    """``_fast_parameter`` for a buffer column's row (present): any text; a number as ``_add_item``
+    makes a float's or an int's item, unless a predicate reads its text (left to the GIL)."""
+    cdef Item item
+    span.start = items.size()
+    span.count = 0
+    item.ascii = True
+    item.number = 0.0
+    if b.kind == BUF_TEXT:
+        item.text = _buf_text(b, row, &item.size)
+        item.ascii = b.ascii or _all_ascii(item.text, item.size)
+        item.num_state = NUM_UNKNOWN
+    elif needs_text:
+        return False
+    else:
+        item.text = NULL
+        item.size = 0
+        item.number = _buf_number(b, row)
+        if isfinite(item.number):
+            item.num_state = NUM_YES
+        else:
+            item.number = 0.0
+            item.num_state = NUM_NO
+    items.push_back(item)
+    span.count = 1
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # The matcher: extraction under the GIL, evaluation without it
 
@@ -1359,6 +1539,13 @@ DEF W_PIXEL = 0
 DEF W_URL = F_URL
 DEF W_EVENT = F_EVENT
 DEF W_DEVICE = F_DEVICE
+
+
+cdef int _check_column(object column, str what) except -1:
+    if column is not None and type(column) is not list and type(column) is not TextColumn \
+            and type(column) is not NumberColumn:
+        raise TypeError(f"{what}: a list, TextColumn or NumberColumn, got {type(column).__name__}")
+    return 0
 
 
 cdef list _alias(list keys, dict event):
@@ -1396,14 +1583,17 @@ cdef class _Events:
     # the built-in columns are read without it, see ``_fast_builtin``). Dropped (under the GIL)
     # when the next chunk starts or the call ends.
     cdef list chunk_columns
-    cdef PyObject* column[4]  # borrowed from ``chunk_columns``, NULL for a column nobody sent
+    cdef PyObject* column[4]  # borrowed from ``chunk_columns``, NULL for a column nobody sent or a buffer column
+    cdef Buf buf[4]  # the chunk's part of a buffer column (``matcher.columns``), kind BUF_NONE otherwise
+    cdef list made  # objects made from buffer columns' values for the reads under the GIL, held for the chunk
     cdef object customs  # columns: the custom_data list, or None
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
     # by_parameter: the chunk's private slices of ``params``' columns (as ``chunk_columns``), and
     # borrowed pointers to them: field slot s reads param_column[param_at[s]:param_at[s + 1]].
     cdef list chunk_params
-    cdef vector[PyObject*] param_column
+    cdef vector[PyObject*] param_column  # (NULL for a buffer column)
+    cdef vector[Buf] param_buf  # parallel to param_column: a buffer column's chunk, kind BUF_NONE for a list
     cdef vector[Py_ssize_t] param_at
     cdef Py_ssize_t base
     cdef list keys  # rows: the key objects looked up (see ``_alias``): by W_ code (pixel_id, url, event, device_type), then custom_data
@@ -1414,9 +1604,11 @@ cdef class _Events:
         self.base = start
         if self.columnar:
             self.chunk_columns = [None] * 4
+            self.made = []
             for which in range(4):
                 column = self.columns[which]
-                if column is None:
+                self.buf[which] = _chunk_buf(column, start)
+                if column is None or self.buf[which].kind != BUF_NONE:
                     self.column[which] = NULL
                 else:  # (shorter than the chunk when another thread shortened the list)
                     self.chunk_columns[which] = PyList_GetSlice(column, start, stop)
@@ -1432,9 +1624,14 @@ cdef class _Events:
             if self.by_parameter:
                 self.chunk_params = []
                 self.param_column.clear()
+                self.param_buf.clear()
                 self.param_at.assign(1, 0)
                 for order in self.params:
                     for column in <list>order:
+                        self.param_buf.push_back(_chunk_buf(column, start))
+                        if self.param_buf.back().kind != BUF_NONE:
+                            self.param_column.push_back(NULL)
+                            continue
                         piece = PyList_GetSlice(column, start, stop)
                         _prefetch_items(<PyObject*>piece, 1)
                         self.chunk_params.append(piece)
@@ -1469,25 +1666,53 @@ cdef class _Events:
             return NULL
         return value
 
-    cdef inline PyObject* param(self, int slot, Py_ssize_t row) noexcept nogil:
+    cdef PyObject* param(self, int slot, Py_ssize_t row) except? NULL:
         """The value (borrowed) of the custom parameter a field's first key names, NULL when
         missing: the first column, in lookup order, with an entry for the row (the exact
-        name's column first, then those equal under case folding, as ``_lookup_key``). Read
-        from the chunk's slices, so safe without the GIL (see ``_fast_builtin``)."""
+        name's column first, then those equal under case folding, as ``_lookup_key``)."""
         cdef Py_ssize_t i
         cdef PyObject* value
         for i in range(self.param_at[slot], self.param_at[slot + 1]):
+            if self.param_buf[i].kind != BUF_NONE:
+                if _buf_has(&self.param_buf[i], row):
+                    return self._made(&self.param_buf[i], row)
+                continue
             value = _column_value(self.param_column[i], row)
             if value != NULL:
                 return value
         return NULL
+
+    cdef inline cbool fast_param(self, int slot, Py_ssize_t row, cbool needs_text, vector[Item]& items,
+                                 Span* span) noexcept nogil:
+        """``param``'s value read without the GIL into its item and span (``_fast_parameter``):
+        from the chunk's slices and buffers, which no other thread can change (see
+        ``_fast_builtin``). False when it is left to the GIL."""
+        cdef Py_ssize_t i
+        cdef PyObject* value
+        for i in range(self.param_at[slot], self.param_at[slot + 1]):
+            if self.param_buf[i].kind != BUF_NONE:
+                if _buf_has(&self.param_buf[i], row):
+                    return _fast_parameter_buf(&self.param_buf[i], row, needs_text, items, span)
+                continue
+            value = _column_value(self.param_column[i], row)
+            if value != NULL:
+                return _fast_parameter(value, needs_text, items, span)
+        return _fast_parameter(NULL, needs_text, items, span)
 
     cdef inline PyObject* get(self, int which, Py_ssize_t row) except? NULL:
         """The built-in value (borrowed), NULL when missing."""
         if not self.columnar:
             return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row),
                                            <object>PyList_GET_ITEM(self.keys, which))
+        if self.buf[which].kind != BUF_NONE:
+            return self._made(&self.buf[which], row) if _buf_has(&self.buf[which], row) else NULL
         return _column_value(self.column[which], row)
+
+    cdef PyObject* _made(self, const Buf* b, Py_ssize_t row) except NULL:
+        """A buffer column's row (present) as an object (borrowed: ``made`` holds it for the chunk)."""
+        value = _buf_object(b, row)
+        self.made.append(value)
+        return <PyObject*>value
 
 
 cdef extern from *:
@@ -1648,9 +1873,9 @@ cdef class Matcher:
         return results
 
     def match_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data, dict parameters=None):
-        """Events as columns (lists of length ``n``, or None for a column nobody sent);
-        ``parameters``, when given, are the custom parameters as columns (name -> list),
-        in place of ``custom_data``.
+        """Events as columns (lists of length ``n``, ``matcher.columns`` buffer columns, or None
+        for a column nobody sent); ``parameters``, when given, are the custom parameters as
+        columns (name -> column), in place of ``custom_data`` (a list, or None).
 
         Returns ``(counts, ids)``: per event its number of matches, and the matched rule
         ids of every event, flattened in event order. The caller checks the lengths.
@@ -1664,8 +1889,14 @@ cdef class Matcher:
         cdef size_t i, m
         src.columnar = True
         src.columns = [pixel_id, url, event, device_type]
+        for column in src.columns:
+            _check_column(column, "a column")
+        if custom_data is not None and type(custom_data) is not list:
+            raise TypeError(f"custom_data: a list, got {type(custom_data).__name__}")
         src.customs = custom_data
         if parameters is not None:
+            for column in parameters.values():
+                _check_column(column, "a custom parameter's column")
             src.by_parameter = True
             by_folding = _by_folding(parameters)
             src.params = [self._parameter_columns(slot, parameters, by_folding) for slot in range(self._nfields)]
@@ -1784,6 +2015,7 @@ cdef class Matcher:
         offsets[n] = matched.size()
         src.chunk_columns = None
         src.chunk_params = None
+        src.made = None
         return 0
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
@@ -1847,9 +2079,12 @@ cdef class Matcher:
         as ``_extract`` finds them, for what can be read without it (``_fast_field``, and a
         pixel id that is an exact ASCII str); the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
         ``_extract_redo`` (a queued field is marked extracted already, so it is queued once)."""
-        cdef Py_ssize_t row
+        cdef Py_ssize_t row, size
         cdef PyObject* pixels = src.column[W_PIXEL] if self._has_scoped else NULL
+        cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
+        cdef int pixel_kind = pixel_buf.kind if self._has_scoped else BUF_NONE
         cdef PyObject* pixel
+        cdef const char* text
         cdef Row* r
         for row in range(nrows):
             r = &rows[row]
@@ -1857,14 +2092,25 @@ cdef class Matcher:
             r.scoped = NULL
             if r.unscoped != NULL:
                 self._fast_fields(src, r.unscoped, row, items, &spans[row * nf], &have[row * nf], redo)
-            pixel = _column_value(pixels, row)
-            if pixel == NULL:
+            if pixel_kind == BUF_NONE:
+                pixel = _column_value(pixels, row)
+                if pixel == NULL:
+                    continue
+                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+                    redo.push_back(row)
+                    redo.push_back(-1)
+                    continue
+                text = _ascii_data(pixel)
+                size = _ascii_size(pixel)
+            elif not _buf_has(pixel_buf, row):
                 continue
-            if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+            elif pixel_kind == BUF_TEXT:
+                text = _buf_text(pixel_buf, row, &size)
+            else:  # numbers: an integer's decimal text (``_source_part``)
                 redo.push_back(row)
                 redo.push_back(-1)
                 continue
-            r.scoped = <PartC*>_source_find(self._by_source, _ascii_data(pixel), _ascii_size(pixel))
+            r.scoped = <PartC*>_source_find(self._by_source, text, size)
             if r.scoped != NULL:
                 self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
 
@@ -1887,13 +2133,16 @@ cdef class Matcher:
         ``_fast_builtin``), or a custom parameter named by one key when parameters come as
         columns (see ``_fast_parameter``). False when it is left to the GIL."""
         cdef int kind = self._field_kind[slot]
-        if kind == F_URL or kind == F_EVENT or kind == F_DEVICE:
-            return _fast_builtin(src.column[kind], row, kind, items, span)  # (a built-in's W_ code is its F_ code)
+        cdef int which = kind  # (a built-in's W_ code is its F_ code)
         if kind == F_DOMAIN or kind == F_PATH:
-            return _fast_builtin(src.column[W_URL], row, kind, items, span)
-        if src.by_parameter and self._field_simple[slot]:
-            return _fast_parameter(src.param(slot, row), self._field_needs_text[slot], items, span)
-        return False
+            which = W_URL
+        elif kind == F_CUSTOM:
+            if src.by_parameter and self._field_simple[slot]:
+                return src.fast_param(slot, row, self._field_needs_text[slot], items, span)
+            return False
+        if src.buf[which].kind != BUF_NONE:
+            return _fast_builtin_buf(&src.buf[which], row, kind, items, span)
+        return _fast_builtin(src.column[which], row, kind, items, span)
 
     cdef int _extract_redo(self, _Events src, vector[int32_t]& redo, vector[Item]& items, Span* spans, Row* rows,
                            deque[string]& owned, Held* held, char* have, int nf, int* keys_state) except -1:

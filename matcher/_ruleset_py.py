@@ -19,6 +19,14 @@ from matcher.values import EVENT_COLUMNS, FieldPath, fold, item_number, item_tex
 _COMPARE = (float.__lt__, float.__le__, float.__gt__, float.__ge__)
 
 
+def first_decrease(offsets: Sequence[int], n: int) -> int:
+    """The first i < n with offsets[i] > offsets[i + 1], or -1 (a TextColumn's check)."""
+    for i in range(n):
+        if offsets[i] > offsets[i + 1]:
+            return i
+    return -1
+
+
 class Partition:
     """One partition's plan, with its regexes compiled."""
 

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from matcher import _ruleset
+from matcher.columns import NumberColumn, TextColumn
 from matcher.errors import RuleError
 from matcher.plan import FieldTable, plan_partition
 from matcher.rules import Rule, parse_rule
@@ -59,6 +60,10 @@ class CompiledRules:
         or itself columns, one per custom parameter: ``{"value": [...], "color": [...]}``,
         where event ``i``'s custom parameters are ``{name: column[i]}`` for its non-``None``
         entries, in the columns' order (no mapping per event is built or read).
+
+        A column (but ``custom_data`` as one value per event) may also be a ``TextColumn`` or
+        a ``NumberColumn`` (``matcher.columns``): values in flat buffers, as Arrow holds
+        them, read in place by the compiled kernel.
 
         Returns ``(counts, ids)``: ``counts[i]`` is the number of rules event ``i``
         satisfies, and ``ids`` lists them all, event after event, each event's in rule
@@ -130,17 +135,20 @@ class CompiledRules:
         return _build(self._engine, self._table.copy(), entries, order, members, dict(self._partitions), touched)
 
 
-def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, list], dict[str, list] | None]:
-    """(the number of events, the columns as lists, the custom-parameter columns or None),
-    checked: known names, parameter names that are strings, one length."""
-    lists: dict[str, list] = {}
-    parameters: dict[str, list] | None = None
+_KEPT = (list, TextColumn, NumberColumn)  # the column types the engines read as they are
+
+
+def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, Sequence], dict[str, Sequence] | None]:
+    """(the number of events, the columns as lists or buffer columns, the custom-parameter
+    columns or None), checked: known names, parameter names that are strings, one length."""
+    lists: dict[str, Sequence] = {}
+    parameters: dict[str, Sequence] | None = None
     first: str | None = None
     count = 0
 
-    def as_list(label: str, values: Any) -> list:
+    def as_list(label: str, values: Any, kept: tuple = _KEPT) -> Sequence:
         nonlocal first, count
-        values = values if type(values) is list else list(values)
+        values = values if type(values) in kept else list(values)
         if first is None:
             first, count = label, len(values)
         elif len(values) != count:
@@ -156,8 +164,8 @@ def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, list], dic
                 if type(key) is not str:
                     raise ValueError(f"columns['custom_data']: a custom parameter's name is a str, got {key!r}")
                 parameters[key] = as_list(f"columns['custom_data'][{key!r}]", column)
-        else:
-            lists[name] = as_list(f"columns[{name!r}]", values)
+        else:  # (custom data, one mapping per event, is read from a list)
+            lists[name] = as_list(f"columns[{name!r}]", values, (list,) if name == "custom_data" else _KEPT)
     return count, lists, parameters
 
 

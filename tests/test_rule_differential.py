@@ -9,7 +9,8 @@ from matcher import compile_rules
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
 from tests.conftest import ENGINES, _ruleset_c
-from tests.strategies import events, rules, values
+from tests.strategies import URLS, events, rules, texts, values
+from tests.test_rule_buffer_columns import as_buffer
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -78,6 +79,54 @@ def test_custom_parameter_columns_agree_with_rows(rule_list, evs, names, data):
         compiled = compile_rules(rule_set, sources, engine=engine)
         assert compiled.match_columns(columns) == flat, engine.__name__
         assert compiled.match_batch(rows) == expected, engine.__name__
+
+
+# One kind of value per column, so that it can be held in buffers (``matcher.columns``).
+_BUFFER_KINDS = {
+    "text": st.sampled_from(URLS + ["P1", "P2", "1", "Purchase", "mobile_iphone"]) | texts,
+    "float": st.sampled_from([1.5, 10.0, -0.0, 1e20, float("nan"), float("inf")]) | st.floats(width=32),
+    "int": st.sampled_from([1, 10, 2**53 + 1, -2**63]) | st.integers(-1000, 1000),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule_list=st.lists(st.tuples(rules, st.sampled_from([None, None, "P1", "P2", "1"])), min_size=1, max_size=12),
+    n=st.integers(0, 8),
+    builtin_kinds=st.dictionaries(st.sampled_from(["pixel_id", "event", "url", "device_type"]),
+                                  st.sampled_from(sorted(_BUFFER_KINDS))),
+    parameter_kinds=st.dictionaries(st.sampled_from(PARAMETER_NAMES), st.sampled_from(sorted(_BUFFER_KINDS)),
+                                    max_size=5),
+    wide=st.booleans(),
+    pad=st.integers(0, 3),
+    data=st.data(),
+)
+def test_buffer_columns_agree_with_lists(rule_list, n, builtin_kinds, parameter_kinds, wide, pad, data):
+    """Columns held in buffers (texts, floats, integers; values missing by the validity bitmap)
+    match as the same values in lists, and as the events they make (the reference)."""
+    rule_set = {f"r{i}": rule for i, (rule, _) in enumerate(rule_list)}
+    sources = {f"r{i}": src for i, (_, src) in enumerate(rule_list) if src is not None}
+
+    def column(label, kind):
+        return data.draw(st.lists(_BUFFER_KINDS[kind] | st.none(), min_size=n, max_size=n), label=label)
+
+    builtins = {name: column(name, kind) for name, kind in builtin_kinds.items()}
+    parameters = {name: column(name, kind) for name, kind in parameter_kinds.items()}
+    rows = []
+    for i in range(n):
+        row = {name: values[i] for name, values in builtins.items() if values[i] is not None}
+        custom = {name: values[i] for name, values in parameters.items() if values[i] is not None}
+        if custom:
+            row["custom_data"] = custom
+        rows.append(row)
+    if not builtins and not parameters:  # no column, no events
+        rows = []
+    expected = match_rules(rule_set, rows, sources)
+    flat = ([len(m) for m in expected], [rule_id for m in expected for rule_id in m])
+    buffers = {name: as_buffer(values, wide, pad) for name, values in builtins.items()}
+    buffers["custom_data"] = {name: as_buffer(values, wide, pad) for name, values in parameters.items()}
+    for engine in ENGINES:
+        assert compile_rules(rule_set, sources, engine=engine).match_columns(buffers) == flat, engine.__name__
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,226 @@
+"""Columns held in flat buffers, for ``CompiledRules.match_columns``: Arrow's layouts, zero-copy.
+
+A batch job reading Parquet or Arrow has its events as buffers already: a string column is
+one UTF-8 buffer plus an offsets buffer, a number column one buffer of 8-byte values, and
+either may carry a validity bitmap (bit i clear: value i is missing). ``TextColumn`` and
+``NumberColumn`` wrap those buffers so the compiled kernel reads values in place, with no
+``str`` or ``float`` object per value: every value of a batch sits in a few sequential
+buffers instead of one object each, scattered over the heap.
+
+Either is a read-only ``Sequence`` whose item ``i`` is what a list column would hold (a
+``str``, a ``float`` or an ``int``, or ``None`` when missing), so anything that accepts a list
+column accepts one of these, and answers are the same as for ``list(column)``.
+
+From pyarrow (not a dependency), for an array ``a`` with no slice offset (``a.offset == 0``)::
+
+    validity, offsets, data = a.buffers()               # pa.string(); pa.large_string() alike
+    TextColumn(data, memoryview(offsets).cast("i"), validity, len(a))   # "q" for large_string
+    validity, values = a.buffers()                      # pa.float64() or pa.int64()
+    NumberColumn(memoryview(values).cast("d"), validity, len(a))        # "q" for int64
+
+Buffers that are read-only (``bytes``, Arrow's) are used in place; writable ones are copied,
+so a column never changes under a call that reads it without the GIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from typing import Any, overload
+
+__all__ = ["TextColumn", "NumberColumn"]
+
+_INT_FORMATS = {"i": 4, "l": 8, "q": 8}  # signed, as Arrow's offsets and int64 columns are
+
+
+def _frozen(buffer: Any, label: str) -> memoryview:
+    """A contiguous one-dimensional view of ``buffer`` that cannot change: the buffer itself
+    when its exporter is read-only, else a copy."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(f"{label}: a buffer (bytes, memoryview, array, ...), got {type(buffer).__name__}") from None
+    if view.ndim != 1 or not view.c_contiguous:
+        raise ValueError(f"{label}: a contiguous one-dimensional buffer, got {view.ndim} dimension(s)")
+    if not view.readonly:
+        view = memoryview(view.tobytes()).cast(view.format)
+    return view
+
+
+def _validity(validity: Any, n: int, label: str) -> bytes | None:
+    """The validity bitmap's first ``n`` bits as bytes (copied: it is small), or None."""
+    if validity is None:
+        return None
+    view = _frozen(validity, label).cast("B")
+    need = (n + 7) // 8
+    if len(view) < need:
+        raise ValueError(f"{label}: {len(view)} bytes hold fewer than {n} bits")
+    return view[:need].tobytes()
+
+
+def _first_decrease(offsets: memoryview, n: int) -> int:
+    """The first i < n with offsets[i] > offsets[i + 1], or -1: the engine's loop (the kernel
+    imports this module, so the engine is looked up when a column is made)."""
+    from matcher._ruleset import engine
+
+    return engine.first_decrease(offsets, n)
+
+
+def _bitmap(missing: list[bool]) -> bytes | None:
+    """A validity bitmap with bit i clear where ``missing[i]``, or None when nothing is missing."""
+    if not any(missing):
+        return None
+    bits = bytearray((len(missing) + 7) // 8)
+    for i, gone in enumerate(missing):
+        if not gone:
+            bits[i >> 3] |= 1 << (i & 7)
+    return bytes(bits)
+
+
+def _present(validity: bytes | None, i: int) -> bool:
+    return validity is None or (validity[i >> 3] >> (i & 7)) & 1 == 1
+
+
+def _index(i: Any, n: int, name: str) -> int:
+    i = i.__index__()
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"{name} index out of range")
+    return i
+
+
+class TextColumn(Sequence):
+    """``n`` texts in one UTF-8 buffer: value ``i`` is ``data[offsets[i]:offsets[i + 1]]``
+    decoded, or ``None`` where bit ``i`` of ``validity`` (least significant bit first) is 0.
+
+    ``offsets`` is a buffer of ``n + 1`` int32 (format ``"i"``, Arrow's ``string``) or int64
+    (``"q"``, ``large_string``), non-decreasing, within ``data``; the texts are valid UTF-8
+    and every value starts and ends on a character boundary. ``n`` defaults to
+    ``len(offsets) - 1``. Raises ValueError (naming the buffer and the place) otherwise.
+    """
+
+    __slots__ = ("_data", "_offsets", "_wide", "_validity", "_ascii", "_n")
+
+    def __init__(self, data: Any, offsets: Any, validity: Any = None, n: int | None = None) -> None:
+        data = _frozen(data, "data").cast("B")
+        offsets = _frozen(offsets, "offsets")
+        if offsets.format not in _INT_FORMATS or offsets.itemsize != _INT_FORMATS[offsets.format]:
+            raise ValueError(f"offsets: int32 or int64 values (format 'i' or 'q'), got format {offsets.format!r}")
+        if n is None:
+            n = len(offsets) - 1
+        if n < 0 or len(offsets) < n + 1:
+            raise ValueError(f"offsets: {len(offsets)} values, expected n + 1 = {max(n, 0) + 1}")
+        offsets = offsets[:n + 1]
+        first, last = offsets[0], offsets[n]
+        if first < 0 or last > len(data):
+            raise ValueError(f"offsets: the values run from {first} to {last}, outside data's 0 to {len(data)}")
+        i = _first_decrease(offsets, n)
+        if i >= 0:
+            raise ValueError(f"offsets: offset {i + 1} ({offsets[i + 1]}) is less than offset {i} ({offsets[i]})")
+        text = data[first:last]
+        try:
+            ascii = str(text, "utf-8").isascii()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"data: not UTF-8 at byte {first + e.start}") from None
+        if not ascii:
+            for i in range(n + 1):
+                at = offsets[i]
+                if at < last and data[at] & 0xC0 == 0x80:
+                    raise ValueError(f"offsets: offset {i} ({at}) falls inside a UTF-8 character")
+        self._data = data
+        self._offsets = offsets
+        self._wide = offsets.itemsize == 8
+        self._validity = _validity(validity, n, "validity")
+        self._ascii = ascii
+        self._n = n
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str | None]) -> "TextColumn":
+        """A column holding ``texts`` (``None`` for a missing value): for tests and for data not
+        already in buffers (building one costs more than the kernel saves reading it)."""
+        from array import array
+
+        texts = list(texts)
+        encoded = [t.encode("utf-8") if t is not None else b"" for t in texts]
+        offsets = array("q", [0])
+        at = 0
+        for raw in encoded:
+            at += len(raw)
+            offsets.append(at)
+        return cls(b"".join(encoded), offsets, _bitmap([t is None for t in texts]))
+
+    def buffers(self) -> list:
+        """``[validity or None, offsets, data]``, read-only, in Arrow's order."""
+        return [self._validity, self._offsets.toreadonly(), self._data.toreadonly()]
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> str | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str | None]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = _index(i, self._n, "TextColumn")
+        if not _present(self._validity, i):
+            return None
+        return str(self._data[self._offsets[i]:self._offsets[i + 1]], "utf-8")
+
+    def __repr__(self) -> str:
+        return f"TextColumn({list(islice(self, 3))}{'...' if self._n > 3 else ''}, n={self._n})"
+
+
+class NumberColumn(Sequence):
+    """``n`` numbers in one buffer of float64 (format ``"d"``: values are ``float``) or int64
+    (``"q"``: values are ``int``), ``None`` where bit ``i`` of ``validity`` is 0. ``n``
+    defaults to the buffer's length."""
+
+    __slots__ = ("_values", "_integers", "_validity", "_n")
+
+    def __init__(self, values: Any, validity: Any = None, n: int | None = None) -> None:
+        values = _frozen(values, "values")
+        if values.format == "d":
+            integers = False
+        elif values.format in _INT_FORMATS and values.itemsize == 8:
+            integers = True
+        else:
+            raise ValueError(f"values: float64 or int64 values (format 'd' or 'q'), got format {values.format!r}")
+        if n is None:
+            n = len(values)
+        if not 0 <= n <= len(values):
+            raise ValueError(f"values: {len(values)} values, expected n = {n}")
+        self._values = values[:n]
+        self._integers = integers
+        self._validity = _validity(validity, n, "validity")
+        self._n = n
+
+    @classmethod
+    def from_numbers(cls, numbers: Iterable[float | int | None], integers: bool = False) -> "NumberColumn":
+        """A column holding ``numbers`` (``None`` for a missing value), as int64 or float64."""
+        from array import array
+
+        numbers = list(numbers)
+        values = array("q" if integers else "d", [0 if x is None else x for x in numbers])
+        return cls(values, _bitmap([x is None for x in numbers]))
+
+    def buffers(self) -> list:
+        """``[validity or None, values]``, read-only, in Arrow's order."""
+        return [self._validity, self._values.toreadonly()]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = _index(i, self._n, "NumberColumn")
+        if not _present(self._validity, i):
+            return None
+        return self._values[i]
+
+    def __repr__(self) -> str:
+        return f"NumberColumn({list(islice(self, 3))}{'...' if self._n > 3 else ''}, n={self._n})"
