@@ -13,6 +13,7 @@ deterministic subsample of the same events (they are 2-3 orders of magnitude slo
 from __future__ import annotations
 
 import argparse
+from array import array
 import gc
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 from matcher import _ruleset_py, compile_rules, parse_rule
 from matcher.reference import match_rules
 from matcher._ruleset import USING_EXTENSION
+from matcher.columns import NumberColumn, TextColumn
 from matcher.values import EVENT_COLUMNS
 
 STANDARD_EVENTS = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "Purchase", "Lead", "Search",
@@ -205,6 +207,45 @@ def as_parameter_columns(events: list[dict], batch: int) -> list[dict[str, Any]]
     return batches
 
 
+def as_buffers(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``as_parameter_columns`` batches with each column of one kind of value as the buffers
+    Arrow would hold it in (texts: UTF-8 and int32 offsets; floats: float64; a validity
+    bitmap where values are missing), as ``(TextColumn or NumberColumn, buffers)``; other
+    columns (lists of lists) stay lists. ``wrap_buffers`` makes a batch of them."""
+    def buffers(values: list) -> Any:
+        present = [v for v in values if v is not None]
+        if present and all(type(v) is str for v in present):
+            column = TextColumn.from_texts(values)
+        elif present and all(type(v) is float for v in present):
+            column = NumberColumn.from_numbers(values)
+        else:
+            return values
+        validity, *rest = column.buffers()
+        if type(column) is TextColumn:  # (from_texts makes int64 offsets; Arrow's string has int32)
+            offsets, data = rest
+            return TextColumn, (data.tobytes(), array("i", offsets).tobytes()), validity
+        return NumberColumn, (rest[0].tobytes(),), validity
+
+    return [{name: ({k: buffers(v) for k, v in column.items()} if isinstance(column, dict) else buffers(column))
+             for name, column in b.items()} for b in batches]
+
+
+def wrap_buffers(raw: dict[str, Any]) -> dict[str, Any]:
+    """A batch of ``as_buffers`` as columns for ``match_columns``: what a job holding Arrow
+    buffers does per batch (the wrappers check the buffers; nothing is copied)."""
+    def wrap(column: Any) -> Any:
+        if type(column) is not tuple:
+            return column
+        kind, args, validity = column
+        if kind is TextColumn:
+            data, offsets = args
+            return TextColumn(data, memoryview(offsets).cast("i"), validity)
+        return NumberColumn(memoryview(args[0]).cast("d"), validity)
+
+    return {name: ({k: wrap(v) for k, v in column.items()} if isinstance(column, dict) else wrap(column))
+            for name, column in raw.items()}
+
+
 def threaded_rate(fn, events: list, batch: int, threads: int, batches: list | None = None) -> float:
     """Events per second with ``threads`` threads sharing one compiled set, each its share of
     batches (``events`` sliced by ``batch``, or the ``batches`` given)."""
@@ -291,8 +332,14 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     parameter_columns = as_parameter_columns(work.events, batch)
     assert [compiled.match_columns(c) for c in parameter_columns] == flat, \
         "custom parameters as columns and as mappings disagree"
+    raw_buffers = as_buffers(parameter_columns)
+    start = time.perf_counter()
+    buffer_columns = [wrap_buffers(raw) for raw in raw_buffers]
+    wrap_rate = n_events / (time.perf_counter() - start)
+    assert [compiled.match_columns(c) for c in buffer_columns] == flat, "columns in buffers and as lists disagree"
     del flat
     parameters_rate = best_rate(compiled.match_columns, work.events, batch, 1, parameter_columns)
+    buffers_rate = best_rate(compiled.match_columns, work.events, batch, 1, buffer_columns)
     twin = compile_rules(parsed, work.sources, engine=_ruleset_py)
     subsample = work.events[:sample]
     twin_rate, twin_out = rate(twin.match_batch, subsample, batch)
@@ -309,6 +356,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     two_threads = best_rate(compiled.match_batch, work.events, batch, 2)
     columns_two_threads = best_rate(compiled.match_columns, work.events, batch, 2, columns)
     parameters_two_threads = best_rate(compiled.match_columns, work.events, batch, 2, parameter_columns)
+    buffers_two_threads = best_rate(compiled.match_columns, work.events, batch, 2, buffer_columns)
     return {
         "rules": n_rules, "pixels": pixels, "events": n_events, "batch": batch, "compiled_extension": USING_EXTENSION,
         "parse_s": t1 - t0, "compile_s": t2 - t1,
@@ -316,6 +364,8 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
         "compiled_events_per_s": compiled_rate, "compiled_cold_events_per_s": cold_rate,
         "columns_events_per_s": columns_rate, "parameter_columns_events_per_s": parameters_rate, "columns_two_threads_events_per_s": columns_two_threads,
         "parameter_columns_two_threads_events_per_s": parameters_two_threads,
+        "buffer_columns_events_per_s": buffers_rate, "buffer_columns_two_threads_events_per_s": buffers_two_threads,
+        "buffer_wrap_events_per_s": wrap_rate,
         "twin_events_per_s": twin_rate, "reference_events_per_s": reference_rate,
         "naive_re_events_per_s": naive_rate,
         "naive_agrees": naive_out == compiled_out[:sample],
@@ -337,6 +387,7 @@ def report(name: str, r: dict) -> None:
     print(f"  {'implementation':<26}{'events/s':>12}{'vs reference':>14}{'vs hand-written re':>20}")
     for label, key in [("compiled, columns, warm", "columns_events_per_s"),
                        ("  custom params as columns", "parameter_columns_events_per_s"),
+                       ("  ... in buffers (Arrow)", "buffer_columns_events_per_s"),
                        ("compiled, rows, warm", "compiled_events_per_s"), ("twin (pure Python)", "twin_events_per_s"),
                        ("reference", "reference_events_per_s"), ("hand-written, Python re", "naive_re_events_per_s"),
                        ("just iterating the events", "iterate_events_per_s")]:
@@ -350,6 +401,10 @@ def report(name: str, r: dict) -> None:
     print(f"  threads, parameter columns: 1 -> {r['parameter_columns_events_per_s']:,.0f}/s, "
           f"2 -> {r['parameter_columns_two_threads_events_per_s']:,.0f}/s "
           f"({r['parameter_columns_two_threads_events_per_s'] / r['parameter_columns_events_per_s']:.2f}x)")
+    print(f"  threads, columns in buffers: 1 -> {r['buffer_columns_events_per_s']:,.0f}/s, "
+          f"2 -> {r['buffer_columns_two_threads_events_per_s']:,.0f}/s "
+          f"({r['buffer_columns_two_threads_events_per_s'] / r['buffer_columns_events_per_s']:.2f}x); "
+          f"wrapping the buffers (checks, no copies): {r['buffer_wrap_events_per_s']:,.0f} events/s")
     if not r["naive_agrees"]:
         print("  (the hand-written evaluator disagrees with the reference on some events: it skips the spec's edge cases)")
     print(f"  matches per event: {r['matches_per_event']:.3f} (twin timed on {r['twin_sample']:,} events, "
