@@ -320,7 +320,9 @@ cdef inline void _append_utf8(string& out, uint32_t cp) noexcept nogil:
 
 
 cdef void fold_utf8(const char* s, Py_ssize_t n, string& out) noexcept nogil:
-    """Simple case folding of valid UTF-8 text into ``out``."""
+    """Simple case folding of valid UTF-8 text into ``out`` (a sequence cut off by the end,
+    which only text changed by another thread during a call can hold, is copied as it is:
+    nothing past ``n`` is read)."""
     cdef Py_ssize_t i = 0
     cdef unsigned char c
     cdef uint32_t cp
@@ -343,6 +345,9 @@ cdef void fold_utf8(const char* s, Py_ssize_t n, string& out) noexcept nogil:
             out.push_back(<char>(c + 32) if 65 <= c <= 90 else <char>c)
             i += 1
             continue
+        if i + (2 if c < 0xE0 else 3 if c < 0xF0 else 4) > n:
+            out.append(s + i, n - i)
+            return
         if c < 0xE0:
             cp = ((c & 0x1F) << 6) | (<unsigned char>s[i + 1] & 0x3F)
             i += 2

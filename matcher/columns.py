@@ -18,8 +18,10 @@ From pyarrow (not a dependency), for an array ``a`` with no slice offset (``a.of
     validity, values = a.buffers()                      # pa.float64() or pa.int64()
     NumberColumn(memoryview(values).cast("d"), validity, len(a))        # "q" for int64
 
-Buffers that are read-only (``bytes``, Arrow's) are used in place; writable ones are copied,
-so a column never changes under a call that reads it without the GIL.
+Offsets and bitmaps are copied (they bound every read); data and values that are read-only
+(``bytes``, Arrow's buffers) are used in place, writable ones copied, so a column does not
+change under a call that reads it without the GIL. (Memory that its owner changes behind a
+read-only view can change answers, never read outside the buffers.)
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class TextColumn(Sequence):
     def __init__(self, data: Any, offsets: Any, validity: Any = None, n: int | None = None) -> None:
         data = _frozen(data, "data").cast("B")
         offsets = _frozen(offsets, "offsets")
+        offsets = memoryview(offsets.tobytes()).cast(offsets.format)  # (always a copy: they bound every read)
         if offsets.format not in _INT_FORMATS or offsets.itemsize != _INT_FORMATS[offsets.format]:
             raise ValueError(f"offsets: int32 or int64 values (format 'i' or 'q'), got format {offsets.format!r}")
         if n is None:

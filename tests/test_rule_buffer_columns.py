@@ -115,6 +115,20 @@ def test_writable_buffers_are_copied_read_only_ones_are_not():
     assert list(numbers) == [1.0]
 
 
+@kernel_only
+def test_memory_changed_behind_a_read_only_view_never_reads_outside_it():
+    # Offsets are always copied; data behind a read-only view is its owner's to change, and a
+    # UTF-8 sequence cut off by the end of a value is then folded without reading past it.
+    memory, offsets = bytearray("xé".encode()), array("i", [0, 3])
+    column = TextColumn(memoryview(memory).toreadonly(), memoryview(offsets).toreadonly())
+    offsets[1] = 1000
+    assert list(column) == ["xé"]
+    memory[:] = b"xy\xf0"  # a 4-byte sequence's first byte, last in the buffer
+    compiled = compile_rules({"r": {"url": {"i_contains": "É"}}, "s": {"url": {"i_contains": "XY"}}},
+                             engine=_ruleset_c)  # (the twin decodes each value: it refuses such data)
+    assert compiled.match_columns({"url": column}) == ([1], ["s"])
+
+
 # -- matching: the same answers as lists ---------------------------------------------------
 
 _URLS = ["https://shop.example/p/thank", "https://x.com/thankyou", "/thank", "https://été.shop.example/p/É",
