@@ -210,15 +210,20 @@ cdef inline const char* _buf_text(const Buf* b, Py_ssize_t row, Py_ssize_t* size
     return b.data + first
 
 
+cdef inline int64_t _buf_int(const Buf* b, Py_ssize_t row) noexcept nogil:
+    """An integer column's row (present)."""
+    cdef int64_t i
+    memcpy(&i, b.data + 8 * row, 8)
+    return i
+
+
 cdef inline double _buf_number(const Buf* b, Py_ssize_t row) noexcept nogil:
     """A number column's row (present) as a double."""
     cdef double d
-    cdef int64_t i
     if b.kind == BUF_FLOAT:
         memcpy(&d, b.data + 8 * row, 8)
         return d
-    memcpy(&i, b.data + 8 * row, 8)
-    return <double>i
+    return <double>_buf_int(b, row)
 
 
 cdef inline cbool _all_ascii(const char* text, Py_ssize_t size) noexcept nogil:
@@ -233,14 +238,12 @@ cdef object _buf_object(const Buf* b, Py_ssize_t row):
     """A buffer column's row (present) as the object a list column would hold there."""
     cdef const char* text
     cdef Py_ssize_t size
-    cdef int64_t i
     if b.kind == BUF_TEXT:
         text = _buf_text(b, row, &size)
         return text[:size].decode("utf-8")
     if b.kind == BUF_FLOAT:
         return PyFloat_FromDouble(_buf_number(b, row))
-    memcpy(&i, b.data + 8 * row, 8)
-    return PyLong_FromLongLong(i)
+    return PyLong_FromLongLong(_buf_int(b, row))
 
 # Event keys, as objects (no module-global lookups in the extraction loop).
 cdef str _KEY_URL = "url"
@@ -1671,38 +1674,40 @@ cdef class _Events:
             return NULL
         return value
 
-    cdef PyObject* param(self, int slot, Py_ssize_t row) except? NULL:
-        """The value (borrowed) of the custom parameter a field's first key names, NULL when
-        missing: the first column, in lookup order, with an entry for the row (the exact
-        name's column first, then those equal under case folding, as ``_lookup_key``)."""
+    cdef inline Py_ssize_t param_column_of(self, int slot, Py_ssize_t row) noexcept nogil:
+        """Where the custom parameter a field's first key names is read for the row: the first
+        column, in lookup order, with an entry there (the exact name's column first, then those
+        equal under case folding, as ``_lookup_key``), as an index into ``param_column`` and
+        ``param_buf``; -1 when missing. Reads only the chunk's slices and buffers, which no
+        other thread can change (see ``_fast_builtin``)."""
         cdef Py_ssize_t i
-        cdef PyObject* value
         for i in range(self.param_at[slot], self.param_at[slot + 1]):
             if self.param_buf[i].kind != BUF_NONE:
                 if _buf_has(&self.param_buf[i], row):
-                    return self._made(&self.param_buf[i], row)
-                continue
-            value = _column_value(self.param_column[i], row)
-            if value != NULL:
-                return value
-        return NULL
+                    return i
+            elif _column_value(self.param_column[i], row) != NULL:
+                return i
+        return -1
+
+    cdef PyObject* param(self, int slot, Py_ssize_t row) except? NULL:
+        """The value (borrowed) of the custom parameter a field's first key names, NULL when missing."""
+        cdef Py_ssize_t i = self.param_column_of(slot, row)
+        if i < 0:
+            return NULL
+        if self.param_buf[i].kind != BUF_NONE:
+            return self._made(&self.param_buf[i], row)
+        return _column_value(self.param_column[i], row)
 
     cdef inline cbool fast_param(self, int slot, Py_ssize_t row, cbool needs_text, vector[Item]& items,
                                  Span* span) noexcept nogil:
-        """``param``'s value read without the GIL into its item and span (``_fast_parameter``):
-        from the chunk's slices and buffers, which no other thread can change (see
-        ``_fast_builtin``). False when it is left to the GIL."""
-        cdef Py_ssize_t i
-        cdef PyObject* value
-        for i in range(self.param_at[slot], self.param_at[slot + 1]):
-            if self.param_buf[i].kind != BUF_NONE:
-                if _buf_has(&self.param_buf[i], row):
-                    return _fast_parameter_buf(&self.param_buf[i], row, needs_text, items, span)
-                continue
-            value = _column_value(self.param_column[i], row)
-            if value != NULL:
-                return _fast_parameter(value, needs_text, items, span)
-        return _fast_parameter(NULL, needs_text, items, span)
+        """``param``'s value read without the GIL into its item and span (``_fast_parameter``);
+        False when it is left to the GIL."""
+        cdef Py_ssize_t i = self.param_column_of(slot, row)
+        if i < 0:
+            return _fast_parameter(NULL, needs_text, items, span)
+        if self.param_buf[i].kind != BUF_NONE:
+            return _fast_parameter_buf(&self.param_buf[i], row, needs_text, items, span)
+        return _fast_parameter(_column_value(self.param_column[i], row), needs_text, items, span)
 
     cdef inline PyObject* get(self, int which, Py_ssize_t row) except? NULL:
         """The built-in value (borrowed), NULL when missing."""

@@ -26,25 +26,26 @@ read-only view can change answers, never read outside the buffers.)
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from typing import Any, overload
+from typing import Any
 
 __all__ = ["TextColumn", "NumberColumn"]
 
 _INT_FORMATS = {"i": 4, "l": 8, "q": 8}  # signed, as Arrow's offsets and int64 columns are
 
 
-def _frozen(buffer: Any, label: str) -> memoryview:
+def _frozen(buffer: Any, label: str, copy: bool = False) -> memoryview:
     """A contiguous one-dimensional view of ``buffer`` that cannot change: the buffer itself
-    when its exporter is read-only, else a copy."""
+    when its exporter is read-only (unless ``copy``), else a copy."""
     try:
         view = memoryview(buffer)
     except TypeError:
         raise TypeError(f"{label}: a buffer (bytes, memoryview, array, ...), got {type(buffer).__name__}") from None
     if view.ndim != 1 or not view.c_contiguous:
         raise ValueError(f"{label}: a contiguous one-dimensional buffer, got {view.ndim} dimension(s)")
-    if not view.readonly:
+    if copy or not view.readonly:
         view = memoryview(view.tobytes()).cast(view.format)
     return view
 
@@ -53,7 +54,7 @@ def _validity(validity: Any, n: int, label: str) -> bytes | None:
     """The validity bitmap's first ``n`` bits as bytes (copied: it is small), or None."""
     if validity is None:
         return None
-    view = _frozen(validity, label).cast("B")
+    view = _frozen(validity, label).cast("B")  # (copied below)
     need = (n + 7) // 8
     if len(view) < need:
         raise ValueError(f"{label}: {len(view)} bytes hold fewer than {n} bits")
@@ -79,20 +80,38 @@ def _bitmap(missing: list[bool]) -> bytes | None:
     return bytes(bits)
 
 
-def _present(validity: bytes | None, i: int) -> bool:
-    return validity is None or (validity[i >> 3] >> (i & 7)) & 1 == 1
+class _Column(Sequence):
+    """What both columns share: ``n`` values, a validity bitmap, reading as a list does."""
+
+    __slots__ = ("_validity", "_n")
+    _validity: bytes | None
+    _n: int
+
+    def _value(self, i: int) -> Any:
+        """Value ``i`` (0 <= i < n, present)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = i.__index__()
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"{type(self).__name__} index out of range")
+        validity = self._validity
+        if validity is not None and not (validity[i >> 3] >> (i & 7)) & 1:
+            return None
+        return self._value(i)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(islice(self, 3))}{'...' if self._n > 3 else ''}, n={self._n})"
 
 
-def _index(i: Any, n: int, name: str) -> int:
-    i = i.__index__()
-    if i < 0:
-        i += n
-    if not 0 <= i < n:
-        raise IndexError(f"{name} index out of range")
-    return i
-
-
-class TextColumn(Sequence):
+class TextColumn(_Column):
     """``n`` texts in one UTF-8 buffer: value ``i`` is ``data[offsets[i]:offsets[i + 1]]``
     decoded, or ``None`` where bit ``i`` of ``validity`` (least significant bit first) is 0.
 
@@ -102,12 +121,11 @@ class TextColumn(Sequence):
     ``len(offsets) - 1``. Raises ValueError (naming the buffer and the place) otherwise.
     """
 
-    __slots__ = ("_data", "_offsets", "_wide", "_validity", "_ascii", "_n")
+    __slots__ = ("_data", "_offsets", "_wide", "_ascii")
 
     def __init__(self, data: Any, offsets: Any, validity: Any = None, n: int | None = None) -> None:
         data = _frozen(data, "data").cast("B")
-        offsets = _frozen(offsets, "offsets")
-        offsets = memoryview(offsets.tobytes()).cast(offsets.format)  # (always a copy: they bound every read)
+        offsets = _frozen(offsets, "offsets", copy=True)  # (they bound every read)
         if offsets.format not in _INT_FORMATS or offsets.itemsize != _INT_FORMATS[offsets.format]:
             raise ValueError(f"offsets: int32 or int64 values (format 'i' or 'q'), got format {offsets.format!r}")
         if n is None:
@@ -142,8 +160,6 @@ class TextColumn(Sequence):
     def from_texts(cls, texts: Iterable[str | None]) -> "TextColumn":
         """A column holding ``texts`` (``None`` for a missing value): for tests and for data not
         already in buffers (building one costs more than the kernel saves reading it)."""
-        from array import array
-
         texts = list(texts)
         encoded = [t.encode("utf-8") if t is not None else b"" for t in texts]
         offsets = array("q", [0])
@@ -157,32 +173,16 @@ class TextColumn(Sequence):
         """``[validity or None, offsets, data]``, read-only, in Arrow's order."""
         return [self._validity, self._offsets.toreadonly(), self._data.toreadonly()]
 
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, i: int) -> str | None: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str | None]: ...
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._n))]
-        i = _index(i, self._n, "TextColumn")
-        if not _present(self._validity, i):
-            return None
+    def _value(self, i: int) -> str:
         return str(self._data[self._offsets[i]:self._offsets[i + 1]], "utf-8")
 
-    def __repr__(self) -> str:
-        return f"TextColumn({list(islice(self, 3))}{'...' if self._n > 3 else ''}, n={self._n})"
 
-
-class NumberColumn(Sequence):
+class NumberColumn(_Column):
     """``n`` numbers in one buffer of float64 (format ``"d"``: values are ``float``) or int64
     (``"q"``: values are ``int``), ``None`` where bit ``i`` of ``validity`` is 0. ``n``
     defaults to the buffer's length."""
 
-    __slots__ = ("_values", "_integers", "_validity", "_n")
+    __slots__ = ("_values", "_integers")
 
     def __init__(self, values: Any, validity: Any = None, n: int | None = None) -> None:
         values = _frozen(values, "values")
@@ -204,8 +204,6 @@ class NumberColumn(Sequence):
     @classmethod
     def from_numbers(cls, numbers: Iterable[float | int | None], integers: bool = False) -> "NumberColumn":
         """A column holding ``numbers`` (``None`` for a missing value), as int64 or float64."""
-        from array import array
-
         numbers = list(numbers)
         values = array("q" if integers else "d", [0 if x is None else x for x in numbers])
         return cls(values, _bitmap([x is None for x in numbers]))
@@ -214,16 +212,5 @@ class NumberColumn(Sequence):
         """``[validity or None, values]``, read-only, in Arrow's order."""
         return [self._validity, self._values.toreadonly()]
 
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._n))]
-        i = _index(i, self._n, "NumberColumn")
-        if not _present(self._validity, i):
-            return None
+    def _value(self, i: int) -> float | int:
         return self._values[i]
-
-    def __repr__(self) -> str:
-        return f"NumberColumn({list(islice(self, 3))}{'...' if self._n > 3 else ''}, n={self._n})"

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from matcher import compile_rules
-from matcher.columns import NumberColumn, TextColumn
+from matcher.columns import NumberColumn, TextColumn, _bitmap
 from matcher.reference import match_rules
 from tests.conftest import ENGINES, _ruleset_c
 from tests.test_rule_columns_nogil import _flat, _rules
@@ -25,12 +25,7 @@ def as_buffer(values, wide=True, pad=0):
     in int64's range, or None), else the list itself: offsets of 4 or 8 bytes (``wide``),
     ``pad`` bytes of data before the first value, a validity bitmap when a value is missing."""
     present = [v for v in values if v is not None]
-    missing = [v is None for v in values]
-    bits = bytearray((len(values) + 7) // 8)
-    for i, gone in enumerate(missing):
-        if not gone:
-            bits[i >> 3] |= 1 << (i & 7)
-    validity = bytes(bits) if any(missing) else None
+    validity = _bitmap([v is None for v in values])
     if present and all(type(v) is str for v in present):
         try:
             encoded = [b"" if v is None else v.encode("utf-8") for v in values]
