@@ -12,7 +12,7 @@ Value semantics mirror ``matcher.values`` exactly; the differential tests hold t
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_FromDouble
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_GetSlice, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_FromLongLong
@@ -292,6 +292,7 @@ DEF NUM_YES = 1
 DEF NUM_NO = 2
 
 include "_literals.pxi"
+include "_keytable.pxi"
 
 assert (TEXT, FOLDED, NUMBER) == (G_TEXT, G_FOLDED, G_NUMBER)
 assert (P_CONTAINS, P_PREFIX, P_REGEX, P_ICONTAINS, P_IPREFIX) == (K_CONTAINS, K_PREFIX, K_REGEX, K_ICONTAINS, K_IPREFIX)
@@ -486,11 +487,9 @@ cdef cppclass GroupC:
     int op
     double bound
     int pred
-    deque[string] keys  # storage behind the string_view keys below
-    unordered_map[string_view, vector[int]] text_eq
-    unordered_map[double, vector[int]] number_eq
-    unordered_map[string_view, vector[int]] number_text_eq
-    cbool has_number_eq
+    KeyTable text_eq  # by UTF-8 (G_FOLDED: folded)
+    KeyTable number_eq  # by the number's 8 bytes (a double; -0.0 as 0.0)
+    KeyTable number_text_eq  # by UTF-8: the texts equal to a number in the rule that no number parses to
     RE2Set* set  # every pattern (texts with non-ASCII bytes)
     vector[int] set_preds
     vector[int] pat_kind
@@ -641,12 +640,9 @@ cdef class Partition:
             g.op = group.op
             g.bound = group.bound
             g.pred = group.pred
-            _load_map(g, group.text_eq, &g.text_eq)
-            _load_map(g, group.number_text_eq, &g.number_text_eq)
-            for number, preds in group.number_eq.items():
-                for pid in preds:
-                    g.number_eq[number].push_back(pid)
-            g.has_number_eq = bool(group.number_eq)
+            _load_keys(&g.text_eq, {text.encode("utf-8"): preds for text, preds in group.text_eq.items()})
+            _load_keys(&g.number_text_eq, {text.encode("utf-8"): preds for text, preds in group.number_text_eq.items()})
+            _load_keys(&g.number_eq, _number_keys(group.number_eq))
             if group.patterns:
                 _load_patterns(g, group.patterns)
 
@@ -755,14 +751,20 @@ def _program_fields(plan, program):
     return fields
 
 
-cdef int _load_map(GroupC* g, dict source, unordered_map[string_view, vector[int]]* target) except -1:
-    cdef bytes raw
-    for text, preds in source.items():
-        raw = (<str>text).encode("utf-8")
-        g.keys.push_back(string(<char*>raw, len(raw)))
-        for pid in preds:
-            target[0][string_view(g.keys.back().data(), g.keys.back().size())].push_back(pid)
-    return 0
+cdef int _load_keys(KeyTable* t, dict keys) except -1:
+    return key_table_fill(t, [(key, list(preds)) for key, preds in keys.items()])
+
+
+cdef dict _number_keys(dict numbers):
+    """A group's numbers' predicates by the bytes of the double each compares as (-0.0 as 0.0;
+    two ints past 2**53 may share one). NaN equals nothing: it has none."""
+    cdef double d
+    cdef dict out = {}
+    for number, preds in numbers.items():
+        d = <double>number + 0.0
+        if d == d:
+            out.setdefault(PyBytes_FromStringAndSize(<char*>&d, sizeof(double)), []).extend(preds)
+    return out
 
 
 cdef Options _regex_options() noexcept nogil:
@@ -852,6 +854,28 @@ def _scan_literals(list literals, bytes text, int mode=SCAN_ASCII):
         return sorted(set(out)), s.step
     finally:
         del s
+
+
+def _key_table_lookup(list entries, list probes):
+    """Tests only: the ids a key table made of ``entries`` ((key bytes, ids) pairs, no key
+    twice) finds for each of ``probes`` (bytes), as lists."""
+    cdef KeyTable t
+    cdef const int32_t* ids
+    cdef int32_t count
+    key_table_fill(&t, entries)
+    out = []
+    for probe in probes:
+        key_table_get(&t, <const char*>(<bytes>probe), len(probe), &ids, &count)
+        out.append([ids[k] for k in range(count)])
+    return out
+
+
+def _key_parts(bytes a, bytes b):
+    """Tests only: (the hash of ``a``, whether ``a`` and ``b``, of one length, are the same
+    bytes): the key table's two halves, which hide each other's faults in lookups (a key is
+    compared only when 32 bits of its hash match)."""
+    assert len(a) == len(b)
+    return _text_hash(a, len(a)), _same_bytes(a, b, len(a))
 
 
 # Scanner ids: a predicate's (>= 0), or atom a's: ATOM_ID - a.
@@ -1042,16 +1066,6 @@ cdef void _next_stamp(Scratch* sc) noexcept nogil:
         sc.stamp = 1
 
 
-cdef inline void _mark(Scratch* sc, const vector[int]& preds) noexcept nogil:
-    cdef size_t i
-    cdef int p
-    for i in range(preds.size()):
-        p = preds[i]
-        if sc.pred_mark[p] != sc.stamp:
-            sc.pred_mark[p] = sc.stamp
-            sc.found.push_back(p)
-
-
 cdef inline void _mark_one(Scratch* sc, int p) noexcept nogil:
     if sc.pred_mark[p] != sc.stamp:
         sc.pred_mark[p] = sc.stamp
@@ -1067,13 +1081,12 @@ cdef inline cbool _item_number(Item* item) noexcept nogil:
     return item.num_state == NUM_YES
 
 
-cdef inline void _lookup(Scratch* sc, unordered_map[string_view, vector[int]]& table,
-                         const char* text, size_t size) noexcept nogil:
-    if table.empty():
-        return
-    cdef unordered_map[string_view, vector[int]].iterator it = table.find(string_view(text, size))
-    if it != table.end():
-        _mark(sc, cython.operator.dereference(it).second)
+cdef inline void _lookup(Scratch* sc, const KeyTable& table, const char* text, size_t size) noexcept nogil:
+    cdef const int32_t* preds
+    cdef int32_t count, k
+    key_table_get(&table, text, size, &preds, &count)
+    for k in range(count):
+        _mark_one(sc, preds[k])
 
 
 cdef cbool _run_set(RE2Set* rset, vector[int]& preds, Scratch* sc, const char* text, size_t size) noexcept nogil:
@@ -1194,7 +1207,6 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
     cdef int32_t k
     cdef Item* item
     cdef double number
-    cdef unordered_map[double, vector[int]].iterator nit
     sc.group_mark[gid] = sc.stamp
     for k in range(span.start, span.start + span.count):
         item = &items[k]
@@ -1207,12 +1219,11 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
                     return
             continue
         if g.kind == G_TEXT:
-            if g.has_number_eq or not g.number_text_eq.empty():
+            if not g.number_eq.slots.empty() or not g.number_text_eq.slots.empty():
                 if _item_number(item):
                     number = item.number + 0.0
-                    nit = g.number_eq.find(number)
-                    if nit != g.number_eq.end():
-                        _mark(sc, cython.operator.dereference(nit).second)
+                    if number == number:
+                        _lookup(sc, g.number_eq, <const char*>&number, sizeof(double))
                 elif item.text != NULL:
                     _lookup(sc, g.number_text_eq, item.text, item.size)
             if item.text == NULL:
@@ -1725,52 +1736,6 @@ cdef class _Events:
         return <PyObject*>value
 
 
-cdef extern from *:
-    """
-    #include <cstring>
-    #include <string_view>
-    #include <unordered_map>
-    // Event sources by id: short texts (pixel ids are digits), hashed 8 bytes at a time with
-    // a multiply and a fold (std::hash runs MurmurHash over the bytes: ~50 instructions). A
-    // key carries its hash, so walking a bucket neither rehashes nor compares other texts.
-    struct _SourceKey {
-        std::string_view text;
-        size_t hash;
-        _SourceKey(const char* s, size_t n) : text(s, n), hash(n * 0x9E3779B97F4A7C15ull) {
-            uint64_t w;
-            size_t i = 0;
-            for (; i + 8 <= n; i += 8) {
-                std::memcpy(&w, s + i, 8);
-                hash = (hash ^ w) * 0xFF51AFD7ED558CCDull;
-                hash ^= hash >> 32;
-            }
-            if (i < n) {
-                w = 0;
-                std::memcpy(&w, s + i, n - i);
-                hash = (hash ^ w) * 0xFF51AFD7ED558CCDull;
-                hash ^= hash >> 32;
-            }
-        }
-        bool operator==(const _SourceKey& o) const noexcept { return hash == o.hash && text == o.text; }
-    };
-    struct _SourceHash {
-        size_t operator()(const _SourceKey& k) const noexcept { return k.hash; }
-    };
-    typedef std::unordered_map<_SourceKey, void*, _SourceHash> _SourceMap;
-    static inline void _source_put(_SourceMap& m, const char* s, size_t n, void* value) {
-        m[_SourceKey(s, n)] = value;
-    }
-    static inline void* _source_find(const _SourceMap& m, const char* s, size_t n) {
-        auto it = m.find(_SourceKey(s, n));
-        return it == m.end() ? nullptr : it->second;
-    }
-    """
-    cppclass _SourceMap:
-        pass
-    void _source_put(_SourceMap& m, const char* s, size_t n, void* value) except +
-    void* _source_find(const _SourceMap& m, const char* s, size_t n) noexcept nogil
-
-
 # Matches per event, as int objects (an event matches few rules): match_columns' counts.
 DEF _SMALL_COUNTS = 64
 _small_counts = list(range(_SMALL_COUNTS))  # keeps them alive
@@ -1793,10 +1758,11 @@ cdef class Matcher:
     cdef list _field_folded  # per slot: its folded UTF-8
     cdef list _field_segments  # per slot: tuple of (name, folded utf-8 bytes, each); () for built-ins
     cdef dict _scoped  # source -> Partition (keeps them alive for the C pointers below)
-    # An event's source is looked up by its UTF-8 bytes: one C++ hash lookup, where a Python
-    # dict lookup compares a str object, its hash and its text (~160 instructions per event).
-    cdef _SourceMap _by_source
-    cdef deque[string] _source_text  # storage behind the keys of _by_source
+    # An event's source is looked up by its UTF-8 bytes in a key table (its partition's index
+    # in _source_parts), where a Python dict lookup compares a str object, its hash and its
+    # text (~160 instructions per event).
+    cdef KeyTable _by_source
+    cdef vector[PartC*] _source_parts
     cdef dict _odd_sources  # sources with no UTF-8 form (lone surrogates), by str
     cdef size_t _max_preds, _max_groups, _max_rules
     cdef int _nfields
@@ -1831,15 +1797,16 @@ cdef class Matcher:
         self._scoped = dict(scoped)
         self._has_scoped = bool(self._scoped)
         self._odd_sources = {}
+        by_text = {}
         for source, part in self._scoped.items():
             try:
                 text = str(source).encode("utf-8")
             except UnicodeEncodeError:
                 self._odd_sources[str(source)] = part
                 continue
-            self._source_text.push_back(text)
-            _source_put(self._by_source, self._source_text.back().data(), self._source_text.back().size(),
-                        (<Partition>part).part)
+            by_text[text] = [self._source_parts.size()]
+            self._source_parts.push_back((<Partition>part).part)
+        key_table_fill(&self._by_source, list(by_text.items()))
         self._max_preds = self._max_groups = self._max_rules = 1
         for part in parts:
             self._size_for(part)
@@ -2120,7 +2087,7 @@ cdef class Matcher:
                 redo.push_back(row)
                 redo.push_back(-1)
                 continue
-            r.scoped = <PartC*>_source_find(self._by_source, text, size)
+            r.scoped = self._part_of(text, size)
             if r.scoped != NULL:
                 self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
 
@@ -2186,7 +2153,14 @@ cdef class Matcher:
         if text == NULL:
             found = self._odd_sources.get(str(key))
             return (<Partition>found).part if found is not None else NULL
-        return <PartC*>_source_find(self._by_source, text, size)
+        return self._part_of(text, size)
+
+    cdef inline PartC* _part_of(self, const char* text, Py_ssize_t size) noexcept nogil:
+        """The partition of the source whose UTF-8 is ``text``; NULL when none."""
+        cdef const int32_t* index
+        cdef int32_t count
+        key_table_get(&self._by_source, text, size, &index, &count)
+        return self._source_parts[index[0]] if count else NULL
 
     cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
                             deque[string]& owned, Held* held, int* keys_state) except -1:
