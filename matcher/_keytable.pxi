@@ -85,8 +85,8 @@ cdef struct KeySlot:
 cdef cppclass KeyTable:
     vector[KeySlot] slots  # empty when the table is
     uint64_t mask  # slots - 1 (a power of two)
-    string keys  # the keys longer than KEY_INLINE
     vector[int32_t] multi  # a key with several ids: their count, then the ids
+    string keys  # the keys longer than KEY_INLINE
 
 
 cdef inline uint32_t _key_tag(uint64_t hash) noexcept nogil:

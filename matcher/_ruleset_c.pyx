@@ -481,27 +481,39 @@ cdef void url_parts(const char* s, Py_ssize_t n, Py_ssize_t* host_start, Py_ssiz
 # ---------------------------------------------------------------------------------------------
 # Compiled partitions
 
+cdef extern from *:
+    """
+    typedef int _int_on_line __attribute__((aligned(64)));
+    """
+    ctypedef int _int_on_line  # an int that starts a cache line (and so the struct holding it)
+
+
+# A group's first cache line holds all that a lookup of its exact values reads (the rules'
+# data is cold for most events: each line a group spans is a miss); its patterns start the
+# next line.
 cdef cppclass GroupC:
-    int kind
+    _int_on_line kind
     int field
     int op
-    double bound
     int pred
+    double bound
+    cbool numbers  # number_eq or number_text_eq has keys
+    cbool patterns  # pat_kind is not empty
+    cbool rest_always
     KeyTable text_eq  # by UTF-8 (G_FOLDED: folded)
-    KeyTable number_eq  # by the number's 8 bytes (a double; -0.0 as 0.0)
-    KeyTable number_text_eq  # by UTF-8: the texts equal to a number in the rule that no number parses to
-    RE2Set* set  # every pattern (texts with non-ASCII bytes)
-    vector[int] set_preds
-    vector[int] pat_kind
-    vector[string] pat_text
-    vector[RE2*] pat_regex
     # With the literal scanner (NULL: none), ``set`` is NULL: literals of 4 bytes or more are
     # the scanner's, the rest (regexes, shorter literals) are in ``rest``, which runs only when
     # the scanner found every atom one of its regexes requires, unless ``rest_always``.
     LitScan* scan
     RE2Set* rest
     vector[int] rest_preds
-    cbool rest_always
+    RE2Set* set  # every pattern (texts with non-ASCII bytes)
+    vector[int] set_preds
+    vector[int] pat_kind
+    vector[string] pat_text
+    vector[RE2*] pat_regex
+    KeyTable number_eq  # by the number's 8 bytes (a double; -0.0 as 0.0)
+    KeyTable number_text_eq  # by UTF-8: the texts equal to a number in the rule that no number parses to
     # CSR, by atom id: the regexes filed under the atom (each regex under one atom it requires,
     # or under each of its atoms when it requires none); by regex: the atoms it requires.
     vector[int32_t] atom_regex
@@ -643,8 +655,10 @@ cdef class Partition:
             _load_keys(&g.text_eq, {text.encode("utf-8"): preds for text, preds in group.text_eq.items()})
             _load_keys(&g.number_text_eq, {text.encode("utf-8"): preds for text, preds in group.number_text_eq.items()})
             _load_keys(&g.number_eq, _number_keys(group.number_eq))
+            g.numbers = not g.number_eq.slots.empty() or not g.number_text_eq.slots.empty()
             if group.patterns:
                 _load_patterns(g, group.patterns)
+            g.patterns = not g.pat_kind.empty()
 
     def __dealloc__(self):
         del self.part
@@ -1219,7 +1233,7 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
                     return
             continue
         if g.kind == G_TEXT:
-            if not g.number_eq.slots.empty() or not g.number_text_eq.slots.empty():
+            if g.numbers:
                 if _item_number(item):
                     number = item.number + 0.0
                     if number == number:
@@ -1229,7 +1243,7 @@ cdef void _run_group(PartC* p, int gid, Scratch* sc, Item* items, Span* spans) n
             if item.text == NULL:
                 continue
             _lookup(sc, g.text_eq, item.text, item.size)
-            if not g.pat_kind.empty():
+            if g.patterns:
                 _run_patterns_call(g, sc, item.text, item.size, item.ascii)
         elif item.text != NULL:  # G_FOLDED: i_is_any
             fold_utf8(item.text, item.size, sc.folded)
