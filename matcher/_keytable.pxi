@@ -108,8 +108,8 @@ cdef inline const KeySlot* _key_slot(const KeyTable* t, const char* key, size_t 
     return NULL
 
 
-cdef int key_table_fill(KeyTable* t, list entries) except -1:
-    """``entries``: (key bytes, ids), no key twice."""
+cdef int key_table_fill(KeyTable* t, dict entries) except -1:
+    """``entries``: key (bytes) -> ids (a sequence of ints)."""
     cdef KeySlot empty
     cdef KeySlot* slot
     cdef uint64_t hash, i
@@ -122,7 +122,7 @@ cdef int key_table_fill(KeyTable* t, list entries) except -1:
         capacity <<= 1
     t.slots.assign(capacity, empty)
     t.mask = capacity - 1
-    for key, ids in entries:
+    for key, ids in entries.items():
         hash = _text_hash(key, len(key))
         i = hash & t.mask
         while t.slots[i].tag != 0:

@@ -652,9 +652,9 @@ cdef class Partition:
             g.op = group.op
             g.bound = group.bound
             g.pred = group.pred
-            _load_keys(&g.text_eq, {text.encode("utf-8"): preds for text, preds in group.text_eq.items()})
-            _load_keys(&g.number_text_eq, {text.encode("utf-8"): preds for text, preds in group.number_text_eq.items()})
-            _load_keys(&g.number_eq, _number_keys(group.number_eq))
+            key_table_fill(&g.text_eq, _text_keys(group.text_eq))
+            key_table_fill(&g.number_text_eq, _text_keys(group.number_text_eq))
+            key_table_fill(&g.number_eq, _number_keys(group.number_eq))
             g.numbers = not g.number_eq.slots.empty() or not g.number_text_eq.slots.empty()
             if group.patterns:
                 _load_patterns(g, group.patterns)
@@ -765,8 +765,9 @@ def _program_fields(plan, program):
     return fields
 
 
-cdef int _load_keys(KeyTable* t, dict keys) except -1:
-    return key_table_fill(t, [(key, list(preds)) for key, preds in keys.items()])
+cdef dict _text_keys(dict texts):
+    """A group's texts' predicates by their UTF-8."""
+    return {(<str>text).encode("utf-8"): preds for text, preds in texts.items()}
 
 
 cdef dict _number_keys(dict numbers):
@@ -873,10 +874,11 @@ def _scan_literals(list literals, bytes text, int mode=SCAN_ASCII):
 def _key_table_lookup(list entries, list probes):
     """Tests only: the ids a key table made of ``entries`` ((key bytes, ids) pairs, no key
     twice) finds for each of ``probes`` (bytes), as lists."""
+    assert len(dict(entries)) == len(entries)
     cdef KeyTable t
     cdef const int32_t* ids
     cdef int32_t count
-    key_table_fill(&t, entries)
+    key_table_fill(&t, dict(entries))
     out = []
     for probe in probes:
         key_table_get(&t, <const char*>(<bytes>probe), len(probe), &ids, &count)
@@ -1820,7 +1822,7 @@ cdef class Matcher:
                 continue
             by_text[text] = [self._source_parts.size()]
             self._source_parts.push_back((<Partition>part).part)
-        key_table_fill(&self._by_source, list(by_text.items()))
+        key_table_fill(&self._by_source, by_text)
         self._max_preds = self._max_groups = self._max_rules = 1
         for part in parts:
             self._size_for(part)
