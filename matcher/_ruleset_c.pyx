@@ -23,7 +23,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport strtod
 from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
-from libcpp.algorithm cimport find, sort
+from libcpp.algorithm cimport copy, find, sort
 from libcpp.deque cimport deque
 from libcpp.string cimport string
 from libcpp.string_view cimport string_view
@@ -95,19 +95,20 @@ cdef extern from *:
 cdef PyObject* _NONE = <PyObject*>None
 
 
-cdef inline void _prefetch_items(PyObject* column, int lines, Py_ssize_t start=0, Py_ssize_t stop=-1) noexcept nogil:
+cdef inline void _prefetch_rows(PyObject* column, int lines, const int32_t* rows, Py_ssize_t m) noexcept nogil:
     """Start loading the first ``lines`` cache lines of the objects of a list's items
-    ``start:stop`` (all by default), at a chunk's start: a batch's objects are scattered over
-    the heap and, in a batch job, rarely in cache; asked for together, their misses overlap
-    instead of stalling the extraction one event at a time."""
-    cdef Py_ssize_t row
+    ``rows[:m]`` (none when ``column`` is NULL), at a chunk's start: a batch's objects are
+    scattered over the heap and, in a batch job, rarely in cache; asked for together, their
+    misses overlap instead of stalling the extraction one event at a time."""
+    cdef Py_ssize_t i
     cdef PyObject* value
-    if stop < 0 or stop > _list_size(column):
-        stop = _list_size(column)
-    for row in range(start, stop):
-        value = _list_item(column, row)
-        if value != _NONE:
-            _prefetch_object(value, lines)
+    if column == NULL:
+        return
+    for i in range(m):
+        if rows[i] < _list_size(column):
+            value = _list_item(column, rows[i])
+            if value != _NONE:
+                _prefetch_object(value, lines)
 
 
 cdef inline PyObject* _column_value(PyObject* column, Py_ssize_t row) noexcept nogil:
@@ -140,27 +141,33 @@ cdef struct Buf:
     cbool ascii  # texts: every one is ASCII
 
 
-cdef Buf _chunk_buf(object column, Py_ssize_t start) except *:
-    """The buffers of ``column`` from value ``start`` (a multiple of 8) on; kind BUF_NONE when
-    it is not a buffer column."""
+cdef Buf _column_buf(object column, list held) except *:
+    """The buffers of ``column`` from its first value on; kind BUF_NONE when it is not a
+    buffer column. Read once per call (``_Events.begin``: the attributes are Python's). The
+    objects owning the buffers are appended to ``held``, which the call keeps, so the
+    pointers outlive any change to the column's attributes."""
     cdef Buf b
-    cdef Py_ssize_t width
     memset(&b, 0, sizeof(Buf))
     if type(column) is TextColumn:
+        data, offsets = column._data, column._offsets
+        held += (data, offsets)
         b.kind = BUF_TEXT
         b.wide = column._wide
-        width = 8 if b.wide else 4
-        b.data = <const char*>PyMemoryView_GET_BUFFER(column._data).buf
-        b.offsets = <const char*>PyMemoryView_GET_BUFFER(column._offsets).buf + start * width
+        b.data = <const char*>PyMemoryView_GET_BUFFER(data).buf
+        b.offsets = <const char*>PyMemoryView_GET_BUFFER(offsets).buf
         b.ascii = column._ascii
     elif type(column) is NumberColumn:
+        values = column._values
+        held.append(values)
         b.kind = BUF_INT if column._integers else BUF_FLOAT
-        b.data = <const char*>PyMemoryView_GET_BUFFER(column._values).buf + start * 8
+        b.data = <const char*>PyMemoryView_GET_BUFFER(values).buf
     else:
         return b
-    b.n = max(<Py_ssize_t>len(column) - start, 0)
-    if column._validity is not None:
-        b.valid = <const unsigned char*>PyBytes_AS_STRING(column._validity) + (start >> 3)
+    b.n = len(column)
+    validity = column._validity
+    if validity is not None:
+        held.append(validity)
+        b.valid = <const unsigned char*>PyBytes_AS_STRING(validity)
     return b
 
 
@@ -1605,83 +1612,110 @@ cdef class _Events:
     """Where a batch's events come from: a sequence of mappings (rows) or lists (columns).
 
     Either way extraction sees the same values: a column's ``None`` is a missing key.
-    Row indexes are relative to the current chunk (``start``).
+    Row indexes are relative to the current chunk (``start``), whose rows are the call's rows
+    ``order[start:stop]``: columns are evaluated grouped by event source (see ``_run``).
     """
 
     cdef object events  # rows: the sequence of events
     cdef list dicts  # rows: the chunk's events, as dicts
     cdef list chunk_customs  # rows: the chunk's custom_data values
     cdef bint columnar
+    # The call's rows in the order they are evaluated, and the chunk's part of it (chunk row ->
+    # call row). Columns: grouped by event source, each source's rows in call order (``_run``).
+    cdef vector[int32_t] order
+    cdef const int32_t* idx
+    cdef vector[int32_t] source  # columns: per call row, see ``Matcher._find_sources``
     cdef list columns  # columns: by W_ code (pixel_id, url, event, device_type), each a list or None
-    # columns: the chunk's private slices of ``columns`` (a slice holds a reference to each of
-    # its items, and no other thread can see it, so neither changes while the GIL is released:
-    # the built-in columns are read without it, see ``_fast_builtin``). Dropped (under the GIL)
-    # when the next chunk starts or the call ends.
-    cdef list chunk_columns
-    cdef PyObject* column[4]  # borrowed from ``chunk_columns``, NULL for a column nobody sent or a buffer column
-    cdef Buf buf[4]  # the chunk's part of a buffer column (``matcher.columns``), kind BUF_NONE otherwise
+    # columns: private slices of the list columns, for the whole call (a slice holds a
+    # reference to each of its items, and no other thread can see it, so neither changes
+    # while the GIL is released: the built-in columns are read without it, see
+    # ``_fast_builtin``). Dropped (under the GIL) when the call ends.
+    cdef list slices
+    cdef PyObject* column[4]  # borrowed from ``slices``, NULL for a column nobody sent or a buffer column
+    cdef Buf buf[4]  # a buffer column's buffers (``matcher.columns``), kind BUF_NONE otherwise
+    cdef list held_buffers  # the objects owning ``buf``'s and ``param_buf``'s buffers
     cdef list made  # objects made from buffer columns' values for the reads under the GIL, held for the chunk
     cdef object customs  # columns: the custom_data list, or None
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
-    # by_parameter: the chunk's private slices of ``params``' columns (as ``chunk_columns``), and
-    # borrowed pointers to them: field slot s reads param_column[param_at[s]:param_at[s + 1]].
-    cdef list chunk_params
+    # by_parameter: private slices of ``params``' list columns (as ``slices``), and borrowed
+    # pointers to them: field slot s reads param_column[param_at[s]:param_at[s + 1]].
+    cdef list param_slices
     cdef vector[PyObject*] param_column  # (NULL for a buffer column)
-    cdef vector[Buf] param_buf  # parallel to param_column: a buffer column's chunk, kind BUF_NONE for a list
+    cdef vector[Buf] param_buf  # parallel to param_column: a buffer column's buffers, kind BUF_NONE for a list
     cdef vector[Py_ssize_t] param_at
-    cdef Py_ssize_t base
     cdef list keys  # rows: the key objects looked up (see ``_alias``): by W_ code (pixel_id, url, event, device_type), then custom_data
+
+    cdef int begin(self, Py_ssize_t n) except -1:
+        """Columns: read each buffer column's buffers (see ``_column_buf``) and slice each list
+        column once for the call. The order is the call's until ``_run`` sets another."""
+        cdef int which
+        cdef Buf b
+        self.order.resize(n)
+        for which in range(n):
+            self.order[which] = which
+        if not self.columnar:
+            return 0
+        self.held_buffers = []
+        self.slices = [None] * 4
+        for which in range(4):
+            column = self.columns[which]
+            self.buf[which] = _column_buf(column, self.held_buffers)
+            if column is None or self.buf[which].kind != BUF_NONE:
+                self.column[which] = NULL
+            else:  # (shorter than n when another thread shortened the list)
+                self.slices[which] = PyList_GetSlice(column, 0, n)
+                self.column[which] = <PyObject*>self.slices[which]
+        self.param_slices = []
+        self.param_column.clear()
+        self.param_buf.clear()
+        self.param_at.assign(1, 0)
+        if self.by_parameter:
+            for looked_up in self.params:
+                for column in <list>looked_up:
+                    b = _column_buf(column, self.held_buffers)
+                    self.param_buf.push_back(b)
+                    if b.kind != BUF_NONE:
+                        self.param_column.push_back(NULL)
+                    else:
+                        piece = PyList_GetSlice(column, 0, n)
+                        self.param_slices.append(piece)
+                        self.param_column.push_back(<PyObject*>piece)
+                self.param_at.push_back(self.param_column.size())
+        return 0
+
+    cdef void end(self):
+        self.slices = None
+        self.param_slices = None
+        self.made = None
+        self.held_buffers = None
 
     cdef int start(self, Py_ssize_t start, Py_ssize_t stop) except -1:
         cdef PyObject* raw
-        cdef Py_ssize_t row
-        self.base = start
+        cdef Py_ssize_t row, m = stop - start
+        cdef size_t i
+        self.idx = self.order.data() + start
         if self.columnar:
-            self.chunk_columns = [None] * 4
             self.made = []
-            for which in range(4):
-                column = self.columns[which]
-                self.buf[which] = _chunk_buf(column, start)
-                if column is None or self.buf[which].kind != BUF_NONE:
-                    self.column[which] = NULL
-                else:  # (shorter than the chunk when another thread shortened the list)
-                    self.chunk_columns[which] = PyList_GetSlice(column, start, stop)
-                    self.column[which] = <PyObject*>self.chunk_columns[which]
-                    # A str's 48-byte header and its data: a pixel id on two lines at most,
-                    # a URL's first ~140 bytes on three (the scan reads on; the CPU follows).
-                    if which == W_PIXEL:
-                        _prefetch_items(self.column[which], 2)
-                    elif which == W_URL:
-                        _prefetch_items(self.column[which], 3)
-            if type(self.customs) is list:  # the dicts' headers (their keys once needed: ``_run``)
-                _prefetch_items(<PyObject*>self.customs, 1, start, stop)
-            if self.by_parameter:
-                self.chunk_params = []
-                self.param_column.clear()
-                self.param_buf.clear()
-                self.param_at.assign(1, 0)
-                for order in self.params:
-                    for column in <list>order:
-                        self.param_buf.push_back(_chunk_buf(column, start))
-                        if self.param_buf.back().kind != BUF_NONE:
-                            self.param_column.push_back(NULL)
-                            continue
-                        piece = PyList_GetSlice(column, start, stop)
-                        _prefetch_items(<PyObject*>piece, 1)
-                        self.chunk_params.append(piece)
-                        self.param_column.push_back(<PyObject*>piece)
-                    self.param_at.push_back(self.param_column.size())
+            # A str's 48-byte header and its data: a pixel id on two lines at most, a URL's
+            # first ~140 bytes on three (the scan reads on; the CPU follows); the dicts' and
+            # parameters' headers (a dict's keys once needed: ``_run``).
+            _prefetch_rows(self.column[W_PIXEL], 2, self.idx, m)
+            _prefetch_rows(self.column[W_URL], 3, self.idx, m)
+            if type(self.customs) is list:
+                _prefetch_rows(<PyObject*>self.customs, 1, self.idx, m)
+            for i in range(self.param_column.size()):
+                _prefetch_rows(self.param_column[i], 1, self.idx, m)
             return 0
         self.dicts = []
         self.chunk_customs = []
-        for row in range(start, stop):
-            event = self.events[row]
+        for row in range(m):
+            event = self.events[self.idx[row]]
             if type(event) is not dict:
                 if not isinstance(event, Mapping):
                     raise TypeError(f"an event is a mapping, got {type(event).__name__}")
                 event = dict(event)
-            if row == start:
+            if row == 0:
                 self.keys = _alias([_KEY_PIXEL, _KEY_URL, _KEY_EVENT, _KEY_DEVICE, _KEY_CUSTOM], event)
             raw = PyDict_GetItemWithError(event, <object>PyList_GET_ITEM(self.keys, 4))
             self.dicts.append(event)
@@ -1693,10 +1727,10 @@ cdef class _Events:
         cdef PyObject* value
         if not self.columnar:
             value = PyList_GET_ITEM(self.chunk_customs, row)
-        elif self.customs is None or self.base + row >= PyList_GET_SIZE(self.customs):
+        elif self.customs is None or self.idx[row] >= PyList_GET_SIZE(self.customs):
             return NULL  # (past the end: another thread shortened the list during the call)
         else:
-            value = PyList_GET_ITEM(self.customs, self.base + row)
+            value = PyList_GET_ITEM(self.customs, self.idx[row])
         if value == <PyObject*>None:
             return NULL
         return value
@@ -1705,9 +1739,10 @@ cdef class _Events:
         """Where the custom parameter a field's first key names is read for the row: the first
         column, in lookup order, with an entry there (the exact name's column first, then those
         equal under case folding, as ``_lookup_key``), as an index into ``param_column`` and
-        ``param_buf``; -1 when missing. Reads only the chunk's slices and buffers, which no
+        ``param_buf``; -1 when missing. Reads only the call's slices and buffers, which no
         other thread can change (see ``_fast_builtin``)."""
         cdef Py_ssize_t i
+        row = self.idx[row]
         for i in range(self.param_at[slot], self.param_at[slot + 1]):
             if self.param_buf[i].kind != BUF_NONE:
                 if _buf_has(&self.param_buf[i], row):
@@ -1721,6 +1756,7 @@ cdef class _Events:
         cdef Py_ssize_t i = self.param_column_of(slot, row)
         if i < 0:
             return NULL
+        row = self.idx[row]
         if self.param_buf[i].kind != BUF_NONE:
             return self._made(&self.param_buf[i], row)
         return _column_value(self.param_column[i], row)
@@ -1732,6 +1768,7 @@ cdef class _Events:
         cdef Py_ssize_t i = self.param_column_of(slot, row)
         if i < 0:
             return _fast_parameter(NULL, needs_text, items, span)
+        row = self.idx[row]
         if self.param_buf[i].kind != BUF_NONE:
             return _fast_parameter_buf(&self.param_buf[i], row, needs_text, items, span)
         return _fast_parameter(_column_value(self.param_column[i], row), needs_text, items, span)
@@ -1741,6 +1778,7 @@ cdef class _Events:
         if not self.columnar:
             return PyDict_GetItemWithError(<object>PyList_GET_ITEM(self.dicts, row),
                                            <object>PyList_GET_ITEM(self.keys, which))
+        row = self.idx[row]
         if self.buf[which].kind != BUF_NONE:
             return self._made(&self.buf[which], row) if _buf_has(&self.buf[which], row) else NULL
         return _column_value(self.column[which], row)
@@ -1750,6 +1788,24 @@ cdef class _Events:
         value = _buf_object(b, row)
         self.made.append(value)
         return <PyObject*>value
+
+
+cdef void _call_order(const vector[int32_t]& order, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+    """Matches found in ``order`` (position p: the call's row order[p], its matches
+    matched[offsets[p]:offsets[p + 1]]) rewritten in call order."""
+    cdef size_t n = order.size(), p
+    cdef vector[size_t] at
+    cdef vector[int32_t] out
+    at.assign(n + 1, 0)
+    for p in range(n):
+        at[order[p] + 1] = offsets[p + 1] - offsets[p]
+    for p in range(n):
+        at[p + 1] += at[p]
+    out.resize(matched.size())
+    for p in range(n):
+        copy(matched.begin() + offsets[p], matched.begin() + offsets[p + 1], out.begin() + at[order[p]])
+    matched.swap(out)
+    offsets.swap(at)
 
 
 # Matches per event, as int objects (an event matches few rules): match_columns' counts.
@@ -1920,7 +1976,12 @@ cdef class Matcher:
         return order
 
     cdef int _run(self, _Events src, Py_ssize_t n, vector[int32_t]& matched, vector[size_t]& offsets) except -1:
-        """Evaluate ``n`` events chunk by chunk; row r's matches are matched[offsets[r]:offsets[r+1]]."""
+        """Evaluate ``n`` events chunk by chunk; row r's matches are matched[offsets[r]:offsets[r+1]].
+
+        Columns are evaluated grouped by event source (``_group_by_source``): one pixel's
+        rules, groups and tables are then read for a run of its events, not fetched again
+        from memory for each event another pixel's came between. The matches are put back in
+        call order at the end."""
         cdef Py_ssize_t start, stop, row, rows_here
         cdef Scratch sc
         cdef Batch b
@@ -1943,6 +2004,8 @@ cdef class Matcher:
         spans.resize(rows_here * nf)
         b.have.resize(rows_here * nf)
         offsets.assign(n + 1, 0)
+        src.begin(n)
+        cdef bint grouped = src.columnar and self._has_scoped and self._group_by_source(src, n)
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
             items.clear()
@@ -2006,10 +2069,65 @@ cdef class Matcher:
                     if matched.size() - m > 1:
                         sort(matched.begin() + m, matched.end())
         offsets[n] = matched.size()
-        src.chunk_columns = None
-        src.chunk_params = None
-        src.made = None
+        src.end()
+        if grouped:
+            _call_order(src.order, matched, offsets)
         return 0
+
+    cdef bint _group_by_source(self, _Events src, Py_ssize_t n) except -1:
+        """Columns: each row's source (``_find_sources``), then ``src.order`` as the rows grouped
+        by it (a counting sort; a source's rows keep their order). False when that order is the
+        call's own."""
+        cdef vector[int32_t] at
+        cdef Py_ssize_t row
+        cdef int32_t k
+        cdef bint moved = False
+        src.source.resize(n)
+        with nogil:
+            self._find_sources(src, n)
+            at.assign(self._source_parts.size() + 3, 0)  # by source + 2: -2 (to the GIL), -1 (none), sources
+            for row in range(n):
+                at[src.source[row] + 3] += 1
+            for k in range(1, <int32_t>at.size()):
+                at[k] += at[k - 1]
+            for row in range(n):
+                k = at[src.source[row] + 2]
+                at[src.source[row] + 2] = k + 1
+                src.order[k] = row
+                moved = moved or k != row
+        return moved
+
+    cdef void _find_sources(self, _Events src, Py_ssize_t n) noexcept nogil:
+        """Columns, without the GIL: per call row, the index of its source's partition in
+        ``_source_parts``, -1 when it has none (no pixel id, or one no rule names), -2 when
+        its pixel id is left to the GIL (see ``_extract_fast``)."""
+        cdef Py_ssize_t row, size
+        cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
+        cdef PyObject* pixel
+        cdef const char* text
+        cdef const int32_t* index
+        cdef int32_t count
+        for row in range(n):
+            src.source[row] = -1
+            if pixel_buf.kind == BUF_NONE:
+                pixel = _column_value(src.column[W_PIXEL], row)
+                if pixel == NULL:
+                    continue
+                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+                    src.source[row] = -2
+                    continue
+                text = _ascii_data(pixel)
+                size = _ascii_size(pixel)
+            elif not _buf_has(pixel_buf, row):
+                continue
+            elif pixel_buf.kind == BUF_TEXT:
+                text = _buf_text(pixel_buf, row, &size)
+            else:  # numbers: an integer's decimal text (``_source_part``)
+                src.source[row] = -2
+                continue
+            key_table_get(&self._by_source, text, size, &index, &count)
+            if count:
+                src.source[row] = index[0]
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
                         vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
@@ -2068,16 +2186,13 @@ cdef class Matcher:
 
     cdef void _extract_fast(self, _Events src, Py_ssize_t nrows, vector[Item]& items, Span* spans, Row* rows,
                             char* have, int nf, vector[int32_t]& redo) noexcept nogil:
-        """Columns, without the GIL: each row's partitions and the fields of their eager groups,
-        as ``_extract`` finds them, for what can be read without it (``_fast_field``, and a
-        pixel id that is an exact ASCII str); the rest is queued in ``redo`` as (row, slot), (row, -1) for a source, for
-        ``_extract_redo`` (a queued field is marked extracted already, so it is queued once)."""
-        cdef Py_ssize_t row, size
-        cdef PyObject* pixels = src.column[W_PIXEL] if self._has_scoped else NULL
-        cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
-        cdef int pixel_kind = pixel_buf.kind if self._has_scoped else BUF_NONE
-        cdef PyObject* pixel
-        cdef const char* text
+        """Columns, without the GIL: each row's partitions (its source as ``_find_sources``
+        found it) and the fields of their eager groups, as ``_extract`` finds them, for what can
+        be read without it (``_fast_field``); the rest is queued in ``redo`` as (row, slot),
+        (row, -1) for a source left to the GIL, for ``_extract_redo`` (a queued field is marked
+        extracted already, so it is queued once)."""
+        cdef Py_ssize_t row
+        cdef int32_t source
         cdef Row* r
         for row in range(nrows):
             r = &rows[row]
@@ -2085,26 +2200,14 @@ cdef class Matcher:
             r.scoped = NULL
             if r.unscoped != NULL:
                 self._fast_fields(src, r.unscoped, row, items, &spans[row * nf], &have[row * nf], redo)
-            if pixel_kind == BUF_NONE:
-                pixel = _column_value(pixels, row)
-                if pixel == NULL:
-                    continue
-                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
-                    redo.push_back(row)
-                    redo.push_back(-1)
-                    continue
-                text = _ascii_data(pixel)
-                size = _ascii_size(pixel)
-            elif not _buf_has(pixel_buf, row):
+            if not self._has_scoped:
                 continue
-            elif pixel_kind == BUF_TEXT:
-                text = _buf_text(pixel_buf, row, &size)
-            else:  # numbers: an integer's decimal text (``_source_part``)
+            source = src.source[src.idx[row]]
+            if source == -2:
                 redo.push_back(row)
                 redo.push_back(-1)
-                continue
-            r.scoped = self._part_of(text, size)
-            if r.scoped != NULL:
+            elif source >= 0:
+                r.scoped = self._source_parts[source]
                 self._fast_fields(src, r.scoped, row, items, &spans[row * nf], &have[row * nf], redo)
 
     cdef inline void _fast_fields(self, _Events src, PartC* p, Py_ssize_t row, vector[Item]& items, Span* base,
@@ -2133,6 +2236,7 @@ cdef class Matcher:
             if src.by_parameter and self._field_simple[slot]:
                 return src.fast_param(slot, row, self._field_needs_text[slot], items, span)
             return False
+        row = src.idx[row]
         if src.buf[which].kind != BUF_NONE:
             return _fast_builtin_buf(&src.buf[which], row, kind, items, span)
         return _fast_builtin(src.column[which], row, kind, items, span)

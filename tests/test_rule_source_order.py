@@ -1,0 +1,87 @@
+"""Columns are evaluated grouped by event source (one pixel's rules stay in cache for a run of
+its events), and answered in call order: whatever the order of the events, each one's matches
+are those of the event alone, where it was in the call. The sources mix the ones read without
+the GIL with those left to it (integers, str subclasses, non-ASCII ids), missing and unknown
+ones, across several chunks."""
+
+import random
+
+import pytest
+
+from matcher import compile_rules
+from matcher.reference import match_rules
+from matcher.values import EVENT_COLUMNS
+from tests.conftest import ENGINES
+from tests.test_rule_buffer_columns import as_buffer
+from tests.test_rule_columns_nogil import _Text, _flat
+
+_SOURCES = [f"{1000 + k}" for k in range(12)] + ["é1"]
+
+
+def _rules():
+    rules, sources = {}, {}
+    for k, source in enumerate(_SOURCES):
+        for rule_id, rule in {
+            f"s{k}-url": {"url": {"contains": f"/t{k}/"}},
+            f"s{k}-buy": {"and": [{"event": "Purchase"}, {"value": {"gt": k}}]},
+            f"s{k}-color": {"color": {"i_is_any": [f"red{k}", "blue"]}},
+        }.items():
+            rules[rule_id], sources[rule_id] = rule, source
+    rules["any-url"] = {"url": {"contains": "/t3/"}}  # unscoped: every event's partition too
+    return rules, sources
+
+
+def _events(rng, n):
+    pixels = _SOURCES + [1003, _Text("1004"), None, "9999"]
+    events = []
+    for _ in range(n):
+        k = rng.randrange(14)
+        event = {"url": f"https://shop.example/t{k}/p", "event": rng.choice(["Purchase", "PageView"]),
+                 "custom_data": {"value": float(rng.randrange(14)), "color": rng.choice([f"RED{k}", "Blue", "green"])}}
+        pixel = rng.choice(pixels)
+        if pixel is not None:
+            event["pixel_id"] = pixel
+        events.append(event)
+    return events
+
+
+def _columns(events, by_parameter, buffers):
+    columns = {name: [e.get(name) for e in events] for name in EVENT_COLUMNS}
+    if by_parameter:
+        customs = [e.get("custom_data") or {} for e in events]
+        columns["custom_data"] = {name: [c.get(name) for c in customs] for name in ("value", "color")}
+    if buffers:
+        columns = {name: ({k: as_buffer(v) for k, v in column.items()} if isinstance(column, dict)
+                          else column if name == "custom_data" else as_buffer(column))
+                   for name, column in columns.items()}
+    return columns
+
+
+@pytest.mark.parametrize("by_parameter", [False, True])
+@pytest.mark.parametrize("buffers", [False, True])
+def test_events_grouped_by_source_are_answered_in_call_order(by_parameter, buffers):
+    rules, sources = _rules()
+    rng = random.Random(7)
+    events = _events(rng, 700)  # three chunks; every source's events spread over all of them
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 300  # most events match something: order errors would show
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_columns(_columns(events, by_parameter, buffers)) == _flat(expected), engine.__name__
+
+
+def test_a_shuffled_batch_answers_each_event_as_before():
+    rules, sources = _rules()
+    rng = random.Random(3)
+    events = _events(rng, 600)
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        alone = [compiled.match(event) for event in events]
+        for _ in range(3):
+            order = list(range(len(events)))
+            rng.shuffle(order)
+            shuffled = [events[i] for i in order]
+            assert compiled.match_columns(_columns(shuffled, True, True)) == _flat([alone[i] for i in order])
+        grouped = sorted(range(len(events)), key=lambda i: str(events[i].get("pixel_id")))
+        assert compiled.match_columns(_columns([events[i] for i in grouped], False, False)) == \
+            _flat([alone[i] for i in grouped])
