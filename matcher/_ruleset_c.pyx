@@ -55,7 +55,7 @@ cdef extern from "Python.h":
     int PyGC_Enable()
 
 # What the columns' extraction reads without the GIL (see ``_fast_builtin``): borrowed pointers
-# into a chunk's private column slices, so no reference counts are touched.
+# into a call's private column slices, so no reference counts are touched.
 cdef extern from *:
     """
     static inline PyObject* _list_item(PyObject* list, Py_ssize_t i) { return PyList_GET_ITEM(list, i); }
@@ -112,8 +112,8 @@ cdef inline void _prefetch_rows(PyObject* column, int lines, const int32_t* rows
 
 
 cdef inline PyObject* _column_value(PyObject* column, Py_ssize_t row) noexcept nogil:
-    """A row's value (borrowed) in a chunk's column slice (NULL: nobody sent the column), NULL
-    when missing: None, or past the end of a list another thread shortened before the chunk."""
+    """A row's value (borrowed) in a call's column slice (NULL: nobody sent the column), NULL
+    when missing: None, or past the end of a list another thread shortened before the call."""
     cdef PyObject* value
     if column == NULL or row >= _list_size(column):
         return NULL
@@ -1436,7 +1436,7 @@ cdef inline void _triage_rows(Row* rows, Py_ssize_t nrows, Scratch* sc, vector[I
 
 
 cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vector[Item]& items, Span* span) noexcept nogil:
-    """A built-in field's value from a chunk's column slice (borrowed; NULL: nobody sent it),
+    """A built-in field's value from a call's column slice (borrowed; NULL: nobody sent it),
     without the GIL: False when it is not for here (a value that is not an exact str with
     ASCII data: ``_extract_field`` reads it under the GIL), else its item (none when missing)
     and span. For F_DOMAIN and F_PATH the column is the URL's and the item is its host or
@@ -1444,7 +1444,7 @@ cdef inline cbool _fast_builtin(PyObject* column, Py_ssize_t row, int kind, vect
     left to the GIL: its lowercased copy is owned by the chunk).
 
     Safe without the GIL: the slice is private to the call and holds a reference to each of
-    its items, so no other thread can resize it, replace an item or free one until the chunk
+    its items, so no other thread can resize it, replace an item or free one until the call
     is done; and what is read of the item is immutable once a str exists (its type, which
     ``__class__`` assignment cannot change to or from ``str``; its length; its kind, ASCII
     and compact flags, stored beside the ``interned`` flag, which another thread may set, but
@@ -1511,7 +1511,7 @@ cdef inline cbool _builtin_item(const char* text, Py_ssize_t size, cbool ascii, 
 
 
 cdef inline cbool _fast_parameter(PyObject* value, cbool needs_text, vector[Item]& items, Span* span) noexcept nogil:
-    """A custom parameter's value from a chunk's parameter column slices (borrowed; NULL:
+    """A custom parameter's value from a call's parameter column slices (borrowed; NULL:
     the event lacks it), without the GIL, as ``_fast_builtin`` reads a built-in: an exact
     ASCII str as ``_push_str`` and an exact float (immutable) as ``_add_item`` makes their
     items; False for anything else (non-ASCII text, ints, bools, lists, subclasses) and for
