@@ -133,11 +133,11 @@ DEF BUF_INT = 3
 
 cdef struct Buf:
     int kind
-    const char* data  # texts: the UTF-8; numbers: the chunk's first value
-    const char* offsets  # texts: the chunk's first offset (int32, or int64 when ``wide``)
+    const char* data  # texts: the UTF-8; numbers: the values
+    const char* offsets  # texts: the offsets (int32, or int64 when ``wide``)
     cbool wide
-    const unsigned char* valid  # NULL: every value is present; else the chunk's first byte of the bitmap
-    Py_ssize_t n  # values from the chunk's first on
+    const unsigned char* valid  # NULL: every value is present; else the validity bitmap
+    Py_ssize_t n  # values
     cbool ascii  # texts: every one is ASCII
 
 
@@ -264,7 +264,6 @@ cdef const char* _TRUE = "true"
 cdef const char* _FALSE = "false"
 
 # Events per chunk: bounds the extracted arrays and lets other threads take the GIL between.
-# (A multiple of 8: a chunk of a buffer column starts on a whole byte of its validity bitmap.)
 DEF CHUNK = 256
 # RE2 memory budget of one multi-pattern set (program plus DFA cache).
 DEF SET_MAX_MEM = 4 << 20
