@@ -2104,8 +2104,6 @@ cdef class Matcher:
         cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
         cdef PyObject* pixel
         cdef const char* text
-        cdef const int32_t* index
-        cdef int32_t count
         for row in range(n):
             src.source[row] = -1
             if pixel_buf.kind == BUF_NONE:
@@ -2124,9 +2122,7 @@ cdef class Matcher:
             else:  # numbers: an integer's decimal text (``_source_part``)
                 src.source[row] = -2
                 continue
-            key_table_get(&self._by_source, text, size, &index, &count)
-            if count:
-                src.source[row] = index[0]
+            src.source[row] = self._source_index(text, size)
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
                         vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
@@ -2260,6 +2256,7 @@ cdef class Matcher:
         none: a str by its text (as ``source_key``), an integer by its decimal text."""
         cdef const char* text
         cdef Py_ssize_t size
+        cdef int32_t source
         if raw == NULL:
             return NULL
         if isinstance(<object>raw, str):
@@ -2272,14 +2269,15 @@ cdef class Matcher:
         if text == NULL:
             found = self._odd_sources.get(str(key))
             return (<Partition>found).part if found is not None else NULL
-        return self._part_of(text, size)
+        source = self._source_index(text, size)
+        return self._source_parts[source] if source >= 0 else NULL
 
-    cdef inline PartC* _part_of(self, const char* text, Py_ssize_t size) noexcept nogil:
-        """The partition of the source whose UTF-8 is ``text``; NULL when none."""
+    cdef inline int32_t _source_index(self, const char* text, Py_ssize_t size) noexcept nogil:
+        """The index in ``_source_parts`` of the source whose UTF-8 is ``text``; -1 when none."""
         cdef const int32_t* index
         cdef int32_t count
         key_table_get(&self._by_source, text, size, &index, &count)
-        return self._source_parts[index[0]] if count else NULL
+        return index[0] if count else -1
 
     cdef int _extract_field(self, _Events src, Py_ssize_t row, int slot, Span* base, vector[Item]& items,
                             deque[string]& owned, Held* held, int* keys_state) except -1:
