@@ -27,7 +27,7 @@ read-only view can change answers, never read outside the buffers.)
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -69,6 +69,16 @@ def _first_decrease(offsets: memoryview, n: int) -> int:
     return engine.first_decrease(offsets, n)
 
 
+def _missing(validity: bytes, n: int) -> Iterator[int]:
+    """The indexes below ``n`` whose bit in ``validity`` is clear (a byte at a time: most are
+    all ones)."""
+    for at, byte in enumerate(validity):
+        if byte != 0xFF:
+            for bit in range(8):
+                if not (byte >> bit) & 1 and at * 8 + bit < n:
+                    yield at * 8 + bit
+
+
 def _bitmap(missing: list[bool]) -> bytes | None:
     """A validity bitmap with bit i clear where ``missing[i]``, or None when nothing is missing."""
     if not any(missing):
@@ -90,6 +100,18 @@ class _Column(Sequence):
     def _value(self, i: int) -> Any:
         """Value ``i`` (0 <= i < n, present)."""
         raise NotImplementedError
+
+    def _every_value(self) -> list:
+        """Every value as if present (a missing one's is unspecified)."""
+        raise NotImplementedError
+
+    def tolist(self) -> list:
+        """``list(column)``, in a few C-level calls per column instead of one call per value."""
+        values = self._every_value()
+        if self._validity is not None:
+            for i in _missing(self._validity, self._n):
+                values[i] = None
+        return values
 
     def __len__(self) -> int:
         return self._n
@@ -176,6 +198,14 @@ class TextColumn(_Column):
     def _value(self, i: int) -> str:
         return str(self._data[self._offsets[i]:self._offsets[i + 1]], "utf-8")
 
+    def _every_value(self) -> list:
+        offsets = self._offsets.tolist()
+        if self._ascii:  # one decode, then slices of the str
+            start = offsets[0]
+            text = str(self._data[start:offsets[-1]], "ascii")
+            return [text[a - start:b - start] for a, b in zip(offsets, offsets[1:])]
+        return [str(self._data[a:b], "utf-8") for a, b in zip(offsets, offsets[1:])]
+
 
 class NumberColumn(_Column):
     """``n`` numbers in one buffer of float64 (format ``"d"``: values are ``float``) or int64
@@ -214,3 +244,6 @@ class NumberColumn(_Column):
 
     def _value(self, i: int) -> float | int:
         return self._values[i]
+
+    def _every_value(self) -> list:
+        return self._values.tolist()

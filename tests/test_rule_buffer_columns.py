@@ -60,6 +60,17 @@ def test_a_text_column_reads_as_its_texts():
     assert list(column) == ["bc", None, "def"]
 
 
+@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=6), st.text("ab", max_size=6)), max_size=40),
+       wide=st.booleans(), pad=st.integers(0, 3))
+def test_tolist_is_list_of_the_column(texts, wide, pad):
+    column = as_buffer(texts, wide, pad)
+    if type(column) is list:  # nothing but None (or nothing)
+        column = TextColumn.from_texts(texts)
+    assert column.tolist() == list(column) == texts
+    numbers = [None if t is None else float(len(t)) for t in texts]
+    assert NumberColumn.from_numbers(numbers).tolist() == numbers
+
+
 def test_a_number_column_reads_as_its_numbers():
     assert list(NumberColumn.from_numbers([1.5, None, -0.0, 1e300])) == [1.5, None, -0.0, 1e300]
     ints = NumberColumn.from_numbers([1, None, 2**62], integers=True)
