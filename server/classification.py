@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from array import array
 from functools import lru_cache
 from itertools import compress
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from matcher.columns import NumberColumn, TextColumn
 from matcher.values import url_parts
 
 from server.core import Core
@@ -113,20 +116,27 @@ def _texts(values) -> list:
     return values if all(values) else [v or None for v in values]
 
 
+def _named(parameters, where: str) -> Iterator[tuple[str, str, Any]]:
+    """(name, its place, parameter) of each custom-parameter column, checking the names: not
+    empty, none given twice."""
+    first: dict[str, int] = {}
+    for i, parameter in enumerate(parameters):
+        place = f"{where}[{i}]"
+        name = parameter.name
+        if not name:
+            raise InvalidArgument(f"{place}.name: empty")
+        if name in first:
+            raise InvalidArgument(f"{place}.name: {json.dumps(name, ensure_ascii=False)} given twice (first at [{first[name]}])")
+        first[name] = i
+        yield name, place, parameter
+
+
 def _parameter_columns(parameters, count: int) -> dict[str, list]:
     """Typed custom-parameter columns as ``match_columns`` takes them: name -> one value per
     event (``None``: the event lacks it). Slices of the repeated fields, rewritten only where
     a column holds an empty text or a NaN (the scans for one run in C)."""
     columns: dict[str, list] = {}
-    first: dict[str, int] = {}
-    for i, parameter in enumerate(parameters):
-        where = f"columns.custom_parameters[{i}]"
-        name = parameter.name
-        if not name:
-            raise InvalidArgument(f"{where}.name: empty")
-        if name in first:
-            raise InvalidArgument(f"{where}.name: {json.dumps(name, ensure_ascii=False)} given twice (first at [{first[name]}])")
-        first[name] = i
+    for name, where, parameter in _named(parameters, "columns.custom_parameters"):
         texts, numbers = parameter.texts, parameter.numbers
         for label, values in (("texts", texts), ("numbers", numbers)):
             if values and len(values) != count:
@@ -143,30 +153,99 @@ def _parameter_columns(parameters, count: int) -> dict[str, list]:
     return columns
 
 
+def _little_endian(raw: bytes, code: str, count: int, where: str) -> Sequence:
+    """``count`` values of array type ``code`` stored little-endian in ``raw``, read in place."""
+    size = array(code).itemsize
+    if len(raw) != size * count:
+        raise InvalidArgument(f"{where}: {len(raw)} bytes, expected {size * count} ({count} values of {size} bytes)")
+    if sys.byteorder == "little":
+        return memoryview(raw).cast(code)
+    values = array(code, raw)
+    values.byteswap()
+    return values
+
+
+def _validity(raw: bytes, count: int, where: str) -> bytes | None:
+    if raw and len(raw) != (count + 7) // 8:
+        raise InvalidArgument(f"{where}.validity: {len(raw)} bytes, expected {(count + 7) // 8} (a bit per event)")
+    return raw or None
+
+
+def _text_buffer(buffer: pb.TextBuffer, count: int, where: str) -> TextColumn:
+    """A ``TextBuffer`` as the column the matcher reads in place (the data is not copied)."""
+    offsets = _little_endian(buffer.offsets, "i", count + 1, f"{where}.offsets")
+    validity = _validity(buffer.validity, count, where)
+    try:
+        return TextColumn(buffer.data, offsets, validity, count)
+    except ValueError as e:  # "offsets: ...", "data: ..." (the place within the buffer first)
+        raise InvalidArgument(f"{where}.{e}") from None
+
+
+def _number_buffer(buffer: pb.NumberBuffer, count: int, where: str) -> NumberColumn:
+    values = _little_endian(buffer.values, "d", count, f"{where}.values")
+    column = NumberColumn(values, _validity(buffer.validity, count, where), count)
+    total = sum(values)  # NaN if any is (or +inf and -inf are both there: then the walk finds none)
+    if total != total:
+        for i, value in enumerate(column.tolist()):
+            if value is not None and value != value:
+                raise InvalidArgument(f"{where}.values[{i}]: NaN (an absent value is a clear bit in validity)")
+    return column
+
+
+def _parameter_buffers(parameters, count: int) -> dict[str, Sequence]:
+    """Custom parameters as buffers: name -> the column ``match_columns`` reads in place, or a
+    list where a parameter has both texts and numbers (an event's text first)."""
+    columns: dict[str, Sequence] = {}
+    for name, where, parameter in _named(parameters, "buffers.custom_parameters"):
+        texts = _text_buffer(parameter.texts, count, f"{where}.texts") if parameter.HasField("texts") else None
+        numbers = _number_buffer(parameter.numbers, count, f"{where}.numbers") if parameter.HasField("numbers") else None
+        if texts is not None and numbers is not None:
+            columns[name] = [t if t is not None else n for t, n in zip(texts.tolist(), numbers.tolist())]
+        elif texts is not None or numbers is not None:
+            columns[name] = texts if texts is not None else numbers
+    return columns
+
+
+def _as_list(column: Sequence) -> list:
+    return column if type(column) is list else column.tolist()
+
+
 class PixelBatch:
     """A decoded batch as columns, one entry per event (``None``: the event lacks the field).
 
     ``custom_data`` is one mapping (or ``None``) per event, from JSON, or, from typed
     ``custom_parameters``, a mapping of name -> one value per event: both as ``match_columns``
-    takes them."""
+    takes them. From buffers, the columns are ``matcher.columns`` columns over the request's
+    bytes (lists are made from them only where Python needs the values)."""
 
-    __slots__ = ("pixel_ids", "names", "urls", "devices", "custom_data", "times")
+    __slots__ = ("_pixel_column", "_pixel_ids", "names", "urls", "devices", "custom_data", "times", "_count")
 
     def __init__(self, request: pb.ClassifyPixelEventsRequest, max_events: int) -> None:
-        columns = request.columns
-        if request.events and request.HasField("columns"):
-            raise InvalidArgument("give events as rows (events) or as columns (columns), not both")
+        forms = [name for name, given in (("events", bool(request.events)), ("columns", request.HasField("columns")),
+                                          ("buffers", request.HasField("buffers"))) if given]
+        if len(forms) > 1:
+            raise InvalidArgument(f"give events in one form (events as rows, columns or buffers), not both {' and '.join(forms)}")
         if request.events:
             self._from_rows(request.events, max_events)
+        elif request.HasField("buffers"):
+            self._from_buffers(request.buffers, max_events)
         else:
-            self._from_columns(columns, max_events)
+            self._from_columns(request.columns, max_events)
 
     def __len__(self) -> int:
-        return len(self.pixel_ids)
+        return self._count
 
-    def matcher_columns(self) -> dict[str, list]:
+    @property
+    def pixel_ids(self) -> list[str]:
+        """Per event its pixel id ("" when it has none), as a list."""
+        if self._pixel_ids is None:
+            ids = _as_list(self._pixel_column)
+            self._pixel_ids = ids if None not in ids else [p if p is not None else "" for p in ids]
+        return self._pixel_ids
+
+    def matcher_columns(self) -> dict[str, Sequence]:
         """The columns as ``CompiledRules.match_columns`` takes them."""
-        return {"pixel_id": self.pixel_ids, "event": self.names, "url": self.urls, "device_type": self.devices,
+        return {"pixel_id": self._pixel_column, "event": self.names, "url": self.urls, "device_type": self.devices,
                 "custom_data": self.custom_data}
 
     def raw_values(self) -> tuple[list, Any]:
@@ -176,13 +255,14 @@ class PixelBatch:
         data = self.custom_data
         if type(data) is dict:
             column = data.get("value")
-            return (column if column is not None else [None] * len(self.pixel_ids)), number_value
+            return (_as_list(column) if column is not None else [None] * self._count), number_value
         return data, event_value
 
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:
             raise LimitExceeded(f"events: {len(rows)} events, more than the limit of {max_events} per batch")
-        self.pixel_ids = [r.pixel_id for r in rows]
+        self._count = len(rows)
+        self._pixel_column = self._pixel_ids = [r.pixel_id for r in rows]
         self.custom_data = [_custom_data(r.custom_data, f"events[{i}].custom_data") for i, r in enumerate(rows)]
         self.times = [r.event_time for r in rows]
         self.names = [r.event or None for r in rows]
@@ -194,7 +274,8 @@ class PixelBatch:
         if count > max_events:
             raise LimitExceeded(f"columns.pixel_id: {count} events, more than the limit of {max_events} per batch")
         # A slice of a repeated field is built in one C call; list() would fetch item by item.
-        self.pixel_ids = columns.pixel_id[:]
+        self._count = count
+        self._pixel_column = self._pixel_ids = columns.pixel_id[:]
         missing = [None] * count
 
         def column(name: str) -> list:
@@ -224,6 +305,22 @@ class PixelBatch:
             self.custom_data = data
         else:
             self.custom_data = missing
+
+    def _from_buffers(self, buffers: pb.PixelEventBuffers, max_events: int) -> None:
+        count = buffers.count
+        if count > max_events:
+            raise LimitExceeded(f"buffers.count: {count} events, more than the limit of {max_events} per batch")
+        self._count = count
+        missing = [None] * count
+
+        def column(name: str) -> Sequence:
+            return _text_buffer(getattr(buffers, name), count, f"buffers.{name}") if buffers.HasField(name) else missing
+
+        self._pixel_column, self._pixel_ids = column("pixel_id"), None
+        self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
+        self.times = (_little_endian(buffers.event_time, "q", count, "buffers.event_time").tolist()
+                      if buffers.event_time else [0] * count)
+        self.custom_data = _parameter_buffers(buffers.custom_parameters, count)
 
 
 def _json_actions(texts: Iterable[str], max_events: int) -> list[dict]:
@@ -317,7 +414,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         recording = Recording()
         position = 0  # into ids and values: the matches, event after event
         for pixel_id, url, device_type, own_value, event_time, count in zip(
-            batch.pixel_ids, batch.urls, batch.devices, own_values, batch.times, counts
+            batch.pixel_ids, _as_list(batch.urls), _as_list(batch.devices), own_values, batch.times, counts
         ):
             matched = range(position, position + count)
             position += count

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from array import array
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -24,6 +26,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from matcher.columns import NumberColumn, TextColumn
 from matcher.values import fold, is_text
 
 from server.gen.conversion_matcher.v1 import (
@@ -38,6 +41,7 @@ from server.gen.conversion_matcher.v1 import (
 )
 
 __all__ = ["Client", "ConversionMatch", "AdMatch", "EventResult", "error_code", "error_info", "split_columns", "pixel_event_columns",
+           "pixel_event_buffers", "text_buffer", "number_buffer",
            "custom_parameter_columns"]
 
 
@@ -175,6 +179,53 @@ def pixel_event_columns(events: Sequence[Mapping[str, Any]], *, custom: str = "a
     return columns
 
 
+def _little_endian(code: str, values: Iterable) -> bytes:
+    values = array(code, values)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tobytes()
+
+
+def text_buffer(texts: Sequence[str | None]) -> classification_pb2.TextBuffer:
+    """Texts (``None``: absent) as a ``TextBuffer`` (Arrow's string layout, int32 offsets)."""
+    validity, offsets, data = TextColumn.from_texts(texts).buffers()
+    return classification_pb2.TextBuffer(data=bytes(data), offsets=_little_endian("i", offsets.tolist()),
+                                         validity=validity or b"")
+
+
+def number_buffer(numbers: Sequence[float | None]) -> classification_pb2.NumberBuffer:
+    """Numbers (``None``: absent) as a ``NumberBuffer`` (float64)."""
+    validity, values = NumberColumn.from_numbers(numbers).buffers()
+    return classification_pb2.NumberBuffer(values=_little_endian("d", values), validity=validity or b"")
+
+
+def pixel_event_buffers(events: Sequence[Mapping[str, Any]]) -> classification_pb2.PixelEventBuffers:
+    """Events (mappings like the matcher's) as buffers: a field an event lacks (or holds as
+    ``None``) is a clear validity bit, an empty text an empty text. Custom data must be what
+    typed columns carry (see ``custom_parameter_columns``), else ValueError: the buffer form
+    has no JSON."""
+    def texts(name: str) -> classification_pb2.TextBuffer | None:
+        values = [e.get(name) for e in events]
+        return text_buffer(values) if any(v is not None for v in values) else None
+
+    buffers = classification_pb2.PixelEventBuffers(
+        count=len(events), pixel_id=text_buffer([str(e["pixel_id"]) for e in events]), event=texts("event"),
+        url=texts("url"), device_type=texts("device_type"),
+        event_time=_little_endian("q", [int(e.get("event_time") or 0) for e in events]),
+    )
+    if any(e.get("custom_data") for e in events):
+        typed = custom_parameter_columns([e.get("custom_data") for e in events])
+        if typed is None:
+            raise ValueError("custom data that typed columns cannot carry: send it as columns (JSON) or rows")
+        for column in typed:
+            parameter = buffers.custom_parameters.add(name=column.name)
+            if column.texts:
+                parameter.texts.CopyFrom(text_buffer([t or None for t in column.texts]))
+            if column.numbers:
+                parameter.numbers.CopyFrom(number_buffer([n if n == n else None for n in column.numbers]))
+    return buffers
+
+
 class Client:
     """Stubs for the four services with the token attached; convenience methods for common calls."""
 
@@ -259,8 +310,15 @@ class Client:
             for c, a_ in zip(conversions, ads)
         ]
 
-    def classify_pixel_events(self, events: Sequence[Mapping[str, Any]], *, record: bool = False) -> list[EventResult]:
-        request = classification_pb2.ClassifyPixelEventsRequest(columns=pixel_event_columns(events), record=record)
+    def classify_pixel_events(self, events: Sequence[Mapping[str, Any]], *, record: bool = False,
+                              form: str = "columns") -> list[EventResult]:
+        """``form``: ``"columns"`` (``pixel_event_columns``) or ``"buffers"`` (``pixel_event_buffers``)."""
+        if form == "buffers":
+            request = classification_pb2.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events), record=record)
+        elif form == "columns":
+            request = classification_pb2.ClassifyPixelEventsRequest(columns=pixel_event_columns(events), record=record)
+        else:
+            raise ValueError(f'form: "columns" or "buffers", not {form!r}')
         return self.event_results(self.call(self.classification.ClassifyPixelEvents, request))
 
     def stream_pixel_events(self, batches: Iterable[Sequence[Mapping[str, Any]]], *,

@@ -165,7 +165,7 @@ def test_classification_needs_the_ingest_scope(service, owner):
         (pb.ClassifyPixelEventsRequest(columns=pb.PixelEventColumns(pixel_id=["1"] * 51)), 368, "limit of 50"),
         (
             pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1")], columns=pb.PixelEventColumns(pixel_id=["1"])),
-            100, "not both",
+            100, "not both events and columns",
         ),
     ],
 )

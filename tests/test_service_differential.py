@@ -8,6 +8,7 @@ and each event's conversions must be exactly the reference's, in registration or
 import random
 
 from matcher.reference import match_rules
+from server.client import custom_parameter_columns
 from tests.service_fixtures import ingest, owner, service  # noqa: F401 (fixtures)
 from tests.test_rule_differential import _random_event, _random_rule
 
@@ -29,3 +30,13 @@ def test_service_answers_equal_the_reference(owner, ingest):
     assert sum(map(len, expected)) > 100  # the workload really matches
     got = [[m.custom_conversion_id for m in result.conversions] for result in ingest.classify_pixel_events(events)]
     assert got == expected
+    # As buffers: a batch of the events whose custom data typed columns carry together (the
+    # buffer form has no JSON).
+    flat: list[int] = []
+    for i, event in enumerate(events):
+        data = [events[k].get("custom_data") for k in flat] + [event.get("custom_data")]
+        if not any(data) or custom_parameter_columns(data) is not None:
+            flat.append(i)
+    assert len(flat) > 100 and sum(len(expected[i]) for i in flat) > 50
+    got = ingest.classify_pixel_events([events[i] for i in flat], form="buffers")
+    assert [[m.custom_conversion_id for m in result.conversions] for result in got] == [expected[i] for i in flat]

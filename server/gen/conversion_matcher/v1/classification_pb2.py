@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*conversion_matcher/v1/classification.proto\x12\x15\x63onversion_matcher.v1\"x\n\nPixelEvent\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x04 \x01(\t\x12\x12\n\nevent_time\x18\x05 \x01(\x03\x12\x13\n\x0b\x63ustom_data\x18\x06 \x01(\t\"\xc8\x01\n\x11PixelEventColumns\x12\x10\n\x08pixel_id\x18\x01 \x03(\t\x12\r\n\x05\x65vent\x18\x02 \x03(\t\x12\x0b\n\x03url\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x04 \x03(\t\x12\x12\n\nevent_time\x18\x05 \x03(\x03\x12\x13\n\x0b\x63ustom_data\x18\x06 \x01(\t\x12G\n\x11\x63ustom_parameters\x18\x07 \x03(\x0b\x32,.conversion_matcher.v1.CustomParameterColumn\"E\n\x15\x43ustomParameterColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0f\n\x07numbers\x18\x03 \x03(\x01\"\x9a\x01\n\x1a\x43lassifyPixelEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.conversion_matcher.v1.PixelEvent\x12\x39\n\x07\x63olumns\x18\x02 \x01(\x0b\x32(.conversion_matcher.v1.PixelEventColumns\x12\x0e\n\x06record\x18\x03 \x01(\x08\"\xd5\x01\n\x1b\x43lassifyPixelEventsResponse\x12\x19\n\x11\x63onversion_counts\x18\x01 \x03(\r\x12\x1d\n\x15\x63ustom_conversion_ids\x18\x02 \x03(\t\x12\x19\n\x11\x63onversion_values\x18\x03 \x03(\x01\x12\x11\n\tad_counts\x18\x04 \x03(\r\x12\x0e\n\x06\x61\x64_ids\x18\x05 \x03(\t\x12\x1d\n\x15tracking_spec_indexes\x18\x06 \x03(\x05\x12\x1f\n\x17\x63onversion_spec_indexes\x18\x07 \x03(\x05\")\n\x16\x43lassifyActionsRequest\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\t\"|\n\x17\x43lassifyActionsResponse\x12\x11\n\tad_counts\x18\x01 \x03(\r\x12\x0e\n\x06\x61\x64_ids\x18\x02 \x03(\t\x12\x1d\n\x15tracking_spec_indexes\x18\x03 \x03(\x05\x12\x1f\n\x17\x63onversion_spec_indexes\x18\x04 \x03(\x05\x32\x8c\x04\n\x15\x43lassificationService\x12|\n\x13\x43lassifyPixelEvents\x12\x31.conversion_matcher.v1.ClassifyPixelEventsRequest\x1a\x32.conversion_matcher.v1.ClassifyPixelEventsResponse\x12p\n\x0f\x43lassifyActions\x12-.conversion_matcher.v1.ClassifyActionsRequest\x1a..conversion_matcher.v1.ClassifyActionsResponse\x12\x86\x01\n\x19StreamClassifyPixelEvents\x12\x31.conversion_matcher.v1.ClassifyPixelEventsRequest\x1a\x32.conversion_matcher.v1.ClassifyPixelEventsResponse(\x01\x30\x01\x12z\n\x15StreamClassifyActions\x12-.conversion_matcher.v1.ClassifyActionsRequest\x1a..conversion_matcher.v1.ClassifyActionsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*conversion_matcher/v1/classification.proto\x12\x15\x63onversion_matcher.v1\"x\n\nPixelEvent\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x04 \x01(\t\x12\x12\n\nevent_time\x18\x05 \x01(\x03\x12\x13\n\x0b\x63ustom_data\x18\x06 \x01(\t\"\xc8\x01\n\x11PixelEventColumns\x12\x10\n\x08pixel_id\x18\x01 \x03(\t\x12\r\n\x05\x65vent\x18\x02 \x03(\t\x12\x0b\n\x03url\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x04 \x03(\t\x12\x12\n\nevent_time\x18\x05 \x03(\x03\x12\x13\n\x0b\x63ustom_data\x18\x06 \x01(\t\x12G\n\x11\x63ustom_parameters\x18\x07 \x03(\x0b\x32,.conversion_matcher.v1.CustomParameterColumn\"E\n\x15\x43ustomParameterColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0f\n\x07numbers\x18\x03 \x03(\x01\"\xce\x02\n\x11PixelEventBuffers\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x33\n\x08pixel_id\x18\x02 \x01(\x0b\x32!.conversion_matcher.v1.TextBuffer\x12\x30\n\x05\x65vent\x18\x03 \x01(\x0b\x32!.conversion_matcher.v1.TextBuffer\x12.\n\x03url\x18\x04 \x01(\x0b\x32!.conversion_matcher.v1.TextBuffer\x12\x36\n\x0b\x64\x65vice_type\x18\x05 \x01(\x0b\x32!.conversion_matcher.v1.TextBuffer\x12\x12\n\nevent_time\x18\x06 \x01(\x0c\x12G\n\x11\x63ustom_parameters\x18\x07 \x03(\x0b\x32,.conversion_matcher.v1.CustomParameterBuffer\"=\n\nTextBuffer\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0f\n\x07offsets\x18\x02 \x01(\x0c\x12\x10\n\x08validity\x18\x03 \x01(\x0c\"0\n\x0cNumberBuffer\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x10\n\x08validity\x18\x02 \x01(\x0c\"\x8d\x01\n\x15\x43ustomParameterBuffer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x05texts\x18\x02 \x01(\x0b\x32!.conversion_matcher.v1.TextBuffer\x12\x34\n\x07numbers\x18\x03 \x01(\x0b\x32#.conversion_matcher.v1.NumberBuffer\"\xd5\x01\n\x1a\x43lassifyPixelEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.conversion_matcher.v1.PixelEvent\x12\x39\n\x07\x63olumns\x18\x02 \x01(\x0b\x32(.conversion_matcher.v1.PixelEventColumns\x12\x39\n\x07\x62uffers\x18\x04 \x01(\x0b\x32(.conversion_matcher.v1.PixelEventBuffers\x12\x0e\n\x06record\x18\x03 \x01(\x08\"\xd5\x01\n\x1b\x43lassifyPixelEventsResponse\x12\x19\n\x11\x63onversion_counts\x18\x01 \x03(\r\x12\x1d\n\x15\x63ustom_conversion_ids\x18\x02 \x03(\t\x12\x19\n\x11\x63onversion_values\x18\x03 \x03(\x01\x12\x11\n\tad_counts\x18\x04 \x03(\r\x12\x0e\n\x06\x61\x64_ids\x18\x05 \x03(\t\x12\x1d\n\x15tracking_spec_indexes\x18\x06 \x03(\x05\x12\x1f\n\x17\x63onversion_spec_indexes\x18\x07 \x03(\x05\")\n\x16\x43lassifyActionsRequest\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\t\"|\n\x17\x43lassifyActionsResponse\x12\x11\n\tad_counts\x18\x01 \x03(\r\x12\x0e\n\x06\x61\x64_ids\x18\x02 \x03(\t\x12\x1d\n\x15tracking_spec_indexes\x18\x03 \x03(\x05\x12\x1f\n\x17\x63onversion_spec_indexes\x18\x04 \x03(\x05\x32\x8c\x04\n\x15\x43lassificationService\x12|\n\x13\x43lassifyPixelEvents\x12\x31.conversion_matcher.v1.ClassifyPixelEventsRequest\x1a\x32.conversion_matcher.v1.ClassifyPixelEventsResponse\x12p\n\x0f\x43lassifyActions\x12-.conversion_matcher.v1.ClassifyActionsRequest\x1a..conversion_matcher.v1.ClassifyActionsResponse\x12\x86\x01\n\x19StreamClassifyPixelEvents\x12\x31.conversion_matcher.v1.ClassifyPixelEventsRequest\x1a\x32.conversion_matcher.v1.ClassifyPixelEventsResponse(\x01\x30\x01\x12z\n\x15StreamClassifyActions\x12-.conversion_matcher.v1.ClassifyActionsRequest\x1a..conversion_matcher.v1.ClassifyActionsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIXELEVENTCOLUMNS']._serialized_end=392
   _globals['_CUSTOMPARAMETERCOLUMN']._serialized_start=394
   _globals['_CUSTOMPARAMETERCOLUMN']._serialized_end=463
-  _globals['_CLASSIFYPIXELEVENTSREQUEST']._serialized_start=466
-  _globals['_CLASSIFYPIXELEVENTSREQUEST']._serialized_end=620
-  _globals['_CLASSIFYPIXELEVENTSRESPONSE']._serialized_start=623
-  _globals['_CLASSIFYPIXELEVENTSRESPONSE']._serialized_end=836
-  _globals['_CLASSIFYACTIONSREQUEST']._serialized_start=838
-  _globals['_CLASSIFYACTIONSREQUEST']._serialized_end=879
-  _globals['_CLASSIFYACTIONSRESPONSE']._serialized_start=881
-  _globals['_CLASSIFYACTIONSRESPONSE']._serialized_end=1005
-  _globals['_CLASSIFICATIONSERVICE']._serialized_start=1008
-  _globals['_CLASSIFICATIONSERVICE']._serialized_end=1532
+  _globals['_PIXELEVENTBUFFERS']._serialized_start=466
+  _globals['_PIXELEVENTBUFFERS']._serialized_end=800
+  _globals['_TEXTBUFFER']._serialized_start=802
+  _globals['_TEXTBUFFER']._serialized_end=863
+  _globals['_NUMBERBUFFER']._serialized_start=865
+  _globals['_NUMBERBUFFER']._serialized_end=913
+  _globals['_CUSTOMPARAMETERBUFFER']._serialized_start=916
+  _globals['_CUSTOMPARAMETERBUFFER']._serialized_end=1057
+  _globals['_CLASSIFYPIXELEVENTSREQUEST']._serialized_start=1060
+  _globals['_CLASSIFYPIXELEVENTSREQUEST']._serialized_end=1273
+  _globals['_CLASSIFYPIXELEVENTSRESPONSE']._serialized_start=1276
+  _globals['_CLASSIFYPIXELEVENTSRESPONSE']._serialized_end=1489
+  _globals['_CLASSIFYACTIONSREQUEST']._serialized_start=1491
+  _globals['_CLASSIFYACTIONSREQUEST']._serialized_end=1532
+  _globals['_CLASSIFYACTIONSRESPONSE']._serialized_start=1534
+  _globals['_CLASSIFYACTIONSRESPONSE']._serialized_end=1658
+  _globals['_CLASSIFICATIONSERVICE']._serialized_start=1661
+  _globals['_CLASSIFICATIONSERVICE']._serialized_end=2185
 # @@protoc_insertion_point(module_scope)

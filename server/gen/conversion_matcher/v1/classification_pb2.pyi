@@ -51,15 +51,63 @@ class CustomParameterColumn(_message.Message):
     numbers: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, name: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., numbers: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class PixelEventBuffers(_message.Message):
+    __slots__ = ("count", "pixel_id", "event", "url", "device_type", "event_time", "custom_parameters")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    pixel_id: TextBuffer
+    event: TextBuffer
+    url: TextBuffer
+    device_type: TextBuffer
+    event_time: bytes
+    custom_parameters: _containers.RepeatedCompositeFieldContainer[CustomParameterBuffer]
+    def __init__(self, count: _Optional[int] = ..., pixel_id: _Optional[_Union[TextBuffer, _Mapping]] = ..., event: _Optional[_Union[TextBuffer, _Mapping]] = ..., url: _Optional[_Union[TextBuffer, _Mapping]] = ..., device_type: _Optional[_Union[TextBuffer, _Mapping]] = ..., event_time: _Optional[bytes] = ..., custom_parameters: _Optional[_Iterable[_Union[CustomParameterBuffer, _Mapping]]] = ...) -> None: ...
+
+class TextBuffer(_message.Message):
+    __slots__ = ("data", "offsets", "validity")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offsets: bytes
+    validity: bytes
+    def __init__(self, data: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., validity: _Optional[bytes] = ...) -> None: ...
+
+class NumberBuffer(_message.Message):
+    __slots__ = ("values", "validity")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
+    values: bytes
+    validity: bytes
+    def __init__(self, values: _Optional[bytes] = ..., validity: _Optional[bytes] = ...) -> None: ...
+
+class CustomParameterBuffer(_message.Message):
+    __slots__ = ("name", "texts", "numbers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    texts: TextBuffer
+    numbers: NumberBuffer
+    def __init__(self, name: _Optional[str] = ..., texts: _Optional[_Union[TextBuffer, _Mapping]] = ..., numbers: _Optional[_Union[NumberBuffer, _Mapping]] = ...) -> None: ...
+
 class ClassifyPixelEventsRequest(_message.Message):
-    __slots__ = ("events", "columns", "record")
+    __slots__ = ("events", "columns", "buffers", "record")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    BUFFERS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[PixelEvent]
     columns: PixelEventColumns
+    buffers: PixelEventBuffers
     record: bool
-    def __init__(self, events: _Optional[_Iterable[_Union[PixelEvent, _Mapping]]] = ..., columns: _Optional[_Union[PixelEventColumns, _Mapping]] = ..., record: _Optional[bool] = ...) -> None: ...
+    def __init__(self, events: _Optional[_Iterable[_Union[PixelEvent, _Mapping]]] = ..., columns: _Optional[_Union[PixelEventColumns, _Mapping]] = ..., buffers: _Optional[_Union[PixelEventBuffers, _Mapping]] = ..., record: _Optional[bool] = ...) -> None: ...
 
 class ClassifyPixelEventsResponse(_message.Message):
     __slots__ = ("conversion_counts", "custom_conversion_ids", "conversion_values", "ad_counts", "ad_ids", "tracking_spec_indexes", "conversion_spec_indexes")

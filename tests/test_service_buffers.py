@@ -1,0 +1,172 @@
+"""Events as buffers (``PixelEventBuffers``, Arrow's layouts): the same answers as the other
+forms, an empty text kept apart from an absent one, ads and recording, and the errors."""
+
+import math
+import struct
+
+import grpc
+import pytest
+
+from server.classification import PixelBatch
+from server.client import Client, error_code, number_buffer, pixel_event_buffers, pixel_event_columns, text_buffer
+from server.core import Limits
+from server.gen.conversion_matcher.v1 import classification_pb2 as pb
+from server.testing import running_server
+from tests.service_fixtures import ingest, owner, rejected, service  # noqa: F401 (fixtures)
+from tests.test_service_ads import CONVERSION_AD
+from tests.test_service_custom_parameters import HOURS, as_rows, classify, conversions  # noqa: F401 (fixture)
+
+EVENTS = [
+    {"pixel_id": "PX", "event": "Purchase", "url": "https://shop.example/thanks", "custom_data": {"value": 150, "Color": "red"}},
+    {"pixel_id": "PX", "event": "Purchase", "custom_data": {"value": "150", "size": 3}},  # numeric text
+    {"pixel_id": "PX", "event": "Lead", "device_type": "mobile", "custom_data": {"value": " 4.5 ", "Color": "rouge é"}},
+    {"pixel_id": "PX", "event": "Lead"},
+    {"pixel_id": "PX", "event": "Lead", "custom_data": {"size": 2.5, "value": None}},
+    {"pixel_id": "404", "event": "Lead", "custom_data": {"value": 7}},
+    {"pixel_id": "PX", "event": "Purchase", "url": "https://shop.example/é", "custom_data": {"value": 101.25, "Color": "blue"}},
+    {"pixel_id": "PX", "event": "PageView", "custom_data": {"value": 40}},  # matches nothing, recorded
+]
+
+
+def events_of(px):
+    return [{**e, "pixel_id": px if e["pixel_id"] == "PX" else e["pixel_id"]} for e in EVENTS]
+
+
+def texts(values):
+    """A TextBuffer built by hand: (data, [offsets], validity)."""
+    data, offsets, validity = values
+    return pb.TextBuffer(data=data, offsets=struct.pack(f"<{len(offsets)}i", *offsets), validity=validity)
+
+
+def test_buffers_get_the_replies_of_rows_and_columns(service, conversions, owner, ingest):
+    px, ids = conversions
+    events = events_of(px)
+    buffers = pixel_event_buffers(events)
+    assert buffers.count == 8 and [p.name for p in buffers.custom_parameters] == ["value", "Color", "size"]
+    store = service[0].core.store
+    for record in (False, True):
+        replies = [classify(ingest, events=as_rows(events), record=record),
+                   classify(ingest, columns=pixel_event_columns(events), record=record),
+                   classify(ingest, buffers=buffers, record=record)]
+        assert replies[0] == replies[1] == replies[2]
+        assert list(replies[2].conversion_counts) == [3, 3, 1, 1, 1, 0, 1, 0]
+        assert list(replies[2].conversion_values) == [150] * 6 + [4.5, 2, 2, 101.25]
+    [(_, recorded, amount)] = store.pixel_hourly(px, *HOURS)  # once per form
+    assert recorded == 3 * 7 and amount == 3 * (150 + 150 + 4.5 + 101.25 + 40)
+    assert {row.key for row in owner.stats(ids["big"], "url").rows} == {"https://shop.example/thanks", "https://shop.example/é"}
+
+
+def test_an_empty_text_is_an_empty_text_and_a_clear_bit_is_absent(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    empty = owner.create_custom_conversion("act_1", "empty url", px, {"url": {"eq": ""}}).id
+    events = [{"pixel_id": px, "url": ""}, {"pixel_id": px}, {"pixel_id": px, "url": None}]
+    assert [[m.custom_conversion_id for m in r.conversions] for r in ingest.classify_pixel_events(events, form="buffers")] \
+        == [[empty], [], []]
+    # The other forms cannot tell "" from absent (proto3): both are absent there.
+    assert all(r.conversions == () for r in ingest.classify_pixel_events(events))
+
+
+def test_a_parameter_with_texts_and_numbers_reads_the_text_first(conversions, ingest):
+    px, ids = conversions
+    buffers = pb.PixelEventBuffers(count=4, pixel_id=text_buffer([px] * 4), event=text_buffer(["Purchase"] * 4))
+    value = buffers.custom_parameters.add(name="value")
+    value.texts.CopyFrom(text_buffer([None, None, "150", None]))
+    value.numbers.CopyFrom(number_buffer([150.0, None, 99.0, None]))
+    buffers.custom_parameters.add(name="Color").texts.CopyFrom(text_buffer(["red", "red", None, None]))
+    buffers.custom_parameters.add(name="unused")  # neither: no event has it
+    reply = classify(ingest, buffers=buffers)
+    assert list(reply.conversion_counts) == [3, 1, 2, 0]
+    assert list(reply.custom_conversion_ids) == [ids["big"], ids["red"], ids["has value"], ids["red"], ids["big"], ids["has value"]]
+    assert list(reply.conversion_values) == [150, 150, 150, 2, 150, 150]
+
+
+def test_ads_tracking_the_pixels_and_pixels_without_an_id(owner, ingest):
+    owner.register_ad(CONVERSION_AD)  # tracks pixel PX1
+    buffers = pb.PixelEventBuffers(count=3, pixel_id=text_buffer(["PX1", None, "PX2"]))
+    reply = classify(ingest, buffers=buffers)
+    assert list(reply.ad_counts) == [1, 0, 0] and list(reply.ad_ids) == ["ad1"]
+    assert reply == classify(ingest, columns=pb.PixelEventColumns(pixel_id=["PX1", "", "PX2"]))
+
+
+def test_the_decoded_batch_holds_the_events():
+    events = [{"pixel_id": "1", "event": "é", "url": "", "event_time": 7, "custom_data": {"a": 1.5, "b": "x"}},
+              {"pixel_id": "2", "device_type": "mobile", "custom_data": {"b": "y"}}]
+    batch = PixelBatch(pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)), 10)
+    columns = batch.matcher_columns()
+    assert len(batch) == 2 and batch.pixel_ids == ["1", "2"] and batch.times == [7, 0]
+    assert [list(columns[k]) for k in ("event", "url", "device_type")] == [["é", None], ["", None], [None, "mobile"]]
+    assert {k: list(v) for k, v in columns["custom_data"].items()} == {"a": [1.5, None], "b": ["x", "y"]}
+
+
+def test_the_client_refuses_custom_data_buffers_cannot_carry():
+    with pytest.raises(ValueError, match="typed columns cannot carry"):
+        pixel_event_buffers([{"pixel_id": "1", "custom_data": {"nested": {"a": 1}}}])
+    with pytest.raises(ValueError, match='form: "columns" or "buffers"'), Client("127.0.0.1:1") as client:
+        client.classify_pixel_events([], form="rows")
+
+
+GOOD = text_buffer(["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("buffers", "message"),
+    [
+        (pb.PixelEventBuffers(count=2, pixel_id=pb.TextBuffer(data=b"ab", offsets=b"\0" * 8)),
+         "buffers.pixel_id.offsets: 8 bytes, expected 12 (3 values of 4 bytes)"),
+        (pb.PixelEventBuffers(count=2, url=texts((b"abc", [0, 2, 1], b""))),
+         "buffers.url.offsets: offset 2 (1) is less than offset 1 (2)"),
+        (pb.PixelEventBuffers(count=2, event=texts((b"abc", [0, 2, 9], b""))),
+         "buffers.event.offsets: the values run from 0 to 9, outside data's 0 to 3"),
+        (pb.PixelEventBuffers(count=2, device_type=texts((b"a\xffc", [0, 1, 3], b""))),
+         "buffers.device_type.data: not UTF-8 at byte 1"),
+        (pb.PixelEventBuffers(count=2, url=texts(("aé".encode(), [0, 2, 3], b""))),
+         "buffers.url.offsets: offset 1 (2) falls inside a UTF-8 character"),
+        (pb.PixelEventBuffers(count=2, url=texts((b"ab", [0, 1, 2], b"\1\1"))),
+         "buffers.url.validity: 2 bytes, expected 1 (a bit per event)"),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, event_time=b"\0" * 8),
+         "buffers.event_time: 8 bytes, expected 16 (2 values of 8 bytes)"),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
+            pb.CustomParameterBuffer(name="a", texts=GOOD),
+            pb.CustomParameterBuffer(name="v", numbers=pb.NumberBuffer(values=struct.pack("<2d", 1, math.nan)))]),
+         "buffers.custom_parameters[1].numbers.values[1]: NaN (an absent value is a clear bit in validity)"),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
+            pb.CustomParameterBuffer(name="v", numbers=pb.NumberBuffer(values=struct.pack("<d", 1)))]),
+         "buffers.custom_parameters[0].numbers.values: 8 bytes, expected 16 (2 values of 8 bytes)"),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[pb.CustomParameterBuffer(name="")]),
+         "buffers.custom_parameters[0].name: empty"),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
+            pb.CustomParameterBuffer(name="c", texts=GOOD), pb.CustomParameterBuffer(name="c", texts=GOOD)]),
+         'buffers.custom_parameters[1].name: "c" given twice (first at [0])'),
+        (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
+            pb.CustomParameterBuffer(name="t", texts=texts((b"x", [0, 1], b"")))]),
+         "buffers.custom_parameters[0].texts.offsets: 8 bytes, expected 12 (3 values of 4 bytes)"),
+    ],
+)
+def test_bad_buffers_are_rejected_naming_the_place(ingest, buffers, message):
+    error = rejected(classify, ingest, buffers=buffers)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
+    assert error.details() == message
+    assert ingest.classify_pixel_events([{"pixel_id": "1"}], form="buffers")[0].conversions == ()
+
+
+def test_limits_and_one_form_per_request(tmp_path, ingest):
+    with running_server(tmp_path / "limited.db", limits=Limits(max_batch_events=50)) as (_, target):
+        with Client(target, "ingest-token") as client:
+            error = rejected(classify, client, buffers=pb.PixelEventBuffers(count=51))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error_code(error) == 368
+            assert error.details() == "buffers.count: 51 events, more than the limit of 50 per batch"
+            assert client.classify_pixel_events([{"pixel_id": "1"}] * 50, form="buffers")[0].conversions == ()
+    error = rejected(classify, ingest, columns=pb.PixelEventColumns(pixel_id=["1"]),
+                     buffers=pb.PixelEventBuffers(count=1, pixel_id=text_buffer(["1"])))
+    assert error_code(error) == 100 and "not both columns and buffers" in error.details()
+
+
+def test_a_rejected_batch_records_nothing(service, conversions, owner, ingest):
+    px, ids = conversions
+    bad = pixel_event_buffers(events_of(px))
+    bad.custom_parameters[2].numbers.values = bad.custom_parameters[2].numbers.values[:8]  # after good columns
+    error = rejected(classify, ingest, buffers=bad, record=True)
+    assert "buffers.custom_parameters[2].numbers.values" in error.details()
+    assert owner.get_pixel(px).status == "UNVERIFIED"
+    assert service[0].core.store.pixel_hourly(px, *HOURS) == []
+    assert all(owner.stats(cid).rows == [] for cid in ids.values())
