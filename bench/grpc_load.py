@@ -1,6 +1,7 @@
 """Load benchmark of the gRPC service: client processes and server processes on this machine, real SQLite file.
 
-    .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--server-processes 1,2] [--clients 1,2]
+    .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--form columns|buffers]
+                                   [--server-processes 1,2] [--clients 1,2]
                                    [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
                                    [--seconds 3] [--repeat 3] [--json F] [--plot F.png] [--progress]
 
@@ -53,7 +54,7 @@ from pathlib import Path
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import ServerGroup
-from server.client import Client, pixel_event_columns
+from server.client import Client, pixel_event_buffers, pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
 
@@ -147,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default="10000", help="rule counts, a comma list (e.g. 100,1000,10000,100000)")
     parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
+    parser.add_argument("--form", default="columns", choices=("columns", "buffers"),
+                        help="how requests carry the events: repeated fields, or Arrow's layouts in bytes fields")
     parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
     parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
@@ -264,10 +267,17 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
     return throughput, latency
 
 
+def request_bytes(events: list[dict], form: str) -> bytes:
+    """A serialised ClassifyPixelEventsRequest holding ``events`` as ``form`` (columns or buffers)."""
+    if form == "buffers":
+        return pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)).SerializeToString()
+    return pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events)).SerializeToString()
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     report = {"setup": {key: getattr(options, key) for key in (
-                  "rule_counts", "batch", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
+                  "rule_counts", "batch", "form", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
                   "concurrency", "rates", "fractions", "sync")},
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
@@ -283,9 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             events = make_events(rng, pixels, max(options.batch, options.latency_batch))
-            big = pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events[:options.batch])).SerializeToString()
-            small = pb.ClassifyPixelEventsRequest(
-                columns=pixel_event_columns(events[:options.latency_batch])).SerializeToString()
+            big = request_bytes(events[:options.batch], options.form)
+            small = request_bytes(events[:options.latency_batch], options.form)
             info = {"rules": rule_count, "seed_s": seeded}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")

@@ -4,9 +4,9 @@
 
 Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels) into
 a SQLite file, loads it as a server process does (registry, compiled snapshot, the heap
-frozen out of the collector) and times, on the same pre-serialised columnar requests, with
-the custom data in each of its two forms side by side (``custom_data`` as one JSON array
-text, and typed ``custom_parameters`` columns; the replies must be equal):
+frozen out of the collector) and times, on the same events in pre-serialised requests of each form side by side (columns with the
+custom data as one JSON array text, columns with typed ``custom_parameters``, and buffers;
+the replies must be equal):
 
 1. decoding the protobuf request (the floor of any handler that reads its input);
 2. decoding it into the batch's columns (``PixelBatch``: lists, custom data);
@@ -33,12 +33,16 @@ from bench.grpc_load import make_events, seed
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
-from server.client import pixel_event_columns
+from server.client import pixel_event_buffers, pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
 
 
-# The custom data's two forms in a columnar request: label -> pixel_event_columns(custom=...).
-FORMS = {"custom data as JSON": "json", "custom parameters as columns": "auto"}
+# The request's forms: label -> the request holding a batch of events in that form.
+FORMS = {
+    "custom data as JSON": lambda events: pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events, custom="json")),
+    "custom parameters as columns": lambda events: pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events)),
+    "buffers": lambda events: pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)),
+}
 
 
 def best_seconds(fn, items: list, repeat: int) -> float:
@@ -73,10 +77,9 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
             batches_of_events = [make_events(rng, pixels, batch) for _ in range(min(batches, 20))]
             seconds: dict[str, float] = {}
             first_replies = None
-            for form, custom in FORMS.items():
-                distinct = [pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events, custom=custom))
-                            for events in batches_of_events]
-                if custom == "auto" and not all(r.columns.custom_parameters for r in distinct):
+            for form, request in FORMS.items():
+                distinct = [request(events) for events in batches_of_events]
+                if form == "custom parameters as columns" and not all(r.columns.custom_parameters for r in distinct):
                     raise SystemExit("the workload's custom data did not encode as typed columns")
                 distinct = [r.SerializeToString() for r in distinct]
                 payloads = [distinct[i % len(distinct)] for i in range(batches)]

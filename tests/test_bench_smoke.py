@@ -46,7 +46,7 @@ def test_service_path_bench_times_every_stage(tmp_path):
     assert list(data["stages"]) == [
         f"{stage}, {form}"
         for stage in ("protobuf decode", "decode into columns", "match_columns alone", "classify + reply")
-        for form in ("custom data as JSON", "custom parameters as columns")
+        for form in ("custom data as JSON", "custom parameters as columns", "buffers")
     ]
     assert all(stage["events_per_s"] > 0 for stage in data["stages"].values())
 
@@ -117,8 +117,9 @@ def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_proc
 def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     png = tmp_path / "scaling.png"
     data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
-                             "--plot", str(png))
-    assert [info["rules"] for info in data["rules"]] == [20, 60]
+                             "--plot", str(png), "--form", "buffers")
+    assert [info["rules"] for info in data["rules"]] == [20, 60] and data["setup"]["form"] == "buffers"
+    assert all(row["runs"][0]["errors"] == 0 and row["runs"][0]["calls"] > 0 for row in data["throughput"])
     assert [(row["rules"], row["target"]) for row in data["throughput"]] == [
         (20, "empty handler (transport ceiling)"), (20, "ClassifyPixelEvents"),
         (60, "empty handler (transport ceiling)"), (60, "ClassifyPixelEvents")]
