@@ -1,6 +1,6 @@
 """Load benchmark of the gRPC service: client processes and server processes on this machine, real SQLite file.
 
-    .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--form columns|buffers]
+    .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--form columns,buffers]
                                    [--server-processes 1,2] [--clients 1,2]
                                    [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
                                    [--seconds 3] [--repeat 3] [--json F] [--plot F.png] [--progress]
@@ -59,6 +59,8 @@ from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_co
 from server.store import CustomConversionRecord, SQLiteStore
 
 METHOD = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
+# How a request carries its events (--form): its field in ClassifyPixelEventsRequest -> the builder.
+FORMS = {"columns": pixel_event_columns, "buffers": pixel_event_buffers}
 STREAM_METHOD = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
 ACCOUNTS = [f"act_{i}" for i in range(1, 101)]
 # Registers the conversions whose visibility is timed, on pixel 0 (shared with it), since
@@ -148,8 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default="10000", help="rule counts, a comma list (e.g. 100,1000,10000,100000)")
     parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
-    parser.add_argument("--form", default="columns", choices=("columns", "buffers"),
-                        help="how requests carry the events: repeated fields, or Arrow's layouts in bytes fields")
+    parser.add_argument("--form", default="columns",
+                        help="how requests carry the events, a comma list: columns (repeated fields), buffers "
+                             "(Arrow's layouts in bytes fields); each measured against its own ceiling")
     parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
     parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
@@ -172,13 +175,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.process_counts, options.client_counts = _ints(options.server_processes), _ints(options.clients)
     if not options.rule_counts or not options.process_counts or not options.client_counts:
         parser.error("--rules, --server-processes and --clients need at least one count each")
+    options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
+    if not options.forms or not set(options.forms) <= set(FORMS):
+        parser.error(f"--form: a comma list of {', '.join(FORMS)}, got {options.form!r}")
     return options
 
 
 def _progress(options: argparse.Namespace):
     from tqdm import tqdm
 
-    per_combo = options.repeat * (2 + options.stream) + 2 * (len(options.rates) + len(options.fractions))
+    per_combo = options.repeat * (2 + options.stream) * len(options.forms) + 2 * (len(options.rates) + len(options.fractions))
     total = len(options.rule_counts) * len(options.process_counts) * (1 + len(options.client_counts) * per_combo)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     return tqdm(total=total, desc="grpc bench", unit="step", disable=not enabled, file=sys.stderr,
@@ -217,10 +223,11 @@ def _cpu_medians(results: list[Result]) -> dict:
 
 
 def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: ServerGroup, clients: int,
-                  big: bytes, small: bytes, key: dict, bar) -> tuple[list[dict], list[dict]]:
-    """Throughput rows and fixed-rate rows for one (rules, server processes, clients)."""
-    def job(group: ServerGroup, **kw) -> Job:
-        base = dict(mode="closed", target=group.target, method=METHOD, payload=big, events_per_call=options.batch,
+                  payloads: dict[str, tuple[bytes, bytes]], key: dict, bar) -> tuple[list[dict], list[dict]]:
+    """Throughput rows (per request form: its ceiling, then the service) and fixed-rate rows (the
+    first form) for one (rules, server processes, clients)."""
+    def job(group: ServerGroup, payload: bytes, **kw) -> Job:
+        base = dict(mode="closed", target=group.target, method=METHOD, payload=payload, events_per_call=options.batch,
                     seconds=options.seconds, concurrency=options.concurrency, probe=group.probe(), warmup_method=METHOD)
         return Job(**{**base, **kw})
 
@@ -232,20 +239,23 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
             bar.update(1)
         return done
 
-    ceiling = runs("ceiling", empty, job(empty))
-    ceiling_rate = statistics.median(r.events_per_s for r in ceiling)
-    targets = [("empty handler (transport ceiling)", ceiling), ("ClassifyPixelEvents", runs("unary", server, job(server)))]
-    if options.stream:
-        targets.append(("StreamClassifyPixelEvents",
-                        runs("stream", server, job(server, mode="stream", method=STREAM_METHOD))))
     throughput = []
-    for name, results in targets:
-        rates = sorted(r.events_per_s for r in results)
-        median = statistics.median(rates)
-        throughput.append({**key, "clients": clients, "target": name, "batch": options.batch,
-                           "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
-                           "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
-                           **_cpu_medians(results), "runs": [_summary(r) for r in results]})
+    for form, (big, _) in payloads.items():
+        ceiling = runs(f"ceiling, {form}", empty, job(empty, big))
+        ceiling_rate = statistics.median(r.events_per_s for r in ceiling)
+        targets = [("empty handler (transport ceiling)", ceiling),
+                   ("ClassifyPixelEvents", runs(f"unary, {form}", server, job(server, big)))]
+        if options.stream:
+            targets.append(("StreamClassifyPixelEvents",
+                            runs(f"stream, {form}", server, job(server, big, mode="stream", method=STREAM_METHOD))))
+        for name, results in targets:
+            rates = sorted(r.events_per_s for r in results)
+            median = statistics.median(rates)
+            throughput.append({**key, "clients": clients, "form": form, "target": name, "batch": options.batch,
+                               "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
+                               "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
+                               **_cpu_medians(results), "runs": [_summary(r) for r in results]})
+    ceiling_rate, small = throughput[0]["events_per_s"], next(iter(payloads.values()))[1]
     max_rate = throughput[1]["events_per_s"]
     points = [(None, rate) for rate in options.rates] + [(f, f * max_rate) for f in options.fractions]
     latency = []
@@ -255,11 +265,11 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
         for label, group in (("server", server), ("ceiling", empty)):
             bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: "
                                 f"{rate:,.0f} events/s ({label})")
-            results[label] = run_measured(gens, group, job(group, mode="open", payload=small,
+            results[label] = run_measured(gens, group, job(group, small, mode="open",
                                                            events_per_call=options.latency_batch,
                                                            calls_per_second=per_second), clients)
             bar.update(1)
-        latency.append({**key, "clients": clients, "batch": options.latency_batch, "fraction": fraction,
+        latency.append({**key, "clients": clients, "form": next(iter(payloads)), "batch": options.latency_batch, "fraction": fraction,
                         "target_events_per_s": rate, "of_max": rate / max_rate if max_rate else 0.0,
                         "of_ceiling": rate / ceiling_rate if ceiling_rate else 0.0,
                         "achieved_events_per_s": results["server"].events_per_s, **_summary(results["server"]),
@@ -268,10 +278,8 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
 
 
 def request_bytes(events: list[dict], form: str) -> bytes:
-    """A serialised ClassifyPixelEventsRequest holding ``events`` as ``form`` (columns or buffers)."""
-    if form == "buffers":
-        return pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)).SerializeToString()
-    return pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events)).SerializeToString()
+    """A serialised ClassifyPixelEventsRequest holding ``events`` as ``form`` (see ``FORMS``)."""
+    return pb.ClassifyPixelEventsRequest(**{form: FORMS[form](events)}).SerializeToString()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             events = make_events(rng, pixels, max(options.batch, options.latency_batch))
-            big = request_bytes(events[:options.batch], options.form)
-            small = request_bytes(events[:options.latency_batch], options.form)
+            payloads = {form: (request_bytes(events[:options.batch], form), request_bytes(events[:options.latency_batch], form))
+                        for form in options.forms}
             info = {"rules": rule_count, "seed_s": seeded}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                     key = {"rules": rule_count, "server_processes": processes}
                     before = server.events_classified()
                     for clients in options.client_counts:
-                        throughput, latency = measure_combo(gens, options, empty, server, clients, big, small, key, bar)
+                        throughput, latency = measure_combo(gens, options, empty, server, clients, payloads, key, bar)
                         report["throughput"] += throughput
                         report["latency"] += latency
                     after = server.events_classified()

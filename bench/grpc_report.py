@@ -38,14 +38,14 @@ def print_tables(report: dict) -> None:
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
 
     print()
-    print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
+    print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'form':<8} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
           f"{'range (events/s)':>23} {'p50 ms':>7} {'p99 ms':>7} {'srv us/ev':>9} {'srv cores':>9} {'cl us/ev':>8}"
           f"  calls per server process")
     for row in report["throughput"]:
         last = row["runs"][len(row["runs"]) // 2]
         shares = _shares([sum(r["per_server_calls"][i] for r in row["runs"]) for i in range(len(last["per_server_calls"]))])
         runs = row["events_per_s_runs"]
-        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['target']:<34} "
+        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['form']:<8} {row['target']:<34} "
               f"{row['events_per_s']:>11,.0f} {row['fraction_of_ceiling']:>10.3f} "
               f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])} "
               f"{row['server_cpu_us_per_event']:>9.2f} {row['server_busy_cores']:>9.2f} "
@@ -55,7 +55,7 @@ def print_tables(report: dict) -> None:
 
     if report["latency"]:
         print()
-        print(f"fixed rates, open loop (latency from the intended send time); 'ceiling' = the empty handler at the same rate")
+        print(f"fixed rates, open loop (latency from the intended send time); 'ceiling' = the empty handler at the same rate; requests in the first --form")
         print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target ev/s':>11} {'achieved':>10} {'of max':>6} {'of ceil':>7} "
               f"{'p50':>7} {'p90':>7} {'p99':>7} {'p999':>7} {'ceil p50':>8} {'ceil p99':>8}  {'share':<8} unsent/errors")
         for row in report["latency"]:
@@ -95,12 +95,13 @@ def plot(report: dict, path: str) -> None:
         fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     else:  # no fixed rates measured: throughput only
         fig, left = plt.subplots(figsize=(7, 5))
+    first_form = report["throughput"][0]["form"]  # the one the latency runs used
     combos = sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
     for index, (processes, clients) in enumerate(combos):
         color = f"C{index}"
         for target, style, label in (("ClassifyPixelEvents", "-o", ""), ("empty handler (transport ceiling)", "--x",
                                                                           "ceiling, ")):
-            rows = sorted((r for r in report["throughput"] if r["target"] == target
+            rows = sorted((r for r in report["throughput"] if r["target"] == target and r["form"] == first_form
                            and (r["server_processes"], r["clients"]) == (processes, clients)), key=lambda r: r["rules"])
             left.plot([r["rules"] for r in rows], [r["events_per_s"] for r in rows], style, color=color,
                       label=f"{label}{processes} server proc, {clients} client proc")

@@ -117,13 +117,13 @@ def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_proc
 def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     png = tmp_path / "scaling.png"
     data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
-                             "--plot", str(png), "--form", "buffers")
-    assert [info["rules"] for info in data["rules"]] == [20, 60] and data["setup"]["form"] == "buffers"
+                             "--plot", str(png), "--form", "buffers,columns")
+    assert [info["rules"] for info in data["rules"]] == [20, 60]
     assert all(row["runs"][0]["errors"] == 0 and row["runs"][0]["calls"] > 0 for row in data["throughput"])
-    assert [(row["rules"], row["target"]) for row in data["throughput"]] == [
-        (20, "empty handler (transport ceiling)"), (20, "ClassifyPixelEvents"),
-        (60, "empty handler (transport ceiling)"), (60, "ClassifyPixelEvents")]
-    assert [point["rules"] for point in data["latency"]] == [20, 60]
+    assert [(row["rules"], row["form"], row["target"]) for row in data["throughput"]] == [
+        (rules, form, target) for rules in (20, 60) for form in ("buffers", "columns")
+        for target in ("empty handler (transport ceiling)", "ClassifyPixelEvents")]
+    assert [(point["rules"], point["form"]) for point in data["latency"]] == [(20, "buffers"), (60, "buffers")]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "grpc bench" in done.stderr  # the progress bar, forced on without a terminal
 
