@@ -13,7 +13,8 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
    ``--startup-timeout``), and N empty-handler processes on another port (``bench.servers``);
 3. for each count in ``--clients`` (load-generating *processes*, each with ``--concurrency``
    caller threads and connections; ``bench.loadgen``):
-   - throughput, closed loop: ``--batch``-event pre-serialised requests back to back for
+   - throughput, closed loop, for each request form in ``--form`` (columns: repeated fields;
+     buffers: Arrow's layouts in bytes fields): ``--batch``-event pre-serialised requests back to back for
      ``--seconds``, ``--repeat`` times (median and range), against the empty handler (the
      transport ceiling: it reads the request bytes and replies with nothing) and the service;
      every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
