@@ -55,13 +55,12 @@ from pathlib import Path
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import ServerGroup
-from server.client import Client, pixel_event_buffers, pixel_event_columns
+from server.client import EVENT_FORMS, Client
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
 
 METHOD = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
-# How a request carries its events (--form): its field in ClassifyPixelEventsRequest -> the builder.
-FORMS = {"columns": pixel_event_columns, "buffers": pixel_event_buffers}
+FORMS = EVENT_FORMS  # --form: how a request carries its events
 STREAM_METHOD = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
 ACCOUNTS = [f"act_{i}" for i in range(1, 101)]
 # Registers the conversions whose visibility is timed, on pixel 0 (shared with it), since

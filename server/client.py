@@ -41,7 +41,7 @@ from server.gen.conversion_matcher.v1 import (
 )
 
 __all__ = ["Client", "ConversionMatch", "AdMatch", "EventResult", "error_code", "error_info", "split_columns", "pixel_event_columns",
-           "pixel_event_buffers", "text_buffer", "number_buffer",
+           "pixel_event_buffers", "text_buffer", "number_buffer", "EVENT_FORMS",
            "custom_parameter_columns"]
 
 
@@ -226,6 +226,10 @@ def pixel_event_buffers(events: Sequence[Mapping[str, Any]]) -> classification_p
     return buffers
 
 
+# How a ClassifyPixelEventsRequest carries a batch: its field -> the message built from events.
+EVENT_FORMS = {"columns": pixel_event_columns, "buffers": pixel_event_buffers}
+
+
 class Client:
     """Stubs for the four services with the token attached; convenience methods for common calls."""
 
@@ -313,12 +317,9 @@ class Client:
     def classify_pixel_events(self, events: Sequence[Mapping[str, Any]], *, record: bool = False,
                               form: str = "columns") -> list[EventResult]:
         """``form``: ``"columns"`` (``pixel_event_columns``) or ``"buffers"`` (``pixel_event_buffers``)."""
-        if form == "buffers":
-            request = classification_pb2.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events), record=record)
-        elif form == "columns":
-            request = classification_pb2.ClassifyPixelEventsRequest(columns=pixel_event_columns(events), record=record)
-        else:
+        if form not in EVENT_FORMS:
             raise ValueError(f'form: "columns" or "buffers", not {form!r}')
+        request = classification_pb2.ClassifyPixelEventsRequest(**{form: EVENT_FORMS[form](events)}, record=record)
         return self.event_results(self.call(self.classification.ClassifyPixelEvents, request))
 
     def stream_pixel_events(self, batches: Iterable[Sequence[Mapping[str, Any]]], *,
