@@ -5,6 +5,9 @@ Two generators: raw bytes (mostly refused by gRPC's own decoding), and well-form
 whose every field holds arbitrary values, or values that look almost right (ids of real
 objects, JSON fragments, account ids), so the handlers' own validation is what gets tested."""
 
+import math
+import struct
+
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -42,6 +45,11 @@ SCALARS = {
     FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_UINT32: st.integers(0, 2**32 - 1),
     FieldDescriptor.TYPE_DOUBLE: st.floats(),
+    # Buffers: arbitrary bytes, and runs of little-endian int32 that may pass as offsets.
+    FieldDescriptor.TYPE_BYTES: st.one_of(
+        st.binary(max_size=40), st.sampled_from([b"", b"\xff", b"caf\xc3\xa9", struct.pack("<2d", 1.5, math.nan)]),
+        st.lists(st.integers(-2, 12), max_size=6).map(lambda xs: struct.pack(f"<{len(xs)}i", *xs)),
+    ),
 }
 
 
