@@ -154,36 +154,35 @@ def _parameter_columns(parameters, count: int) -> dict[str, list]:
 
 
 def _little_endian(raw: bytes, code: str, count: int, where: str) -> Sequence:
-    """``count`` values of array type ``code`` stored little-endian in ``raw``, read in place."""
+    """The first ``count`` values of array type ``code`` stored little-endian in ``raw``, read in
+    place (bytes after them are ignored: Arrow pads its buffers)."""
     size = array(code).itemsize
-    if len(raw) != size * count:
-        raise InvalidArgument(f"{where}: {len(raw)} bytes, expected {size * count} ({count} values of {size} bytes)")
+    if len(raw) < size * count:
+        raise InvalidArgument(f"{where}: {len(raw)} bytes, fewer than the {size * count} of {count} values of {size} bytes")
+    values = memoryview(raw)[:size * count]
     if sys.byteorder == "little":
-        return memoryview(raw).cast(code)
-    values = array(code, raw)
+        return values.cast(code)
+    values = array(code, values)
     values.byteswap()
     return values
 
 
-def _validity(raw: bytes, count: int, where: str) -> bytes | None:
-    if raw and len(raw) != (count + 7) // 8:
-        raise InvalidArgument(f"{where}.validity: {len(raw)} bytes, expected {(count + 7) // 8} (a bit per event)")
-    return raw or None
-
-
 def _text_buffer(buffer: pb.TextBuffer, count: int, where: str) -> TextColumn:
-    """A ``TextBuffer`` as the column the matcher reads in place (the data is not copied)."""
+    """A ``TextBuffer`` as the column the matcher reads in place (the data is not copied). The
+    column checks the offsets, the UTF-8 and the validity bitmap's length."""
     offsets = _little_endian(buffer.offsets, "i", count + 1, f"{where}.offsets")
-    validity = _validity(buffer.validity, count, where)
     try:
-        return TextColumn(buffer.data, offsets, validity, count)
+        return TextColumn(buffer.data, offsets, buffer.validity or None, count)
     except ValueError as e:  # "offsets: ...", "data: ..." (the place within the buffer first)
         raise InvalidArgument(f"{where}.{e}") from None
 
 
 def _number_buffer(buffer: pb.NumberBuffer, count: int, where: str) -> NumberColumn:
     values = _little_endian(buffer.values, "d", count, f"{where}.values")
-    column = NumberColumn(values, _validity(buffer.validity, count, where), count)
+    try:
+        column = NumberColumn(values, buffer.validity or None, count)
+    except ValueError as e:  # "validity: ..."
+        raise InvalidArgument(f"{where}.{e}") from None
     total = sum(values)  # NaN if any is (or +inf and -inf are both there: then the walk finds none)
     if total != total:
         for i, value in enumerate(column.tolist()):

@@ -88,6 +88,22 @@ def test_ads_tracking_the_pixels_and_pixels_without_an_id(owner, ingest):
     assert reply == classify(ingest, columns=pb.PixelEventColumns(pixel_id=["PX1", "", "PX2"]))
 
 
+def test_buffers_padded_past_their_values_are_read_from_the_start(conversions, ingest):
+    # Arrow pads buffers (to 8 or 64 bytes in IPC and Parquet readers): the bytes past count's
+    # values are not read.
+    px, ids = conversions
+    plain = pixel_event_buffers(events_of(px))
+    padded = pb.ClassifyPixelEventsRequest(buffers=plain)
+    for buffer in (padded.buffers.pixel_id, padded.buffers.url, padded.buffers.custom_parameters[0].texts):
+        buffer.offsets += b"\x07" * 12
+        if buffer.validity:  # (an empty one: every event has a value)
+            buffer.validity += b"\x00" * 7
+    padded.buffers.custom_parameters[0].numbers.values += struct.pack("<d", math.nan)
+    padded.buffers.event_time += b"\xff" * 8
+    reply = classify(ingest, buffers=padded.buffers)
+    assert reply == classify(ingest, buffers=plain) and sum(reply.conversion_counts) == 10
+
+
 def test_the_decoded_batch_holds_the_events():
     events = [{"pixel_id": "1", "event": "é", "url": "", "event_time": 7, "custom_data": {"a": 1.5, "b": "x"}},
               {"pixel_id": "2", "device_type": "mobile", "custom_data": {"b": "y"}}]
@@ -112,7 +128,7 @@ GOOD = text_buffer(["a", "b"])
     ("buffers", "message"),
     [
         (pb.PixelEventBuffers(count=2, pixel_id=pb.TextBuffer(data=b"ab", offsets=b"\0" * 8)),
-         "buffers.pixel_id.offsets: 8 bytes, expected 12 (3 values of 4 bytes)"),
+         "buffers.pixel_id.offsets: 8 bytes, fewer than the 12 of 3 values of 4 bytes"),
         (pb.PixelEventBuffers(count=2, url=texts((b"abc", [0, 2, 1], b""))),
          "buffers.url.offsets: offset 2 (1) is less than offset 1 (2)"),
         (pb.PixelEventBuffers(count=2, event=texts((b"abc", [0, 2, 9], b""))),
@@ -121,17 +137,20 @@ GOOD = text_buffer(["a", "b"])
          "buffers.device_type.data: not UTF-8 at byte 1"),
         (pb.PixelEventBuffers(count=2, url=texts(("aé".encode(), [0, 2, 3], b""))),
          "buffers.url.offsets: offset 1 (2) falls inside a UTF-8 character"),
-        (pb.PixelEventBuffers(count=2, url=texts((b"ab", [0, 1, 2], b"\1\1"))),
-         "buffers.url.validity: 2 bytes, expected 1 (a bit per event)"),
+        (pb.PixelEventBuffers(count=9, url=texts((b"abcdefghi", list(range(10)), b"\xff"))),
+         "buffers.url.validity: 1 bytes hold fewer than 9 bits"),
+        (pb.PixelEventBuffers(count=9, pixel_id=text_buffer(["p"] * 9), custom_parameters=[pb.CustomParameterBuffer(
+            name="v", numbers=pb.NumberBuffer(values=struct.pack("<9d", *range(9)), validity=b"\xff"))]),
+         "buffers.custom_parameters[0].numbers.validity: 1 bytes hold fewer than 9 bits"),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, event_time=b"\0" * 8),
-         "buffers.event_time: 8 bytes, expected 16 (2 values of 8 bytes)"),
+         "buffers.event_time: 8 bytes, fewer than the 16 of 2 values of 8 bytes"),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
             pb.CustomParameterBuffer(name="a", texts=GOOD),
             pb.CustomParameterBuffer(name="v", numbers=pb.NumberBuffer(values=struct.pack("<2d", 1, math.nan)))]),
          "buffers.custom_parameters[1].numbers.values[1]: NaN (an absent value is a clear bit in validity)"),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
             pb.CustomParameterBuffer(name="v", numbers=pb.NumberBuffer(values=struct.pack("<d", 1)))]),
-         "buffers.custom_parameters[0].numbers.values: 8 bytes, expected 16 (2 values of 8 bytes)"),
+         "buffers.custom_parameters[0].numbers.values: 8 bytes, fewer than the 16 of 2 values of 8 bytes"),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[pb.CustomParameterBuffer(name="")]),
          "buffers.custom_parameters[0].name: empty"),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
@@ -139,7 +158,7 @@ GOOD = text_buffer(["a", "b"])
          'buffers.custom_parameters[1].name: "c" given twice (first at [0])'),
         (pb.PixelEventBuffers(count=2, pixel_id=GOOD, custom_parameters=[
             pb.CustomParameterBuffer(name="t", texts=texts((b"x", [0, 1], b"")))]),
-         "buffers.custom_parameters[0].texts.offsets: 8 bytes, expected 12 (3 values of 4 bytes)"),
+         "buffers.custom_parameters[0].texts.offsets: 8 bytes, fewer than the 12 of 3 values of 4 bytes"),
     ],
 )
 def test_bad_buffers_are_rejected_naming_the_place(ingest, buffers, message):
