@@ -20,7 +20,9 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
      every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
      bidirectional stream;
    - latency, open loop at fixed rates: ``--rate`` (events/s) and ``--sweep`` (fractions of the
-     throughput just measured), ``--latency-batch``-event requests sent on a schedule, latency
+     closed-loop throughput at ``--latency-batch``-event requests, measured just before for the
+     service and the empty handler when that differs from ``--batch``: smaller requests cost more
+     per event), ``--latency-batch``-event requests sent on a schedule, latency
      from the *intended* send time (p50/p90/p99/p999), the achieved rate next to the target,
      and the empty handler at the same rate;
    - calls per server process (client side: each connection finds its worker by whose
@@ -161,7 +163,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="caller threads (and connections) per client process")
     parser.add_argument("--rate", default="", help="fixed request rates in events/s, a comma list (open loop)")
     parser.add_argument("--sweep", default="0.5",
-                        help="fixed rates as fractions of the throughput measured just before, e.g. 0.25,0.5,0.75")
+                        help="fixed rates as fractions of the closed-loop throughput at --latency-batch-event "
+                             "requests, measured just before, e.g. 0.25,0.5,0.75")
     parser.add_argument("--stream", action="store_true", help="also measure StreamClassifyPixelEvents")
     parser.add_argument("--registrations", type=int, default=50, help="creates timed until visible (one server process)")
     parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
@@ -184,7 +187,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _progress(options: argparse.Namespace):
     from tqdm import tqdm
 
-    per_combo = options.repeat * (2 + options.stream) * len(options.forms) + 2 * (len(options.rates) + len(options.fractions))
+    points = len(options.rates) + len(options.fractions)
+    bases = 2 * options.repeat if points and options.latency_batch != options.batch else 0
+    per_combo = options.repeat * (2 + options.stream) * len(options.forms) + bases + 2 * points
     total = len(options.rule_counts) * len(options.process_counts) * (1 + len(options.client_counts) * per_combo)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     return tqdm(total=total, desc="grpc bench", unit="step", disable=not enabled, file=sys.stderr,
@@ -255,9 +260,22 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
                                "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
                                "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
                                **_cpu_medians(results), "runs": [_summary(r) for r in results]})
-    ceiling_rate, small = throughput[0]["events_per_s"], next(iter(payloads.values()))[1]
-    max_rate = throughput[1]["events_per_s"]
-    points = [(None, rate) for rate in options.rates] + [(f, f * max_rate) for f in options.fractions]
+    points = [(None, rate) for rate in options.rates] + [(f, None) for f in options.fractions]
+    if not points:
+        return throughput, []
+    small = next(iter(payloads.values()))[1]
+    if options.latency_batch == options.batch:
+        ceiling_rate, max_rate = throughput[0]["events_per_s"], throughput[1]["events_per_s"]
+    else:
+        # The fixed rates send --latency-batch-event requests, which cost more per event than
+        # --batch-event ones: the sweep's fractions (and 'of max', 'of ceiling') are of the closed
+        # loop at that same request size, measured here, or the open loop would fall behind.
+        small_job = dict(events_per_call=options.latency_batch)
+        ceiling_rate = statistics.median(r.events_per_s for r in runs(
+            f"ceiling, {options.latency_batch}-event requests", empty, job(empty, small, **small_job)))
+        max_rate = statistics.median(r.events_per_s for r in runs(
+            f"unary, {options.latency_batch}-event requests", server, job(server, small, **small_job)))
+    points = [(f, rate if f is None else f * max_rate) for f, rate in points]
     latency = []
     for fraction, rate in points:
         per_second = rate / options.latency_batch
@@ -270,7 +288,8 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
                                                            calls_per_second=per_second), clients)
             bar.update(1)
         latency.append({**key, "clients": clients, "form": next(iter(payloads)), "batch": options.latency_batch, "fraction": fraction,
-                        "target_events_per_s": rate, "of_max": rate / max_rate if max_rate else 0.0,
+                        "target_events_per_s": rate, "max_events_per_s": max_rate, "ceiling_events_per_s": ceiling_rate,
+                        "of_max": rate / max_rate if max_rate else 0.0,
                         "of_ceiling": rate / ceiling_rate if ceiling_rate else 0.0,
                         "achieved_events_per_s": results["server"].events_per_s, **_summary(results["server"]),
                         "ceiling": _summary(results["ceiling"])})

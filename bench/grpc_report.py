@@ -64,8 +64,11 @@ def print_tables(report: dict) -> None:
                   f"{row['p50']:>7.2f} {row['p90']:>7.2f} {row['p99']:>7.2f} {row['p999']:>7.2f} "
                   f"{row['ceiling']['p50']:>8.2f} {row['ceiling']['p99']:>8.2f}  {_shares(row['per_server_calls']):<8} "
                   f"{row['unsent']}/{row['errors']}")
-        print("(milliseconds; 'of max' = target / the ClassifyPixelEvents throughput above, 'of ceil' = target / the "
-              "empty handler's)")
+        print(f"(milliseconds; 'of max' = target / the ClassifyPixelEvents closed-loop throughput at "
+              f"{setup['latency_batch']}-event requests, 'of ceil' = target / the empty handler's; those bases: "
+              + "; ".join(f"{row['rules']:,} rules, {row['server_processes']} srv, {row['clients']} cl "
+                          f"{row['max_events_per_s']:,.0f} and {row['ceiling_events_per_s']:,.0f} events/s"
+                          for row in report["latency"] if row["fraction"] == report["latency"][0]["fraction"]) + ")")
 
     print()
     for share in report["server_share"]:

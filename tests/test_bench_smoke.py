@@ -87,6 +87,14 @@ def test_grpc_bench_runs_against_a_real_server(tmp_path):
         assert row["server_cpu_us_per_event"] > 0 and row["client_cpu_us_per_event"] > 0 and row["server_busy_cores"] > 0
         assert all(run["server_cpu_us_per_event"] > 0 for run in row["runs"])
     assert [point["fraction"] for point in data["latency"]] == [0.2, 0.4]
+    # The sweep is of the closed loop at the fixed rates' own request size (100 events, not --batch 200),
+    # measured in the same run: not the 200-event throughput rows above.
+    [service_row] = [row for row in data["throughput"] if row["target"] == "ClassifyPixelEvents"]
+    for point in data["latency"]:
+        assert point["batch"] == 100 and point["max_events_per_s"] > 0 and point["ceiling_events_per_s"] > 0
+        assert point["max_events_per_s"] != service_row["events_per_s"]
+        assert point["target_events_per_s"] == pytest.approx(point["fraction"] * point["max_events_per_s"])
+        assert point["of_max"] == pytest.approx(point["fraction"])
     assert all(set(point) >= {"p50", "p90", "p99", "p999", "achieved_events_per_s", "ceiling"} for point in data["latency"])
     assert data["registration"][0]["count"] == 2 and data["registration"][0]["visible"]["p99"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
