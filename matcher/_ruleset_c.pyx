@@ -45,6 +45,7 @@ from matcher.values import number_text
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize_NoExc "PyUnicode_AsUTF8AndSize"(object, Py_ssize_t*)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
     bint PyUnicode_IS_COMPACT_ASCII(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     void* PyUnicode_DATA(object)
@@ -231,6 +232,15 @@ cdef inline double _buf_number(const Buf* b, Py_ssize_t row) noexcept nogil:
         memcpy(&d, b.data + 8 * row, 8)
         return d
     return <double>_buf_int(b, row)
+
+
+cdef inline void _put_u32(char* at, uint32_t value) noexcept nogil:
+    """``value`` at ``at`` in the machine's byte order (any alignment), as Arrow stores it."""
+    memcpy(at, &value, 4)
+
+
+cdef inline void _put_f64(char* at, double value) noexcept nogil:
+    memcpy(at, &value, 8)
 
 
 cdef inline cbool _all_ascii(const char* text, Py_ssize_t size) noexcept nogil:
@@ -1928,27 +1938,13 @@ cdef class Matcher:
         Returns ``(counts, ids)``: per event its number of matches, and the matched rule
         ids of every event, flattened in event order. The caller checks the lengths.
         """
-        cdef _Events src = _Events.__new__(_Events)
         cdef vector[int32_t] matched
         cdef vector[size_t] offsets
         cdef list counts = PyList_New(n)
         cdef list ids
         cdef Py_ssize_t row
         cdef size_t i, m
-        src.columnar = True
-        src.columns = [pixel_id, url, event, device_type]
-        for column in src.columns:
-            _check_column(column, "a column")
-        if custom_data is not None and type(custom_data) is not list:
-            raise TypeError(f"custom_data: a list, got {type(custom_data).__name__}")
-        src.customs = custom_data
-        if parameters is not None:
-            for column in parameters.values():
-                _check_column(column, "a custom parameter's column")
-            src.by_parameter = True
-            by_folding = _by_folding(parameters)
-            src.params = [self._parameter_columns(slot, parameters, by_folding) for slot in range(self._nfields)]
-        self._run(src, n, matched, offsets)
+        self._run_columns(n, pixel_id, event, url, device_type, custom_data, parameters, matched, offsets)
         for row in range(n):
             m = offsets[row + 1] - offsets[row]
             if m < _SMALL_COUNTS:  # the common case: an int object from the table, not a call
@@ -1963,6 +1959,81 @@ cdef class Matcher:
             Py_INCREF(rule_id)
             PyList_SET_ITEM(ids, i, rule_id)
         return counts, ids
+
+    def match_columns_buffers(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data,
+                              dict parameters=None, own_values=None, rule_values=None):
+        """``match_columns`` with the answer in Arrow's layouts, little-endian, built here with
+        no Python object per event or match: ``(counts, offsets, data, values)`` where counts
+        is ``n`` uint32, the matched ids are the UTF-8 texts ``data[offsets[k]:offsets[k+1]]``
+        (``m + 1`` int32 offsets for ``m`` matches), and values, when ``rule_values`` (one
+        float64 per rule index, as ``ids``) is given, is per match the event's own value from
+        ``own_values`` (``n`` float64, or None: none has one) when finite, else the rule's.
+        The caller checks the buffers' lengths; ids must be ``str``."""
+        cdef vector[int32_t] matched
+        cdef vector[size_t] offsets
+        cdef const double[::1] own
+        cdef const double[::1] fallback
+        cdef Py_ssize_t row, size, total = 0
+        cdef size_t i, k
+        cdef const char* text
+        cdef double value
+        cdef bint has_own = own_values is not None
+        if has_own:
+            own = own_values
+        if rule_values is not None:
+            fallback = rule_values
+        self._run_columns(n, pixel_id, event, url, device_type, custom_data, parameters, matched, offsets)
+        counts = PyBytes_FromStringAndSize(NULL, 4 * n)
+        cdef char* out = PyBytes_AS_STRING(counts)
+        for row in range(n):
+            _put_u32(out + 4 * row, <uint32_t>(offsets[row + 1] - offsets[row]))
+        for i in range(matched.size()):  # the ids' UTF-8 (cached in each str after the first call)
+            PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
+            total += size
+        if total > 0x7FFFFFFF:
+            raise OverflowError(f"the matched ids hold {total} bytes, more than int32 offsets address")
+        ends = PyBytes_FromStringAndSize(NULL, 4 * (matched.size() + 1))
+        data = PyBytes_FromStringAndSize(NULL, total)
+        cdef char* at = PyBytes_AS_STRING(ends)
+        cdef char* put = PyBytes_AS_STRING(data)
+        total = 0
+        _put_u32(at, 0)
+        for i in range(matched.size()):
+            text = PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
+            memcpy(put + total, text, size)
+            total += size
+            _put_u32(at + 4 * (i + 1), <uint32_t>total)
+        if rule_values is None:
+            return counts, ends, data, None
+        values = PyBytes_FromStringAndSize(NULL, 8 * matched.size())
+        out = PyBytes_AS_STRING(values)
+        for row in range(n):
+            for k in range(offsets[row], offsets[row + 1]):
+                value = own[row] if has_own else 0.0
+                if not (has_own and isfinite(value)):
+                    value = fallback[matched[k]]
+                _put_f64(out + 8 * k, value)
+        return counts, ends, data, values
+
+    cdef int _run_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data, dict parameters,
+                          vector[int32_t]& matched, vector[size_t]& offsets) except -1:
+        """Check the columns and evaluate them (``_run``)."""
+        cdef _Events src = _Events.__new__(_Events)
+        src.columnar = True
+        src.columns = [pixel_id, url, event, device_type]
+        for column in src.columns:
+            _check_column(column, "a column")
+        if custom_data is not None and type(custom_data) is not list:
+            raise TypeError(f"custom_data: a list, got {type(custom_data).__name__}")
+        src.customs = custom_data
+        if parameters is not None:
+            for column in parameters.values():
+                _check_column(column, "a custom parameter's column")
+            src.by_parameter = True
+            by_folding = _by_folding(parameters)
+            src.params = [self._parameter_columns(slot, parameters, by_folding) for slot in range(self._nfields)]
+        self._run(src, n, matched, offsets)
+        return 0
 
     cdef list _parameter_columns(self, int slot, dict parameters, dict by_folding):
         """The columns a custom field's first key reads, in lookup order (empty for built-ins)."""

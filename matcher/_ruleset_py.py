@@ -6,9 +6,11 @@ same answers as ``_ruleset_c``, more slowly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from matcher.columns import match_buffers
 from matcher.plan import (
     FOLDED, NUMBER, OP_AND, OP_EXISTS, OP_MISSING, OP_NEG, OP_NOR, OP_OR, OP_PRED,
     P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT, Group, PartitionPlan,
@@ -182,3 +184,21 @@ class Matcher:
         events = [{name: column[i] for name, column in given if column[i] is not None} for i in range(n)]
         results = self.match_batch(events)
         return [len(r) for r in results], [rule_id for r in results for rule_id in r]
+
+    def match_columns_buffers(self, n: int, pixel_id: Sequence | None, event: Sequence | None, url: Sequence | None,
+                              device_type: Sequence | None, custom_data: Sequence | None,
+                              parameters: Mapping[str, Sequence] | None = None, own_values: Sequence[float] | None = None,
+                              rule_values: Sequence[float] | None = None) -> tuple:
+        """``match_columns``, then per match the event's own value when it is finite, else the
+        rule's (``rule_values`` by rule index), in ``match_buffers``' layout."""
+        counts, ids = self.match_columns(n, pixel_id, event, url, device_type, custom_data, parameters)
+        values = None
+        if rule_values is not None:
+            index = {rule_id: i for i, rule_id in enumerate(self._ids) if rule_id is not None}
+            values, position = [], 0
+            for row, count in enumerate(counts):
+                own = own_values[row] if own_values is not None else math.nan
+                for rule_id in ids[position:position + count]:
+                    values.append(own if math.isfinite(own) else rule_values[index[rule_id]])
+                position += count
+        return tuple(match_buffers(counts, ids, values))

@@ -26,12 +26,13 @@ read-only view can change answers, never read outside the buffers.)
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["TextColumn", "NumberColumn"]
+__all__ = ["TextColumn", "NumberColumn", "MatchBuffers", "match_buffers"]
 
 _INT_FORMATS = {"i": 4, "l": 8, "q": 8}  # signed, as Arrow's offsets and int64 columns are
 
@@ -231,6 +232,21 @@ class NumberColumn(_Column):
         self._validity = _validity(validity, n, "validity")
         self._n = n
 
+    def float64s(self, missing: float = math.nan) -> Any:
+        """The values as one float64 buffer (format ``"d"``) with ``missing`` where a value is
+        missing: the column's own buffer when it holds float64 and none is missing, else a copy."""
+        if not self._integers and self._validity is None:
+            return self._values
+        values = array("d")
+        if self._integers:
+            values.extend(map(float, self._values))
+        else:
+            values.frombytes(self._values.cast("B"))
+        if self._validity is not None:
+            for i in _missing(self._validity, self._n):
+                values[i] = missing
+        return values
+
     @classmethod
     def from_numbers(cls, numbers: Iterable[float | int | None], integers: bool = False) -> "NumberColumn":
         """A column holding ``numbers`` (``None`` for a missing value), as int64 or float64."""
@@ -247,3 +263,31 @@ class NumberColumn(_Column):
 
     def _every_value(self) -> list:
         return self._values.tolist()
+
+
+class MatchBuffers(NamedTuple):
+    """``CompiledRules.match_columns_buffers``'s answer, in Arrow's layouts and the machine's byte
+    order: ``counts`` is one uint32 per event (its number of matches); the matched rule ids,
+    event after event, are a string array: ``offsets`` (int32, one more than the matches) into
+    ``data`` (their UTF-8); ``values`` is one float64 per match, or None when no values were
+    asked for. With pyarrow: ``pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(offsets),
+    pa.py_buffer(data)])``."""
+
+    counts: bytes
+    offsets: bytes
+    data: bytes
+    values: bytes | None
+
+
+def match_buffers(counts: Iterable[int], ids: Iterable[str], values: Iterable[float] | None = None) -> MatchBuffers:
+    """Matches given as lists (``match_columns``'s ``(counts, ids)`` and a value per match) in
+    ``MatchBuffers``' layout: the statement of that layout, for engines and callers that hold
+    lists."""
+    encoded = [rule_id.encode("utf-8") for rule_id in ids]
+    offsets = array("i", [0])
+    at = 0
+    for raw in encoded:
+        at += len(raw)
+        offsets.append(at)  # (OverflowError past int32, as the kernel's)
+    return MatchBuffers(array("I", counts).tobytes(), offsets.tobytes(), b"".join(encoded),
+                        None if values is None else array("d", values).tobytes())

@@ -9,12 +9,14 @@ threads holding the same snapshot classify in parallel.
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 from matcher import _ruleset
-from matcher.columns import NumberColumn, TextColumn
+from matcher.columns import MatchBuffers, NumberColumn, TextColumn, _frozen
 from matcher.errors import RuleError
 from matcher.plan import FieldTable, plan_partition
 from matcher.rules import Rule, parse_rule
@@ -34,6 +36,7 @@ class CompiledRules:
         self._order = _order  # global index -> id, None where a rule was removed
         self._members = _members  # source -> {id: None} of its rules (shared until changed)
         self._partitions = _partitions  # source (None: unscoped) -> engine Partition
+        self._values_kept: tuple[Mapping, array] | None = None  # (rule_values, by rule index)
         self._matcher = _engine.Matcher(
             _table.fields,
             _partitions.get(_UNSCOPED),
@@ -72,6 +75,41 @@ class CompiledRules:
         """
         count, lists, parameters = _column_lists(columns)
         return self._matcher.match_columns(count, *(lists.get(name) for name in EVENT_COLUMNS), parameters)
+
+    def match_columns_buffers(self, columns: Mapping[str, Any], own_values: Any = None,
+                              rule_values: Mapping[str, float] | None = None) -> MatchBuffers:
+        """``match_columns`` with the answer as buffers (``MatchBuffers``: Arrow's layouts), built
+        by the kernel with no Python object per event or match.
+
+        With ``rule_values`` (rule id -> number, one for every rule), each match also gets a
+        value: the event's own value from ``own_values`` (a float64 buffer, one per event; or
+        None: no event has one) when it is finite, else the matched rule's. The set keeps
+        ``rule_values`` in its rule order while it is given the same mapping object: give a new
+        mapping, not a changed one, when the values change.
+        """
+        count, lists, parameters = _column_lists(columns)
+        own = None
+        if own_values is not None:
+            own = _frozen(own_values, "own_values")
+            if own.format != "d" or len(own) != count:
+                raise ValueError(f"own_values: {count} float64 values (format 'd'), one per event; "
+                                 f"got {len(own)} of format {own.format!r}")
+        aligned = self._aligned_values(rule_values) if rule_values is not None else None
+        return MatchBuffers(*self._matcher.match_columns_buffers(
+            count, *(lists.get(name) for name in EVENT_COLUMNS), parameters, own, aligned))
+
+    def _aligned_values(self, rule_values: Mapping[str, float]) -> array:
+        """``rule_values`` as float64 by rule index (kept for the next call with the same mapping)."""
+        kept = self._values_kept
+        if kept is not None and kept[0] is rule_values:
+            return kept[1]
+        missing = [rule_id for rule_id in self._order if rule_id is not None and rule_id not in rule_values]
+        if missing:
+            raise ValueError(f"rule_values: no value for rule {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        aligned = array("d", [float(rule_values[i]) if i is not None else math.nan for i in self._order])
+        self._values_kept = (rule_values, aligned)
+        return aligned
 
     # -- inspection -------------------------------------------------------------------------
     def __len__(self) -> int:

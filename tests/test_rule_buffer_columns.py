@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from matcher import compile_rules
-from matcher.columns import NumberColumn, TextColumn, _bitmap
+from matcher.columns import NumberColumn, TextColumn, _bitmap, match_buffers
 from matcher.reference import match_rules
 from tests.conftest import ENGINES, _ruleset_c
 from tests.test_rule_columns_nogil import _flat, _rules
@@ -275,3 +275,49 @@ def test_threads_sharing_buffer_columns():
             t.join()
         assert not errors, engine.__name__
 
+
+
+# -- the answer as buffers -------------------------------------------------------------------
+
+def test_matches_as_buffers_with_values():
+    rules = {"shop": {"url": {"i_contains": "shop"}}, "buy": {"event": {"eq": "Purchase"}},
+             "big": {"value": {"gt": 10}}}
+    columns = {"url": ["https://shop.example/", None, "https://shop.example/é"], "event": ["Purchase", "Purchase", None],
+               "custom_data": {"value": NumberColumn.from_numbers([20.0, None, float("inf")])}}
+    defaults = {"shop": 1.5, "buy": 2.5, "big": 3.5}
+    for engine in ENGINES:
+        compiled = compile_rules(rules, engine=engine)
+        own = columns["custom_data"]["value"].float64s()
+        found = compiled.match_columns_buffers(columns, own, defaults)
+        assert array("I", found.counts).tolist() == [3, 1, 1]
+        offsets = array("i", found.offsets).tolist()
+        assert [found.data[a:b].decode() for a, b in zip(offsets, offsets[1:])] == ["shop", "buy", "big", "buy", "shop"]
+        # Own values when finite (20.0), else the rule's: a missing value is NaN, an infinity no value.
+        assert array("d", found.values).tolist() == [20.0, 20.0, 20.0, 2.5, 1.5]
+        assert compiled.match_columns_buffers(columns, None, defaults).values == array("d", [1.5, 2.5, 3.5, 2.5, 1.5]).tobytes()
+        assert found == match_buffers(*compiled.match_columns(columns), [20.0, 20.0, 20.0, 2.5, 1.5])
+        # After a rule is removed (its index is left empty) and another replaced, with a new mapping.
+        changed = compiled.with_changes({"shop": {"url": {"i_contains": "example"}}}, remove=["buy"])
+        found = changed.match_columns_buffers(columns, None, {"shop": 7.0, "big": 8.0})
+        assert array("d", found.values).tolist() == [7.0, 8.0, 7.0] and found.data == b"shopbigshop"
+
+
+def test_values_asked_of_the_matcher_are_checked():
+    compiled = compile_rules({"a": {"event": {"eq": "x"}}, "b": {"event": {"eq": "y"}}})
+    columns = {"event": ["x", "y"]}
+    with pytest.raises(ValueError, match=re.escape("rule_values: no value for rule 'b'")):
+        compiled.match_columns_buffers(columns, None, {"a": 1.0})
+    with pytest.raises(ValueError, match=re.escape("own_values: 2 float64 values (format 'd'), one per event; got 3")):
+        compiled.match_columns_buffers(columns, array("d", [1.0, 2.0, 3.0]), {"a": 1.0, "b": 2.0})
+    with pytest.raises(ValueError, match="of format 'q'"):
+        compiled.match_columns_buffers(columns, array("q", [1, 2]), {"a": 1.0, "b": 2.0})
+    # The values follow the mapping given, call after call.
+    assert array("d", compiled.match_columns_buffers(columns, None, {"a": 1.0, "b": 2.0}).values).tolist() == [1.0, 2.0]
+    assert array("d", compiled.match_columns_buffers(columns, None, {"a": 5.0, "b": 6.0}).values).tolist() == [5.0, 6.0]
+
+
+def test_a_number_column_as_float64s():
+    assert NumberColumn.from_numbers([1.5, 2.0]).float64s().tolist() == [1.5, 2.0]
+    values = NumberColumn.from_numbers([1.5, None, 3.0]).float64s(missing=-1.0)
+    assert values.tolist() == [1.5, -1.0, 3.0]
+    assert NumberColumn.from_numbers([1, None, 2**62], integers=True).float64s(missing=0.5).tolist() == [1.0, 0.5, 2.0**62]

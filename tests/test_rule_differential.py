@@ -1,11 +1,14 @@
 """The compiled matcher, its twin and the reference agree on every (rule set, event)."""
 
+import math
 import random
+from array import array
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matcher import compile_rules
+from matcher.columns import match_buffers
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
 from tests.conftest import ENGINES, _ruleset_c
@@ -125,8 +128,19 @@ def test_buffer_columns_agree_with_lists(rule_list, n, builtin_kinds, parameter_
     flat = ([len(m) for m in expected], [rule_id for m in expected for rule_id in m])
     buffers = {name: as_buffer(values, wide, pad) for name, values in builtins.items()}
     buffers["custom_data"] = {name: as_buffer(values, wide, pad) for name, values in parameters.items()}
+    # The same answer as buffers, each match with a value: the event's own when finite, else its rule's.
+    own = data.draw(st.none() | st.lists(st.floats(), min_size=len(rows), max_size=len(rows)), label="own")
+    rule_values = {rule_id: data.draw(st.floats(allow_nan=False, allow_infinity=False), label=rule_id)
+                   for rule_id in rule_set}
+    expected_values = [own[i] if own is not None and math.isfinite(own[i]) else rule_values[rule_id]
+                       for i, matched in enumerate(expected) for rule_id in matched]
+    expected_buffers = match_buffers(*flat, expected_values)
     for engine in ENGINES:
-        assert compile_rules(rule_set, sources, engine=engine).match_columns(buffers) == flat, engine.__name__
+        compiled = compile_rules(rule_set, sources, engine=engine)
+        assert compiled.match_columns(buffers) == flat, engine.__name__
+        own_buffer = None if own is None else array("d", own)
+        assert compiled.match_columns_buffers(buffers, own_buffer, rule_values) == expected_buffers, engine.__name__
+        assert compiled.match_columns_buffers(buffers) == expected_buffers._replace(values=None), engine.__name__
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
