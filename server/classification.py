@@ -17,7 +17,7 @@ from functools import lru_cache
 from itertools import compress
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from matcher.columns import NumberColumn, TextColumn
+from matcher.columns import MatchBuffers, NumberColumn, TextColumn, match_buffers
 from matcher.values import url_parts
 
 from server.core import Core
@@ -86,6 +86,21 @@ def ad_columns(ads: list) -> dict[str, list[int] | list[str]]:
         "tracking_spec_indexes": [t for entries in ads for _, t, _ in entries],
         "conversion_spec_indexes": [c for entries in ads for _, _, c in entries],
     }
+
+
+def match_buffers_message(count: int, found: MatchBuffers) -> pb.MatchBuffers:
+    """The matcher's ``MatchBuffers`` (the machine's byte order) as the reply's, little-endian."""
+    counts, offsets, data, values = found
+    if sys.byteorder == "big":
+        counts, offsets, values = _swapped(counts, "I"), _swapped(offsets, "i"), _swapped(values, "d")
+    return pb.MatchBuffers(count=count, conversion_counts=counts, conversion_values=values,
+                           custom_conversion_ids=pb.TextBuffer(data=data, offsets=offsets))
+
+
+def _swapped(raw: bytes, code: str) -> bytes:
+    values = array(code, raw)
+    values.byteswap()
+    return values.tobytes()
 
 
 @lru_cache(maxsize=8)
@@ -257,6 +272,23 @@ class PixelBatch:
             return (_as_list(column) if column is not None else [None] * self._count), number_value
         return data, event_value
 
+    def own_values(self) -> Sequence[float] | None:
+        """Per event its own conversion value as float64 (NaN: none), as ``raw_values`` reads
+        them; None when no event has a ``value``. A ``value`` column of float64 buffers is used
+        in place (an infinity stays: the matcher reads any non-finite value as none)."""
+        data = self.custom_data
+        if type(data) is dict:
+            column = data.get("value")
+            if column is None:
+                return None
+            if type(column) is NumberColumn:
+                return column.float64s()
+            data, read = _as_list(column), number_value
+        else:
+            read = event_value
+        nan = math.nan
+        return array("d", [nan if value is None else value for value in map(read, data)])
+
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:
             raise LimitExceeded(f"events: {len(rows)} events, more than the limit of {max_events} per batch")
@@ -386,6 +418,24 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
     def classify_pixel_events(self, request: pb.ClassifyPixelEventsRequest) -> pb.ClassifyPixelEventsResponse:
         batch = PixelBatch(request, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
+        if request.reply_as_buffers and not request.record:
+            # The matcher builds the buffers, values included: no Python object per match.
+            found = snapshot.rules.match_columns_buffers(batch.matcher_columns(), batch.own_values(),
+                                                         snapshot.default_values)
+            reply = pb.ClassifyPixelEventsResponse(buffers=match_buffers_message(len(batch), found))
+        else:
+            reply = self._lists_reply(request, snapshot, batch)
+        self._pixel_events_counter.inc(len(batch))
+        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
+        if pixel_ads:
+            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids])))
+        else:
+            reply.MergeFromString(no_ads_reply(len(batch)))
+        return reply
+
+    def _lists_reply(self, request: pb.ClassifyPixelEventsRequest, snapshot: Snapshot,
+                     batch: PixelBatch) -> pb.ClassifyPixelEventsResponse:
+        """The matches as lists (the recording reads them), in fields 1-3 or as buffers."""
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
         # Each event's own value, read once: for its matches' values and for the recording (which
         # needs every event's); without recording, only events with matches are read.
@@ -398,14 +448,9 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         values = conversion_values(counts, ids, matched_values, snapshot.default_values)
         if request.record:
             self._record(snapshot, batch, counts, ids, values, own_values)
-        self._pixel_events_counter.inc(len(batch))
-        reply = pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
-        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
-        if pixel_ads:
-            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids])))
-        else:
-            reply.MergeFromString(no_ads_reply(len(batch)))
-        return reply
+        if request.reply_as_buffers:
+            return pb.ClassifyPixelEventsResponse(buffers=match_buffers_message(len(batch), match_buffers(counts, ids, values)))
+        return pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
                 values: list[float], own_values: list[float | None]) -> None:

@@ -186,6 +186,22 @@ def _little_endian(code: str, values: Iterable) -> bytes:
     return values.tobytes()
 
 
+def _from_little_endian(code: str, raw: bytes) -> list:
+    values = array(code, raw)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
+def match_lists(buffers: classification_pb2.MatchBuffers) -> tuple[list[int], list[str], list[float]]:
+    """A reply's ``MatchBuffers`` as its fields 1-3 would hold them: (counts, ids, values)."""
+    offsets = _from_little_endian("i", buffers.custom_conversion_ids.offsets)
+    data = buffers.custom_conversion_ids.data
+    ids = [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+    return (_from_little_endian("I", buffers.conversion_counts), ids,
+            _from_little_endian("d", buffers.conversion_values))
+
+
 def text_buffer(texts: Sequence[str | None]) -> classification_pb2.TextBuffer:
     """Texts (``None``: absent) as a ``TextBuffer`` (Arrow's string layout, int32 offsets)."""
     validity, offsets, data = TextColumn.from_texts(texts).buffers()
@@ -307,7 +323,10 @@ class Client:
     # -- classification ----------------------------------------------------------------------
     @staticmethod
     def event_results(reply: classification_pb2.ClassifyPixelEventsResponse) -> list[EventResult]:
-        conversions = split_columns(reply.conversion_counts, reply.custom_conversion_ids, reply.conversion_values)
+        if reply.HasField("buffers"):
+            conversions = split_columns(*match_lists(reply.buffers))
+        else:
+            conversions = split_columns(reply.conversion_counts, reply.custom_conversion_ids, reply.conversion_values)
         ads = split_columns(reply.ad_counts, reply.ad_ids, reply.tracking_spec_indexes, reply.conversion_spec_indexes)
         return [
             EventResult(tuple(ConversionMatch(*m) for m in c), tuple(AdMatch(*a) for a in a_))
@@ -315,11 +334,14 @@ class Client:
         ]
 
     def classify_pixel_events(self, events: Sequence[Mapping[str, Any]], *, record: bool = False,
-                              form: str = "columns") -> list[EventResult]:
-        """``form``: ``"columns"`` (``pixel_event_columns``) or ``"buffers"`` (``pixel_event_buffers``)."""
+                              form: str = "columns", reply_as_buffers: bool = False) -> list[EventResult]:
+        """``form``: ``"columns"`` (``pixel_event_columns``) or ``"buffers"`` (``pixel_event_buffers``);
+        ``reply_as_buffers``: the server sends the matches as ``MatchBuffers`` (the results are
+        the same)."""
         if form not in EVENT_FORMS:
             raise ValueError(f'form: "columns" or "buffers", not {form!r}')
-        request = classification_pb2.ClassifyPixelEventsRequest(**{form: EVENT_FORMS[form](events)}, record=record)
+        request = classification_pb2.ClassifyPixelEventsRequest(**{form: EVENT_FORMS[form](events)}, record=record,
+                                                                reply_as_buffers=reply_as_buffers)
         return self.event_results(self.call(self.classification.ClassifyPixelEvents, request))
 
     def stream_pixel_events(self, batches: Iterable[Sequence[Mapping[str, Any]]], *,

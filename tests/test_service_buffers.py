@@ -1,6 +1,7 @@
 """Events as buffers (``PixelEventBuffers``, Arrow's layouts): the same answers as the other
 forms, an empty text kept apart from an absent one, ads and recording, and the errors."""
 
+import json
 import math
 import struct
 
@@ -8,7 +9,8 @@ import grpc
 import pytest
 
 from server.classification import PixelBatch
-from server.client import Client, error_code, number_buffer, pixel_event_buffers, pixel_event_columns, text_buffer
+from server.client import (Client, error_code, match_lists, number_buffer, pixel_event_buffers, pixel_event_columns,
+                           text_buffer)
 from server.core import Limits
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
 from server.testing import running_server
@@ -54,6 +56,36 @@ def test_buffers_get_the_replies_of_rows_and_columns(service, conversions, owner
     [(_, recorded, amount)] = store.pixel_hourly(px, *HOURS)  # once per form
     assert recorded == 3 * 7 and amount == 3 * (150 + 150 + 4.5 + 101.25 + 40)
     assert {row.key for row in owner.stats(ids["big"], "url").rows} == {"https://shop.example/thanks", "https://shop.example/é"}
+
+
+def test_every_form_can_ask_for_the_matches_as_buffers(service, conversions, owner, ingest):
+    # The matcher builds the buffers (values included) unless the batch is recorded: then they
+    # are built from the lists the recording reads. Both are the same answers as fields 1-3.
+    px, ids = conversions
+    events = events_of(px) + [{"pixel_id": px, "event": "Lead", "custom_data": {"value": 1e400}},  # inf: none
+                              {"pixel_id": px, "event": "Lead", "custom_data": {"value": "-inf"}}]
+    owner.register_ad({**CONVERSION_AD, "conversion_specs": json.dumps([{"action.type": "offsite_conversion",
+                                                                        "fb_pixel": px}])})
+    forms = {"events": as_rows(events), "columns": pixel_event_columns(events, custom="json"),
+             "buffers": pixel_event_buffers(events)}
+    for form, batch in forms.items():
+        for record in (False, True):
+            lists = classify(ingest, **{form: batch}, record=record)
+            reply = classify(ingest, **{form: batch}, record=record, reply_as_buffers=True)
+            assert reply.HasField("buffers") and not lists.HasField("buffers"), form
+            assert not (reply.conversion_counts or reply.custom_conversion_ids or reply.conversion_values)
+            count = len(lists.conversion_counts)
+            assert reply.buffers.count == count == len(events)
+            assert match_lists(reply.buffers) == (list(lists.conversion_counts), list(lists.custom_conversion_ids),
+                                                  list(lists.conversion_values)), (form, record)
+            # The ad fields are the same in both.
+            assert list(reply.ad_counts) == list(lists.ad_counts) and list(reply.ad_ids) == list(lists.ad_ids)
+            assert sum(reply.ad_counts) == count - 1  # every event of the pixel (one is of pixel 404)
+            assert Client.event_results(reply) == Client.event_results(lists)
+    # Infinite values are no values: the two leads get the conversion's default (2).
+    reply = classify(ingest, events=as_rows(events[-2:]), reply_as_buffers=True)
+    assert match_lists(reply.buffers)[2] == [2.0, 2.0]
+    assert ingest.classify_pixel_events(events, reply_as_buffers=True) == ingest.classify_pixel_events(events)
 
 
 def test_an_empty_text_is_an_empty_text_and_a_clear_bit_is_absent(owner, ingest):

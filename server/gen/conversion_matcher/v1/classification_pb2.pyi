@@ -98,19 +98,33 @@ class CustomParameterBuffer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., texts: _Optional[_Union[TextBuffer, _Mapping]] = ..., numbers: _Optional[_Union[NumberBuffer, _Mapping]] = ...) -> None: ...
 
 class ClassifyPixelEventsRequest(_message.Message):
-    __slots__ = ("events", "columns", "buffers", "record")
+    __slots__ = ("events", "columns", "buffers", "record", "reply_as_buffers")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     BUFFERS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    REPLY_AS_BUFFERS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[PixelEvent]
     columns: PixelEventColumns
     buffers: PixelEventBuffers
     record: bool
-    def __init__(self, events: _Optional[_Iterable[_Union[PixelEvent, _Mapping]]] = ..., columns: _Optional[_Union[PixelEventColumns, _Mapping]] = ..., buffers: _Optional[_Union[PixelEventBuffers, _Mapping]] = ..., record: _Optional[bool] = ...) -> None: ...
+    reply_as_buffers: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[PixelEvent, _Mapping]]] = ..., columns: _Optional[_Union[PixelEventColumns, _Mapping]] = ..., buffers: _Optional[_Union[PixelEventBuffers, _Mapping]] = ..., record: _Optional[bool] = ..., reply_as_buffers: _Optional[bool] = ...) -> None: ...
+
+class MatchBuffers(_message.Message):
+    __slots__ = ("count", "conversion_counts", "custom_conversion_ids", "conversion_values")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_CONVERSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_VALUES_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    conversion_counts: bytes
+    custom_conversion_ids: TextBuffer
+    conversion_values: bytes
+    def __init__(self, count: _Optional[int] = ..., conversion_counts: _Optional[bytes] = ..., custom_conversion_ids: _Optional[_Union[TextBuffer, _Mapping]] = ..., conversion_values: _Optional[bytes] = ...) -> None: ...
 
 class ClassifyPixelEventsResponse(_message.Message):
-    __slots__ = ("conversion_counts", "custom_conversion_ids", "conversion_values", "ad_counts", "ad_ids", "tracking_spec_indexes", "conversion_spec_indexes")
+    __slots__ = ("conversion_counts", "custom_conversion_ids", "conversion_values", "ad_counts", "ad_ids", "tracking_spec_indexes", "conversion_spec_indexes", "buffers")
     CONVERSION_COUNTS_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_CONVERSION_IDS_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +132,7 @@ class ClassifyPixelEventsResponse(_message.Message):
     AD_IDS_FIELD_NUMBER: _ClassVar[int]
     TRACKING_SPEC_INDEXES_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_SPEC_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    BUFFERS_FIELD_NUMBER: _ClassVar[int]
     conversion_counts: _containers.RepeatedScalarFieldContainer[int]
     custom_conversion_ids: _containers.RepeatedScalarFieldContainer[str]
     conversion_values: _containers.RepeatedScalarFieldContainer[float]
@@ -125,7 +140,8 @@ class ClassifyPixelEventsResponse(_message.Message):
     ad_ids: _containers.RepeatedScalarFieldContainer[str]
     tracking_spec_indexes: _containers.RepeatedScalarFieldContainer[int]
     conversion_spec_indexes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, conversion_counts: _Optional[_Iterable[int]] = ..., custom_conversion_ids: _Optional[_Iterable[str]] = ..., conversion_values: _Optional[_Iterable[float]] = ..., ad_counts: _Optional[_Iterable[int]] = ..., ad_ids: _Optional[_Iterable[str]] = ..., tracking_spec_indexes: _Optional[_Iterable[int]] = ..., conversion_spec_indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+    buffers: MatchBuffers
+    def __init__(self, conversion_counts: _Optional[_Iterable[int]] = ..., custom_conversion_ids: _Optional[_Iterable[str]] = ..., conversion_values: _Optional[_Iterable[float]] = ..., ad_counts: _Optional[_Iterable[int]] = ..., ad_ids: _Optional[_Iterable[str]] = ..., tracking_spec_indexes: _Optional[_Iterable[int]] = ..., conversion_spec_indexes: _Optional[_Iterable[int]] = ..., buffers: _Optional[_Union[MatchBuffers, _Mapping]] = ...) -> None: ...
 
 class ClassifyActionsRequest(_message.Message):
     __slots__ = ("actions",)
