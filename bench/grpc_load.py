@@ -14,7 +14,8 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
 3. for each count in ``--clients`` (load-generating *processes*, each with ``--concurrency``
    caller threads and connections; ``bench.loadgen``):
    - throughput, closed loop, for each request form in ``--form`` (columns: repeated fields;
-     buffers: Arrow's layouts in bytes fields): ``--batch``-event pre-serialised requests back to back for
+     buffers: Arrow's layouts in bytes fields; ``+reply``: the matches come back as buffers
+     too): ``--batch``-event pre-serialised requests back to back for
      ``--seconds``, ``--repeat`` times (median and range), against the empty handler (the
      transport ceiling: it reads the request bytes and replies with nothing) and the service;
      every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
@@ -154,7 +155,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
     parser.add_argument("--form", default="columns",
                         help="how requests carry the events, a comma list: columns (repeated fields), buffers "
-                             "(Arrow's layouts in bytes fields); each measured against its own ceiling")
+                             "(Arrow's layouts in bytes fields), either with +reply (asking for the matches as "
+                             "buffers too: reply_as_buffers); each measured against its own ceiling")
     parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
     parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
@@ -179,8 +181,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not options.rule_counts or not options.process_counts or not options.client_counts:
         parser.error("--rules, --server-processes and --clients need at least one count each")
     options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
-    if not options.forms or not set(options.forms) <= set(FORMS):
-        parser.error(f"--form: a comma list of {', '.join(FORMS)}, got {options.form!r}")
+    try:
+        [_form(form) for form in options.forms] or _form("")
+    except ValueError:
+        parser.error(f"--form: a comma list of {', '.join(FORMS)}, each optionally with +reply, got {options.form!r}")
     return options
 
 
@@ -297,8 +301,18 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
 
 
 def request_bytes(events: list[dict], form: str) -> bytes:
-    """A serialised ClassifyPixelEventsRequest holding ``events`` as ``form`` (see ``FORMS``)."""
-    return pb.ClassifyPixelEventsRequest(**{form: FORMS[form](events)}).SerializeToString()
+    """A serialised ClassifyPixelEventsRequest holding ``events`` as ``form`` (see ``FORMS``;
+    ``+reply``: asking for the matches as buffers, ``reply_as_buffers``)."""
+    carried, reply = _form(form)
+    return pb.ClassifyPixelEventsRequest(**{carried: FORMS[carried](events)}, reply_as_buffers=reply).SerializeToString()
+
+
+def _form(form: str) -> tuple[str, bool]:
+    """(how the request carries its events, whether it asks for the matches as buffers)."""
+    carried, plus, reply = form.partition("+")
+    if carried not in FORMS or (plus and reply != "reply"):
+        raise ValueError(form)
+    return carried, bool(plus)
 
 
 def main(argv: list[str] | None = None) -> int:

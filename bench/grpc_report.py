@@ -38,14 +38,14 @@ def print_tables(report: dict) -> None:
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
 
     print()
-    print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'form':<8} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
+    print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'form':<13} {'target':<34} {'events/s':>11} {'of ceiling':>10} "
           f"{'range (events/s)':>23} {'p50 ms':>7} {'p99 ms':>7} {'srv us/ev':>9} {'srv cores':>9} {'cl us/ev':>8}"
           f"  calls per server process")
     for row in report["throughput"]:
         last = row["runs"][len(row["runs"]) // 2]
         shares = _shares([sum(r["per_server_calls"][i] for r in row["runs"]) for i in range(len(last["per_server_calls"]))])
         runs = row["events_per_s_runs"]
-        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['form']:<8} {row['target']:<34} "
+        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['form']:<13} {row['target']:<34} "
               f"{row['events_per_s']:>11,.0f} {row['fraction_of_ceiling']:>10.3f} "
               f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])} "
               f"{row['server_cpu_us_per_event']:>9.2f} {row['server_busy_cores']:>9.2f} "

@@ -5,12 +5,13 @@
 Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels) into
 a SQLite file, loads it as a server process does (registry, compiled snapshot, the heap
 frozen out of the collector) and times, on the same events in pre-serialised requests of each form side by side (columns with the
-custom data as one JSON array text, columns with typed ``custom_parameters``, and buffers;
-the replies must be equal):
+custom data as one JSON array text, columns with typed ``custom_parameters``, buffers, and
+buffers asking for the matches as buffers too, ``reply_as_buffers``; the answers must be equal):
 
 1. decoding the protobuf request (the floor of any handler that reads its input);
 2. decoding it into the batch's columns (``PixelBatch``: lists, custom data);
-3. ``match_columns`` alone on those columns (the compiled matcher's share);
+3. the matcher alone on those columns (the compiled matcher's share): ``match_columns``, or
+   ``match_columns_buffers`` with the events' own values where the reply is buffers;
 4. the whole ``classify_pixel_events`` plus serialising its reply (what a call costs the
    server besides gRPC itself).
 
@@ -33,7 +34,7 @@ from bench.grpc_load import make_events, seed
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
-from server.client import pixel_event_buffers, pixel_event_columns
+from server.client import Client, pixel_event_buffers, pixel_event_columns
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
 
 
@@ -42,6 +43,8 @@ FORMS = {
     "custom data as JSON": lambda events: pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events, custom="json")),
     "custom parameters as columns": lambda events: pb.ClassifyPixelEventsRequest(columns=pixel_event_columns(events)),
     "buffers": lambda events: pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)),
+    "buffers, reply as buffers": lambda events: pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events),
+                                                                              reply_as_buffers=True),
 }
 
 
@@ -84,19 +87,27 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
                 distinct = [r.SerializeToString() for r in distinct]
                 payloads = [distinct[i % len(distinct)] for i in range(batches)]
                 requests = [pb.ClassifyPixelEventsRequest.FromString(p) for p in payloads]
-                decoded = [PixelBatch(r, core.limits.max_batch_events).matcher_columns() for r in requests]
-                replies = [whole(payload) for payload in distinct]  # also warms RE2's DFA caches
+                decoded = [PixelBatch(r, core.limits.max_batch_events) for r in requests]
+                snapshot = core.registry.snapshot
+                if requests[0].reply_as_buffers:  # the matcher builds the reply's buffers, values included
+                    def matcher(b: PixelBatch):
+                        return rules_now.match_columns_buffers(b.matcher_columns(), b.own_values(), snapshot.default_values)
+                else:
+                    def matcher(b: PixelBatch):
+                        return rules_now.match_columns(b.matcher_columns())
+                replies = [Client.event_results(pb.ClassifyPixelEventsResponse.FromString(whole(payload)))
+                           for payload in distinct]  # (also warms RE2's DFA caches)
                 if first_replies is None:
                     first_replies = replies
-                    matches = sum(sum(rules_now.match_columns(c)[0]) for c in decoded)
+                    matches = sum(sum(rules_now.match_columns(b.matcher_columns())[0]) for b in decoded)
                 elif replies != first_replies:
-                    raise SystemExit(f"the replies differ between the custom data's forms ({form})")
+                    raise SystemExit(f"the replies differ between the request's forms ({form})")
                 seconds |= {
                     f"protobuf decode, {form}": best_seconds(pb.ClassifyPixelEventsRequest.FromString, payloads, repeat),
                     f"decode into columns, {form}": best_seconds(
                         lambda p: PixelBatch(pb.ClassifyPixelEventsRequest.FromString(p), core.limits.max_batch_events),
                         payloads, repeat),
-                    f"match_columns alone, {form}": best_seconds(rules_now.match_columns, decoded, repeat),
+                    f"matcher alone, {form}": best_seconds(matcher, decoded, repeat),
                     f"classify + reply, {form}": best_seconds(whole, payloads, repeat),
                 }
         finally:

@@ -45,8 +45,8 @@ def test_service_path_bench_times_every_stage(tmp_path):
     assert data["events"] == 200 and data["compiled"] is USING_EXTENSION
     assert list(data["stages"]) == [
         f"{stage}, {form}"
-        for stage in ("protobuf decode", "decode into columns", "match_columns alone", "classify + reply")
-        for form in ("custom data as JSON", "custom parameters as columns", "buffers")
+        for stage in ("protobuf decode", "decode into columns", "matcher alone", "classify + reply")
+        for form in ("custom data as JSON", "custom parameters as columns", "buffers", "buffers, reply as buffers")
     ]
     assert all(stage["events_per_s"] > 0 for stage in data["stages"].values())
 
@@ -125,13 +125,13 @@ def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_proc
 def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     png = tmp_path / "scaling.png"
     data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
-                             "--plot", str(png), "--form", "buffers,columns")
+                             "--plot", str(png), "--form", "buffers+reply,columns")
     assert [info["rules"] for info in data["rules"]] == [20, 60]
     assert all(row["runs"][0]["errors"] == 0 and row["runs"][0]["calls"] > 0 for row in data["throughput"])
     assert [(row["rules"], row["form"], row["target"]) for row in data["throughput"]] == [
-        (rules, form, target) for rules in (20, 60) for form in ("buffers", "columns")
+        (rules, form, target) for rules in (20, 60) for form in ("buffers+reply", "columns")
         for target in ("empty handler (transport ceiling)", "ClassifyPixelEvents")]
-    assert [(point["rules"], point["form"]) for point in data["latency"]] == [(20, "buffers"), (60, "buffers")]
+    assert [(point["rules"], point["form"]) for point in data["latency"]] == [(20, "buffers+reply"), (60, "buffers+reply")]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "grpc bench" in done.stderr  # the progress bar, forced on without a terminal
 
