@@ -16,7 +16,8 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
    - throughput, closed loop, for each request form in ``--form`` (columns: repeated fields;
      buffers: Arrow's layouts in bytes fields; ``+reply``: the matches come back as buffers
      too): ``--batch``-event pre-serialised requests back to back for
-     ``--seconds``, ``--repeat`` times (median and range), against the empty handler (the
+     ``--seconds``, ``--repeat`` times (median and range; the forms take turns, round after round,
+     so drift of the VM's speed falls on all of them), against the empty handler (the
      transport ceiling: it reads the request bytes and replies with nothing) and the service;
      every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
      bidirectional stream;
@@ -248,16 +249,24 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
             bar.update(1)
         return done
 
+    # Every form's measurements taken in turn, round after round: the VM's speed drifts over a
+    # run, and so every form sees the same stretches of it.
+    measured: dict[str, dict[str, list[Result]]] = {form: {} for form in payloads}
+    for _ in range(options.repeat):
+        for form, (big, _) in payloads.items():
+            jobs = [("empty handler (transport ceiling)", "ceiling", empty, job(empty, big)),
+                    ("ClassifyPixelEvents", "unary", server, job(server, big))]
+            if options.stream:
+                jobs.append(("StreamClassifyPixelEvents", "stream", server,
+                             job(server, big, mode="stream", method=STREAM_METHOD)))
+            for name, label, group, made in jobs:
+                bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: {label}, {form}")
+                measured[form].setdefault(name, []).append(run_measured(gens, group, made, clients))
+                bar.update(1)
     throughput = []
-    for form, (big, _) in payloads.items():
-        ceiling = runs(f"ceiling, {form}", empty, job(empty, big))
-        ceiling_rate = statistics.median(r.events_per_s for r in ceiling)
-        targets = [("empty handler (transport ceiling)", ceiling),
-                   ("ClassifyPixelEvents", runs(f"unary, {form}", server, job(server, big)))]
-        if options.stream:
-            targets.append(("StreamClassifyPixelEvents",
-                            runs(f"stream, {form}", server, job(server, big, mode="stream", method=STREAM_METHOD))))
-        for name, results in targets:
+    for form, targets in measured.items():
+        ceiling_rate = statistics.median(r.events_per_s for r in targets["empty handler (transport ceiling)"])
+        for name, results in targets.items():
             rates = sorted(r.events_per_s for r in results)
             median = statistics.median(rates)
             throughput.append({**key, "clients": clients, "form": form, "target": name, "batch": options.batch,
