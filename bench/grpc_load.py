@@ -183,7 +183,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rules, --server-processes and --clients need at least one count each")
     options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
     try:
-        [_form(form) for form in options.forms] or _form("")
+        for form in options.forms or [""]:  # (none: an error too)
+            _form(form)
     except ValueError:
         parser.error(f"--form: a comma list of {', '.join(FORMS)}, each optionally with +reply, got {options.form!r}")
     return options

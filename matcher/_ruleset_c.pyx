@@ -1659,10 +1659,11 @@ cdef class _Events:
         """Columns: read each buffer column's buffers (see ``_column_buf``) and slice each list
         column once for the call. The order is the call's until ``_run`` sets another."""
         cdef int which
+        cdef Py_ssize_t row
         cdef Buf b
         self.order.resize(n)
-        for which in range(n):
-            self.order[which] = which
+        for row in range(n):
+            self.order[row] = row
         if not self.columnar:
             return 0
         self.held_buffers = []
@@ -1977,6 +1978,7 @@ cdef class Matcher:
         cdef size_t i, k
         cdef const char* text
         cdef double value
+        cdef bint own_counts
         cdef bint has_own = own_values is not None
         if has_own:
             own = own_values
@@ -2008,11 +2010,10 @@ cdef class Matcher:
         values = PyBytes_FromStringAndSize(NULL, 8 * matched.size())
         out = PyBytes_AS_STRING(values)
         for row in range(n):
+            value = own[row] if has_own else 0.0
+            own_counts = has_own and isfinite(value)  # else each match's rule's value
             for k in range(offsets[row], offsets[row + 1]):
-                value = own[row] if has_own else 0.0
-                if not (has_own and isfinite(value)):
-                    value = fallback[matched[k]]
-                _put_f64(out + 8 * k, value)
+                _put_f64(out + 8 * k, value if own_counts else fallback[matched[k]])
         return counts, ends, data, values
 
     cdef int _run_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data, dict parameters,

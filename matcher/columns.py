@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Any, NamedTuple
 
 __all__ = ["TextColumn", "NumberColumn", "MatchBuffers", "match_buffers"]
@@ -114,10 +114,13 @@ class _Column(Sequence):
 
     def tolist(self) -> list:
         """``list(column)``, in a few C-level calls per column instead of one call per value."""
-        values = self._every_value()
+        return self._with_missing(self._every_value(), None)
+
+    def _with_missing(self, values: Any, missing: Any) -> Any:
+        """``values`` (one per value, mutable) with ``missing`` where a value is missing."""
         if self._validity is not None:
             for i in _missing(self._validity, self._n):
-                values[i] = None
+                values[i] = missing
         return values
 
     def __len__(self) -> int:
@@ -191,11 +194,7 @@ class TextColumn(_Column):
         already in buffers (building one costs more than the kernel saves reading it)."""
         texts = list(texts)
         encoded = [t.encode("utf-8") if t is not None else b"" for t in texts]
-        offsets = array("q", [0])
-        at = 0
-        for raw in encoded:
-            at += len(raw)
-            offsets.append(at)
+        offsets = array("q", accumulate(map(len, encoded), initial=0))
         return cls(b"".join(encoded), offsets, _bitmap([t is None for t in texts]))
 
     def buffers(self) -> list:
@@ -248,10 +247,7 @@ class NumberColumn(_Column):
             values.extend(map(float, self._values))
         else:
             values.frombytes(self._values.cast("B"))
-        if self._validity is not None:
-            for i in _missing(self._validity, self._n):
-                values[i] = missing
-        return values
+        return self._with_missing(values, missing)
 
     @classmethod
     def from_numbers(cls, numbers: Iterable[float | int | None], integers: bool = False) -> "NumberColumn":
@@ -290,10 +286,6 @@ def match_buffers(counts: Iterable[int], ids: Iterable[str], values: Iterable[fl
     ``MatchBuffers``' layout: the statement of that layout, for engines and callers that hold
     lists."""
     encoded = [rule_id.encode("utf-8") for rule_id in ids]
-    offsets = array("i", [0])
-    at = 0
-    for raw in encoded:
-        at += len(raw)
-        offsets.append(at)  # (OverflowError past int32, as the kernel's)
+    offsets = array("i", accumulate(map(len, encoded), initial=0))  # (OverflowError past int32, as the kernel's)
     return MatchBuffers(array("I", counts).tobytes(), offsets.tobytes(), b"".join(encoded),
                         None if values is None else array("d", values).tobytes())

@@ -93,15 +93,18 @@ def match_buffers_message(count: int, found: MatchBuffers) -> pb.MatchBuffers:
     """The matcher's ``MatchBuffers`` (the machine's byte order) as the reply's, little-endian."""
     counts, offsets, data, values = found
     if sys.byteorder == "big":
-        counts, offsets, values = _swapped(counts, "I"), _swapped(offsets, "i"), _swapped(values, "d")
+        counts, offsets, values = (_swapped(raw, code).tobytes()
+                                   for raw, code in ((counts, "I"), (offsets, "i"), (values, "d")))
     return pb.MatchBuffers(count=count, conversion_counts=counts, conversion_values=values,
                            custom_conversion_ids=pb.TextBuffer(data=data, offsets=offsets))
 
 
-def _swapped(raw: bytes, code: str) -> bytes:
+def _swapped(raw: Any, code: str) -> array:
+    """The values of array type ``code`` in ``raw`` with their bytes in the other order: from
+    little-endian to this big-endian machine's, or back."""
     values = array(code, raw)
     values.byteswap()
-    return values.tobytes()
+    return values
 
 
 @lru_cache(maxsize=8)
@@ -176,11 +179,7 @@ def _little_endian(raw: bytes, code: str, count: int, where: str) -> Sequence:
     if len(raw) < size * count:
         raise InvalidArgument(f"{where}: {len(raw)} bytes, fewer than the {size * count} of {count} values of {size} bytes")
     values = memoryview(raw)[:size * count]
-    if sys.byteorder == "little":
-        return values.cast(code)
-    values = array(code, values)
-    values.byteswap()
-    return values
+    return values.cast(code) if sys.byteorder == "little" else _swapped(values, code)
 
 
 def _text_buffer(buffer: pb.TextBuffer, count: int, where: str) -> TextColumn:
@@ -284,11 +283,9 @@ class PixelBatch:
                 return None
             if type(column) is NumberColumn:
                 return column.float64s()
-            data, read = _as_list(column), number_value
-        else:
-            read = event_value
+        raw, read = self.raw_values()
         nan = math.nan
-        return array("d", [nan if value is None else value for value in map(read, data)])
+        return array("d", [nan if value is None else value for value in map(read, raw)])
 
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:

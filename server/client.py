@@ -179,40 +179,35 @@ def pixel_event_columns(events: Sequence[Mapping[str, Any]], *, custom: str = "a
     return columns
 
 
-def _little_endian(code: str, values: Iterable) -> bytes:
+def _little_endian(code: str, values: Iterable) -> array:
+    """An array of type ``code`` from values (its bytes then little-endian) or from little-endian
+    bytes (its values then this machine's): one byte swap on a big-endian machine either way."""
     values = array(code, values)
     if sys.byteorder == "big":
         values.byteswap()
-    return values.tobytes()
-
-
-def _from_little_endian(code: str, raw: bytes) -> list:
-    values = array(code, raw)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
+    return values
 
 
 def match_lists(buffers: classification_pb2.MatchBuffers) -> tuple[list[int], list[str], list[float]]:
     """A reply's ``MatchBuffers`` as its fields 1-3 would hold them: (counts, ids, values)."""
-    offsets = _from_little_endian("i", buffers.custom_conversion_ids.offsets)
+    offsets = _little_endian("i", buffers.custom_conversion_ids.offsets).tolist()
     data = buffers.custom_conversion_ids.data
     ids = [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
-    return (_from_little_endian("I", buffers.conversion_counts), ids,
-            _from_little_endian("d", buffers.conversion_values))
+    return (_little_endian("I", buffers.conversion_counts).tolist(), ids,
+            _little_endian("d", buffers.conversion_values).tolist())
 
 
 def text_buffer(texts: Sequence[str | None]) -> classification_pb2.TextBuffer:
     """Texts (``None``: absent) as a ``TextBuffer`` (Arrow's string layout, int32 offsets)."""
     validity, offsets, data = TextColumn.from_texts(texts).buffers()
-    return classification_pb2.TextBuffer(data=bytes(data), offsets=_little_endian("i", offsets.tolist()),
+    return classification_pb2.TextBuffer(data=bytes(data), offsets=_little_endian("i", offsets.tolist()).tobytes(),
                                          validity=validity or b"")
 
 
 def number_buffer(numbers: Sequence[float | None]) -> classification_pb2.NumberBuffer:
     """Numbers (``None``: absent) as a ``NumberBuffer`` (float64)."""
     validity, values = NumberColumn.from_numbers(numbers).buffers()
-    return classification_pb2.NumberBuffer(values=_little_endian("d", values), validity=validity or b"")
+    return classification_pb2.NumberBuffer(values=_little_endian("d", values).tobytes(), validity=validity or b"")
 
 
 def pixel_event_buffers(events: Sequence[Mapping[str, Any]]) -> classification_pb2.PixelEventBuffers:
@@ -227,7 +222,7 @@ def pixel_event_buffers(events: Sequence[Mapping[str, Any]]) -> classification_p
     buffers = classification_pb2.PixelEventBuffers(
         count=len(events), pixel_id=text_buffer([str(e["pixel_id"]) for e in events]), event=texts("event"),
         url=texts("url"), device_type=texts("device_type"),
-        event_time=_little_endian("q", [int(e.get("event_time") or 0) for e in events]),
+        event_time=_little_endian("q", [int(e.get("event_time") or 0) for e in events]).tobytes(),
     )
     if any(e.get("custom_data") for e in events):
         typed = custom_parameter_columns([e.get("custom_data") for e in events])
