@@ -1831,6 +1831,12 @@ cdef class Matcher:
     """A compiled set's snapshot: partitions by event source, plus the unscoped one."""
 
     cdef list _ids
+    # Every id's UTF-8 back to back, id i at _id_utf8[_id_at[i]:_id_at[i + 1]], for the
+    # matches as buffers (``_id_table``: made on first use). Copying from here reads one flat
+    # buffer, where asking each matched id's str for its UTF-8 met a cache miss per match.
+    cdef string _id_utf8
+    cdef vector[int64_t] _id_at
+    cdef frozenset _id_odd  # the indexes of ids with no UTF-8 (not a str, a lone surrogate; None: removed)
     cdef object _unscoped  # Partition or None (kept alive for the C pointers below)
     cdef vector[int] _field_kind  # per slot: F_* code
     cdef vector[char] _field_needs_text  # (char, not bool: vector[bool] is a bitset, slow to read)
@@ -1989,8 +1995,12 @@ cdef class Matcher:
         cdef char* out = PyBytes_AS_STRING(counts)
         for row in range(n):
             _put_u32(out + 4 * row, <uint32_t>(offsets[row + 1] - offsets[row]))
-        for i in range(matched.size()):  # the ids' UTF-8 (cached in each str after the first call)
-            PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
+        self._id_table()
+        cdef const int64_t* id_at = self._id_at.data()
+        for i in range(matched.size()):
+            size = id_at[matched[i] + 1] - id_at[matched[i]]
+            if size == 0 and matched[i] in self._id_odd:  # raises, as encoding the id does
+                PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
             total += size
         if total > 0x7FFFFFFF:
             raise OverflowError(f"the matched ids hold {total} bytes, more than int32 offsets address")
@@ -2001,8 +2011,8 @@ cdef class Matcher:
         total = 0
         _put_u32(at, 0)
         for i in range(matched.size()):
-            text = PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
-            memcpy(put + total, text, size)
+            size = id_at[matched[i] + 1] - id_at[matched[i]]
+            memcpy(put + total, self._id_utf8.data() + id_at[matched[i]], size)
             total += size
             _put_u32(at + 4 * (i + 1), <uint32_t>total)
         if rule_values is None:
@@ -2015,6 +2025,32 @@ cdef class Matcher:
             for k in range(offsets[row], offsets[row + 1]):
                 _put_f64(out + 8 * k, value if own_counts else fallback[matched[k]])
         return counts, ends, data, values
+
+    cdef int _id_table(self) except -1:
+        """Make ``_id_utf8``, ``_id_at`` and ``_id_odd`` if not yet made (under the GIL, with no
+        Python code run on the way, so no other thread sees them half made). An id with no
+        UTF-8 form gets none here: it raises only when matched, as before it was tabled."""
+        cdef string utf8
+        cdef vector[int64_t] at
+        cdef const char* text
+        cdef Py_ssize_t size, i
+        if self._id_at.size() == <size_t>len(self._ids) + 1:
+            return 0
+        odd = set()
+        at.push_back(0)
+        for i in range(len(self._ids)):
+            rule_id = self._ids[i]
+            text = PyUnicode_AsUTF8AndSize_NoExc(rule_id, &size) if isinstance(rule_id, str) else NULL
+            if text == NULL:
+                PyErr_Clear()
+                odd.add(i)
+            else:
+                utf8.append(text, size)
+            at.push_back(utf8.size())
+        self._id_utf8.swap(utf8)
+        self._id_at.swap(at)
+        self._id_odd = frozenset(odd)
+        return 0
 
     cdef int _run_columns(self, Py_ssize_t n, pixel_id, event, url, device_type, custom_data, dict parameters,
                           vector[int32_t]& matched, vector[size_t]& offsets) except -1:

@@ -302,6 +302,19 @@ def test_matches_as_buffers_with_values():
         assert array("d", found.values).tolist() == [7.0, 8.0, 7.0] and found.data == b"shopbigshop"
 
 
+def test_an_id_with_no_utf8_fails_only_when_matched():
+    # The kernel copies the ids' UTF-8 from a table it makes on first use; an id with none (a
+    # lone surrogate) is left out of it and raises, as the twin's encode does, only if matched.
+    rules = {"ok": {"event": {"eq": "x"}}, "odd\ud800": {"event": {"eq": "y"}}}
+    for engine in ENGINES:
+        compiled = compile_rules(rules, engine=engine)
+        found = compiled.match_columns_buffers({"event": ["x", "z"]})
+        assert (array("I", found.counts).tolist(), found.data) == ([1, 0], b"ok"), engine.__name__
+        with pytest.raises(UnicodeEncodeError):
+            compiled.match_columns_buffers({"event": ["x", "y"]})
+        assert compiled.match_columns_buffers({"event": ["x", "x"]}).data == b"okok"
+
+
 def test_values_asked_of_the_matcher_are_checked():
     compiled = compile_rules({"a": {"event": {"eq": "x"}}, "b": {"event": {"eq": "y"}}})
     columns = {"event": ["x", "y"]}
