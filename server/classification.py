@@ -89,14 +89,22 @@ def ad_columns(ads: list) -> dict[str, list[int] | list[str]]:
     }
 
 
-def match_buffers_message(count: int, found: MatchBuffers) -> pb.MatchBuffers:
-    """The matcher's ``MatchBuffers`` (the machine's byte order) as the reply's, little-endian."""
+def buffers_reply(count: int, found: MatchBuffers) -> pb.ClassifyPixelEventsResponse:
+    """A reply holding the matcher's ``MatchBuffers`` (the machine's byte order) in ``buffers``,
+    little-endian. Its fields are set in place: a submessage passed to the constructor is
+    serialised and parsed back, two more copies of every buffer."""
     counts, offsets, data, values = found
     if sys.byteorder == "big":
         counts, offsets, values = (_swapped(raw, code).tobytes()
                                    for raw, code in ((counts, "I"), (offsets, "i"), (values, "d")))
-    return pb.MatchBuffers(count=count, conversion_counts=counts, conversion_values=values,
-                           custom_conversion_ids=pb.TextBuffer(data=data, offsets=offsets))
+    reply = pb.ClassifyPixelEventsResponse()
+    buffers = reply.buffers
+    buffers.count = count
+    buffers.conversion_counts = counts
+    buffers.conversion_values = values
+    buffers.custom_conversion_ids.data = data
+    buffers.custom_conversion_ids.offsets = offsets
+    return reply
 
 
 def _swapped(raw: Any, code: str) -> array:
@@ -420,7 +428,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             # The matcher builds the buffers, values included: no Python object per match.
             found = snapshot.rules.match_columns_buffers(batch.matcher_columns(), batch.own_values(),
                                                          snapshot.default_values)
-            reply = pb.ClassifyPixelEventsResponse(buffers=match_buffers_message(len(batch), found))
+            reply = buffers_reply(len(batch), found)
         else:
             reply = self._lists_reply(request, snapshot, batch)
         self._pixel_events_counter.inc(len(batch))
@@ -447,7 +455,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         if request.record:
             self._record(snapshot, batch, counts, ids, values, own_values)
         if request.reply_as_buffers:
-            return pb.ClassifyPixelEventsResponse(buffers=match_buffers_message(len(batch), match_buffers(counts, ids, values)))
+            return buffers_reply(len(batch), match_buffers(counts, ids, values))
         return pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
