@@ -355,7 +355,8 @@ class PixelBatch:
 
         self._pixel_column, self._pixel_ids = column("pixel_id"), None
         self.names, self.urls, self.devices = column("event"), column("url"), column("device_type")
-        self.times = (_little_endian(buffers.event_time, "q", count, "buffers.event_time").tolist()
+        # (read in place: only a recorded batch reads the times)
+        self.times = (_little_endian(buffers.event_time, "q", count, "buffers.event_time")
                       if buffers.event_time else [0] * count)
         self.custom_data = _parameter_buffers(buffers.custom_parameters, count)
 

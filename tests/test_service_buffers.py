@@ -136,12 +136,21 @@ def test_buffers_padded_past_their_values_are_read_from_the_start(conversions, i
     assert reply == classify(ingest, buffers=plain) and sum(reply.conversion_counts) == 10
 
 
+def test_a_recorded_batch_of_buffers_counts_each_event_at_its_time(service, conversions, ingest):
+    px, _ = conversions
+    at = 10**9 + 5  # (the event times are read in place from the request's bytes)
+    events = [{"pixel_id": px, "event": "Purchase", "event_time": t, "custom_data": {"value": 150}} for t in (at, at + 7200)]
+    classify(ingest, buffers=pixel_event_buffers(events), record=True)
+    hour = at - at % 3600
+    assert service[0].core.store.pixel_hourly(px, *HOURS) == [(hour, 1, 150.0), (hour + 7200, 1, 150.0)]
+
+
 def test_the_decoded_batch_holds_the_events():
     events = [{"pixel_id": "1", "event": "é", "url": "", "event_time": 7, "custom_data": {"a": 1.5, "b": "x"}},
               {"pixel_id": "2", "device_type": "mobile", "custom_data": {"b": "y"}}]
     batch = PixelBatch(pb.ClassifyPixelEventsRequest(buffers=pixel_event_buffers(events)), 10)
     columns = batch.matcher_columns()
-    assert len(batch) == 2 and batch.pixel_ids == ["1", "2"] and batch.times == [7, 0]
+    assert len(batch) == 2 and batch.pixel_ids == ["1", "2"] and list(batch.times) == [7, 0]
     assert [list(columns[k]) for k in ("event", "url", "device_type")] == [["é", None], ["", None], [None, "mobile"]]
     assert {k: list(v) for k, v in columns["custom_data"].items()} == {"a": [1.5, None], "b": ["x", "y"]}
 
