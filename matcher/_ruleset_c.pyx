@@ -1982,7 +1982,6 @@ cdef class Matcher:
         cdef const double[::1] fallback
         cdef Py_ssize_t row, size, total = 0
         cdef size_t i, k
-        cdef const char* text
         cdef double value
         cdef bint own_counts
         cdef bint has_own = own_values is not None
