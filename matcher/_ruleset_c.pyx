@@ -239,6 +239,13 @@ cdef inline void _put_u32(char* at, uint32_t value) noexcept nogil:
     memcpy(at, &value, 4)
 
 
+cdef inline uint32_t _offset_at(const char* at, size_t i) noexcept nogil:
+    """The uint32 ``_put_u32`` wrote at ``at + 4 * i``."""
+    cdef uint32_t value
+    memcpy(&value, at + 4 * i, 4)
+    return value
+
+
 cdef inline void _put_f64(char* at, double value) noexcept nogil:
     memcpy(at, &value, 8)
 
@@ -1996,24 +2003,22 @@ cdef class Matcher:
             _put_u32(out + 4 * row, <uint32_t>(offsets[row + 1] - offsets[row]))
         self._id_table()
         cdef const int64_t* id_at = self._id_at.data()
-        for i in range(matched.size()):
+        ends = PyBytes_FromStringAndSize(NULL, 4 * (matched.size() + 1))
+        cdef char* at = PyBytes_AS_STRING(ends)
+        _put_u32(at, 0)
+        for i in range(matched.size()):  # the offsets (past int32: raises below, unread)
             size = id_at[matched[i] + 1] - id_at[matched[i]]
             if size == 0 and matched[i] in self._id_odd:  # raises, as encoding the id does
                 PyUnicode_AsUTF8AndSize(<object>PyList_GET_ITEM(self._ids, matched[i]), &size)
             total += size
+            _put_u32(at + 4 * (i + 1), <uint32_t>total)
         if total > 0x7FFFFFFF:
             raise OverflowError(f"the matched ids hold {total} bytes, more than int32 offsets address")
-        ends = PyBytes_FromStringAndSize(NULL, 4 * (matched.size() + 1))
         data = PyBytes_FromStringAndSize(NULL, total)
-        cdef char* at = PyBytes_AS_STRING(ends)
         cdef char* put = PyBytes_AS_STRING(data)
-        total = 0
-        _put_u32(at, 0)
-        for i in range(matched.size()):
-            size = id_at[matched[i] + 1] - id_at[matched[i]]
-            memcpy(put + total, self._id_utf8.data() + id_at[matched[i]], size)
-            total += size
-            _put_u32(at + 4 * (i + 1), <uint32_t>total)
+        for i in range(matched.size()):  # the UTF-8, each id where its offset says
+            memcpy(put + _offset_at(at, i), self._id_utf8.data() + id_at[matched[i]],
+                   id_at[matched[i] + 1] - id_at[matched[i]])
         if rule_values is None:
             return counts, ends, data, None
         values = PyBytes_FromStringAndSize(NULL, 8 * matched.size())

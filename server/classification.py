@@ -4,8 +4,9 @@ The hot path per batch: decode the columns (a few C-level calls), one ``match_co
 over all events (the compiled matcher reads the decoded lists as they are: no per-event
 or per-rule Python), per-match Python only to attach conversion values (none when the
 request asks for the matches as buffers: the matcher writes them, values included), and per
-*distinct pixel* (cached on the snapshot) the ads tracking its firings. Recording aggregates the batch in memory and writes it in one
-transaction before the reply, so a recorded batch is durable when the call returns.
+*distinct pixel* (cached on the snapshot) the ads tracking its firings. Recording aggregates
+the batch in memory and writes it in one transaction before the reply, so a recorded batch
+is durable when the call returns.
 """
 
 from __future__ import annotations
