@@ -2,7 +2,7 @@
 its events), and answered in call order: whatever the order of the events, each one's matches
 are those of the event alone, where it was in the call. The sources mix the ones read without
 the GIL with those left to it (integers, str subclasses, non-ASCII ids), missing and unknown
-ones, across several chunks."""
+ones, across several chunks, and across the windows a large call is grouped within."""
 
 import random
 
@@ -11,7 +11,7 @@ import pytest
 from matcher import compile_rules
 from matcher.reference import match_rules
 from matcher.values import EVENT_COLUMNS
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, _ruleset_c
 from tests.test_rule_buffer_columns import as_buffer
 from tests.test_rule_columns_nogil import _Text, _flat
 
@@ -85,3 +85,16 @@ def test_a_shuffled_batch_answers_each_event_as_before():
         grouped = sorted(range(len(events)), key=lambda i: str(events[i].get("pixel_id")))
         assert compiled.match_columns(_columns([events[i] for i in grouped], False, False)) == \
             _flat([alone[i] for i in grouped])
+
+
+@pytest.mark.skipif(_ruleset_c is None, reason="the compiled kernel did not build")
+@pytest.mark.parametrize("buffers", [False, True])
+def test_a_call_of_several_windows_is_answered_in_call_order(buffers):
+    """Grouped by source within each window of ``GROUPED_WITHIN`` events, not across them: two
+    and a half windows, every source in each, against each event alone."""
+    rules, sources = _rules()
+    events = _events(random.Random(11), _ruleset_c.GROUPED_WITHIN * 5 // 2)
+    compiled = compile_rules(rules, sources, engine=_ruleset_c)
+    alone = [compiled.match(event) for event in events]
+    assert compiled.match_columns(_columns(events, True, buffers)) == _flat(alone)
+
