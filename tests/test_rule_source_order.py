@@ -2,7 +2,9 @@
 its events), and answered in call order: whatever the order of the events, each one's matches
 are those of the event alone, where it was in the call. The sources mix the ones read without
 the GIL with those left to it (integers, str subclasses, non-ASCII ids), missing and unknown
-ones, across several chunks, and across the windows a large call is grouped within."""
+ones, across several chunks, and across the windows a large call is grouped within. A matcher
+keeps its calls' working memory for the next call: calls of every size and form one after
+another, and after one that failed half way, answer as each event alone."""
 
 import random
 
@@ -98,3 +100,21 @@ def test_a_call_of_several_windows_is_answered_in_call_order(buffers):
     alone = [compiled.match(event) for event in events]
     assert compiled.match_columns(_columns(events, True, buffers)) == _flat(alone)
 
+
+def test_one_matcher_answers_calls_of_every_size_and_form_in_turn():
+    """The working memory a call leaves (marks, chunk arrays) is the next call's, whatever its
+    size and form; a call that fails in its second chunk leaves nothing the next one sees."""
+    rules, sources = _rules()
+    rng = random.Random(5)
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        for n in [700, 1, 0, 300, 2, 257, 3]:
+            events = _events(rng, n)
+            alone = [compiled.match(event) for event in events]
+            assert compiled.match_batch(events) == alone, (engine.__name__, n)
+            for by_parameter, buffers in [(False, False), (True, True), (True, False)]:
+                assert compiled.match_columns(_columns(events, by_parameter, buffers)) == _flat(alone)
+        events = _events(rng, 600)
+        with pytest.raises(TypeError, match="an event is a mapping"):
+            compiled.match_batch(events[:300] + [42] + events[300:])
+        assert compiled.match_batch(events) == [compiled.match(event) for event in events]
