@@ -1897,7 +1897,8 @@ cdef class Matcher:
     cdef PartC* _unscoped_c  # (for the extraction without the GIL) NULL when none
     cdef bint _has_scoped
     # Working memory of calls that ended, for the next ones (``_Work``): taken and given
-    # back under the GIL, so calls in several threads at once each have their own.
+    # back under the GIL, so calls in several threads at once each have their own. A call that
+    # raises does not give its back (it may be half way through a chunk): the next makes new.
     cdef list _spare
 
     def __init__(self, fields, unscoped, scoped, ids):
