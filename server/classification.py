@@ -207,8 +207,7 @@ def _number_buffer(buffer: pb.NumberBuffer, count: int, where: str) -> NumberCol
         column = NumberColumn(values, buffer.validity or None, count)
     except ValueError as e:  # "validity: ..."
         raise InvalidArgument(f"{where}.{e}") from None
-    total = sum(values)  # NaN if any is (or +inf and -inf are both there: then the walk finds none)
-    if total != total:
+    if values != values:  # a memoryview or array of doubles is unequal to itself where a value is NaN (in C)
         for i, value in enumerate(column.tolist()):
             if value is not None and value != value:
                 raise InvalidArgument(f"{where}.values[{i}]: NaN (an absent value is a clear bit in validity)")

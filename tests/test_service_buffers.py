@@ -209,6 +209,20 @@ def test_bad_buffers_are_rejected_naming_the_place(ingest, buffers, message):
     assert ingest.classify_pixel_events([{"pixel_id": "1"}], form="buffers")[0].conversions == ()
 
 
+def test_a_nan_under_a_clear_bit_and_both_infinities_are_accepted(service, conversions, ingest):
+    # Only a NaN whose bit is set is an error: under a clear bit the value is absent, and an
+    # infinity is no value (+inf and -inf together sum to NaN: that must not reject them).
+    px, _ = conversions
+    values = [math.nan, math.inf, -math.inf, 150.0]
+    buffers = pb.PixelEventBuffers(count=4, pixel_id=text_buffer([px] * 4), event=text_buffer(["Purchase"] * 4),
+                                   custom_parameters=[pb.CustomParameterBuffer(name="value", numbers=pb.NumberBuffer(
+                                       values=struct.pack("<4d", *values), validity=bytes([0b1110])))])
+    rows = [{"pixel_id": px, "event": "Purchase", "custom_data": {"value": v}} for v in (None, 1e400, -1e400, 150.0)]
+    reply = classify(ingest, buffers=buffers)
+    assert reply == classify(ingest, events=as_rows(rows))
+    assert list(reply.conversion_counts) == [0, 0, 0, 2]  # 150: "big" and "has value"
+
+
 def test_limits_and_one_form_per_request(tmp_path, ingest):
     with running_server(tmp_path / "limited.db", limits=Limits(max_batch_events=50)) as (_, target):
         with Client(target, "ingest-token") as client:
