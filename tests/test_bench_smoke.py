@@ -35,6 +35,7 @@ def test_rules_bench_checks_its_answers_against_the_reference(tmp_path):
     assert data["many_pixels"]["rules"] == 60 and data["one_pixel"]["rules"] == 1000
     assert "compiled, columns, warm" in done.stdout and "compiled, rows, warm" in done.stdout
     assert "... in buffers (Arrow)" in done.stdout and data["many_pixels"]["buffer_columns_events_per_s"] > 0
+    assert "... grouped by pixel" in done.stdout and data["many_pixels"]["buffer_columns_grouped_events_per_s"] > 0
 
 
 def test_service_path_bench_times_every_stage(tmp_path):
