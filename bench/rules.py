@@ -350,7 +350,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     parameters_rate = best_rate(compiled.match_columns, work.events, batch, 1, parameter_columns)
     buffers_rate = best_rate(compiled.match_columns, work.events, batch, 1, buffer_columns)
     # The same events as a job sends them when it can keep each pixel's together (a stream
-    # partitioned by pixel): runs of one pixel longer than a call, against a call's ~10 each.
+    # partitioned by pixel): runs of one pixel longer than a call, against ~10 a call on average.
     order = sorted(range(n_events), key=lambda i: work.events[i]["pixel_id"])
     grouped_events = [work.events[i] for i in order]
     grouped = [wrap_buffers(raw) for raw in as_buffers(as_parameter_columns(grouped_events, batch))]
