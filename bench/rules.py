@@ -295,13 +295,14 @@ def rate(fn, events: list, batch: int) -> tuple[float, list]:
     return len(events) / elapsed, [r for chunk in results for r in chunk]
 
 
-def split_matches(counts: list, ids: list) -> list[list]:
-    """``match_columns``'s answer (matches per event, then every id) as one list per event."""
-    out, at = [], 0
-    for n in counts:
-        out.append(ids[at:at + n])
-        at += n
-    return out
+def joined(answers: list[tuple[list, list]]) -> tuple[list, list]:
+    """``match_columns``'s answers to a run of batches as one: matches per event, every id."""
+    return [n for counts, _ in answers for n in counts], [i for _, ids in answers for i in ids]
+
+
+def flattened(per_event: list[list]) -> tuple[list, list]:
+    """Per-event match lists (``match_batch``'s) in ``match_columns``'s shape, to compare."""
+    return [len(r) for r in per_event], [i for r in per_event for i in r]
 
 
 def iterate_rate(events: list) -> float:
@@ -336,8 +337,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     columns = as_columns(work.events, batch)
     columns_rate = best_rate(compiled.match_columns, work.events, batch, 1, columns)
     flat = [compiled.match_columns(c) for c in columns]
-    assert [n for counts, _ in flat for n in counts] == [len(r) for r in compiled_out], "columns and rows disagree"
-    assert [i for _, ids in flat for i in ids] == [i for r in compiled_out for i in r], "columns and rows disagree"
+    assert joined(flat) == flattened(compiled_out), "columns and rows disagree"
     parameter_columns = as_parameter_columns(work.events, batch)
     assert [compiled.match_columns(c) for c in parameter_columns] == flat, \
         "custom parameters as columns and as mappings disagree"
@@ -354,10 +354,10 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     order = sorted(range(n_events), key=lambda i: work.events[i]["pixel_id"])
     grouped_events = [work.events[i] for i in order]
     grouped = [wrap_buffers(raw) for raw in as_buffers(as_parameter_columns(grouped_events, batch))]
-    grouped_out = [ids for c in grouped for ids in split_matches(*compiled.match_columns(c))]
-    assert grouped_out == [compiled_out[i] for i in order], "events grouped by pixel and in generated order disagree"
+    assert joined([compiled.match_columns(c) for c in grouped]) == flattened([compiled_out[i] for i in order]), \
+        "events grouped by pixel and in generated order disagree"
     grouped_rate = best_rate(compiled.match_columns, grouped_events, batch, 1, grouped)
-    del grouped, grouped_out
+    del grouped
     twin = compile_rules(parsed, work.sources, engine=_ruleset_py)
     subsample = work.events[:sample]
     twin_rate, twin_out = rate(twin.match_batch, subsample, batch)
