@@ -1422,6 +1422,23 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
                 out.push_back(p.rules[e.rule])
 
 
+cdef void _decide_chunk(Batch* b, Scratch* sc, Item* items, Span* spans, int nf, Py_ssize_t start,
+                        Py_ssize_t stop, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
+    """The programs of a chunk's pending (event, partition) pairs, for rows ``start:stop`` of
+    the call: row r's matches appended to ``matched`` from ``offsets[r]`` on, in rule order."""
+    cdef size_t k = 0, m
+    cdef Py_ssize_t row
+    for row in range(stop - start):
+        offsets[start + row] = matched.size()
+        m = matched.size()
+        while k < b.pending.size() and b.pending[k].row == row:
+            _decide(&b.pending[k], sc, items, &spans[row * nf], matched, b)
+            k += 1
+        # Candidates ran in trigger order; the few matches are sorted into rule order.
+        if matched.size() - m > 1:
+            sort(matched.begin() + m, matched.end())
+
+
 cdef void _gated_candidates(Pending* pend, Scratch* sc, Item* items, Span* spans, Batch* b) noexcept nogil:
     """Run the gated groups of the fired gates; the rules their true predicates trigger join
     the candidates, at the end of Batch.cands (their fields were requested with the gates).
@@ -2139,8 +2156,8 @@ cdef class Matcher:
         cdef deque[string] owned
         cdef Held held
         cdef vector[int32_t] redo  # columns: (row, field slot or -1 for the source) left to the GIL
-        cdef size_t k, m
-        cdef bint evaluated
+        cdef size_t k
+        cdef bint evaluated, decided
         cdef PyObject* raw
         cdef int nf = max(self._nfields, 1)
         cdef _Work work = self._spare.pop() if self._spare else _Work.__new__(_Work)
@@ -2173,15 +2190,23 @@ cdef class Matcher:
             rows.resize(stop - start)
             redo.clear()
             evaluated = False  # eager groups and candidates have run
+            decided = False  # and the programs too
             if src.columnar:
                 # No GIL: the fields every event needs (those of the eager groups) that are
                 # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
-                # nothing is left to the GIL (the common case), the next phase.
+                # nothing is left to the GIL (the common case), the next phases: the GIL is
+                # then released once a chunk (each release, with other threads waiting for
+                # it, costs them a wake-up and this thread another to take it back).
                 with nogil:
                     self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
                     if redo.empty():
                         self._evaluate(src, rows.data(), start, stop, sc, items, spans.data(), b, nf, redo)
                         evaluated = True
+                        if redo.empty():
+                            _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
+                            decided = True
+                if decided:
+                    continue
                 # GIL: the rest of them (queued by row, as the rows are read).
                 if not evaluated:
                     self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
@@ -2208,16 +2233,7 @@ cdef class Matcher:
                                     &keys_state[row])
             # No GIL: the programs.
             with nogil:
-                k = 0
-                for row in range(stop - start):
-                    offsets[start + row] = matched.size()
-                    m = matched.size()
-                    while k < b.pending.size() and b.pending[k].row == row:
-                        _decide(&b.pending[k], sc, items.data(), &spans[row * nf], matched, b)
-                        k += 1
-                    # Candidates ran in trigger order; the few matches are sorted into rule order.
-                    if matched.size() - m > 1:
-                        sort(matched.begin() + m, matched.end())
+                _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
         offsets[n] = matched.size()
         src.end()
         work.trade(items, spans, rows, keys_state, redo)
