@@ -35,6 +35,7 @@ from matcher.includes.re2 cimport (
 )
 
 from collections.abc import Mapping
+import sys
 
 from matcher._casefold_data import FOLD_PAIRS
 from matcher.columns import NumberColumn, TextColumn
@@ -194,6 +195,43 @@ def first_decrease(memoryview offsets not None, Py_ssize_t n):
             if a64 > b64:
                 return i
     return -1
+
+
+cdef bint _LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def ascii_text_column(bytes data not None, bytes offsets not None, validity, Py_ssize_t n):
+    """``TextColumn(data, offsets as int32, validity, n)`` in one call, for ``offsets`` holding
+    at least n + 1 little-endian int32 (bytes after them ignored, as Arrow pads) and
+    ``validity`` bytes or None, when the texts are ASCII (so UTF-8, every offset on a
+    character boundary) and every check the constructor makes passes; else None, and the
+    constructor (which says what is wrong) is the way. Copies what it does: the offsets
+    (here only the n + 1 read) and the bitmap's first bytes; the data is read in place."""
+    cdef Py_ssize_t i, first, last
+    cdef int32_t a, b
+    cdef const char* at = PyBytes_AS_STRING(offsets)
+    if not _LITTLE_ENDIAN or not 0 <= n < len(offsets) // 4:
+        return None
+    if validity is not None and (type(validity) is not bytes or len(validity) < (n + 7) // 8):
+        return None
+    memcpy(&a, at, 4)
+    first = a
+    for i in range(n):
+        memcpy(&b, at + 4 * (i + 1), 4)
+        if a > b:
+            return None
+        a = b
+    last = a
+    if first < 0 or last > len(data) or not _all_ascii(PyBytes_AS_STRING(data) + first, last - first):
+        return None
+    column = TextColumn.__new__(TextColumn)
+    column._data = memoryview(data)
+    column._offsets = memoryview(PyBytes_FromStringAndSize(at, 4 * (n + 1))).cast("i")
+    column._wide = False
+    column._validity = None if validity is None else validity[:(n + 7) // 8]
+    column._ascii = True
+    column._n = n
+    return column
 
 
 cdef inline cbool _buf_has(const Buf* b, Py_ssize_t row) noexcept nogil:

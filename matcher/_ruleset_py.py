@@ -7,10 +7,11 @@ same answers as ``_ruleset_c``, more slowly.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from matcher.columns import match_buffers
+from matcher.columns import TextColumn, match_buffers
 from matcher.plan import (
     FOLDED, NUMBER, OP_AND, OP_EXISTS, OP_MISSING, OP_NEG, OP_NOR, OP_OR, OP_PRED,
     P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT, Group, PartitionPlan,
@@ -27,6 +28,21 @@ def first_decrease(offsets: Sequence[int], n: int) -> int:
         if offsets[i] > offsets[i + 1]:
             return i
     return -1
+
+
+def ascii_text_column(data: bytes, offsets: bytes, validity: bytes | None, n: int) -> TextColumn | None:
+    """``TextColumn(data, offsets as int32, validity, n)`` for ``offsets`` holding at least
+    n + 1 little-endian int32 and ``validity`` bytes or None, when every check passes and the
+    texts are ASCII; else None (the kernel's fast way to a request's columns)."""
+    if sys.byteorder != "little" or not 0 <= n < len(offsets) // 4:
+        return None
+    if validity is not None and (type(validity) is not bytes or len(validity) < (n + 7) // 8):
+        return None
+    try:
+        column = TextColumn(data, memoryview(offsets)[:4 * (n + 1)].cast("i"), validity, n)
+    except ValueError:
+        return None
+    return column if column._ascii else None
 
 
 class Partition:

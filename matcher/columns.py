@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
 from typing import Any, NamedTuple
 
-__all__ = ["TextColumn", "NumberColumn", "MatchBuffers", "match_buffers"]
+__all__ = ["TextColumn", "NumberColumn", "MatchBuffers", "match_buffers", "ascii_text_column"]
 
 _INT_FORMATS = {"i": 4, "l": 8, "q": 8}  # signed, as Arrow's offsets and int64 columns are
 
@@ -62,18 +62,33 @@ def _validity(validity: Any, n: int, label: str) -> bytes | None:
     return view[:need].tobytes()
 
 
-_ENGINE_LOOP: list = []  # the engine's first_decrease, once looked up
+_ENGINE: dict = {}  # the engine's functions this module calls, once looked up
+
+
+def _engine(name: str) -> Any:
+    """The engine's function ``name`` (the kernel imports this module, so the engine is looked
+    up when the first column is made; an import statement per column cost ~2.4 us, a sixth of
+    making a small one)."""
+    function = _ENGINE.get(name)
+    if function is None:
+        from matcher._ruleset import engine
+
+        function = _ENGINE[name] = getattr(engine, name)
+    return function
 
 
 def _first_decrease(offsets: memoryview, n: int) -> int:
-    """The first i < n with offsets[i] > offsets[i + 1], or -1: the engine's loop (the kernel
-    imports this module, so the engine is looked up when the first column is made; an import
-    statement per column cost ~2.4 us, a sixth of making a small one)."""
-    if not _ENGINE_LOOP:
-        from matcher._ruleset import engine
+    """The first i < n with offsets[i] > offsets[i + 1], or -1: the engine's loop."""
+    return _engine("first_decrease")(offsets, n)
 
-        _ENGINE_LOOP.append(engine.first_decrease)
-    return _ENGINE_LOOP[0](offsets, n)
+
+def ascii_text_column(data: bytes, offsets: bytes, validity: bytes | None, n: int) -> "TextColumn | None":
+    """``TextColumn(data, offsets, validity, n)`` in one compiled call, for ``offsets`` as
+    bytes holding n + 1 little-endian int32 (Arrow's layout on the wire; bytes after them are
+    ignored) and ``validity`` bytes or None, when the texts are all ASCII (a request's common
+    case: ids, event names, most URLs) and every check passes. None otherwise: the
+    constructor then makes the column or names what is wrong."""
+    return _engine("ascii_text_column")(data, offsets, validity, n)
 
 
 def _missing(validity: bytes, n: int) -> Iterator[int]:

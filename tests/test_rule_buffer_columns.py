@@ -4,8 +4,10 @@ next to the values the kernel leaves to the GIL, and from several threads at onc
 
 import random
 import re
+import sys
 import threading
 from array import array
+from itertools import accumulate
 
 import pytest
 from hypothesis import given
@@ -105,6 +107,60 @@ def test_the_engines_find_the_same_first_decreasing_offset(values, wide):
     expected = next((i for i in range(len(values) - 1) if values[i] > values[i + 1]), -1)
     for engine in ENGINES:
         assert engine.first_decrease(offsets, len(values) - 1) == expected, engine.__name__
+
+
+@st.composite
+def wire_text_buffers(draw):
+    """(data, offsets as little-endian int32 bytes, validity bytes or None, n) as a request
+    carries a text column: valid ASCII or UTF-8 texts, sometimes padded, sometimes broken (a
+    decreasing or out-of-range offset, bytes missing, a short bitmap, a split character)."""
+    texts = draw(st.lists(st.one_of(st.text("ab/?é", max_size=5), st.text(max_size=3)), max_size=12))
+    pad = draw(st.integers(0, 3))
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    offsets = list(accumulate(map(len, encoded), initial=pad))
+    data = b"#" * pad + b"".join(encoded) + b"#" * draw(st.integers(0, 2))
+    n = len(texts)
+    validity = draw(st.one_of(st.none(), st.binary(min_size=(n + 7) // 8, max_size=(n + 7) // 8 + 2)))
+    breakage = draw(st.sampled_from(["none"] * 6 + ["offset", "short offsets", "short bitmap", "n", "data"]))
+    if breakage == "offset":
+        offsets[draw(st.integers(0, n))] = draw(st.integers(-3, len(data) + 3))
+    elif breakage == "short offsets":
+        offsets = offsets[:-1]
+    elif breakage == "short bitmap" and validity:
+        validity = validity[:(n + 7) // 8 - 1]
+    elif breakage == "n":
+        n = draw(st.integers(-2, n + 2))
+    elif breakage == "data":
+        data = data[:draw(st.integers(0, len(data)))]
+    raw = array("i", offsets)
+    if sys.byteorder != "little":
+        raw.byteswap()
+    return data, raw.tobytes() + b"\0" * draw(st.integers(0, 5)), validity, n
+
+
+@given(buffers=wire_text_buffers())
+def test_a_request_text_buffer_is_the_column_the_constructor_makes_or_none(buffers):
+    # The engines' one-call way to a request's text column (ASCII texts) makes what the
+    # constructor makes from the same buffers; where the texts are not ASCII or a check
+    # fails it makes nothing (the server then runs the constructor, which names the problem).
+    data, offsets, validity, n = buffers
+    expected = None
+    if 0 <= n and 4 * (n + 1) <= len(offsets):  # (else there are not n + 1 offsets to read)
+        try:
+            expected = TextColumn(data, memoryview(offsets)[:4 * (n + 1)].cast("i"), validity, n)
+        except ValueError:
+            pass
+    if expected is not None and not expected._ascii:
+        expected = None
+    for engine in ENGINES:
+        column = engine.ascii_text_column(data, offsets, validity, n)
+        if expected is None:
+            assert column is None, engine.__name__
+            continue
+        assert type(column) is TextColumn and column._ascii and not column._wide, engine.__name__
+        assert len(column) == len(expected) and column.tolist() == expected.tolist(), engine.__name__
+        assert [None if b is None else bytes(b) for b in column.buffers()] == \
+            [None if b is None else bytes(b) for b in expected.buffers()], engine.__name__
 
 
 def test_writable_buffers_are_copied_read_only_ones_are_not():
