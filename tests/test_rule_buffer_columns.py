@@ -132,10 +132,8 @@ def wire_text_buffers(draw):
         n = draw(st.integers(-2, n + 2))
     elif breakage == "data":
         data = data[:draw(st.integers(0, len(data)))]
-    raw = array("i", offsets)
-    if sys.byteorder != "little":
-        raw.byteswap()
-    return data, raw.tobytes() + b"\0" * draw(st.integers(0, 5)), validity, n
+    raw = b"".join(offset.to_bytes(4, "little", signed=True) for offset in offsets)
+    return data, raw + b"\0" * draw(st.integers(0, 5)), validity, n
 
 
 @given(buffers=wire_text_buffers())
@@ -144,8 +142,8 @@ def test_a_request_text_buffer_is_the_column_the_constructor_makes_or_none(buffe
     # constructor makes from the same buffers; where the texts are not ASCII or a check
     # fails it makes nothing (the server then runs the constructor, which names the problem).
     data, offsets, validity, n = buffers
-    expected = None
-    if 0 <= n and 4 * (n + 1) <= len(offsets):  # (else there are not n + 1 offsets to read)
+    expected = None  # (on a big-endian machine the engines leave every column to the constructor)
+    if sys.byteorder == "little" and 0 <= n and 4 * (n + 1) <= len(offsets):  # (else no n + 1 offsets to read)
         try:
             expected = TextColumn(data, memoryview(offsets)[:4 * (n + 1)].cast("i"), validity, n)
         except ValueError:
