@@ -176,13 +176,17 @@ cdef Buf _column_buf(object column, list held) except *:
 def first_decrease(memoryview offsets not None, Py_ssize_t n):
     """The first i < n with offsets[i] > offsets[i + 1], or -1 (a TextColumn's check; the
     twin's loop, in C): ``offsets`` holds at least n + 1 int32 or int64."""
-    cdef const char* at = <const char*>PyMemoryView_GET_BUFFER(offsets).buf
     cdef Py_ssize_t width = PyMemoryView_GET_BUFFER(offsets).itemsize
+    if width not in (4, 8) or not offsets.c_contiguous or len(offsets) < n + 1:
+        raise ValueError("offsets: n + 1 contiguous int32 or int64 values")
+    return _first_decrease(<const char*>PyMemoryView_GET_BUFFER(offsets).buf, width, n)
+
+
+cdef Py_ssize_t _first_decrease(const char* at, Py_ssize_t width, Py_ssize_t n) noexcept nogil:
+    """``first_decrease`` over n + 1 offsets of ``width`` bytes (4 or 8) at ``at``, any alignment."""
     cdef Py_ssize_t i
     cdef int32_t a32, b32
     cdef int64_t a64, b64
-    if width not in (4, 8) or not offsets.c_contiguous or len(offsets) < n + 1:
-        raise ValueError("offsets: n + 1 contiguous int32 or int64 values")
     for i in range(n):
         if width == 4:
             memcpy(&a32, at + 4 * i, 4)
@@ -207,21 +211,16 @@ def ascii_text_column(bytes data not None, bytes offsets not None, validity, Py_
     character boundary) and every check the constructor makes passes; else None, and the
     constructor (which says what is wrong) is the way. Copies what it does: the offsets
     (here only the n + 1 read) and the bitmap's first bytes; the data is read in place."""
-    cdef Py_ssize_t i, first, last
-    cdef int32_t a, b
+    cdef int32_t first, last
     cdef const char* at = PyBytes_AS_STRING(offsets)
     if not _LITTLE_ENDIAN or not 0 <= n < len(offsets) // 4:
         return None
     if validity is not None and (type(validity) is not bytes or len(validity) < (n + 7) // 8):
         return None
-    memcpy(&a, at, 4)
-    first = a
-    for i in range(n):
-        memcpy(&b, at + 4 * (i + 1), 4)
-        if a > b:
-            return None
-        a = b
-    last = a
+    if _first_decrease(at, 4, n) >= 0:
+        return None
+    memcpy(&first, at, 4)
+    memcpy(&last, at + 4 * n, 4)
     if first < 0 or last > len(data) or not _all_ascii(PyBytes_AS_STRING(data) + first, last - first):
         return None
     column = TextColumn.__new__(TextColumn)
@@ -2195,7 +2194,7 @@ cdef class Matcher:
         cdef Held held
         cdef vector[int32_t] redo  # columns: (row, field slot or -1 for the source) left to the GIL
         cdef size_t k
-        cdef bint evaluated, decided
+        cdef bint evaluated
         cdef PyObject* raw
         cdef int nf = max(self._nfields, 1)
         cdef _Work work = self._spare.pop() if self._spare else _Work.__new__(_Work)
@@ -2228,7 +2227,6 @@ cdef class Matcher:
             rows.resize(stop - start)
             redo.clear()
             evaluated = False  # eager groups and candidates have run
-            decided = False  # and the programs too
             if src.columnar:
                 # No GIL: the fields every event needs (those of the eager groups) that are
                 # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
@@ -2242,8 +2240,7 @@ cdef class Matcher:
                         evaluated = True
                         if redo.empty():
                             _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
-                            decided = True
-                if decided:
+                if evaluated and redo.empty():  # (the programs ran above)
                     continue
                 # GIL: the rest of them (queued by row, as the rows are read).
                 if not evaluated:
