@@ -1459,6 +1459,23 @@ cdef void _decide(Pending* pend, Scratch* sc, Item* items, Span* spans, vector[i
                 out.push_back(p.rules[e.rule])
 
 
+cdef inline void _clear_chunk(vector[Item]& items, vector[Row]& rows, deque[string]& owned, Batch* b,
+                              vector[int]& keys_state, vector[int32_t]& redo, Py_ssize_t m) noexcept nogil:
+    """A new chunk of ``m`` rows: the last one's items, rows, texts, queues and marks dropped."""
+    items.clear()
+    rows.clear()
+    owned.clear()
+    b.pending.clear()
+    b.preds.clear()
+    b.cands.clear()
+    b.gated.clear()
+    b.lazy.clear()
+    memset(b.have.data(), 0, b.have.size())
+    keys_state.assign(m, -1)
+    rows.resize(m)
+    redo.clear()
+
+
 cdef void _decide_chunk(Batch* b, Scratch* sc, Item* items, Span* spans, int nf, Py_ssize_t start,
                         Py_ssize_t stop, vector[int32_t]& matched, vector[size_t]& offsets) noexcept nogil:
     """The programs of a chunk's pending (event, partition) pairs, for rows ``start:stop`` of
@@ -1711,7 +1728,8 @@ cdef class _Events:
     cdef Buf buf[4]  # a buffer column's buffers (``matcher.columns``), kind BUF_NONE otherwise
     cdef list held_buffers  # the objects owning ``buf``'s and ``param_buf``'s buffers
     cdef list made  # objects made from buffer columns' values for the reads under the GIL, held for the chunk
-    cdef object customs  # columns: the custom_data list, or None
+    cdef object customs  # columns: the custom_data list, or None; a private slice of it from ``begin`` on
+    cdef PyObject* custom_column  # borrowed: ``customs`` when a list, else NULL (for ``start_columns``)
     cdef bint by_parameter  # columns: custom parameters given as columns (``params``), not ``customs``
     cdef list params  # per field slot of a custom parameter: the columns its first key reads, in lookup order
     # by_parameter: private slices of ``params``' list columns (as ``slices``), and borrowed
@@ -1734,6 +1752,10 @@ cdef class _Events:
         if not self.columnar:
             return 0
         self.held_buffers = []
+        self.custom_column = NULL
+        if self.customs is not None:
+            self.customs = PyList_GetSlice(self.customs, 0, n)
+            self.custom_column = <PyObject*>self.customs
         self.slices = [None] * 4
         for which in range(4):
             column = self.columns[which]
@@ -1767,23 +1789,25 @@ cdef class _Events:
         self.made = None
         self.held_buffers = None
 
-    cdef int start(self, Py_ssize_t start, Py_ssize_t stop) except -1:
-        cdef PyObject* raw
-        cdef Py_ssize_t row, m = stop - start
+    cdef void start_columns(self, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+        """Columns: make rows ``order[start:stop]`` the chunk. Reads only the call's slices."""
+        cdef Py_ssize_t m = stop - start
         cdef size_t i
         self.idx = self.order.data() + start
-        if self.columnar:
-            self.made = []
-            # A str's 48-byte header and its data: a pixel id on two lines at most, a URL's
-            # first ~140 bytes on three (the scan reads on; the CPU follows); the dicts' and
-            # parameters' headers (a dict's keys once needed: ``_run``).
-            _prefetch_rows(self.column[W_PIXEL], 2, self.idx, m)
-            _prefetch_rows(self.column[W_URL], 3, self.idx, m)
-            if type(self.customs) is list:
-                _prefetch_rows(<PyObject*>self.customs, 1, self.idx, m)
-            for i in range(self.param_column.size()):
-                _prefetch_rows(self.param_column[i], 1, self.idx, m)
-            return 0
+        # A str's 48-byte header and its data: a pixel id on two lines at most, a URL's first
+        # ~140 bytes on three (the scan reads on; the CPU follows); the dicts' and parameters'
+        # headers (a dict's keys once needed: ``_run``).
+        _prefetch_rows(self.column[W_PIXEL], 2, self.idx, m)
+        _prefetch_rows(self.column[W_URL], 3, self.idx, m)
+        _prefetch_rows(self.custom_column, 1, self.idx, m)
+        for i in range(self.param_column.size()):
+            _prefetch_rows(self.param_column[i], 1, self.idx, m)
+
+    cdef int start(self, Py_ssize_t start, Py_ssize_t stop) except -1:
+        """Rows: make rows ``start:stop`` the chunk, their events as dicts."""
+        cdef PyObject* raw
+        cdef Py_ssize_t row, m = stop - start
+        self.idx = self.order.data() + start
         self.dicts = []
         self.chunk_customs = []
         for row in range(m):
@@ -2209,45 +2233,53 @@ cdef class Matcher:
         b.have.resize(rows_here * nf)
         offsets.assign(n + 1, 0)
         src.begin(n)
-        cdef bint grouped = src.columnar and self._has_scoped and self._group_by_source(src, n)
-        for start in range(0, n, CHUNK):
-            stop = min(n, start + CHUNK)
-            items.clear()
-            rows.clear()
-            owned.clear()
-            b.pending.clear()
-            b.preds.clear()
-            b.cands.clear()
-            b.gated.clear()
-            b.lazy.clear()
-            memset(b.have.data(), 0, b.have.size())
-            keys_state.assign(stop - start, -1)
-            held.release()
-            src.start(start, stop)
-            rows.resize(stop - start)
-            redo.clear()
+        cdef bint group = src.columnar and self._has_scoped
+        cdef bint grouped = False
+        start = 0
+        while start < n:
             evaluated = False  # eager groups and candidates have run
             if src.columnar:
-                # No GIL: the fields every event needs (those of the eager groups) that are
-                # built-in columns' ASCII strs, and the sources given as ASCII strs; then, when
-                # nothing is left to the GIL (the common case), the next phases: the GIL is
-                # then released once a chunk (each release, with other threads waiting for
-                # it, costs them a wake-up and this thread another to take it back).
+                # No GIL: grouping the call's rows, then chunk after chunk the fields every
+                # event needs (those of the eager groups) that are built-in columns' ASCII strs
+                # or buffers, and the sources given so; when nothing is left to the GIL (the
+                # common case), the next phases too. The GIL is taken again only for a chunk
+                # that left something to it, or at the call's end: each release, with other
+                # threads waiting for it, costs them a wake-up and this thread a wait to take
+                # it back.
+                held.release()
+                src.made = []
                 with nogil:
-                    self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
-                    if redo.empty():
+                    if group:
+                        grouped = self._group_by_source(src, n)
+                        group = False
+                    while True:
+                        stop = min(n, start + CHUNK)
+                        _clear_chunk(items, rows, owned, b, keys_state, redo, stop - start)
+                        src.start_columns(start, stop)
+                        self._extract_fast(src, stop - start, items, spans.data(), rows.data(), b.have.data(), nf, redo)
+                        if not redo.empty():
+                            break
                         self._evaluate(src, rows.data(), start, stop, sc, items, spans.data(), b, nf, redo)
                         evaluated = True
-                        if redo.empty():
-                            _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
-                if evaluated and redo.empty():  # (the programs ran above)
-                    continue
-                # GIL: the rest of them (queued by row, as the rows are read).
+                        if not redo.empty():
+                            break
+                        _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
+                        evaluated = False
+                        start = stop
+                        if start >= n:
+                            break
+                if start >= n:
+                    break
+                # GIL: the rest of this chunk's (queued by row, as the rows are read).
                 if not evaluated:
                     self._extract_redo(src, redo, items, spans.data(), rows.data(), owned, &held,
                                        b.have.data(), nf, keys_state.data())
             else:
                 # GIL: the fields every event needs (those of the eager groups).
+                stop = min(n, start + CHUNK)
+                _clear_chunk(items, rows, owned, b, keys_state, redo, stop - start)
+                held.release()
+                src.start(start, stop)
                 for row in range(stop - start):
                     self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held,
                                   &b.have[row * nf], &keys_state[row])
@@ -2269,6 +2301,7 @@ cdef class Matcher:
             # No GIL: the programs.
             with nogil:
                 _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
+            start = stop
         offsets[n] = matched.size()
         src.end()
         work.trade(items, spans, rows, keys_state, redo)
@@ -2277,7 +2310,7 @@ cdef class Matcher:
             _call_order(src.order, matched, offsets)
         return 0
 
-    cdef bint _group_by_source(self, _Events src, Py_ssize_t n) except -1:
+    cdef bint _group_by_source(self, _Events src, Py_ssize_t n) noexcept nogil:
         """Columns: each row's source (``_find_sources``), then ``src.order`` as the rows grouped
         by it within each window of ``GROUP_WINDOW`` rows (a counting sort; a source's rows keep
         their order). False when that order is the call's own."""
@@ -2286,21 +2319,20 @@ cdef class Matcher:
         cdef int32_t k
         cdef bint moved = False
         src.source.resize(n)
-        with nogil:
-            self._find_sources(src, n)
-            for first in range(0, n, GROUP_WINDOW):
-                last = min(n, first + GROUP_WINDOW)
-                at.assign(self._source_parts.size() + 3, 0)  # by source + 2: -2 (to the GIL), -1 (none), sources
-                at[0] = first
-                for row in range(first, last):
-                    at[src.source[row] + 3] += 1
-                for k in range(1, <int32_t>at.size()):
-                    at[k] += at[k - 1]
-                for row in range(first, last):
-                    k = at[src.source[row] + 2]
-                    at[src.source[row] + 2] = k + 1
-                    src.order[k] = row
-                    moved = moved or k != row
+        self._find_sources(src, n)
+        for first in range(0, n, GROUP_WINDOW):
+            last = min(n, first + GROUP_WINDOW)
+            at.assign(self._source_parts.size() + 3, 0)  # by source + 2: -2 (to the GIL), -1 (none), sources
+            at[0] = first
+            for row in range(first, last):
+                at[src.source[row] + 3] += 1
+            for k in range(1, <int32_t>at.size()):
+                at[k] += at[k - 1]
+            for row in range(first, last):
+                k = at[src.source[row] + 2]
+                at[src.source[row] + 2] = k + 1
+                src.order[k] = row
+                moved = moved or k != row
         return moved
 
     cdef void _find_sources(self, _Events src, Py_ssize_t n) noexcept nogil:

@@ -118,3 +118,27 @@ def test_one_matcher_answers_calls_of_every_size_and_form_in_turn():
         with pytest.raises(TypeError, match="an event is a mapping"):
             compiled.match_batch(events[:300] + [42] + events[300:])
         assert compiled.match_batch(events) == [compiled.match(event) for event in events]
+
+
+@pytest.mark.parametrize("slow_chunk", [0, 1, 2, 3])
+def test_chunks_left_to_the_gil_between_chunks_that_are_not(slow_chunk):
+    """A columnar call runs chunk after chunk without the GIL until one leaves a value to it
+    (a non-ASCII URL, custom data as a dict), finishes that one with the GIL and goes on
+    without it: four chunks of one source, in call order, only one of them slow."""
+    rules, sources = _rules()
+    rng = random.Random(13 + slow_chunk)
+    events = _events(rng, 900)
+    for k, event in enumerate(events):
+        event["pixel_id"] = "1003"
+        slow = k // 256 == slow_chunk
+        if slow and k % 5 == 0:
+            event["url"] = "https://shop.example/t3/é"
+        if not slow:
+            del event["custom_data"]
+    expected = match_rules(rules, events, sources)
+    assert sum(map(len, expected)) > 200
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        for by_parameter in (False, True):
+            got = compiled.match_columns(_columns(events, by_parameter, False))
+            assert got == _flat(expected), (engine.__name__, by_parameter)
