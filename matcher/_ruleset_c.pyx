@@ -2235,13 +2235,19 @@ cdef class Matcher:
         src.begin(n)
         cdef bint group = src.columnar and self._has_scoped
         cdef bint grouped = False
+        # Sized with the GIL (a failed allocation is a MemoryError there): what the nogil
+        # block below fills.
+        if group:
+            src.source.resize(n)
+        keys_state.reserve(rows_here)
+        rows.reserve(rows_here)
         start = 0
         while start < n:
             evaluated = False  # eager groups and candidates have run
             if src.columnar:
                 # No GIL: grouping the call's rows, then chunk after chunk the fields every
                 # event needs (those of the eager groups) that are built-in columns' ASCII strs
-                # or buffers, and the sources given so; when nothing is left to the GIL (the
+                # or buffers, and the sources given either way; when nothing is left to the GIL (the
                 # common case), the next phases too. The GIL is taken again only for a chunk
                 # that left something to it, or at the call's end: each release, with other
                 # threads waiting for it, costs them a wake-up and this thread a wait to take
@@ -2313,12 +2319,11 @@ cdef class Matcher:
     cdef bint _group_by_source(self, _Events src, Py_ssize_t n) noexcept nogil:
         """Columns: each row's source (``_find_sources``), then ``src.order`` as the rows grouped
         by it within each window of ``GROUP_WINDOW`` rows (a counting sort; a source's rows keep
-        their order). False when that order is the call's own."""
+        their order). False when that order is the call's own. ``src.source`` holds n rows."""
         cdef vector[int32_t] at
         cdef Py_ssize_t row, first, last
         cdef int32_t k
         cdef bint moved = False
-        src.source.resize(n)
         self._find_sources(src, n)
         for first in range(0, n, GROUP_WINDOW):
             last = min(n, first + GROUP_WINDOW)
