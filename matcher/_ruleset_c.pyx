@@ -2244,21 +2244,21 @@ cdef class Matcher:
         start = 0
         while start < n:
             evaluated = False  # eager groups and candidates have run
+            held.release()  # (the last chunk's references: its programs have run)
             if src.columnar:
                 # No GIL: grouping the call's rows, then chunk after chunk the fields every
-                # event needs (those of the eager groups) that are built-in columns' ASCII strs
-                # or buffers, and the sources given either way; when nothing is left to the GIL (the
-                # common case), the next phases too. The GIL is taken again only for a chunk
-                # that left something to it, or at the call's end: each release, with other
-                # threads waiting for it, costs them a wake-up and this thread a wait to take
-                # it back.
-                held.release()
+                # event needs (those of the eager groups) that are built-in columns' ASCII
+                # strs or buffers, and the sources given either way; when nothing is left to
+                # the GIL (the common case), the next phases too. The GIL is taken again only
+                # for a chunk that left something to it, or at the call's end: each release,
+                # with other threads waiting for it, costs them a wake-up and this thread a
+                # wait to take it back.
                 src.made = []
                 with nogil:
                     if group:
                         grouped = self._group_by_source(src, n)
                         group = False
-                    while True:
+                    while start < n:
                         stop = min(n, start + CHUNK)
                         _clear_chunk(items, rows, owned, b, keys_state, redo, stop - start)
                         src.start_columns(start, stop)
@@ -2272,8 +2272,6 @@ cdef class Matcher:
                         _decide_chunk(b, sc, items.data(), spans.data(), nf, start, stop, matched, offsets)
                         evaluated = False
                         start = stop
-                        if start >= n:
-                            break
                 if start >= n:
                     break
                 # GIL: the rest of this chunk's (queued by row, as the rows are read).
@@ -2284,7 +2282,6 @@ cdef class Matcher:
                 # GIL: the fields every event needs (those of the eager groups).
                 stop = min(n, start + CHUNK)
                 _clear_chunk(items, rows, owned, b, keys_state, redo, stop - start)
-                held.release()
                 src.start(start, stop)
                 for row in range(stop - start):
                     self._extract(src, row, items, &spans[row * nf], &rows[row], owned, &held,
