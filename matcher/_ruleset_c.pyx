@@ -71,7 +71,8 @@ cdef extern from *:
     /* An exact float (immutable) and its value. */
     static inline int _exact_float(PyObject* o) { return Py_TYPE(o) == &PyFloat_Type; }
     static inline double _float_value(PyObject* o) { return PyFloat_AS_DOUBLE(o); }
-    /* Ask the memory for the first ``lines`` cache lines of an object (a str's header and data). */
+    /* Ask the memory for the first ``lines`` cache lines at ``p``; of an object, its header and
+       what follows (a str's data). */
     static inline void _prefetch_lines(const char* p, int lines) {
         for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i);
     }
