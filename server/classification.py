@@ -195,12 +195,14 @@ def _text_buffer(buffer: pb.TextBuffer, count: int, where: str) -> TextColumn:
     """A ``TextBuffer`` as the column the matcher reads in place (the data is not copied). The
     column checks the offsets, the UTF-8 and the validity bitmap's length: in one compiled
     call when the texts are ASCII, else (or to name what is wrong) step by step."""
-    column = ascii_text_column(buffer.data, buffer.offsets, buffer.validity or None, count)
+    # Each field read once: protobuf makes a new bytes object, a copy, on every read.
+    data, raw_offsets, validity = buffer.data, buffer.offsets, buffer.validity or None
+    column = ascii_text_column(data, raw_offsets, validity, count)
     if column is not None:
         return column
-    offsets = _little_endian(buffer.offsets, "i", count + 1, f"{where}.offsets")
+    offsets = _little_endian(raw_offsets, "i", count + 1, f"{where}.offsets")
     try:
-        return TextColumn(buffer.data, offsets, buffer.validity or None, count)
+        return TextColumn(data, offsets, validity, count)
     except ValueError as e:  # "offsets: ...", "data: ..." (the place within the buffer first)
         raise InvalidArgument(f"{where}.{e}") from None
 
