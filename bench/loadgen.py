@@ -34,7 +34,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-METADATA = (("authorization", "Bearer bench"),)
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.use_local_subchannel_pool", 1)]
 MAX_SERVERS = 64
@@ -52,6 +51,11 @@ class Job:
     calls_per_second: float = 0.0  # open: over all client processes together
     probe: dict = field(default_factory=dict)  # {"whoami": [pid, ...]} or {"metrics": [port, ...]}
     warmup_method: str = ""  # the unary method of the probe/warm-up call (defaults to ``method``)
+    token: str = "bench"  # sent as "authorization: Bearer <token>"
+
+    @property
+    def metadata(self) -> tuple:
+        return (("authorization", f"Bearer {self.token}"),)
 
 
 @dataclass
@@ -196,7 +200,7 @@ def _connect(job: Job, lock, shares, quota: int, opened: list):
         channel = grpc.insecure_channel(job.target, options=CHANNEL_OPTIONS)
         call = channel.unary_unary(warmup)
         if not job.probe or len(next(iter(job.probe.values()))) <= 1:
-            call(job.payload, metadata=METADATA, timeout=60)
+            call(job.payload, metadata=job.metadata, timeout=60)
             opened.append(channel)
             return channel, 0
         with lock:  # one probe at a time over all client processes: counters move for one call only
@@ -213,12 +217,12 @@ def _identify(job: Job, channel, call) -> int:
     from bench.servers import WHOAMI, scrape
 
     if "whoami" in job.probe:
-        call(job.payload, metadata=METADATA, timeout=60)
+        call(job.payload, metadata=job.metadata, timeout=60)
         pid = int(channel.unary_unary(WHOAMI)(b"", timeout=60))
         return job.probe["whoami"].index(pid)
     ports = job.probe["metrics"]
     before = [scrape(port).get("cm_requests_total", 0.0) for port in ports]
-    call(job.payload, metadata=METADATA, timeout=60)
+    call(job.payload, metadata=job.metadata, timeout=60)
     for _ in range(100):  # the counter moves as the handler returns; normally already seen
         moved = [i for i, port in enumerate(ports) if scrape(port).get("cm_requests_total", 0.0) > before[i]]
         if len(moved) == 1:
@@ -265,7 +269,7 @@ def _drive(job: Job, connections, calls, planned: int = 0) -> dict:
 
         def send(since: float) -> float | None:
             try:
-                call(job.payload, metadata=METADATA, timeout=60)
+                call(job.payload, metadata=job.metadata, timeout=60)
             except grpc.RpcError:
                 return None
             return time.monotonic() - since
@@ -348,7 +352,7 @@ def _stream(job: Job, connections, start: float, client: int, clients: int) -> d
                 yield job.payload
 
         _sleep_until(start)
-        for _ in stream(requests(), metadata=METADATA, timeout=job.seconds + 60):
+        for _ in stream(requests(), metadata=job.metadata, timeout=job.seconds + 60):
             done += 1
             credits.release()
         with lock:

@@ -12,6 +12,11 @@ whose ``cm_requests_total`` moved, and counts calls per worker (see ``bench.load
 -m bench.servers --port P``, where ClassifyPixelEvents takes the request bytes and replies
 with nothing (the transport ceiling), and ``bench.Empty/Whoami`` answers the process id
 (the load generator uses it to tell the processes apart).
+
+``RemoteTarget(address)`` is a server the bench did not start (``bench grpc --target``, and
+an empty handler run by hand on that server's machine for ``--ceiling-target``: ``python -m
+bench.servers --host 0.0.0.0 --port P``): its processes are not told apart and their CPU
+time is not known.
 """
 
 from __future__ import annotations
@@ -200,7 +205,26 @@ class ServerGroup:
         return [scrape(port).get("cm_events_classified_total", 0.0) for port in self.metrics_ports]
 
 
-def serve_empty(port: int) -> None:
+class RemoteTarget:
+    """A server at ``address`` that this machine did not start: what ``ServerGroup`` offers the
+    load generator, without the per-process accounting (one process as far as the bench can
+    tell; CPU time unknown)."""
+
+    kind = "remote"
+    pids: list[int] = []
+    metrics_ports: list[int] = []
+
+    def __init__(self, address: str) -> None:
+        self.target = address
+
+    def probe(self) -> dict:
+        return {}
+
+    def cpu_seconds(self) -> float | None:
+        return None
+
+
+def serve_empty(port: int, host: str = "127.0.0.1") -> None:
     """ClassifyPixelEvents takes the request bytes and replies with nothing; Whoami says the pid."""
     import grpc
 
@@ -215,9 +239,9 @@ def serve_empty(port: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
                          options=[("grpc.max_receive_message_length", 64 << 20)])
     server.add_generic_rpc_handlers((empty, whoami))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
-        sys.exit(f"cannot bind 127.0.0.1:{port}")
+        sys.exit(f"cannot bind {host}:{port}")
     stop = threading.Event()
     import signal
 
@@ -232,4 +256,7 @@ def serve_empty(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the empty-handler server (transport ceiling)")
     parser.add_argument("--port", type=int, required=True)
-    serve_empty(parser.parse_args().port)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="listen address (0.0.0.0: reachable from a load generator on another machine)")
+    arguments = parser.parse_args()
+    serve_empty(arguments.port, arguments.host)
