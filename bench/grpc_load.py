@@ -37,10 +37,17 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
    conversion (``--registrations``, one connection; other workers would follow the store's
    change log within ``--sync-interval``, see docs/service.md).
 
+With ``--target HOST:PORT`` it loads a server that is already running instead (its own rules
+and processes; nothing seeded or started): the events of ``--events FILE`` (JSON array or
+lines) or generated over ``--pixels``, the token of ``--token`` or ``CM_BENCH_TOKEN``, and a
+ceiling only from an empty handler at ``--ceiling-target`` (``python -m bench.servers --host
+0.0.0.0 --port P`` on the server's machine). Each form's request is sent once first, so a
+refused token or request stops the run with the server's answer (``preflight``).
+
 Prints tables; ``--json`` writes every figure, ``--plot`` a PNG of throughput against rule
-count and latency against load. Client processes, server processes and the empty handlers
-all share this machine's cores, so a ceiling is a ceiling *on this machine*. Never asserts
-on timings.
+count (client processes, for ``--target``) and latency against load. Client processes,
+server processes and the empty handlers all share this machine's cores, so a ceiling is a
+ceiling *on this machine*. Never asserts on timings.
 """
 
 from __future__ import annotations
@@ -58,12 +65,13 @@ from pathlib import Path
 
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
-from bench.servers import ServerGroup
+from bench.servers import RemoteTarget, ServerGroup
 from server.client import EVENT_FORMS, Client
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
 
 METHOD = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
+CEILING, SERVICE = "empty handler (transport ceiling)", "ClassifyPixelEvents"  # a throughput row's target
 FORMS = EVENT_FORMS  # --form: how a request carries its events
 STREAM_METHOD = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
 ACCOUNTS = [f"act_{i}" for i in range(1, 101)]
@@ -152,7 +160,7 @@ def _floats(text: str) -> list[float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", default="10000", help="rule counts, a comma list (e.g. 100,1000,10000,100000)")
+    parser.add_argument("--rules", help="rule counts, a comma list (e.g. 100,1000,10000,100000); default 10000")
     parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
     parser.add_argument("--form", default="columns",
                         help="how requests carry the events, a comma list: columns (repeated fields), buffers "
@@ -161,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
     parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
-    parser.add_argument("--server-processes", default="1", help="server process counts, a comma list (e.g. 1,2)")
+    parser.add_argument("--server-processes", help="server process counts, a comma list (e.g. 1,2); default 1")
     parser.add_argument("--clients", default="1", help="load-generating client process counts, a comma list (e.g. 1,2)")
     parser.add_argument("--concurrency", type=int, default=4, help="caller threads (and connections) per client process")
     parser.add_argument("--rate", default="", help="fixed request rates in events/s, a comma list (open loop)")
@@ -169,16 +177,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fixed rates as fractions of the closed-loop throughput at --latency-batch-event "
                              "requests, measured just before, e.g. 0.25,0.5,0.75")
     parser.add_argument("--stream", action="store_true", help="also measure StreamClassifyPixelEvents")
-    parser.add_argument("--registrations", type=int, default=50, help="creates timed until visible (one server process)")
-    parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
-    parser.add_argument("--startup-timeout", type=float, default=600, help="seconds for servers to load and compile")
+    parser.add_argument("--registrations", type=int, help="creates timed until visible (one server process); default 50")
+    parser.add_argument("--sync", choices=("FULL", "NORMAL"), help="the started servers' SQLite mode; default FULL")
+    parser.add_argument("--startup-timeout", type=float, help="seconds for servers to load and compile; default 600")
+    remote = parser.add_argument_group(
+        "a running server", "Load a server this command does not start (its own rules, pixels and tokens; "
+        "no seeding, so none of --rules, --server-processes, --registrations, --sync, --startup-timeout).")
+    remote.add_argument("--target", metavar="HOST:PORT", help="the server to load")
+    remote.add_argument("--token", help="its bearer token, one with ingest rights "
+                                        "(default: the CM_BENCH_TOKEN environment variable)")
+    remote.add_argument("--events", metavar="FILE",
+                        help="the events to send: a JSON array, or one JSON object a line, each an event as "
+                             "ClassifyPixelEvents takes it (pixel_id, event, url, device_type, event_time, "
+                             "custom_data); a request is the next --batch of them, the file taken round again")
+    remote.add_argument("--pixels", metavar="ID,ID",
+                        help="instead of --events: the bench's generated events, over these pixel ids")
+    remote.add_argument("--ceiling-target", metavar="HOST:PORT",
+                        help="an empty handler on the server's machine (python -m bench.servers --host 0.0.0.0 "
+                             "--port P), measured alongside as the ceiling; without it no ceiling is measured")
     parser.add_argument("--json", help="write every figure as JSON to this file")
     parser.add_argument("--plot", help="write a PNG: throughput against rule count, latency against load")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="a progress bar on stderr (default: when stderr is a terminal)")
     options = parser.parse_args(argv)
-    options.rule_counts, options.rates, options.fractions = _ints(options.rules), _floats(options.rate), _floats(options.sweep)
-    options.process_counts, options.client_counts = _ints(options.server_processes), _ints(options.clients)
+    local = {"rules": "10000", "server_processes": "1", "registrations": 50, "sync": "FULL", "startup_timeout": 600}
+    if options.target is None:
+        given = [name for name in ("token", "events", "pixels", "ceiling_target") if getattr(options, name) is not None]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} goes with --target (a running server)")
+        for name, value in local.items():
+            if getattr(options, name) is None:
+                setattr(options, name, value)
+        options.rule_counts, options.process_counts = _ints(options.rules), _ints(options.server_processes)
+        options.token = "bench"  # the seeded token file's
+    else:
+        given = [name for name in local if getattr(options, name) is not None]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} applies to the servers this command starts, not to "
+                         f"--target (which serves its own rules)")
+        options.token = options.token if options.token is not None else os.environ.get("CM_BENCH_TOKEN")
+        if not options.token:
+            parser.error("--target needs --token (or CM_BENCH_TOKEN): the server accepts no call without one")
+        if (options.events is None) == (options.pixels is None):
+            parser.error("--target needs the events to send: --events FILE or --pixels ID,ID (one of them)")
+        if options.pixels is not None:
+            options.pixels = [pixel.strip() for pixel in options.pixels.split(",") if pixel.strip()]
+            if not options.pixels:
+                parser.error("--pixels needs at least one pixel id")
+        options.rule_counts, options.process_counts = [None], [None]  # the server's own: not known here
+        options.registrations = 0
+    options.rates, options.fractions = _floats(options.rate), _floats(options.sweep)
+    options.client_counts = _ints(options.clients)
     if not options.rule_counts or not options.process_counts or not options.client_counts:
         parser.error("--rules, --server-processes and --clients need at least one count each")
     options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
@@ -194,8 +243,9 @@ def _progress(options: argparse.Namespace):
     from tqdm import tqdm
 
     points = len(options.rates) + len(options.fractions)
-    bases = 2 * options.repeat if points and options.latency_batch != options.batch else 0
-    per_combo = options.repeat * (2 + options.stream) * len(options.forms) + bases + 2 * points
+    sides = 1 if options.target is not None and options.ceiling_target is None else 2  # the service, its ceiling
+    bases = sides * options.repeat if points and options.latency_batch != options.batch else 0
+    per_combo = options.repeat * (sides + options.stream) * len(options.forms) + bases + sides * points
     total = len(options.rule_counts) * len(options.process_counts) * (1 + len(options.client_counts) * per_combo)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     return tqdm(total=total, desc="grpc bench", unit="step", disable=not enabled, file=sys.stderr,
@@ -233,13 +283,16 @@ def _cpu_medians(results: list[Result]) -> dict:
             for name in ("server_cpu_us_per_event", "client_cpu_us_per_event", "server_busy_cores")}
 
 
-def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: ServerGroup, clients: int,
-                  payloads: dict[str, tuple[bytes, bytes]], key: dict, bar) -> tuple[list[dict], list[dict]]:
+def measure_combo(gens: LoadGenerators, options, empty: ServerGroup | RemoteTarget | None,
+                  server: ServerGroup | RemoteTarget, clients: int, payloads: dict[str, tuple[bytes, bytes]], key: dict,
+                  bar) -> tuple[list[dict], list[dict]]:
     """Throughput rows (per request form: its ceiling, then the service) and fixed-rate rows (the
-    first form) for one (rules, server processes, clients)."""
-    def job(group: ServerGroup, payload: bytes, **kw) -> Job:
+    first form) for one (rules, server processes, clients). Without ``empty`` (a running server
+    given no ``--ceiling-target``) there is no ceiling: its figures are None."""
+    def job(group: ServerGroup | RemoteTarget, payload: bytes, **kw) -> Job:
         base = dict(mode="closed", target=group.target, method=METHOD, payload=payload, events_per_call=options.batch,
-                    seconds=options.seconds, concurrency=options.concurrency, probe=group.probe(), warmup_method=METHOD)
+                    seconds=options.seconds, concurrency=options.concurrency, probe=group.probe(), warmup_method=METHOD,
+                    token=options.token)
         return Job(**{**base, **kw})
 
     def runs(label: str, group: ServerGroup, make: Job) -> list[Result]:
@@ -255,8 +308,8 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
     measured: dict[str, dict[str, list[Result]]] = {form: {} for form in payloads}
     for _ in range(options.repeat):
         for form, (big, _) in payloads.items():
-            jobs = [("empty handler (transport ceiling)", "ceiling", empty, job(empty, big)),
-                    ("ClassifyPixelEvents", "unary", server, job(server, big))]
+            jobs = [(CEILING, "ceiling", empty, job(empty, big))] if empty is not None else []
+            jobs.append((SERVICE, "unary", server, job(server, big)))
             if options.stream:
                 jobs.append(("StreamClassifyPixelEvents", "stream", server,
                              job(server, big, mode="stream", method=STREAM_METHOD)))
@@ -266,27 +319,29 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
                 bar.update(1)
     throughput = []
     for form, targets in measured.items():
-        ceiling_rate = statistics.median(r.events_per_s for r in targets["empty handler (transport ceiling)"])
+        ceiling_rate = statistics.median(r.events_per_s for r in targets[CEILING]) if CEILING in targets else None
         for name, results in targets.items():
             rates = sorted(r.events_per_s for r in results)
             median = statistics.median(rates)
             throughput.append({**key, "clients": clients, "form": form, "target": name, "batch": options.batch,
                                "events_per_s": median, "events_per_s_runs": rates, "ceiling_events_per_s": ceiling_rate,
-                               "fraction_of_ceiling": median / ceiling_rate if ceiling_rate else 0.0,
+                               "fraction_of_ceiling": _fraction(median, ceiling_rate),
                                **_cpu_medians(results), "runs": [_summary(r) for r in results]})
     points = [(None, rate) for rate in options.rates] + [(f, None) for f in options.fractions]
     if not points:
         return throughput, []
     small = next(iter(payloads.values()))[1]
     if options.latency_batch == options.batch:
-        ceiling_rate, max_rate = throughput[0]["events_per_s"], throughput[1]["events_per_s"]
+        first = {row["target"]: row["events_per_s"] for row in throughput if row["form"] == next(iter(payloads))}
+        ceiling_rate, max_rate = first.get(CEILING), first[SERVICE]
     else:
         # The fixed rates send --latency-batch-event requests, which cost more per event than
         # --batch-event ones: the sweep's fractions (and 'of max', 'of ceiling') are of the closed
         # loop at that same request size, measured here, or the open loop would fall behind.
         small_job = dict(events_per_call=options.latency_batch)
         ceiling_rate = statistics.median(r.events_per_s for r in runs(
-            f"ceiling, {options.latency_batch}-event requests", empty, job(empty, small, **small_job)))
+            f"ceiling, {options.latency_batch}-event requests", empty, job(empty, small, **small_job))) \
+            if empty is not None else None
         max_rate = statistics.median(r.events_per_s for r in runs(
             f"unary, {options.latency_batch}-event requests", server, job(server, small, **small_job)))
     points = [(f, rate if f is None else f * max_rate) for f, rate in points]
@@ -295,6 +350,8 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
         per_second = rate / options.latency_batch
         results = {}
         for label, group in (("server", server), ("ceiling", empty)):
+            if group is None:
+                continue
             bar.set_postfix_str(f"{key['rules']} rules, {key['server_processes']} srv, {clients} cl: "
                                 f"{rate:,.0f} events/s ({label})")
             results[label] = run_measured(gens, group, job(group, small, mode="open",
@@ -303,11 +360,17 @@ def measure_combo(gens: LoadGenerators, options, empty: ServerGroup, server: Ser
             bar.update(1)
         latency.append({**key, "clients": clients, "form": next(iter(payloads)), "batch": options.latency_batch, "fraction": fraction,
                         "target_events_per_s": rate, "max_events_per_s": max_rate, "ceiling_events_per_s": ceiling_rate,
-                        "of_max": rate / max_rate if max_rate else 0.0,
-                        "of_ceiling": rate / ceiling_rate if ceiling_rate else 0.0,
+                        "of_max": rate / max_rate if max_rate else 0.0, "of_ceiling": _fraction(rate, ceiling_rate),
                         "achieved_events_per_s": results["server"].events_per_s, **_summary(results["server"]),
-                        "ceiling": _summary(results["ceiling"])})
+                        "ceiling": _summary(results["ceiling"]) if "ceiling" in results else None})
     return throughput, latency
+
+
+def _fraction(rate: float, ceiling: float | None) -> float | None:
+    """``rate`` as a fraction of the ceiling; None when no ceiling was measured."""
+    if ceiling is None:
+        return None
+    return rate / ceiling if ceiling else 0.0
 
 
 def request_bytes(events: list[dict], form: str) -> bytes:
@@ -325,16 +388,82 @@ def _form(form: str) -> tuple[str, bool]:
     return carried, bool(plus)
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    report = {"setup": {key: getattr(options, key) for key in (
-                  "rule_counts", "batch", "form", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
-                  "concurrency", "rates", "fractions", "sync")},
-              "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
-              "registration": []}
+def read_events(path: str) -> list[dict]:
+    """The events of an ``--events`` file: a JSON array, or one JSON object a line (blank lines
+    skipped). ValueError naming the file and the line (or the array's index) of the first bad one."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read it: {error}") from None
+    items: list = []
+    places: list[str] = []
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: not JSON: {error.msg}") from None
+        places = [f"{path}: event [{index}]" for index in range(len(items))]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON: {error.msg}") from None
+            places.append(f"{path}:{number}")
+    if not items:
+        raise ValueError(f"{path}: no events in it")
+    for item, place in zip(items, places):
+        pixel = item.get("pixel_id") if isinstance(item, dict) else None
+        if type(pixel) not in (str, int) or pixel == "":
+            raise ValueError(f"{place}: an event is a JSON object with a pixel_id (a text or an integer)")
+    return items
+
+
+def _payloads(events: list[dict], options, source: str) -> dict[str, tuple[bytes, bytes]]:
+    """Per form: the throughput request (``--batch`` events) and the fixed-rate one (``--latency-batch``)."""
+    payloads = {}
+    for form in options.forms:
+        try:
+            payloads[form] = (request_bytes(events[:options.batch], form),
+                              request_bytes(events[:options.latency_batch], form))
+        except (ValueError, TypeError) as error:
+            raise SystemExit(f"bench grpc: {source} cannot travel as --form {form}: {error}") from None
+    return payloads
+
+
+def preflight(target: str, token: str, payloads: dict[str, tuple[bytes, bytes]], batch: int) -> float:
+    """Sends each form's throughput request once to a running server; the matches per event.
+    SystemExit naming the server, the form and its answer when it refuses one (an unknown
+    token, one without ingest rights, a request over its limits, a server that is not there)."""
+    import grpc
+
+    from server.client import error_code
+
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
+                                                     ("grpc.max_receive_message_length", 64 << 20)])
+    try:
+        call = channel.unary_unary(METHOD)
+        for form, (request, _) in payloads.items():
+            try:
+                reply = call(request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+            except grpc.RpcError as error:
+                code = error_code(error)
+                raise SystemExit(f"bench grpc: {target} refused a {batch}-event request ({form}): "
+                                 f"{error.code().name}{f' (code {code})' if code is not None else ''}: "
+                                 f"{error.details()}") from None
+            results = Client.event_results(pb.ClassifyPixelEventsResponse.FromString(reply))
+            matches = sum(len(result.conversions) for result in results) / max(1, len(results))
+    finally:
+        channel.close()
+    return matches
+
+
+def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
+    """Seeds each rule count, starts the servers and their empty handlers, and measures."""
     rng = random.Random(20261122)
-    bar = _progress(options)
-    with LoadGenerators(max(options.client_counts)) as gens, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         for rule_count in options.rule_counts:
             directory = Path(tmp) / f"rules-{rule_count}"
             directory.mkdir()
@@ -344,8 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             events = make_events(rng, pixels, max(options.batch, options.latency_batch))
-            payloads = {form: (request_bytes(events[:options.batch], form), request_bytes(events[:options.latency_batch], form))
-                        for form in options.forms}
+            payloads = _payloads(events, options, "the generated events")
             info = {"rules": rule_count, "seed_s": seeded}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
@@ -378,7 +506,52 @@ def main(argv: list[str] | None = None) -> int:
                         report["registration"].append({"rules": rule_count, "count": len(visible),
                                                        "visible": percentiles(visible), "call": percentiles(creates)})
             report["rules"].append(info)
-    bar.close()
+
+
+def run_remote(options, report: dict, gens: LoadGenerators, bar) -> None:
+    """Measures a running server (``--target``) with the events of ``--events`` or generated over
+    ``--pixels``; its ceiling only when ``--ceiling-target`` names an empty handler."""
+    count = max(options.batch, options.latency_batch)
+    if options.events is not None:
+        try:
+            source = read_events(options.events)
+        except ValueError as error:
+            raise SystemExit(f"bench grpc: {error}") from None
+        where = options.events
+    else:
+        source, where = make_events(random.Random(20261122), options.pixels, count), "the generated events"
+    events = [source[index % len(source)] for index in range(count)]
+    payloads = _payloads(events, options, where)
+    bar.set_postfix_str(f"{options.target}: first requests")
+    info = {"rules": None, "target": options.target, "events_from": where, "distinct_events": len(source),
+            "matches_per_event": preflight(options.target, options.token, payloads, options.batch)}
+    empty = None
+    if options.ceiling_target is not None:
+        empty = RemoteTarget(options.ceiling_target)
+        preflight(options.ceiling_target, options.token, payloads, options.batch)
+    bar.update(1)
+    key = {"rules": None, "server_processes": None}
+    for clients in options.client_counts:
+        throughput, latency = measure_combo(gens, options, empty, RemoteTarget(options.target), clients, payloads,
+                                            key, bar)
+        report["throughput"] += throughput
+        report["latency"] += latency
+    report["rules"].append(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    report = {"setup": {key: getattr(options, key) for key in (
+                  "rule_counts", "batch", "form", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
+                  "concurrency", "rates", "fractions", "sync", "target", "ceiling_target")},
+              "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
+              "registration": []}
+    bar = _progress(options)
+    try:
+        with LoadGenerators(max(options.client_counts)) as gens:
+            (run_local if options.target is None else run_remote)(options, report, gens, bar)
+    finally:
+        bar.close()
     print_tables(report)
     if options.json:
         with open(options.json, "w") as f:

@@ -7,6 +7,9 @@ import math
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
 CORES_NOTE = ("client processes, server processes and empty handlers share this machine's {cores} cores: "
               "every ceiling and figure is for this machine, not for a server with the cores to itself")
+REMOTE_NOTE = ("the server at {target} was running before this command (its own rules, pixels and processes): "
+               "its CPU and per-process shares are not seen from here, and every latency includes the network; "
+               "{ceiling}")
 
 
 def percentiles(values: list[float]) -> dict:
@@ -27,13 +30,36 @@ def _ms(value: float) -> str:
     return f"{'-':>7}" if math.isnan(value) else f"{value:>7.2f}"
 
 
+def _n(value, width: int, spec: str = ",") -> str:
+    """``value`` formatted to ``width``, or '-' for what was not measured or is not known here
+    (None, NaN: a running server's rule count, CPU time, or a ceiling not asked for)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    return f"{value:>{width}{spec}}"
+
+
+def note(report: dict) -> str:
+    """Where the figures come from: this machine's shared cores, or a running server elsewhere."""
+    setup = report["setup"]
+    if setup.get("target") is None:
+        return CORES_NOTE.format(cores=report["cores"])
+    ceiling = (f"the ceiling is the empty handler at {setup['ceiling_target']}" if setup.get("ceiling_target")
+               else "no ceiling was measured (--ceiling-target)")
+    return REMOTE_NOTE.format(target=setup["target"], ceiling=ceiling)
+
+
 def print_tables(report: dict) -> None:
     setup = report["setup"]
     print(f"batch {setup['batch']} events (throughput), {setup['latency_batch']} (fixed rates); "
           f"{setup['concurrency']} caller threads/connections per client process; {setup['seconds']} s per "
-          f"measurement, {setup['repeat']} runs per throughput row; sync={setup['sync']}")
-    print("note: " + CORES_NOTE.format(cores=report["cores"]))
+          f"measurement, {setup['repeat']} runs per throughput row"
+          + ("" if setup.get("sync") is None else f"; sync={setup['sync']}"))
+    print("note: " + note(report))
     for info in report["rules"]:
+        if info["rules"] is None:
+            print(f"{info['target']}: {info['distinct_events']:,} distinct events from {info['events_from']}, "
+                  f"{info['matches_per_event']:.2f} matching conversions per event")
+            continue
         print(f"rules {info['rules']:,}: seeded in {info['seed_s']:.1f} s, "
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
 
@@ -45,10 +71,10 @@ def print_tables(report: dict) -> None:
         last = row["runs"][len(row["runs"]) // 2]
         shares = _shares([sum(r["per_server_calls"][i] for r in row["runs"]) for i in range(len(last["per_server_calls"]))])
         runs = row["events_per_s_runs"]
-        print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['form']:<13} {row['target']:<34} "
-              f"{row['events_per_s']:>11,.0f} {row['fraction_of_ceiling']:>10.3f} "
+        print(f"{_n(row['rules'], 8)} {_n(row['server_processes'], 3, '')} {row['clients']:>3} {row['form']:<13} "
+              f"{row['target']:<34} {row['events_per_s']:>11,.0f} {_n(row['fraction_of_ceiling'], 10, '.3f')} "
               f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])} "
-              f"{row['server_cpu_us_per_event']:>9.2f} {row['server_busy_cores']:>9.2f} "
+              f"{_n(row['server_cpu_us_per_event'], 9, '.2f')} {_n(row['server_busy_cores'], 9, '.2f')} "
               f"{row['client_cpu_us_per_event']:>8.2f}  {shares}")
     print("(srv us/ev, cl us/ev: CPU microseconds per event of the server and of the client processes, all their "
           "threads; srv cores: the server processes' CPU seconds per second; medians over the runs)")
@@ -59,15 +85,16 @@ def print_tables(report: dict) -> None:
         print(f"{'rules':>8} {'srv':>3} {'cl':>3} {'target ev/s':>11} {'achieved':>10} {'of max':>6} {'of ceil':>7} "
               f"{'p50':>7} {'p90':>7} {'p99':>7} {'p999':>7} {'ceil p50':>8} {'ceil p99':>8}  {'share':<8} unsent/errors")
         for row in report["latency"]:
-            print(f"{row['rules']:>8,} {row['server_processes']:>3} {row['clients']:>3} {row['target_events_per_s']:>11,.0f} "
-                  f"{row['achieved_events_per_s']:>10,.0f} {row['of_max']:>6.2f} {row['of_ceiling']:>7.3f} "
-                  f"{row['p50']:>7.2f} {row['p90']:>7.2f} {row['p99']:>7.2f} {row['p999']:>7.2f} "
-                  f"{row['ceiling']['p50']:>8.2f} {row['ceiling']['p99']:>8.2f}  {_shares(row['per_server_calls']):<8} "
-                  f"{row['unsent']}/{row['errors']}")
+            ceiling = row["ceiling"] or {}
+            print(f"{_n(row['rules'], 8)} {_n(row['server_processes'], 3, '')} {row['clients']:>3} "
+                  f"{row['target_events_per_s']:>11,.0f} {row['achieved_events_per_s']:>10,.0f} {row['of_max']:>6.2f} "
+                  f"{_n(row['of_ceiling'], 7, '.3f')} {row['p50']:>7.2f} {row['p90']:>7.2f} {row['p99']:>7.2f} "
+                  f"{row['p999']:>7.2f} {_n(ceiling.get('p50'), 8, '.2f')} {_n(ceiling.get('p99'), 8, '.2f')}  "
+                  f"{_shares(row['per_server_calls']):<8} {row['unsent']}/{row['errors']}")
         print(f"(milliseconds; 'of max' = target / the ClassifyPixelEvents closed-loop throughput at "
               f"{setup['latency_batch']}-event requests, 'of ceil' = target / the empty handler's; those bases: "
-              + "; ".join(f"{row['rules']:,} rules, {row['server_processes']} srv, {row['clients']} cl "
-                          f"{row['max_events_per_s']:,.0f} and {row['ceiling_events_per_s']:,.0f} events/s"
+              + "; ".join(f"{_combo(row)} {row['max_events_per_s']:,.0f} and "
+                          f"{_n(row['ceiling_events_per_s'], 0, ',.0f')} events/s"
                           for row in report["latency"] if row["fraction"] == report["latency"][0]["fraction"]) + ")")
 
     print()
@@ -85,6 +112,13 @@ def print_tables(report: dict) -> None:
               f"p50 {reg['call']['p50']:.2f} ms  p99 {reg['call']['p99']:.2f} ms)")
 
 
+def _combo(row: dict) -> str:
+    """A row's rules, server processes and clients, as a legend or a footnote names them."""
+    if row["rules"] is None:
+        return f"{row['clients']} cl"
+    return f"{row['rules']:,} rules, {row['server_processes']} srv, {row['clients']} cl"
+
+
 def plot(report: dict, path: str) -> None:
     """Left: events/s against rule count, a line per (server processes, clients), the ceilings
     dashed. Right: p50 and p99 against offered (target) load, a line per (rules, processes, clients)."""
@@ -99,28 +133,41 @@ def plot(report: dict, path: str) -> None:
     else:  # no fixed rates measured: throughput only
         fig, left = plt.subplots(figsize=(7, 5))
     first_form = report["throughput"][0]["form"]  # the one the latency runs used
-    combos = sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
-    for index, (processes, clients) in enumerate(combos):
+    # A running server's rule count is not known here: its throughput is drawn against the client processes.
+    remote = report["setup"].get("target") is not None
+    axis = "clients" if remote else "rules"
+    combos = [None] if remote else sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
+    for index, combo in enumerate(combos):
         color = f"C{index}"
         for target, style, label in (("ClassifyPixelEvents", "-o", ""), ("empty handler (transport ceiling)", "--x",
-                                                                          "ceiling, ")):
+                                                                          "ceiling")):
             rows = sorted((r for r in report["throughput"] if r["target"] == target and r["form"] == first_form
-                           and (r["server_processes"], r["clients"]) == (processes, clients)), key=lambda r: r["rules"])
-            left.plot([r["rules"] for r in rows], [r["events_per_s"] for r in rows], style, color=color,
-                      label=f"{label}{processes} server proc, {clients} client proc")
-    left.set_xscale("log")
-    _label(left, f"rules loaded (batch {report['setup']['batch']} events)", "events per second",
-           "ClassifyPixelEvents throughput against rule count")
+                           and (remote or (r["server_processes"], r["clients"]) == combo)), key=lambda r: r[axis])
+            if not rows:  # a running server without --ceiling-target
+                continue
+            legend = (label or report["setup"]["target"]) if remote else \
+                f"{label + ', ' if label else ''}{combo[0]} server proc, {combo[1]} client proc"
+            left.plot([r[axis] for r in rows], [r["events_per_s"] for r in rows], style, color=color, label=legend)
+    if remote:
+        from matplotlib.ticker import MaxNLocator
+
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _label(left, f"client processes (batch {report['setup']['batch']} events)", "events per second",
+               "ClassifyPixelEvents throughput against load generators")
+    else:
+        left.set_xscale("log")
+        _label(left, f"rules loaded (batch {report['setup']['batch']} events)", "events per second",
+               "ClassifyPixelEvents throughput against rule count")
 
     if not lines:
         _save(fig, report, path)
         return
-    for index, (rules, processes, clients) in enumerate(lines):
-        rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"])
-                       == (rules, processes, clients)), key=lambda r: r["target_events_per_s"])
+    for index, line in enumerate(lines):
+        rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"]) == line),
+                      key=lambda r: r["target_events_per_s"])
         for name, style in (("p50", "-o"), ("p99", "--^")):
             right.plot([r["target_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
-                       label=f"{name}, {rules:,} rules, {processes} srv, {clients} cl")
+                       label=f"{name}, {_combo(rows[0])}")
     _label(right, f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)",
            "latency from intended send (ms)", "latency against load")
     _save(fig, report, path)
@@ -137,6 +184,6 @@ def _label(axes, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def _save(fig, report: dict, path: str) -> None:
-    fig.suptitle(CORES_NOTE.format(cores=report["cores"]).replace(": every", ":\nevery"), fontsize=8)
+    fig.suptitle(note(report).replace(": every", ":\nevery").replace(": its", ":\nits"), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -178,3 +178,105 @@ def test_builds_bench_compares_two_kernel_builds_interleaved(tmp_path):
 def test_builds_bench_names_a_checkout_without_a_build(tmp_path):
     with pytest.raises(SystemExit, match="expected one matcher/_ruleset_c"):
         bench_main(["builds", str(tmp_path), str(tmp_path)])
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """A server this bench did not start (``python -m server``, its metrics on), one pixel with one
+    conversion, an empty handler beside it, and an events file: half its events match."""
+    from bench.servers import scrape
+    from server.client import Client
+
+    directory = tmp_path_factory.mktemp("running")
+    server = ServerProcess(directory, "--metrics-port", "0")
+    try:
+        with ServerGroup("empty", 1) as empty:
+            target = f"127.0.0.1:{server.port}"
+            with Client(target, "owner-token") as client:
+                pixel = client.create_pixel("act_1", "shop").id
+                client.create_custom_conversion("act_1", "bought", pixel, {"and": [{"event": {"eq": "Purchase"}},
+                                                                                     {"url": {"i_contains": "thank"}}]})
+            events = directory / "events.jsonl"
+            events.write_text(json.dumps({"pixel_id": pixel, "event": "Purchase", "url": "https://shop/Thank-you"}) + "\n\n"
+                              + json.dumps({"pixel_id": pixel, "event": "PageView", "url": "https://shop/",
+                                            "custom_data": {"value": 3, "color": "red"}}) + "\n")
+            yield {"target": target, "pixel": pixel, "events": events, "ceiling": empty.target,
+                   "classified": lambda: scrape(server.metrics_port).get("cm_events_classified_total", 0.0)}
+    finally:
+        server.stop()
+
+
+def test_grpc_bench_loads_a_running_server_with_a_file_of_its_events(tmp_path, running):
+    png = tmp_path / "running.png"
+    before = running["classified"]()
+    data, done = _grpc_bench(tmp_path, "--target", running["target"], "--token", "ingest-token",
+                             "--events", str(running["events"]), "--ceiling-target", running["ceiling"],
+                             "--form", "buffers+reply,columns", "--sweep", "0.3", "--plot", str(png))
+    [info] = data["rules"]
+    assert info["rules"] is None and info["distinct_events"] == 2 and info["matches_per_event"] == 0.5
+    assert [(row["form"], row["target"]) for row in data["throughput"]] == [
+        (form, target) for form in ("buffers+reply", "columns")
+        for target in ("empty handler (transport ceiling)", "ClassifyPixelEvents")]
+    for row in data["throughput"]:
+        run = row["runs"][0]
+        assert run["calls"] > 0 and run["errors"] == 0 and row["fraction_of_ceiling"] > 0
+        assert row["rules"] is None and row["server_processes"] is None
+    [point] = data["latency"]
+    assert point["calls"] > 0 and point["errors"] == 0 and point["ceiling"]["calls"] > 0 and point["of_ceiling"] > 0
+    # The load landed on that server: its own counter moved by at least the measured calls' events.
+    served = sum(run["calls"] * 200 for row in data["throughput"] if row["target"] == "ClassifyPixelEvents"
+                 for run in row["runs"])
+    assert running["classified"]() - before >= served
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "was running before this command" in done.stdout and "0.50 matching conversions per event" in done.stdout
+
+
+def test_grpc_bench_on_a_running_server_without_a_ceiling_measures_none(tmp_path, running):
+    data, done = _grpc_bench(tmp_path, "--target", running["target"], "--token", "ingest-token",
+                             "--pixels", running["pixel"], "--form", "buffers", "--sweep", "", "--rate", "2000",
+                             "--clients", "1,2")
+    assert [(row["clients"], row["target"]) for row in data["throughput"]] == [(1, "ClassifyPixelEvents"),
+                                                                               (2, "ClassifyPixelEvents")]
+    assert all(row["fraction_of_ceiling"] is None and row["ceiling_events_per_s"] is None for row in data["throughput"])
+    assert all(row["runs"][0]["calls"] > 0 and row["runs"][0]["errors"] == 0 for row in data["throughput"])
+    assert [point["ceiling"] for point in data["latency"]] == [None, None]
+    assert all(point["calls"] > 0 and point["of_ceiling"] is None for point in data["latency"])
+    assert "no ceiling was measured" in done.stdout
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--token", "wrong-token", "--pixels", "1"], 1, "refused a 200-event request (columns): UNAUTHENTICATED (code 190)"),
+    (["--token", "ingest-token", "--pixels", "1", "--rules", "40"], 2, "--rules applies to the servers this command starts"),
+    (["--pixels", "1"], 2, "--target needs --token"),
+    (["--token", "ingest-token"], 2, "--events FILE or --pixels ID,ID"),
+])
+def test_grpc_bench_refuses_what_it_cannot_load_a_running_server_with(tmp_path, running, args, status, message):
+    argv = [sys.executable, "-m", "bench", "grpc", "--target", running["target"], "--batch", "200", *args]
+    env = {key: value for key, value in os.environ.items() if key != "CM_BENCH_TOKEN"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == status and message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"pixel_id": "1"}\n\n{"event": "Purchase"}\n', "events.txt:3: an event is a JSON object with a pixel_id"),
+    ('[{"pixel_id": "1"}, 7]', "events.txt: event [1]: an event is a JSON object with a pixel_id"),
+    ('{"pixel_id": "1"\n', "events.txt:1: not JSON"),
+    ("\n\n", "events.txt: no events in it"),
+])
+def test_an_events_file_names_its_first_bad_event(tmp_path, text, message):
+    from bench.grpc_load import read_events
+
+    path = tmp_path / "events.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        read_events(str(path))
+    assert message in str(raised.value)
+
+
+def test_an_events_file_is_a_json_array_or_json_lines(tmp_path):
+    from bench.grpc_load import read_events
+
+    events = [{"pixel_id": "1", "event": "Purchase"}, {"pixel_id": 2, "custom_data": {"value": 3}}]
+    (tmp_path / "a.json").write_text(json.dumps(events, indent=1))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+    assert read_events(str(tmp_path / "a.json")) == read_events(str(tmp_path / "b.jsonl")) == events
