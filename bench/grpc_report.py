@@ -78,6 +78,11 @@ def print_tables(report: dict) -> None:
               f"{row['client_cpu_us_per_event']:>8.2f}  {shares}")
     print("(srv us/ev, cl us/ev: CPU microseconds per event of the server and of the client processes, all their "
           "threads; srv cores: the server processes' CPU seconds per second; medians over the runs)")
+    for row in report["throughput"]:
+        failed = sum(run["errors"] for run in row["runs"])
+        if failed:  # events/s counts answered calls only: a server refusing calls must not pass for a fast one
+            print(f"WARNING: {failed:,} calls failed ({row['clients']} cl, {row['form']}, {row['target']}): "
+                  f"events/s counts only the answered ones (the JSON's runs[].errors)")
 
     if report["latency"]:
         print()

@@ -280,3 +280,21 @@ def test_an_events_file_is_a_json_array_or_json_lines(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(events, indent=1))
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
     assert read_events(str(tmp_path / "a.json")) == read_events(str(tmp_path / "b.jsonl")) == events
+
+
+def test_grpc_bench_tables_warn_of_failed_calls(capsys):
+    from bench.grpc_report import print_tables
+
+    run = {"errors": 3, "calls": 10, "per_server_calls": [10], "p50": 1.0, "p99": 2.0}
+    row = {"rules": None, "server_processes": None, "clients": 1, "form": "columns", "target": "ClassifyPixelEvents",
+           "events_per_s": 5.0, "events_per_s_runs": [5.0], "fraction_of_ceiling": None, "runs": [run],
+           "server_cpu_us_per_event": float("nan"), "server_busy_cores": float("nan"), "client_cpu_us_per_event": 1.0}
+    report = {"setup": {"batch": 1, "latency_batch": 1, "concurrency": 1, "seconds": 1, "repeat": 1, "sync": None,
+                        "target": "h:1", "ceiling_target": None},
+              "cores": 2, "rules": [], "throughput": [row], "latency": [], "server_share": [], "registration": []}
+    print_tables(report)
+    out = capsys.readouterr().out
+    assert "WARNING: 3 calls failed (1 cl, columns, ClassifyPixelEvents)" in out
+    row["runs"][0]["errors"] = 0
+    print_tables(report)
+    assert "WARNING" not in capsys.readouterr().out
