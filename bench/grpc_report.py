@@ -58,7 +58,9 @@ def print_tables(report: dict) -> None:
     for info in report["rules"]:
         if info["rules"] is None:
             print(f"{info['target']}: {info['distinct_events']:,} distinct events from {info['events_from']}, "
-                  f"{info['matches_per_event']:.2f} matching conversions per event")
+                  f"{info['matches_per_event']:.2f} matching conversions per event"
+                  + (" (none matched: are these pixels registered on that server, with conversions?)"
+                     if info["matches_per_event"] == 0 else ""))
             continue
         print(f"rules {info['rules']:,}: seeded in {info['seed_s']:.1f} s, "
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")

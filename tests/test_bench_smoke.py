@@ -241,7 +241,13 @@ def test_grpc_bench_on_a_running_server_without_a_ceiling_measures_none(tmp_path
     assert all(row["runs"][0]["calls"] > 0 and row["runs"][0]["errors"] == 0 for row in data["throughput"])
     assert [point["ceiling"] for point in data["latency"]] == [None, None]
     assert all(point["calls"] > 0 and point["of_ceiling"] is None for point in data["latency"])
-    assert "no ceiling was measured" in done.stdout
+    assert "no ceiling was measured" in done.stdout and "none matched" not in done.stdout
+
+
+def test_grpc_bench_says_when_no_event_matched_on_a_running_server(tmp_path, running):
+    data, done = _grpc_bench(tmp_path, "--target", running["target"], "--token", "ingest-token",
+                             "--pixels", "999999", "--sweep", "")
+    assert data["rules"][0]["matches_per_event"] == 0 and "none matched: are these pixels registered" in done.stdout
 
 
 @pytest.mark.parametrize("args, status, message", [
