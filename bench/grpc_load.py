@@ -63,10 +63,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
+
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import RemoteTarget, ServerGroup
-from server.client import EVENT_FORMS, Client
+from server.client import EVENT_FORMS, Client, error_code
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
 
@@ -434,29 +436,21 @@ def _payloads(events: list[dict], options, source: str) -> dict[str, tuple[bytes
 
 
 def preflight(target: str, token: str, payloads: dict[str, tuple[bytes, bytes]], batch: int) -> float:
-    """Sends each form's throughput request once to a running server; the matches per event.
+    """Sends each form's throughput request once, before any load; the matches per event.
     SystemExit naming the server, the form and its answer when it refuses one (an unknown
     token, one without ingest rights, a request over its limits, a server that is not there)."""
-    import grpc
-
-    from server.client import error_code
-
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
-                                                     ("grpc.max_receive_message_length", 64 << 20)])
-    try:
-        call = channel.unary_unary(METHOD)
+    with Client(target, token, timeout=60) as client:
+        call = client.channel.unary_unary(METHOD)  # the request is already bytes
         for form, (request, _) in payloads.items():
             try:
-                reply = call(request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+                reply = call(request, metadata=client.metadata, timeout=client.timeout)
             except grpc.RpcError as error:
                 code = error_code(error)
                 raise SystemExit(f"bench grpc: {target} refused a {batch}-event request ({form}): "
                                  f"{error.code().name}{f' (code {code})' if code is not None else ''}: "
                                  f"{error.details()}") from None
-            results = Client.event_results(pb.ClassifyPixelEventsResponse.FromString(reply))
+            results = client.event_results(pb.ClassifyPixelEventsResponse.FromString(reply))
             matches = sum(len(result.conversions) for result in results) / max(1, len(results))
-    finally:
-        channel.close()
     return matches
 
 
@@ -486,9 +480,7 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
                     if server.rules_loaded != [rule_count] * processes:
                         raise RuntimeError(f"server processes loaded {server.rules_loaded} rules, not {rule_count}")
                     if "matches_per_event" not in info:
-                        with Client(server.target, "bench") as client:
-                            sample = client.classify_pixel_events(events[:options.batch])
-                        info["matches_per_event"] = sum(len(r.conversions) for r in sample) / len(sample)
+                        info["matches_per_event"] = preflight(server.target, options.token, payloads, options.batch)
                     key = {"rules": rule_count, "server_processes": processes}
                     before = server.events_classified()
                     for clients in options.client_counts:

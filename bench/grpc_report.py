@@ -26,10 +26,6 @@ def _shares(counts: list) -> str:
     return "/".join(f"{c / total:.0%}" if total else "0" for c in counts)
 
 
-def _ms(value: float) -> str:
-    return f"{'-':>7}" if math.isnan(value) else f"{value:>7.2f}"
-
-
 def _n(value, width: int, spec: str = ",") -> str:
     """``value`` formatted to ``width``, or '-' for what was not measured or is not known here
     (None, NaN: a running server's rule count, CPU time, or a ceiling not asked for)."""
@@ -75,7 +71,7 @@ def print_tables(report: dict) -> None:
         runs = row["events_per_s_runs"]
         print(f"{_n(row['rules'], 8)} {_n(row['server_processes'], 3, '')} {row['clients']:>3} {row['form']:<13} "
               f"{row['target']:<34} {row['events_per_s']:>11,.0f} {_n(row['fraction_of_ceiling'], 10, '.3f')} "
-              f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_ms(last['p50'])} {_ms(last['p99'])} "
+              f"{runs[0]:>11,.0f} ..{runs[-1]:>10,.0f} {_n(last['p50'], 7, '.2f')} {_n(last['p99'], 7, '.2f')} "
               f"{_n(row['server_cpu_us_per_event'], 9, '.2f')} {_n(row['server_busy_cores'], 9, '.2f')} "
               f"{row['client_cpu_us_per_event']:>8.2f}  {shares}")
     print("(srv us/ev, cl us/ev: CPU microseconds per event of the server and of the client processes, all their "

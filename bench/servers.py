@@ -210,10 +210,6 @@ class RemoteTarget:
     load generator, without the per-process accounting (one process as far as the bench can
     tell; CPU time unknown)."""
 
-    kind = "remote"
-    pids: list[int] = []
-    metrics_ports: list[int] = []
-
     def __init__(self, address: str) -> None:
         self.target = address
 
