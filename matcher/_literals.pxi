@@ -36,19 +36,22 @@ for _c in range(256):
 
 
 
+# A literal's record in LitIndex.lits; its text (lowercased when fold) follows it there.
 cdef struct Lit:
-    int32_t at  # offset of the literal's text in LitIndex.texts (lowercased when fold)
+    uint32_t last  # its last window, lowercased: most literals a window lookup finds differ there
+    int32_t id
     int32_t size
     int32_t window  # offset, within the literal, of the window it is filed under
-    int32_t id
-    uint32_t last  # its last window, lowercased: most literals a window lookup finds differ there
-    cbool fold
+    int32_t fold
+
+
+DEF LIT_ALIGN = 4  # a record starts on a multiple of it
 
 
 cdef struct Slot:
     uint32_t window  # lowercased
-    int32_t first  # lits[first:first + count] are filed under the window
-    int32_t count  # 0: an empty slot
+    int32_t first  # the byte offset, in LitIndex.lits, of the first record filed under the window
+    int32_t count  # records filed under it, one after another; 0: an empty slot
 
 
 cdef cppclass LitIndex:
@@ -57,8 +60,10 @@ cdef cppclass LitIndex:
     vector[Slot] slots  # open addressing: a window's slot is at the top bits of its hash (see _slot), or after it
     uint64_t slot_mask  # slots - 1 (a power of two)
     uint32_t slot_shift  # 64 - log2(slots)
-    vector[Lit] lits  # sorted by window
-    string texts
+    # The records, by window, each followed by its text: a lookup reads the literals filed under
+    # a window, and the texts it compares, from one run of bytes (one or two cache lines), not
+    # from a record table and then a text table, each a miss when the pixel's data is cold.
+    string lits
 
 
 cdef cppclass LitScan:
@@ -131,7 +136,7 @@ cdef inline const Slot* _slot(const LitIndex* index, uint32_t window) noexcept n
 
 
 cdef int _fill_slots(LitIndex* index, dict ranges) except -1:
-    """``ranges``: window -> (first, last) in lits."""
+    """``ranges``: window -> (byte offset of its first record, records)."""
     cdef Slot empty
     cdef Slot* slot
     cdef uint32_t log2 = 1
@@ -143,12 +148,17 @@ cdef int _fill_slots(LitIndex* index, dict ranges) except -1:
     index.slots.assign(1 << log2, empty)
     index.slot_mask = (1 << log2) - 1
     index.slot_shift = 64 - log2
-    for w, (first, last) in ranges.items():
+    for w, (first, count) in ranges.items():
         slot = <Slot*>_slot(index, w)
         slot.window = w
         slot.first = first
-        slot.count = last - first
+        slot.count = count
     return 0
+
+
+cdef inline size_t _lit_bytes(int32_t size) noexcept nogil:
+    """A record and its text, up to where the next record starts."""
+    return (sizeof(Lit) + <size_t>size + LIT_ALIGN - 1) // LIT_ALIGN * LIT_ALIGN
 
 
 cdef int _fill(LitIndex* index, list filed) except -1:
@@ -156,26 +166,34 @@ cdef int _fill(LitIndex* index, list filed) except -1:
     cdef Lit lit
     cdef uint64_t h
     cdef uint32_t bits = BLOOM_MIN
+    cdef size_t at
     filed.sort(key=lambda x: x[0])
     ranges = {}
-    for k, item in enumerate(filed):
-        ranges[item[0]] = (ranges.get(item[0], (k, k))[0], k + 1)
+    at = 0
+    for item in filed:
+        first, count = ranges.get(item[0], (at, 0))
+        ranges[item[0]] = (first, count + 1)
+        at += _lit_bytes(len(item[2]))
+    if at > 0x7FFFFFFF:
+        raise ValueError("the literals of one pattern group exceed 2 GiB")
     while bits < BLOOM_BITS * len(filed) and bits < (1 << 20):
         bits <<= 1
     index.bloom.assign(bits // 64, 0)
     index.mask = bits // 64 - 1
     _fill_slots(index, ranges)
+    index.lits.reserve(at)
     for w, offset, text, fold, ident in filed:
         h = _bloom_hash(w)
         index.bloom[(h >> 40) & index.mask] |= ((<uint64_t>1) << (h >> 58)) | ((<uint64_t>1) << ((h >> 34) & 63))
-        lit.at = index.texts.size()
         lit.size = len(text)
         lit.window = offset
         lit.id = ident
         lit.fold = fold
         lit.last = _window_at(<const unsigned char*><const char*>text + len(text) - WINDOW)
-        index.texts.append(<string>text)
-        index.lits.push_back(lit)
+        at = index.lits.size()
+        index.lits.append(<const char*>&lit, sizeof(Lit))
+        index.lits.append(<string>text)
+        index.lits.append(at + _lit_bytes(lit.size) - index.lits.size(), <char>0)
     return 0
 
 
@@ -224,12 +242,13 @@ cdef LitScan* lit_scan_new(list literals) except NULL:
     return s
 
 
-cdef inline cbool _lit_equal(const Lit* lit, const char* texts, const unsigned char* at) noexcept nogil:
+cdef inline cbool _lit_equal(const Lit* lit, const unsigned char* at) noexcept nogil:
+    cdef const unsigned char* text = <const unsigned char*>lit + sizeof(Lit)
     cdef int32_t k
     if not lit.fold:
-        return memcmp(texts + lit.at, at, lit.size) == 0
+        return memcmp(text, at, lit.size) == 0
     for k in range(lit.size):
-        if _LOWER[at[k]] != <unsigned char>texts[lit.at + k]:
+        if _LOWER[at[k]] != text[k]:
             return False
     return True
 
@@ -250,11 +269,13 @@ cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, siz
                     cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
     """The literals filed under the window found at ``pos``, compared where they would start."""
     cdef const Slot* slot = _slot(index, window)
+    cdef const char* at = index.lits.data() + slot.first
     cdef const Lit* lit
     cdef Py_ssize_t start
     cdef int32_t k
-    for k in range(slot.first, slot.first + slot.count):
-        lit = &index.lits[k]
+    for k in range(slot.count):
+        lit = <const Lit*>at
+        at += _lit_bytes(lit.size)
         if (mode == SCAN_EXACT and lit.fold) or (mode == SCAN_FOLDED and not lit.fold):
             continue
         start = <Py_ssize_t>pos - lit.window
@@ -262,7 +283,7 @@ cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, siz
             continue
         if _window_of(text + start + lit.size - WINDOW, mode) != lit.last:
             continue
-        if _lit_equal(lit, index.texts.data(), text + start):
+        if _lit_equal(lit, text + start):
             out.push_back(lit.id)
 
 
