@@ -860,14 +860,19 @@ cdef Options _regex_options() noexcept nogil:
 
 cdef bint _USE_SETS = True
 cdef long long _SET_MAX_MEM = SET_MAX_MEM
+cdef bint _SETS_RUN_OUT = False
 
 
-def _set_multi_pattern_sets(bint enabled, long long max_mem=SET_MAX_MEM):
-    """Tests only: build partitions without RE2::Set, or with a small DFA budget, to exercise
-    the pattern-by-pattern paths (no set; set whose DFA runs out of memory)."""
-    global _USE_SETS, _SET_MAX_MEM
+def _set_multi_pattern_sets(bint enabled, long long max_mem=SET_MAX_MEM, bint run_out=False):
+    """Tests only: build partitions without RE2::Set, or with a small budget (a set too large
+    for it is not built: pattern by pattern); and with ``run_out``, have every set's match
+    report its DFA out of memory, as RE2 does when a budget leaves it too little room (no
+    budget makes that happen on every text, so the fallback is forced: each text's patterns
+    one by one, regexes as programs made for the call)."""
+    global _USE_SETS, _SET_MAX_MEM, _SETS_RUN_OUT
     _USE_SETS = enabled
     _SET_MAX_MEM = max_mem
+    _SETS_RUN_OUT = run_out
 
 
 cdef int _load_patterns(GroupC* g, list patterns) except -1:
@@ -1183,6 +1188,8 @@ cdef cbool _run_set(RE2Set* rset, vector[int]& preds, Scratch* sc, const char* t
     allocations, ~10% of an event's instructions once). So: whether, then which."""
     cdef SetErrorInfo info
     cdef size_t i
+    if _SETS_RUN_OUT:
+        return False
     if not rset.Match(StringPiece(text, size), NULL, &info):
         return info.kind == kNoError
     sc.set_hits.clear()

@@ -233,10 +233,18 @@ def test_pattern_by_pattern_fallback_agrees():
     evs = [_random_event(rng) for _ in range(200)] + [
         {"custom_data": {"name": "an der straße 1"}}, {"custom_data": {"name": "kelvin"}}]
     expected = match_rules(rule_set, evs, {})
-    # No sets at all, then sets with DFA budgets from "cannot compile" to "runs out of memory".
+    # No sets at all, then sets with small DFA budgets (from "cannot compile" to thrashing).
     for enabled, budget in [(False, 4 << 20), (True, 2 << 10), (True, 24 << 10), (True, 40 << 10), (True, 64 << 10)]:
         _ruleset_c._set_multi_pattern_sets(enabled, budget)
         try:
             assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected, (enabled, budget)
         finally:
             _ruleset_c._set_multi_pattern_sets(True)
+    # Every set's DFA out of memory at match time: each text's patterns one by one, regexes as
+    # programs made for the call.
+    compiled = compile_rules(rule_set, engine=_ruleset_c)
+    _ruleset_c._set_multi_pattern_sets(True, run_out=True)
+    try:
+        assert compiled.match_batch(evs) == expected
+    finally:
+        _ruleset_c._set_multi_pattern_sets(True)

@@ -129,6 +129,12 @@ def test_rest_set_out_of_memory_falls_back():
             assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected, budget
         finally:
             _ruleset_c._set_multi_pattern_sets(True)
+    compiled = compile_rules(rule_set, engine=_ruleset_c)
+    _ruleset_c._set_multi_pattern_sets(True, run_out=True)  # the rest set out of memory on every text
+    try:
+        assert compiled.match_batch(evs) == expected
+    finally:
+        _ruleset_c._set_multi_pattern_sets(True)
 
 
 def test_non_ascii_texts_are_folded_for_i_literals():
