@@ -166,22 +166,22 @@ cdef int _fill(LitIndex* index, list filed) except -1:
     cdef Lit lit
     cdef uint64_t h
     cdef uint32_t bits = BLOOM_MIN
+    cdef size_t total = 0  # bytes of the records before the one filed next
     cdef size_t at
     filed.sort(key=lambda x: x[0])
     ranges = {}
-    at = 0
     for item in filed:
-        first, count = ranges.get(item[0], (at, 0))
+        first, count = ranges.get(item[0], (total, 0))
         ranges[item[0]] = (first, count + 1)
-        at += _lit_bytes(len(item[2]))
-    if at > 0x7FFFFFFF:
+        total += _lit_bytes(len(item[2]))
+    if total > 0x7FFFFFFF:
         raise ValueError("the literals of one pattern group exceed 2 GiB")
     while bits < BLOOM_BITS * len(filed) and bits < (1 << 20):
         bits <<= 1
     index.bloom.assign(bits // 64, 0)
     index.mask = bits // 64 - 1
     _fill_slots(index, ranges)
-    index.lits.reserve(at)
+    index.lits.reserve(total)
     for w, offset, text, fold, ident in filed:
         h = _bloom_hash(w)
         index.bloom[(h >> 40) & index.mask] |= ((<uint64_t>1) << (h >> 58)) | ((<uint64_t>1) << ((h >> 34) & 63))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.rules import as_buffers, as_parameter_columns, make_workload, wrap_buffers
+from bench.rules import as_buffers, as_columns, as_parameter_columns, as_rows, make_workload, wrap_buffers
 from matcher import parse_rule
 from matcher.ruleset import compile_rules
 from tests.conftest import _actionset_c, _ruleset_c
@@ -69,10 +69,9 @@ def growth(call: Callable[[], object], calls: int = CALLS) -> tuple[float, int]:
     return after_mib - mib, after_blocks - blocks
 
 
-def keeps_nothing(call: Callable[[], object], calls: int = CALLS) -> bool:
+def assert_keeps_nothing(call: Callable[[], object], calls: int = CALLS) -> None:
     mib, blocks = growth(call, calls)
     assert mib < LIMIT_MIB and blocks < LIMIT_BLOCKS * calls // CALLS, (mib, blocks)
-    return True
 
 
 def cycling(batches: list, method: Callable[[object], object]) -> Callable[[], object]:
@@ -121,26 +120,17 @@ def compiled(workload):
     return compile_rules(rules, sources, engine=_ruleset_c)
 
 
-def _rows(events):
-    return [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
-
-
-def _columns(events):
-    keys = ("pixel_id", "url", "event", "device_type", "custom_data")
-    return [{k: [e.get(k) for e in rows] for k in keys} for rows in _rows(events)]
-
-
 def test_rows_keep_nothing(compiled, workload):
-    assert keeps_nothing(cycling(_rows(workload[2]), compiled.match_batch))
+    assert_keeps_nothing(cycling(as_rows(workload[2], BATCH), compiled.match_batch))
 
 
 def test_columns_keep_nothing(compiled, workload):
-    assert keeps_nothing(cycling(_columns(workload[2]), compiled.match_columns))
+    assert_keeps_nothing(cycling(as_columns(workload[2], BATCH), compiled.match_columns))
 
 
 def test_parameter_columns_keep_nothing(compiled, workload):
     batches = as_parameter_columns(workload[2], BATCH)
-    assert keeps_nothing(cycling(batches, compiled.match_columns))
+    assert_keeps_nothing(cycling(batches, compiled.match_columns))
 
 
 def test_buffers_with_values_answered_as_buffers_keep_nothing(compiled, workload):
@@ -148,7 +138,7 @@ def test_buffers_with_values_answered_as_buffers_keep_nothing(compiled, workload
     batches = [wrap_buffers(b) for b in as_buffers(as_parameter_columns(workload[2], BATCH))]
     values = {rule_id: float(i) for i, rule_id in enumerate(compiled.ids)}
     own = array("d", [float("nan")] * BATCH)
-    assert keeps_nothing(cycling(batches, lambda b: compiled.match_columns_buffers(b, own, values)))
+    assert_keeps_nothing(cycling(batches, lambda b: compiled.match_columns_buffers(b, own, values)))
 
 
 def test_refused_calls_keep_nothing(compiled, workload):
@@ -156,14 +146,14 @@ def test_refused_calls_keep_nothing(compiled, workload):
     on the way out), and one refused before any chunk (columns of different lengths)."""
     events = workload[2][:600]
     bad_row = events[:400] + [17] + events[401:]
-    columns = _columns(events)[0]
+    columns = as_columns(events, len(events))[0]
     uneven = dict(columns, url=columns["url"][:-1])
 
     def call():
         for method, batch in ((compiled.match_batch, bad_row), (compiled.match_columns, uneven)):
             with pytest.raises((TypeError, ValueError)):
                 method(batch)
-    assert keeps_nothing(call, CALLS // 4)
+    assert_keeps_nothing(call, CALLS // 4)
 
 
 def test_patterns_one_by_one_keep_nothing(compiled, workload):
@@ -171,7 +161,7 @@ def test_patterns_one_by_one_keep_nothing(compiled, workload):
     for the call and freed after it."""
     _ruleset_c._set_multi_pattern_sets(True, run_out=True)
     try:
-        assert keeps_nothing(cycling(_rows(workload[2]), compiled.match_batch), CALLS // 8)
+        assert_keeps_nothing(cycling(as_rows(workload[2], BATCH), compiled.match_batch), CALLS // 8)
     finally:
         _ruleset_c._set_multi_pattern_sets(True)
 
@@ -187,7 +177,7 @@ def test_compiling_and_changing_rule_sets_keeps_nothing(workload):
     def call():
         compile_rules(some, sources, engine=_ruleset_c)
         base.with_changes(extra, remove=list(some)[:5])
-    assert keeps_nothing(call, 100)
+    assert_keeps_nothing(call, 100)
 
 
 # -- action specs --------------------------------------------------------------------------
@@ -204,6 +194,6 @@ def test_action_specs_keep_nothing():
     def call(batch):
         specs.match_batch_detail(batch)
         specs.match_columns_detail(batch)
-    assert keeps_nothing(cycling(batches, call))
+    assert_keeps_nothing(cycling(batches, call))
     changed = {ad_ids[0]: [{"action.type": "like", "page": "1"}]}
-    assert keeps_nothing(lambda: specs.with_changes(changed, remove=ad_ids[1:3]), 200)
+    assert_keeps_nothing(lambda: specs.with_changes(changed, remove=ad_ids[1:3]), 200)
