@@ -1,6 +1,6 @@
 """Two builds of the rule kernel, interleaved in one process: is a change faster, and by how much?
 
-    python -m bench builds OLD NEW [--rounds 20] [--forms columns,parameters,rows] [--events 200000]
+    python -m bench builds OLD NEW [--rounds 20] [--forms buffers,columns,parameters,rows] [--events 200000]
 
 OLD and NEW are builds of ``matcher._ruleset_c``: the extension file, or a checkout (a git
 worktree) whose ``matcher/`` holds one. Both are loaded into this process (each from a private
@@ -10,6 +10,12 @@ matched by both and the answers compared, then the batches are timed alternately
 same heap and the same noise. A pair of rounds gives each kernel every batch once; the report
 is NEW/OLD per pair (median, range, and how many pairs NEW won). On a shared VM whose absolute
 figures move by 30% from minute to minute, these paired ratios are what holds still.
+
+Each build is loaded and compiles the rules twice, in both orders (OLD then NEW, NEW then OLD),
+and the pairs of rounds alternate between the two, so neither build is always the one loaded or
+compiled second. Even so, one file given as both builds reads NEW/OLD 1.005-1.013 on the
+buffers form (1.009-1.023 before the orders alternated): a ratio within ~2% of 1 is not a
+difference this tool resolves.
 """
 
 from __future__ import annotations
@@ -27,10 +33,18 @@ import tempfile
 import time
 from types import ModuleType
 
-from bench.rules import add_workload_options, as_columns, as_parameter_columns, as_rows, make_workload
+from bench.rules import (add_workload_options, as_buffers, as_columns, as_parameter_columns, as_rows, make_workload,
+                         wrap_buffers)
 from matcher import compile_rules
 
+
+def as_buffer_columns(events: list[dict], batch: int) -> list[dict]:
+    """Batches of columns in flat buffers, as ``bench rules`` times its headline figure."""
+    return [wrap_buffers(raw) for raw in as_buffers(as_parameter_columns(events, batch))]
+
+
 FORMS = {  # a form: how the events are batched, and the method that matches such a batch
+    "buffers": (as_buffer_columns, "match_columns"),
     "columns": (as_columns, "match_columns"),
     "parameters": (as_parameter_columns, "match_columns"),
     "rows": (as_rows, "match_batch"),
@@ -62,12 +76,13 @@ def load_build(path: str, into: str) -> ModuleType:
     return module
 
 
-def compare(old, new, batches: list, events: int, rounds: int) -> dict:
+def compare(matchers: list, batches: list, events: int, rounds: int) -> dict:
     """Time two match functions alternately over the batches (``events`` in all); events/s
-    per pair of rounds."""
+    per pair of rounds. ``matchers``: (old, new) pairs, a pair of rounds each in turn."""
     times = {"old": [], "new": []}
     clock = time.perf_counter
     for r in range(rounds):
+        old, new = matchers[r // 2 % len(matchers)]
         spent = {"old": 0.0, "new": 0.0}
         for i, batch in enumerate(batches):
             which = "old" if (i // BLOCK + r) % 2 == 0 else "new"
@@ -88,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old", help="the baseline: a _ruleset_c extension file, or a checkout holding one")
     ap.add_argument("new", help="the change, likewise")
-    ap.add_argument("--rounds", type=int, default=20, help="rounds over the batches (pairs of them are compared)")
-    ap.add_argument("--forms", default="columns,parameters,rows",
-                    help="columns (custom data as dicts), parameters (custom parameters as columns), rows")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds over the batches (pairs of them are compared, on each compile order in turn)")
+    ap.add_argument("--forms", default="buffers,columns,parameters,rows",
+                    help="buffers (columns in flat buffers, bench rules' headline form), columns (custom data "
+                         "as dicts), parameters (custom parameters as columns), rows")
     add_workload_options(ap)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
@@ -100,12 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         ap.error("--rounds: at least 2 (a pair)")
     w = make_workload(args.pixels, args.rules_per_pixel, args.events, args.seed)
+    builds = {"old": extension_path(args.old), "new": extension_path(args.new)}
+    compiled = []  # (old, new): loaded and compiled in that order, then in the other
     with tempfile.TemporaryDirectory() as tmp:
-        os.mkdir(os.path.join(tmp, "old"))
-        os.mkdir(os.path.join(tmp, "new"))
-        kernels = {which: load_build(extension_path(build), os.path.join(tmp, which))
-                   for which, build in (("old", args.old), ("new", args.new))}
-    compiled = {which: compile_rules(w.rules, w.sources, engine=kernel) for which, kernel in kernels.items()}
+        for k, order in enumerate((("old", "new"), ("new", "old"))):
+            done = {}
+            for which in order:
+                os.mkdir(into := os.path.join(tmp, f"{which}{k}"))
+                done[which] = compile_rules(w.rules, w.sources, engine=load_build(builds[which], into))
+            compiled.append((done["old"], done["new"]))
     gc.freeze()  # as a serving process does after loading: collections skip the compiled rules
     results = {}
     print(f"{len(w.rules):,} rules, {len(w.events):,} events in batches of {args.batch}, {args.rounds} rounds: "
@@ -113,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     for form in forms:
         batched, method = FORMS[form]
         batches = batched(w.events, args.batch)
-        old, new = (getattr(compiled[which], method) for which in ("old", "new"))
+        matchers = [(getattr(old, method), getattr(new, method)) for old, new in compiled]
+        old, new = matchers[0]
         for i, batch in enumerate(batches):
             if old(batch) != new(batch):
                 raise SystemExit(f"{form}: the builds answer batch {i} differently; not timing them")
-        r = results[form] = compare(old, new, batches, len(w.events), args.rounds)
+        r = results[form] = compare(matchers, batches, len(w.events), args.rounds)
         print(f"  {form:<10} OLD {r['old_median']:>11,.0f} ev/s  NEW {r['new_median']:>11,.0f} ev/s  "
               f"NEW/OLD {r['ratio_median']:.3f} (range {r['ratio_min']:.3f}-{r['ratio_max']:.3f}, "
               f"NEW faster in {r['new_faster']}/{r['pairs']})")

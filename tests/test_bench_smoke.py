@@ -171,7 +171,7 @@ def test_builds_bench_compares_two_kernel_builds_interleaved(tmp_path):
     assert bench_main(["builds", _ruleset_c.__file__, checkout, "--rounds", "2", "--pixels", "3",
                        "--rules-per-pixel", "20", "--events", "400", "--batch", "50", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert list(data["results"]) == ["columns", "parameters", "rows"] and data["rules"] == 60
+    assert list(data["results"]) == ["buffers", "columns", "parameters", "rows"] and data["rules"] == 60
     assert all(r["pairs"] == 1 and r["old_median"] > 0 and r["ratio_median"] > 0 for r in data["results"].values())
 
 
