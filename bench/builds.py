@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old", help="the baseline: a _ruleset_c extension file, or a checkout holding one")
     ap.add_argument("new", help="the change, likewise")
-    ap.add_argument("--rounds", type=int, default=20, help="rounds over the batches (pairs of them are compared, on each compile order in turn)")
+    ap.add_argument("--rounds", type=int, default=20,
+                    help="rounds over the batches (pairs of them are compared; successive pairs alternate the order "
+                         "the builds were loaded and compiled in)")
     ap.add_argument("--forms", default="buffers,columns,parameters,rows",
                     help="buffers (columns in flat buffers, bench rules' headline form), columns (custom data "
                          "as dicts), parameters (custom parameters as columns), rows")
