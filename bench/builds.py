@@ -33,14 +33,9 @@ import tempfile
 import time
 from types import ModuleType
 
-from bench.rules import (add_workload_options, as_buffers, as_columns, as_parameter_columns, as_rows, make_workload,
-                         wrap_buffers)
+from bench.rules import (add_workload_options, as_buffer_columns, as_columns, as_parameter_columns, as_rows,
+                         make_workload)
 from matcher import compile_rules
-
-
-def as_buffer_columns(events: list[dict], batch: int) -> list[dict]:
-    """Batches of columns in flat buffers, as ``bench rules`` times its headline figure."""
-    return [wrap_buffers(raw) for raw in as_buffers(as_parameter_columns(events, batch))]
 
 
 FORMS = {  # a form: how the events are batched, and the method that matches such a batch
@@ -135,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         batched, method = FORMS[form]
         batches = batched(w.events, args.batch)
         matchers = [(getattr(old, method), getattr(new, method)) for old, new in compiled]
-        old, new = matchers[0]
         for i, batch in enumerate(batches):
-            if old(batch) != new(batch):
+            if any(old(batch) != new(batch) for old, new in matchers):
                 raise SystemExit(f"{form}: the builds answer batch {i} differently; not timing them")
         r = results[form] = compare(matchers, batches, len(w.events), args.rounds)
         print(f"  {form:<10} OLD {r['old_median']:>11,.0f} ev/s  NEW {r['new_median']:>11,.0f} ev/s  "
