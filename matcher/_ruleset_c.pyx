@@ -330,7 +330,11 @@ DEF GROUP_WINDOW = 16384
 GROUPED_WITHIN = GROUP_WINDOW  # (for the tests)
 # RE2 memory budget of one multi-pattern set (program plus DFA cache).
 DEF SET_MAX_MEM = 4 << 20
-cdef long long REGEX_MAX_MEM_C = REGEX_MAX_MEM
+# One regex's budget, when a group runs its regexes one by one. The rule parser accepts a regex
+# whose program fits REGEX_MAX_MEM in pyre2's bundled RE2; the system's RE2, linked here, may
+# need several times that for the same program (\pL{56} does not compile at 1 MiB), and a
+# regex that does not compile matches nothing: so 8 times the parser's budget.
+cdef long long REGEX_MAX_MEM_C = REGEX_MAX_MEM * 8
 
 # Opcodes and kinds, as in matcher.plan.
 DEF OP_PRED = 0
@@ -907,6 +911,9 @@ cdef int _load_patterns(GroupC* g, list patterns) except -1:
         for i in range(g.pat_kind.size()):
             if g.pat_kind[i] == K_REGEX:
                 g.pat_regex[i] = new RE2(StringPiece(g.pat_text[i].data(), g.pat_text[i].size()), opts)
+                if not g.pat_regex[i].ok():  # never silently match nothing
+                    raise RuleError("rule", f"regex {g.pat_text[i].decode('utf-8', 'replace')!r}: its program "
+                                            "is too large for this build's RE2")
     return 0
 
 

@@ -24,6 +24,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
+from matcher.values import lone_surrogate
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -253,7 +254,7 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
             path, f"JSON text is {len(text)} characters, longer than the limit of {max_length}"
         )
     try:
-        return json.loads(
+        value = json.loads(
             text,
             parse_float=Decimal,
             parse_constant=_reject_constant,
@@ -265,6 +266,10 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
         ) from None
     except (ValueError, RecursionError) as error:
         raise SpecError(path, f"invalid JSON: {error}") from None
+    found = lone_surrogate(text, value, path, _key_path)
+    if found is not None:
+        raise SpecError(found[0], f"\\u{found[1]:04x} is a lone surrogate, not a character")
+    return value
 
 
 def _scalar_text(value: Any, path: Callable[[], str]) -> str:

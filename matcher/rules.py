@@ -159,7 +159,21 @@ def parse_rule(source: Any, limits: Limits = DEFAULT_LIMITS, path: str = "rule")
             raise RuleError(path, f"rule is {size} bytes of JSON, more than the limit of {limits.max_json_bytes}")
     parser = _Parser(limits)
     root = parser.node(obj, path, 1)
-    return Rule(root, parser.leaves, parser.max_depth)
+    rule = Rule(root, parser.leaves, parser.max_depth)
+    # The canonical JSON must fit the limit too, or it could not be parsed again (a store
+    # reloading its rules would reject them). Writing it back grows a rule only where a leaf
+    # expands (shorthand to {"eq": ...} +7 bytes, an alias +4, a number like 1e15 written
+    # out +14), so only a rule this close to the limit can grow past it and is written out.
+    if size > limits.max_json_bytes - _MAX_GROWTH_PER_LEAF * parser.leaves:
+        canonical = len(rule.to_json().encode("utf-8"))
+        if canonical > limits.max_json_bytes:
+            raise RuleError(path, f"rule is {canonical} bytes of JSON written canonically "
+                                  f"({size} as given), more than the limit of {limits.max_json_bytes}")
+    return rule
+
+
+# How many bytes a leaf's canonical JSON can be longer than the JSON it was given as (a bound).
+_MAX_GROWTH_PER_LEAF = 32
 
 
 def _reject_constant(name: str) -> float:
@@ -293,6 +307,8 @@ class _Parser:
         self.leaves += 1
         if self.leaves > self.limits.max_leaves:
             raise RuleError(path, f"rule has more than {self.limits.max_leaves} conditions")
+        if not name.isascii():
+            _check_text(name, field_path)
         try:
             fld = parse_field(name)
         except ValueError as err:
@@ -300,7 +316,24 @@ class _Parser:
         canonical = ALIASES.get(op, op) if isinstance(op, str) else op
         if canonical not in OPERATORS:
             raise RuleError(path, f"unknown operator {_describe(op)}")
+        if isinstance(operand, str):
+            if not operand.isascii():
+                _check_text(operand, operand_path)
+        elif isinstance(operand, (list, tuple)):
+            for i, item in enumerate(operand):
+                if isinstance(item, str) and not item.isascii():
+                    _check_text(item, f"{operand_path}[{i}]")
         return Leaf(fld, canonical, *_operand(canonical, operand, operand_path))
+
+
+def _check_text(text: str, path: str) -> None:
+    """RuleError when ``text`` holds a lone surrogate: no UTF-8 event text can hold one, and a
+    rule's canonical JSON could not be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        shown = path.encode("utf-8", "backslashreplace").decode()  # the path may quote the text
+        raise RuleError(shown, f"\\u{ord(text[err.start]):04x} is a lone surrogate, not a character") from None
 
 
 def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -29,6 +29,8 @@ URL_FIELDS = ("domain", "path")
 BUILTIN_FIELDS = EVENT_FIELDS + URL_FIELDS
 # Event keys a rule may not name: they select or describe the event, they are not matched.
 UNMATCHABLE_FIELDS = ("pixel_id", "event_time", "custom_data")
+# The rule language's combinators: not field names, in any case (field names are matched so).
+RESERVED_WORDS = ("and", "or", "not")
 # The event keys rules read, in the order the engines take them as columns (match_columns).
 EVENT_COLUMNS = ("pixel_id", "event", "url", "device_type", "custom_data")
 
@@ -62,7 +64,7 @@ def number_text(value: float) -> str:
     """Canonical text of a float: integral values without a fraction, else shortest round-trip."""
     if math.isfinite(value) and value.is_integer():
         return str(int(value))
-    return repr(value)
+    return float.__repr__(value)  # a float subclass's own repr (numpy's "np.float64(1.5)") is no number text
 
 
 def is_text(value: str) -> bool:
@@ -146,6 +148,8 @@ def _parse_field(name: str) -> FieldPath:
     lowered = ascii_lower(name)
     if lowered in BUILTIN_FIELDS:
         return FieldPath(lowered, lowered)
+    if lowered in RESERVED_WORDS:
+        raise ValueError(f'"{name}" is reserved (and, or, not combine rules): not a field name')
     if lowered in UNMATCHABLE_FIELDS:
         raise ValueError(f'"{name}" is not a field a rule can match (it selects or describes the event)')
     segments = []
@@ -251,4 +255,38 @@ def source_key(pixel_id: Any) -> str | None:
         return pixel_id
     if isinstance(pixel_id, int) and not isinstance(pixel_id, bool):
         return str(pixel_id)
+    return None
+
+
+# JSON's \uXXXX escape of a surrogate: a pair of them is one character, a lone one no text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _dotted(place: str, key: str) -> str:
+    return f"{place}.{key}"
+
+
+def lone_surrogate(text: str, value: Any, where: str,
+                   key_place: Callable[[str, str], str] = _dotted) -> tuple[str, int] | None:
+    """Where JSON ``text``, decoded to ``value``, holds a string with a lone surrogate (which
+    no UTF-8 can carry), and its code point; ``None`` when it holds none. Only an escape puts
+    one in JSON text, so text without one is not walked. ``key_place(place, key)`` names an
+    object's member."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return None
+    stack = [(value, where)]
+    while stack:
+        item, place = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as error:
+                return place, ord(item[error.start])
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                shown = key_place(place, key.encode("utf-8", "backslashreplace").decode())
+                stack.append((child, shown))
+                stack.append((key, f"{shown} (a key)"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{place}[{i}]") for i, child in reversed(list(enumerate(item))))
     return None

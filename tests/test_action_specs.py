@@ -322,3 +322,14 @@ def test_package_exports():
     for name in ("ActionSpec", "parse_action_specs", "specs_to_json", "action_matches",
                  "compile_action_specs", "effective_specs", "SpecError"):
         assert name in matcher.__all__ and hasattr(matcher, name)
+
+
+@pytest.mark.parametrize("text, place", [
+    ('[{"action.type":"like","page":"\\ud800"}]', "specs[0].page"),
+    ('[{"action.type":"like","page":["1","a\\udc00"]}]', "specs[0].page[1]"),
+])
+def test_an_escaped_lone_surrogate_in_json_is_not_text(text, place):
+    # No UTF-8 holds one: the specs could not be written back or sent in a reply.
+    error = error_of(text)
+    assert str(error).startswith(f"{place}: \\u") and "lone surrogate" in str(error)
+    assert parse_action_specs('[{"action.type":"like","page":"\\ud83d\\ude00"}]')[0].to_dict()["page"] == ["\U0001f600"]

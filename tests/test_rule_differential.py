@@ -248,3 +248,24 @@ def test_pattern_by_pattern_fallback_agrees():
         assert compiled.match_batch(evs) == expected
     finally:
         _ruleset_c._set_multi_pattern_sets(True)
+
+
+def test_regexes_the_parser_accepts_near_its_budget_match_pattern_by_pattern():
+    """The parser checks a regex's program against REGEX_MAX_MEM in pyre2's bundled RE2; the
+    system RE2 the kernel links needs more for the same program. Run one by one (no set, or
+    every set out of memory), each must still match, not compile to nothing."""
+    if _ruleset_c is None:
+        import pytest
+
+        pytest.skip("compiled extension not loaded")
+    rule_set = {f"r{n}": {"v": {"regex_match": f"\\pL{{{n}}}"}} for n in (66, 61, 56)}
+    rule_set.update({f"s{n}": {"v": {"regex_match": f"[\\pL\\pN]{{{n}}}"}} for n in (60, 51)})
+    evs = [{"custom_data": {"v": "é" * 70}}, {"custom_data": {"v": "é" * 52}}]
+    expected = match_rules(rule_set, evs, {})
+    assert sorted(expected[0]) == sorted(rule_set)
+    for enabled, run_out in [(False, False), (True, True)]:
+        _ruleset_c._set_multi_pattern_sets(enabled, run_out=run_out)
+        try:
+            assert compile_rules(rule_set, engine=_ruleset_c).match_batch(evs) == expected, (enabled, run_out)
+        finally:
+            _ruleset_c._set_multi_pattern_sets(True)

@@ -3,9 +3,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
 
 import matcher
 from matcher import Limits, RuleError, parse_rule
+from matcher.rules import _MAX_GROWTH_PER_LEAF
+from tests.strategies import rules
 
 
 def error_of(source, **kw):
@@ -102,6 +105,47 @@ def test_limits_defaults():
     assert "more than the limit" in error_of({"url": {"contains": "x" * 70000}})
 
 
+def test_a_rule_whose_canonical_json_is_over_the_limit_is_rejected():
+    # Shorthand grows by {"eq": ...} when written back: 100 leaves of 643 characters fit as
+    # given, not canonically, and a rule accepted must parse again from its canonical JSON.
+    text = json.dumps({"or": [{"f": "x" * 643}] * 100}, separators=(",", ":"))
+    assert len(text) <= 65536
+    message = error_of(text)
+    assert "65908 bytes of JSON written canonically (65208 as given)" in message
+    fits = parse_rule(json.dumps({"or": [{"f": "x" * 630}] * 100}))
+    assert parse_rule(fits.to_json()) == fits
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules)
+def test_writing_a_rule_back_grows_it_at_most_the_bound_per_leaf(source):
+    # parse_rule writes a rule out to measure it only when it is this close to the limit.
+    given_size = len(json.dumps(source, separators=(",", ":"), ensure_ascii=False).encode())
+    rule = parse_rule(source)
+    growth = len(rule.to_json().encode()) - given_size
+    assert growth <= _MAX_GROWTH_PER_LEAF * rule.leaf_count
+    for number in (1e15, -1.5e15, 1e-5, 1e22, 123456789012345.6):  # numbers written out
+        leaf = {"n": number}
+        assert len(parse_rule(leaf).to_json()) - len(json.dumps(leaf, separators=(",", ":"))) <= _MAX_GROWTH_PER_LEAF
+
+
+@pytest.mark.parametrize("source, place", [
+    ('{"url":{"contains":"\\ud800"}}', "rule.url"),
+    ('{"url":{"regex_match":"a\\udfff"}}', "rule.url"),
+    ('{"and":[{"event":"x"},{"tags":{"in":["a","\\udc00"]}}]}', "rule.and[1].tags[1]"),
+    ('{"c\\udc00":"x"}', "rule.c\\udc00"),
+    ({"field": "c\udc00", "operator": "eq", "value": 1}, "rule.field"),
+    ({"value": {"eq": "\ud800"}}, "rule.value"),
+])
+def test_a_lone_surrogate_is_not_text(source, place):
+    # JSON can escape one and Python can hold one, but no event's UTF-8 text has one, and the
+    # canonical JSON could not be written as UTF-8: an error naming the place (printable).
+    message = error_of(source)
+    assert message.startswith(f"{place}: \\u") and "lone surrogate" in message
+    message.encode("utf-8")
+    assert parse_rule('{"event":"\\ud83d\\ude00"}').to_json() == '{"event":{"eq":"\U0001f600"}}'
+
+
 def test_limits_are_configurable():
     limits = Limits(max_depth=2, max_leaves=2, max_json_bytes=100)
     parse_rule({"and": [{"a": 1}, {"b": 2}]}, limits=limits)
@@ -132,3 +176,22 @@ def test_json_errors_read_as_json_loads_words_them():
             err = info.value
             assert error_of(text) == f"rule: malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
     assert error_of('{"url": Infinity}') == "rule: malformed JSON: Infinity is not valid JSON"
+
+
+@pytest.mark.parametrize("name", ["and", "or", "not", "NOT", "Or"])
+def test_the_combinators_are_not_field_names(name):
+    # Written back, {"and": {"eq": "x"}} would not parse again, and {"not": {"eq": "x"}} would
+    # parse as another rule; names are matched case-insensitively, so no case of them is a field.
+    assert "is reserved" in error_of({"field": name, "operator": "eq", "value": "x"})
+    if name != name.lower():  # (lower-case, the key combines: {"not": {"eq": "x"}} negates a leaf)
+        assert "is reserved" in error_of({"and": [{"event": "x"}, {name: {"eq": "x"}}]})
+    assert parse_rule({"not.x": "y"}).to_json() == '{"not.x":{"eq":"y"}}'  # a dotted path is a field
+
+
+def test_a_float_subclass_has_the_text_of_its_value():
+    class Money(float):
+        def __repr__(self):
+            return f"Money({float(self)})"
+
+    rule_set = matcher.compile_rules({"r": {"v": {"eq": "1.5"}}, "s": {"v": {"contains": "Money"}}})
+    assert rule_set.match_batch([{"custom_data": {"v": Money(1.5)}}]) == [["r"]]
