@@ -213,6 +213,9 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         aggregation = request.aggregation or "count"
         if aggregation not in AGGREGATIONS:
             raise InvalidArgument(f"aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        for name in ("start_time", "end_time"):
+            if getattr(request, name) < 0:
+                raise InvalidArgument(f"{name}: {getattr(request, name)} is before 1970 (seconds since the epoch)")
         end = request.end_time or self.core.now() + 1
         start = request.start_time or end - DEFAULT_STATS_RANGE
         if start >= end:

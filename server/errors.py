@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import Any, Callable
 
 import grpc
@@ -21,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
+from matcher.values import lone_surrogate
 
 log = logging.getLogger("server.errors")
 
@@ -86,18 +88,51 @@ class LimitExceeded(ServiceError):
     reason = "LIMIT_EXCEEDED"
 
 
-def parse_json(text: str, where: str) -> Any:
-    """Decode JSON text a client sent; InvalidArgument naming ``where`` when it is not JSON."""
+# json.loads's own decoder (NaN and Infinity, which Python's json writes, are read: a custom
+# parameter's infinity is no conversion value); the second reads fractions as Decimal, as
+# action specs are read (a number is its decimal text).
+_DECODER = json.JSONDecoder()
+_DECIMAL_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
+def parse_json(text: str, where: str, *, decimals: bool = False) -> Any:
+    """Decode JSON text a client sent; InvalidArgument naming ``where`` when it is not JSON, or
+    holds what no event or spec can: an integer of more digits than Python converts, an
+    escaped lone surrogate (protobuf's strings are UTF-8, so that is the only way
+    one gets in, and nothing downstream could encode it). ``decimals``: fractions as
+    ``Decimal``, their digits as written."""
     try:
-        return json.loads(text)
+        value = (_DECIMAL_DECODER if decimals else _DECODER).decode(text)
     except json.JSONDecodeError as error:
         raise InvalidArgument(f"{where}: not JSON ({error.msg} at position {error.pos})") from None
     except RecursionError:
         raise InvalidArgument(f"{where}: JSON nested too deeply") from None
+    except ValueError as error:  # an integer past int's digit limit
+        raise InvalidArgument(f"{where}: not JSON ({error})") from None
+    found = lone_surrogate(text, value, where)
+    if found is not None:
+        place, code = found
+        raise InvalidArgument(f"{place}: \\u{code:04x} is a lone surrogate, not a character")
+    return value
+
+
+# An error's message travels twice in the response's headers (grpc-message, percent-encoded,
+# and in the details), which clients cap at 8-16 KiB: a message quoting a long input is cut.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _sendable(message: str) -> str:
+    """``message`` as UTF-8 text of at most ``MAX_MESSAGE_BYTES`` (a lone surrogate quoted
+    from the input is written as its escape: protobuf cannot carry it)."""
+    data = message.encode("utf-8", "backslashreplace")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return data.decode("utf-8")
+    return data[:MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
 def rich_status(status: grpc.StatusCode, code: int, reason: str, message: str) -> grpc.Status:
     """A gRPC status whose details carry ``ErrorInfo`` with the numeric ``code``."""
+    message = _sendable(message)
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata={"code": str(code)})
     detail = any_pb2.Any()
     detail.Pack(info)

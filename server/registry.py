@@ -100,10 +100,14 @@ class Registry:
         # and the follower re-applies (idempotently) whatever was logged after it.
         self.store.others_wrote()
         position = self.store.change_position()
-        conversions = self.store.tracked_custom_conversions()
-        rules = matcher.compile_rules(
-            {c.id: c.rule for c in conversions}, sources={c.id: c.event_source_id for c in conversions}
-        )
+        conversions = []
+        parsed = {}
+        for record in self.store.tracked_custom_conversions():
+            rule = _stored_rule(record)
+            if rule is not None:
+                conversions.append(record)
+                parsed[record.id] = rule
+        rules = matcher.compile_rules(parsed, sources={c.id: c.event_source_id for c in conversions})
         ads = {ad.id: effective_ad_specs(ad) for ad in self.store.list_ads(None)}
         tracking, conversion = _compile_ads(ads)
         self._publish(
@@ -267,11 +271,10 @@ class Registry:
                 record = _get(self.store.get_custom_conversion, object_id)
                 if record is not None and not record.is_archived:
                     if object_id not in current.default_values:  # rules never change: only new ones compile
-                        try:
-                            add[object_id] = matcher.parse_rule(record.rule)
-                        except ValueError as error:
-                            log.error("stored rule not loaded", extra={"custom_conversion": object_id, "error": str(error)})
+                        rule = _stored_rule(record)
+                        if rule is None:
                             continue
+                        add[object_id] = rule
                         sources[object_id] = record.event_source_id
                     values[object_id] = record.default_conversion_value
                 elif object_id in current.default_values:
@@ -347,6 +350,21 @@ class Registry:
             if failing_since is not None:
                 log.info("change log applied again", extra={"failed_seconds": round(time.monotonic() - failing_since, 3)})
                 failing_since = None
+
+
+# A stored rule was checked when it was created, and is canonical JSON: loaded without the
+# size limit, so a rule stored before a limit changed (or grew canonically) still loads.
+_STORED_RULE_LIMITS = replace(matcher.DEFAULT_LIMITS, max_json_bytes=1 << 30)
+
+
+def _stored_rule(record: CustomConversionRecord) -> matcher.Rule | None:
+    """The conversion's rule parsed, or None (logged) when it cannot be: one bad row must not
+    keep a server from starting, nor a follower from applying the rest of the log."""
+    try:
+        return matcher.parse_rule(record.rule, limits=_STORED_RULE_LIMITS)
+    except ValueError as error:
+        log.error("stored rule not loaded", extra={"custom_conversion": record.id, "error": str(error)})
+        return None
 
 
 def _get(read: Callable[[str], T], object_id: str) -> T | None:

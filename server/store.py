@@ -25,6 +25,7 @@ from the store on each call) log nothing, so they wake no follower.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from server.ids import new_id
 
 __all__ = [
@@ -321,6 +322,17 @@ _CC_INSERT = f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join
 _AD_COLUMNS = "id, account_id, objective, creative, optimization_goal, promoted_object, tracking_specs, conversion_specs"
 
 
+def _finite(amount: float) -> float:
+    """A sum of finite values that overflowed, held at the largest double: stored amounts stay
+    finite, so adding to them never gives NaN (+inf plus -inf), which SQLite stores as NULL."""
+    return max(-sys.float_info.max, min(amount, sys.float_info.max))
+
+
+def _finite_sum(column: str) -> str:
+    """SQL adding a row's new amount to ``column``, held finite as ``_finite`` does."""
+    return f"MIN(MAX({column} + excluded.{column}, -{sys.float_info.max!r}), {sys.float_info.max!r})"
+
+
 def _conversion_row(record: CustomConversionRecord) -> tuple:
     """``record`` in ``_CC_COLUMNS`` order."""
     return (
@@ -552,8 +564,21 @@ class SQLiteStore(Store):
             return self._pixel(db, pixel_id)
 
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+        accounts = list(accounts)
         with self._transaction() as db:
             self._pixel(db, pixel_id)
+            # An account's custom conversions on the pixel read its events; the account keeps
+            # its access while it has any (archived ones too: their stats are the pixel's data).
+            for account in accounts:
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ? AND account_id = ?",
+                    (pixel_id, account),
+                ).fetchone()
+                if count:
+                    raise FailedPrecondition(
+                        f"ad account {account} has {count} custom conversion(s) counting pixel {pixel_id}'s "
+                        "events; it must delete them before it can be removed"
+                    )
             db.executemany(
                 "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
                 [(pixel_id, account) for account in accounts],
@@ -591,6 +616,11 @@ class SQLiteStore(Store):
                 )
             if db.execute("SELECT 1 FROM pixels WHERE id = ?", (record.event_source_id,)).fetchone() is None:
                 raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
+            # Checked again here, in the transaction: an account removed meanwhile has no access.
+            if db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
+                          (record.event_source_id, record.account_id)).fetchone() is None:
+                raise PermissionDenied(
+                    f"Permissions error: ad account {record.account_id} is not authorised on pixel {record.event_source_id}")
             if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
                 raise AlreadyExists(f"custom conversion id {record.id} is taken")
             db.execute(_CC_INSERT, _conversion_row(record))
@@ -699,16 +729,17 @@ class SQLiteStore(Store):
                 "INSERT INTO pixel_hourly (pixel_id, hour, events, usd_amount) "
                 "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM pixels WHERE id = ?) "
                 "ON CONFLICT (pixel_id, hour) DO UPDATE SET events = events + excluded.events, "
-                "usd_amount = usd_amount + excluded.usd_amount",
-                [(pixel_id, hour, n, amount, pixel_id) for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
+                f"usd_amount = {_finite_sum('usd_amount')}",
+                [(pixel_id, hour, n, _finite(amount), pixel_id)
+                 for (pixel_id, hour), (n, amount) in recording.pixel_hourly.items()],
             )
             db.executemany(
                 "INSERT INTO conversion_hourly (conversion_id, hour, dimension, key, matches, usd_amount, event_value) "
                 "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM custom_conversions WHERE id = ?) "
                 "ON CONFLICT (conversion_id, dimension, hour, key) DO UPDATE SET matches = matches + excluded.matches, "
-                "usd_amount = usd_amount + excluded.usd_amount, event_value = event_value + excluded.event_value",
+                f"usd_amount = {_finite_sum('usd_amount')}, event_value = {_finite_sum('event_value')}",
                 [
-                    (cid, hour, dim, key, n, amount, value, cid)
+                    (cid, hour, dim, key, n, _finite(amount), _finite(value), cid)
                     for (cid, hour, dim, key), (n, amount, value) in recording.conversion_hourly.items()
                 ],
             )

@@ -1,0 +1,128 @@
+"""Requests an audit found the service mishandled: each is now code 100 (or the status the spec
+names) naming its place, changes nothing, and leaves the server able to restart."""
+
+import json
+import sqlite3
+
+import grpc
+import pytest
+
+from server.client import Client, error_code
+from server.errors import MAX_MESSAGE_BYTES
+from server.gen.conversion_matcher.v1 import ads_pb2, classification_pb2, custom_conversions_pb2 as cc_pb, pixels_pb2
+from server.testing import running_server
+from tests.service_fixtures import ingest, other, owner, rejected, service  # noqa: F401 (fixtures)
+
+AD = {"id": "ad1", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P1"}}
+
+
+def invalid(error: grpc.RpcError, place: str) -> str:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100, error.details()
+    assert error.details().startswith(place), error.details()
+    return error.details()
+
+
+@pytest.mark.parametrize("fields, place", [
+    ({"tracking_specs": '[{"action.type":"like","page":"\\ud800"}]'}, "tracking_specs[0].page: \\ud800"),
+    ({"creative": '{"kind":"page_like","page_id":"\\udfff"}'}, "ad.creative.page_id: \\udfff"),
+    ({"creative": '{"kind":"page_like","page_id":' + "9" * 5000 + "}"}, "ad.creative: not JSON"),
+    ({"promoted_object": '{"page_id": ' + "1" * 4400 + "}"}, "ad.promoted_object: not JSON (Exceeds"),
+])
+def test_an_ad_that_cannot_be_text_is_rejected_and_not_stored(owner, ingest, fields, place):  # noqa: F811
+    # Before: validation passed, the ad was stored and live, and only the reply failed (INTERNAL).
+    invalid(rejected(owner.register_ad, {**AD, **fields}), place)
+    error = rejected(owner.call, owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id="ad1"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert not owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1")).ads
+    assert ingest.classify_actions([{"action.type": "like", "page": "P1"}]) == [[]]
+
+
+@pytest.mark.parametrize("custom_data, place", [
+    ('{"value": ' + "1" * 5000 + "}", "events[0].custom_data: not JSON"),
+    ('{"note": ["a", "\\ud800"]}', "events[0].custom_data.note[1]: \\ud800 is a lone surrogate"),
+])
+def test_custom_data_that_is_no_json_value_is_code_100(ingest, custom_data, place):  # noqa: F811
+    request = classification_pb2.ClassifyPixelEventsRequest(
+        events=[classification_pb2.PixelEvent(pixel_id="1", event="Purchase", custom_data=custom_data)])
+    invalid(rejected(ingest.call, ingest.classification.ClassifyPixelEvents, request), place)
+
+
+def test_action_numbers_are_their_decimal_text_as_in_specs(owner, ingest):  # noqa: F811
+    owner.register_ad({**AD, "tracking_specs": [{"action.type": "like", "object": ["0.30000000000000001"]}]})
+    request = classification_pb2.ClassifyActionsRequest(actions=['{"action.type":"like","object":0.30000000000000001}'])
+    reply = ingest.action_results(ingest.call(ingest.classification.ClassifyActions, request))
+    assert [a.ad_id for a in reply[0]] == ["ad1"]
+    request = classification_pb2.ClassifyActionsRequest(actions=['{"action.type":"like","object":"\\udc00"}'])
+    invalid(rejected(ingest.call, ingest.classification.ClassifyActions, request), "actions[0].object: \\udc00")
+
+
+def test_a_rule_over_the_limit_written_canonically_is_rejected(owner):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "p").id
+    rule = json.dumps({"or": [{"f": "x" * 643}] * 100}, separators=(",", ":"))
+    invalid(rejected(owner.create_custom_conversion, "act_1", "c", pixel, rule), "rule: rule is 65908 bytes")
+    listed = owner.call(owner.custom_conversions.ListCustomConversions, cc_pb.ListCustomConversionsRequest(account_id="act_1"))
+    assert not listed.custom_conversions
+
+
+def test_a_stored_rule_that_no_longer_parses_does_not_keep_the_server_from_starting(tmp_path):
+    db = tmp_path / "matcher.db"
+    with running_server(db) as (_, target), Client(target, "owner-token") as owner:
+        pixel = owner.create_pixel("act_1", "p").id
+        big = owner.create_custom_conversion("act_1", "big", pixel, {"event": "Purchase"}).id
+        bad = owner.create_custom_conversion("act_1", "bad", pixel, {"event": "Lead"}).id
+        good = owner.create_custom_conversion("act_1", "good", pixel, {"event": "Lead"}).id
+    # As a database written before a limit or a check: canonical JSON over 64 KiB, and a rule
+    # that no longer parses.
+    with sqlite3.connect(db) as raw:
+        leaves = [{"event": {"eq": "Purchase"}}] + [{"f": {"eq": "x" * 700}}] * 99
+        raw.execute("UPDATE custom_conversions SET rule = ? WHERE id = ?", (json.dumps({"or": leaves}), big))
+        raw.execute("UPDATE custom_conversions SET rule = ? WHERE id = ?", ('{"and":{"eq":"x"}}', bad))
+    with running_server(db) as (_, target), Client(target, "ingest-token") as ingest:
+        results = ingest.classify_pixel_events([{"pixel_id": pixel, "event": "Purchase"},
+                                                {"pixel_id": pixel, "event": "Lead"}])
+        assert [[m.custom_conversion_id for m in r.conversions] for r in results] == [[big], [good]]
+
+
+def accounts_of(client, pixel):
+    reply = client.call(client.pixels.ListAuthorizedAdAccounts, pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel))
+    return list(reply.account_ids)
+
+
+def test_an_account_with_conversions_on_a_pixel_cannot_be_removed_from_it(owner, other):  # noqa: F811
+    # Removed, it kept matching and reading the pixel's events through its conversion's stats.
+    pixel = owner.create_pixel("act_1", "shared").id
+    change = pixels_pb2.ChangeAuthorizedAdAccountsRequest
+    owner.call(owner.pixels.AddAuthorizedAdAccounts, change(pixel_id=pixel, account_ids=["act_3"]))
+    conversion = other.create_custom_conversion("act_3", "theirs", pixel, {"event": "Lead"}).id
+    error = rejected(owner.call, owner.pixels.RemoveAuthorizedAdAccounts, change(pixel_id=pixel, account_ids=["act_3"]))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "ad account act_3 has 1 custom conversion(s)" in error.details()
+    assert "act_3" in accounts_of(owner, pixel)  # unchanged
+    other.call(other.custom_conversions.DeleteCustomConversion,
+               cc_pb.DeleteCustomConversionRequest(custom_conversion_id=conversion))
+    owner.call(owner.pixels.RemoveAuthorizedAdAccounts, change(pixel_id=pixel, account_ids=["act_3"]))
+    assert "act_3" not in accounts_of(owner, pixel)
+    error = rejected(other.create_custom_conversion, "act_3", "again", pixel, {"event": "Lead"})
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+
+
+def test_stats_times_before_1970_are_code_100_and_huge_sums_stay_finite(owner, ingest):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "p").id
+    conversion = owner.create_custom_conversion("act_1", "c", pixel, {"event": "Purchase"}).id
+    for time_field in ("start_time", "end_time"):
+        invalid(rejected(owner.stats, conversion, **{time_field: -2 ** 63}), f"{time_field}: ")
+    # +1e308 twice overflows an hour's sum to +inf; -1e308 twice after it made NaN (NULL in
+    # SQLite: the batch failed INTERNAL and was not recorded). Sums are held at the largest double.
+    for value in (1e308, -1e308, -1e308, -1e308):
+        events = [{"pixel_id": pixel, "event": "Purchase", "custom_data": {"value": value}, "event_time": 1_700_000_000}] * 2
+        ingest.classify_pixel_events(events, record=True)
+    rows = owner.stats(conversion, "usd_amount", start_time=1_699_999_000, end_time=1_700_003_600).rows
+    assert [row.value for row in rows] == [-1.7976931348623157e308]
+    assert [row.value for row in owner.stats(conversion, "count", 1_699_999_000, 1_700_003_600).rows] == [8]
+
+
+def test_an_error_quoting_a_long_input_is_cut_to_a_readable_length(owner):  # noqa: F811
+    # The whole id twice in the headers passed the client's metadata limit: RESOURCE_EXHAUSTED.
+    error = rejected(owner.get_pixel, "9" * 8000)
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error_code(error) == 100
+    assert len(error.details().encode()) <= MAX_MESSAGE_BYTES and error.details().endswith("...")
