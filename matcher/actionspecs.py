@@ -24,7 +24,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
-from matcher.values import lone_surrogate
+from matcher.values import json_not_text
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -266,9 +266,9 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
         ) from None
     except (ValueError, RecursionError) as error:
         raise SpecError(path, f"invalid JSON: {error}") from None
-    found = lone_surrogate(text, value, path, _key_path)
+    found = json_not_text(text, value, path, _key_path)
     if found is not None:
-        raise SpecError(found[0], f"\\u{found[1]:04x} is a lone surrogate, not a character")
+        raise SpecError(*found)
     return value
 
 

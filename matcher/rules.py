@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from matcher.errors import RuleError
 from matcher.regex import check_regex
-from matcher.values import FieldPath, number_text, parse_field, parse_number
+from matcher.values import FieldPath, is_text, not_text_reason, number_text, parse_field, parse_number
 
 # Canonical operator names, by kind of operand.
 SCALAR_OPS = ("eq", "neq")
@@ -307,8 +307,8 @@ class _Parser:
         self.leaves += 1
         if self.leaves > self.limits.max_leaves:
             raise RuleError(path, f"rule has more than {self.limits.max_leaves} conditions")
-        if not name.isascii():
-            _check_text(name, field_path)
+        if not is_text(name):
+            raise _not_text(name, field_path)
         try:
             fld = parse_field(name)
         except ValueError as err:
@@ -317,23 +317,20 @@ class _Parser:
         if canonical not in OPERATORS:
             raise RuleError(path, f"unknown operator {_describe(op)}")
         if isinstance(operand, str):
-            if not operand.isascii():
-                _check_text(operand, operand_path)
+            if not is_text(operand):
+                raise _not_text(operand, operand_path)
         elif isinstance(operand, (list, tuple)):
             for i, item in enumerate(operand):
-                if isinstance(item, str) and not item.isascii():
-                    _check_text(item, f"{operand_path}[{i}]")
+                if isinstance(item, str) and not is_text(item):
+                    raise _not_text(item, f"{operand_path}[{i}]")
         return Leaf(fld, canonical, *_operand(canonical, operand, operand_path))
 
 
-def _check_text(text: str, path: str) -> None:
-    """RuleError when ``text`` holds a lone surrogate: no UTF-8 event text can hold one, and a
-    rule's canonical JSON could not be written as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        shown = path.encode("utf-8", "backslashreplace").decode()  # the path may quote the text
-        raise RuleError(shown, f"\\u{ord(text[err.start]):04x} is a lone surrogate, not a character") from None
+def _not_text(text: str, path: str) -> RuleError:
+    """The error for a string ``is_text`` refuses (a lone surrogate): no UTF-8 event text holds
+    one, and a rule's canonical JSON could not be written as UTF-8."""
+    shown = path.encode("utf-8", "backslashreplace").decode()  # the path may quote the text
+    return RuleError(shown, not_text_reason(text))
 
 
 def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:

@@ -258,6 +258,12 @@ def source_key(pixel_id: Any) -> str | None:
     return None
 
 
+def not_text_reason(value: str) -> str:
+    """Why a string ``is_text`` refuses is no text: its first lone surrogate."""
+    code = next(ord(c) for c in value if "\ud800" <= c <= "\udfff")
+    return f"\\u{code:04x} is a lone surrogate, not a character"
+
+
 # JSON's \uXXXX escape of a surrogate: a pair of them is one character, a lone one no text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -266,22 +272,20 @@ def _dotted(place: str, key: str) -> str:
     return f"{place}.{key}"
 
 
-def lone_surrogate(text: str, value: Any, where: str,
-                   key_place: Callable[[str, str], str] = _dotted) -> tuple[str, int] | None:
-    """Where JSON ``text``, decoded to ``value``, holds a string with a lone surrogate (which
-    no UTF-8 can carry), and its code point; ``None`` when it holds none. Only an escape puts
-    one in JSON text, so text without one is not walked. ``key_place(place, key)`` names an
-    object's member."""
+def json_not_text(text: str, value: Any, where: str,
+                  key_place: Callable[[str, str], str] = _dotted) -> tuple[str, str] | None:
+    """Where JSON ``text``, decoded to ``value``, holds a string that is no text (a lone
+    surrogate, which no UTF-8 can carry), and ``not_text_reason``; ``None`` when it holds
+    none. Only an escape puts one in JSON text, so text without one is not walked.
+    ``key_place(place, key)`` names an object's member."""
     if _SURROGATE_ESCAPE.search(text) is None:
         return None
     stack = [(value, where)]
     while stack:
         item, place = stack.pop()
         if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError as error:
-                return place, ord(item[error.start])
+            if not is_text(item):
+                return place, not_text_reason(item)
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
                 shown = key_place(place, key.encode("utf-8", "backslashreplace").decode())

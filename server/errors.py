@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
-from matcher.values import lone_surrogate
+from matcher.values import json_not_text
 
 log = logging.getLogger("server.errors")
 
@@ -109,10 +109,10 @@ def parse_json(text: str, where: str, *, decimals: bool = False) -> Any:
         raise InvalidArgument(f"{where}: JSON nested too deeply") from None
     except ValueError as error:  # an integer past int's digit limit
         raise InvalidArgument(f"{where}: not JSON ({error})") from None
-    found = lone_surrogate(text, value, where)
+    found = json_not_text(text, value, where)
     if found is not None:
-        place, code = found
-        raise InvalidArgument(f"{place}: \\u{code:04x} is a lone surrogate, not a character")
+        place, reason = found
+        raise InvalidArgument(f"{place}: {reason}")
     return value
 
 

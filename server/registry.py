@@ -100,13 +100,9 @@ class Registry:
         # and the follower re-applies (idempotently) whatever was logged after it.
         self.store.others_wrote()
         position = self.store.change_position()
-        conversions = []
-        parsed = {}
-        for record in self.store.tracked_custom_conversions():
-            rule = _stored_rule(record)
-            if rule is not None:
-                conversions.append(record)
-                parsed[record.id] = rule
+        tracked = {c.id: c for c in self.store.tracked_custom_conversions()}
+        parsed = {cid: rule for cid, c in tracked.items() if (rule := _stored_rule(c)) is not None}
+        conversions = [tracked[cid] for cid in parsed]  # those whose rule loaded
         rules = matcher.compile_rules(parsed, sources={c.id: c.event_source_id for c in conversions})
         ads = {ad.id: effective_ad_specs(ad) for ad in self.store.list_ads(None)}
         tracking, conversion = _compile_ads(ads)
