@@ -271,6 +271,27 @@ class Client:
         """Invoke any unary stub method with the token and timeout."""
         return method(request, metadata=self.metadata, timeout=self.timeout)
 
+    def pages(self, method: Any, request: Any) -> Iterator[Any]:
+        """The replies of a paged call (``ListAds``, ``ListPixels``, ``GetPixelSnippets``), one
+        per page, following ``next_page_token`` until it is empty; ``request`` is not changed."""
+        request = type(request).FromString(request.SerializeToString())
+        while True:
+            reply = self.call(method, request)
+            yield reply
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def list_ads(self, account_id: str) -> list[ads_pb2.AdRegistration]:
+        """Every ad of the account, every page."""
+        request = ads_pb2.ListAdsRequest(account_id=account_id)
+        return [ad for reply in self.pages(self.ads.ListAds, request) for ad in reply.ads]
+
+    def list_pixels(self, account_id: str) -> list[pixels_pb2.Pixel]:
+        """Every pixel the account is authorised on, every page."""
+        request = pixels_pb2.ListPixelsRequest(account_id=account_id)
+        return [pixel for reply in self.pages(self.pixels.ListPixels, request) for pixel in reply.pixels]
+
     # -- pixels -----------------------------------------------------------------------------
     def create_pixel(self, account_id: str, name: str, tag: str = "") -> pixels_pb2.Pixel:
         return self.call(self.pixels.CreatePixel, pixels_pb2.CreatePixelRequest(account_id=account_id, name=name, tag=tag))
@@ -279,10 +300,14 @@ class Client:
         return self.call(self.pixels.GetPixel, pixels_pb2.GetPixelRequest(pixel_id=pixel_id))
 
     def snippets(self, pixel_id: str, value_cents: int | None = None) -> pixels_pb2.PixelSnippets:
+        """Every snippet of the pixel, the pages joined into one reply."""
         request = pixels_pb2.GetPixelSnippetsRequest(pixel_id=pixel_id)
         if value_cents is not None:
             request.value = value_cents
-        return self.call(self.pixels.GetPixelSnippets, request)
+        joined = pixels_pb2.PixelSnippets(pixel_id=pixel_id)
+        for reply in self.pages(self.pixels.GetPixelSnippets, request):
+            joined.snippets.extend(reply.snippets)
+        return joined
 
     # -- custom conversions ------------------------------------------------------------------
     def create_custom_conversion(self, account_id: str, name: str, event_source_id: str, rule: Any, *,

@@ -26,6 +26,7 @@ class Limits:
     max_description_chars: int = 2000
     max_custom_event_name_chars: int = 50
     max_accounts_per_call: int = 100
+    max_accounts_per_pixel: int = 10_000
 
 
 @dataclass

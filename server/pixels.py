@@ -10,6 +10,7 @@ from server.auth import Principal, check_account_id
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, PermissionDenied
 from server.gen.conversion_matcher.v1 import pixels_pb2, pixels_pb2_grpc
+from server.paging import fill, page_request
 from server.store import PixelRecord
 
 PIXEL_TAGS = ("CHECKOUT", "REGISTRATION", "LEAD", "KEY_PAGE_VIEW", "ADD_TO_CART", "OTHER")
@@ -130,7 +131,13 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
     def ListPixels(self, request, context):
         principal = self.core.authenticate(context)
         account = principal.require_account(request.account_id)
-        return pixels_pb2.ListPixelsResponse(pixels=[self._message(p) for p in self.core.store.list_pixels(account)])
+        page = page_request(request, "ListPixels", account)
+        records = self.core.store.list_pixels(account, page.after, page.size + 1)
+        pixels, token = fill(
+            page, ((p.id, self._message(p)) for p in records), truncated=len(records) > page.size,
+            reply_bytes=self.core.limits.max_message_bytes, what="pixel",
+        )
+        return pixels_pb2.ListPixelsResponse(pixels=pixels, next_page_token=token)
 
     def UpdatePixel(self, request, context):
         principal = self.core.authenticate(context)
@@ -157,7 +164,8 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         principal = self.core.authenticate(context)
         accounts = self._accounts(request.account_ids)
         pixel = self._managed(principal, request.pixel_id)
-        return self._authorised(self.core.store.add_authorized_accounts(pixel.id, accounts))
+        limit = self.core.limits.max_accounts_per_pixel
+        return self._authorised(self.core.store.add_authorized_accounts(pixel.id, accounts, limit))
 
     def RemoveAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
@@ -173,13 +181,14 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         if not 0 <= cents <= MAX_SNIPPET_CENTS:
             raise InvalidArgument(f"value: {cents} cents is outside 0..{MAX_SNIPPET_CENTS}")
         pixel = self._readable(principal, request.pixel_id)
-        return pixels_pb2.PixelSnippets(
-            pixel_id=pixel.id,
-            snippets=[
-                pixels_pb2.PixelSnippet(account_id=account, js=snippet(pixel, account, cents))
-                for account in pixel.authorized_accounts
-            ],
+        page = page_request(request, "GetPixelSnippets", pixel.id)
+        accounts = [a for a in pixel.authorized_accounts if page.after is None or a > page.after][: page.size + 1]
+        snippets, token = fill(
+            page,
+            ((a, pixels_pb2.PixelSnippet(account_id=a, js=snippet(pixel, a, cents))) for a in accounts),
+            truncated=len(accounts) > page.size, reply_bytes=self.core.limits.max_message_bytes, what="snippet for",
         )
+        return pixels_pb2.PixelSnippets(pixel_id=pixel.id, snippets=snippets, next_page_token=token)
 
 
 def _pixel_id(pixel_id: str) -> str:

@@ -129,8 +129,9 @@ class Store(ABC):
         """The pixel with its authorised accounts; NotFound."""
 
     @abstractmethod
-    def list_pixels(self, account_id: str) -> list[PixelRecord]:
-        """Pixels ``account_id`` is authorised on (created or shared)."""
+    def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
+        """Pixels ``account_id`` is authorised on (created or shared), in id order: the first
+        ``limit`` (None: all) of those with an id after ``after``."""
 
     @abstractmethod
     def pixel_ids(self) -> list[str]:
@@ -145,8 +146,9 @@ class Store(ABC):
         """Delete a pixel and its counters; FailedPrecondition while conversions count it."""
 
     @abstractmethod
-    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
-        """Authorise more accounts (already authorised ones are ignored)."""
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> PixelRecord:
+        """Authorise more accounts (already authorised ones are ignored); FailedPrecondition
+        when the pixel would have more than ``limit`` (None: no limit)."""
 
     @abstractmethod
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
@@ -193,8 +195,9 @@ class Store(ABC):
         """One ad; NotFound."""
 
     @abstractmethod
-    def list_ads(self, account_id: str | None) -> list[AdRecord]:
-        """An account's ads, or every ad when ``account_id`` is None."""
+    def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
+        """An account's ads, or every ad when ``account_id`` is None, in id order: the first
+        ``limit`` (None: all) of those with an id after ``after``."""
 
     @abstractmethod
     def delete_ad(self, ad_id: str) -> None:
@@ -504,7 +507,7 @@ class SQLiteStore(Store):
         with self._lock:
             return self._pixel(self._db, pixel_id)
 
-    def list_pixels(self, account_id: str) -> list[PixelRecord]:
+    def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
         # Two queries whatever the number of pixels (not one per pixel for its accounts), in
         # one read snapshot so the accounts belong to the pixels listed.
         with self._lock:
@@ -513,17 +516,18 @@ class SQLiteStore(Store):
                 pixels = self._db.execute(
                     "SELECT p.id, p.name, p.tag, p.creator, p.creation_time, p.last_firing_time "
                     "FROM pixel_accounts AS mine JOIN pixels AS p ON p.id = mine.pixel_id "
-                    "WHERE mine.account_id = ? ORDER BY p.id",
-                    (account_id,),
+                    "WHERE mine.account_id = ? AND p.id > ? ORDER BY p.id LIMIT ?",
+                    (account_id, after or "", -1 if limit is None else limit),
                 ).fetchall()
                 accounts: dict[str, list[str]] = {row[0]: [] for row in pixels}
-                for pixel_id, account in self._db.execute(
-                    "SELECT a.pixel_id, a.account_id FROM pixel_accounts AS mine "
-                    "JOIN pixel_accounts AS a ON a.pixel_id = mine.pixel_id "
-                    "WHERE mine.account_id = ? ORDER BY a.pixel_id, a.account_id",
-                    (account_id,),
-                ):
-                    accounts[pixel_id].append(account)
+                if pixels:
+                    for pixel_id, account in self._db.execute(
+                        "SELECT a.pixel_id, a.account_id FROM pixel_accounts AS mine "
+                        "JOIN pixel_accounts AS a ON a.pixel_id = mine.pixel_id "
+                        "WHERE mine.account_id = ? AND a.pixel_id BETWEEN ? AND ? ORDER BY a.pixel_id, a.account_id",
+                        (account_id, pixels[0][0], pixels[-1][0]),
+                    ):
+                        accounts[pixel_id].append(account)
             finally:
                 self._db.execute("COMMIT")
         return [PixelRecord(*row, authorized_accounts=tuple(accounts[row[0]])) for row in pixels]
@@ -553,15 +557,21 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM pixels WHERE id = ?", (pixel_id,))
             self._log_change(db, "pixel", pixel_id)
 
-    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> PixelRecord:
         with self._transaction() as db:
             self._pixel(db, pixel_id)
             db.executemany(
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
             )
+            pixel = self._pixel(db, pixel_id)
+            if limit is not None and len(pixel.authorized_accounts) > limit:
+                raise FailedPrecondition(
+                    f"account_ids: pixel {pixel_id} would have {len(pixel.authorized_accounts)} authorised ad accounts, "
+                    f"more than the limit of {limit}; remove some first"
+                )  # raised inside the transaction: nothing was added
             # No change-log row: access checks read the accounts from here, no registry holds them.
-            return self._pixel(db, pixel_id)
+            return pixel
 
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
         accounts = list(accounts)
@@ -699,10 +709,15 @@ class SQLiteStore(Store):
             raise NotFound(f"ad {ad_id!r} is not registered")
         return AdRecord(*rows[0])
 
-    def list_ads(self, account_id: str | None) -> list[AdRecord]:
+    def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
+        page = (after or "", -1 if limit is None else limit)  # SQLite: LIMIT -1 is no limit
         if account_id is None:
-            return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads ORDER BY id")]
-        return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE account_id = ? ORDER BY id", (account_id,))]
+            return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
+        return [
+            AdRecord(*row)
+            for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+                                  (account_id, *page))
+        ]
 
     def delete_ad(self, ad_id: str) -> None:
         with self._transaction() as db:

@@ -76,6 +76,9 @@ def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(t
         assert any(len(p.authorized_accounts) == 6 for p in listed)
         assert many == one <= 4, statements
         assert store.list_pixels("act_404") == []
+        middle = sorted(created)[10:15]  # a page: after a key, at most a limit, accounts still whole
+        assert store.list_pixels("act_1", after=sorted(created)[9], limit=5) == [store.get_pixel(p) for p in middle]
+        assert store.list_pixels("act_1", after=sorted(created)[-1]) == []
     finally:
         store.close()
 

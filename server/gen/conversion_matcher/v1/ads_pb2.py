@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onversion_matcher/v1/ads.proto\x12\x15\x63onversion_matcher.v1\"\xaf\x01\n\x02\x41\x64\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x11\n\tobjective\x18\x03 \x01(\t\x12\x10\n\x08\x63reative\x18\x04 \x01(\t\x12\x19\n\x11optimization_goal\x18\x05 \x01(\t\x12\x17\n\x0fpromoted_object\x18\x06 \x01(\t\x12\x16\n\x0etracking_specs\x18\x07 \x01(\t\x12\x18\n\x10\x63onversion_specs\x18\x08 \x01(\t\":\n\x11RegisterAdRequest\x12%\n\x02\x61\x64\x18\x01 \x01(\x0b\x32\x19.conversion_matcher.v1.Ad\"}\n\x0e\x41\x64Registration\x12%\n\x02\x61\x64\x18\x01 \x01(\x0b\x32\x19.conversion_matcher.v1.Ad\x12 \n\x18\x65\x66\x66\x65\x63tive_tracking_specs\x18\x02 \x01(\t\x12\"\n\x1a\x65\x66\x66\x65\x63tive_conversion_specs\x18\x03 \x01(\t\"\x1d\n\x0cGetAdRequest\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\"$\n\x0eListAdsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"E\n\x0fListAdsResponse\x12\x32\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32%.conversion_matcher.v1.AdRegistration\" \n\x0f\x44\x65leteAdRequest\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\"#\n\x10\x44\x65leteAdResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xd4\x03\n\tAdService\x12]\n\nRegisterAd\x12(.conversion_matcher.v1.RegisterAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12\\\n\tReplaceAd\x12(.conversion_matcher.v1.RegisterAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12S\n\x05GetAd\x12#.conversion_matcher.v1.GetAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12X\n\x07ListAds\x12%.conversion_matcher.v1.ListAdsRequest\x1a&.conversion_matcher.v1.ListAdsResponse\x12[\n\x08\x44\x65leteAd\x12&.conversion_matcher.v1.DeleteAdRequest\x1a\'.conversion_matcher.v1.DeleteAdResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onversion_matcher/v1/ads.proto\x12\x15\x63onversion_matcher.v1\"\xaf\x01\n\x02\x41\x64\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x11\n\tobjective\x18\x03 \x01(\t\x12\x10\n\x08\x63reative\x18\x04 \x01(\t\x12\x19\n\x11optimization_goal\x18\x05 \x01(\t\x12\x17\n\x0fpromoted_object\x18\x06 \x01(\t\x12\x16\n\x0etracking_specs\x18\x07 \x01(\t\x12\x18\n\x10\x63onversion_specs\x18\x08 \x01(\t\":\n\x11RegisterAdRequest\x12%\n\x02\x61\x64\x18\x01 \x01(\x0b\x32\x19.conversion_matcher.v1.Ad\"}\n\x0e\x41\x64Registration\x12%\n\x02\x61\x64\x18\x01 \x01(\x0b\x32\x19.conversion_matcher.v1.Ad\x12 \n\x18\x65\x66\x66\x65\x63tive_tracking_specs\x18\x02 \x01(\t\x12\"\n\x1a\x65\x66\x66\x65\x63tive_conversion_specs\x18\x03 \x01(\t\"\x1d\n\x0cGetAdRequest\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\"K\n\x0eListAdsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x0fListAdsResponse\x12\x32\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32%.conversion_matcher.v1.AdRegistration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0f\x44\x65leteAdRequest\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\"#\n\x10\x44\x65leteAdResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xd4\x03\n\tAdService\x12]\n\nRegisterAd\x12(.conversion_matcher.v1.RegisterAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12\\\n\tReplaceAd\x12(.conversion_matcher.v1.RegisterAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12S\n\x05GetAd\x12#.conversion_matcher.v1.GetAdRequest\x1a%.conversion_matcher.v1.AdRegistration\x12X\n\x07ListAds\x12%.conversion_matcher.v1.ListAdsRequest\x1a&.conversion_matcher.v1.ListAdsResponse\x12[\n\x08\x44\x65leteAd\x12&.conversion_matcher.v1.DeleteAdRequest\x1a\'.conversion_matcher.v1.DeleteAdResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,13 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETADREQUEST']._serialized_start=423
   _globals['_GETADREQUEST']._serialized_end=452
   _globals['_LISTADSREQUEST']._serialized_start=454
-  _globals['_LISTADSREQUEST']._serialized_end=490
-  _globals['_LISTADSRESPONSE']._serialized_start=492
-  _globals['_LISTADSRESPONSE']._serialized_end=561
-  _globals['_DELETEADREQUEST']._serialized_start=563
-  _globals['_DELETEADREQUEST']._serialized_end=595
-  _globals['_DELETEADRESPONSE']._serialized_start=597
-  _globals['_DELETEADRESPONSE']._serialized_end=632
-  _globals['_ADSERVICE']._serialized_start=635
-  _globals['_ADSERVICE']._serialized_end=1103
+  _globals['_LISTADSREQUEST']._serialized_end=529
+  _globals['_LISTADSRESPONSE']._serialized_start=531
+  _globals['_LISTADSRESPONSE']._serialized_end=625
+  _globals['_DELETEADREQUEST']._serialized_start=627
+  _globals['_DELETEADREQUEST']._serialized_end=659
+  _globals['_DELETEADRESPONSE']._serialized_start=661
+  _globals['_DELETEADRESPONSE']._serialized_end=696
+  _globals['_ADSERVICE']._serialized_start=699
+  _globals['_ADSERVICE']._serialized_end=1167
 # @@protoc_insertion_point(module_scope)

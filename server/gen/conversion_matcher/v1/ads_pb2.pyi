@@ -50,16 +50,22 @@ class GetAdRequest(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ...) -> None: ...
 
 class ListAdsRequest(_message.Message):
-    __slots__ = ("account_id",)
+    __slots__ = ("account_id", "page_size", "page_token")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
-    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAdsResponse(_message.Message):
-    __slots__ = ("ads",)
+    __slots__ = ("ads", "next_page_token")
     ADS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ads: _containers.RepeatedCompositeFieldContainer[AdRegistration]
-    def __init__(self, ads: _Optional[_Iterable[_Union[AdRegistration, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, ads: _Optional[_Iterable[_Union[AdRegistration, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteAdRequest(_message.Message):
     __slots__ = ("ad_id",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"conversion_matcher/v1/pixels.proto\x12\x15\x63onversion_matcher.v1\"\xac\x01\n\x05Pixel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12\x10\n\x08js_pixel\x18\x06 \x01(\t\x12\x1d\n\x10last_firing_time\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rcreation_time\x18\x08 \x01(\x03\x42\x13\n\x11_last_firing_time\"C\n\x12\x43reatePixelRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\"#\n\x0fGetPixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"\'\n\x11ListPixelsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"B\n\x12ListPixelsResponse\x12,\n\x06pixels\x18\x01 \x03(\x0b\x32\x1c.conversion_matcher.v1.Pixel\"\\\n\x12UpdatePixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x03tag\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x06\n\x04_tag\"&\n\x12\x44\x65letePixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"&\n\x13\x44\x65letePixelResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"3\n\x1fListAuthorizedAdAccountsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"J\n!ChangeAuthorizedAdAccountsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\"=\n\x14\x41uthorizedAdAccounts\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\"I\n\x17GetPixelSnippetsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_value\".\n\x0cPixelSnippet\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02js\x18\x02 \x01(\t\"X\n\rPixelSnippets\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x35\n\x08snippets\x18\x02 \x03(\x0b\x32#.conversion_matcher.v1.PixelSnippet2\xcd\x07\n\x0cPixelService\x12V\n\x0b\x43reatePixel\x12).conversion_matcher.v1.CreatePixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12P\n\x08GetPixel\x12&.conversion_matcher.v1.GetPixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12\x61\n\nListPixels\x12(.conversion_matcher.v1.ListPixelsRequest\x1a).conversion_matcher.v1.ListPixelsResponse\x12V\n\x0bUpdatePixel\x12).conversion_matcher.v1.UpdatePixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12\x64\n\x0b\x44\x65letePixel\x12).conversion_matcher.v1.DeletePixelRequest\x1a*.conversion_matcher.v1.DeletePixelResponse\x12\x7f\n\x18ListAuthorizedAdAccounts\x12\x36.conversion_matcher.v1.ListAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12\x80\x01\n\x17\x41\x64\x64\x41uthorizedAdAccounts\x12\x38.conversion_matcher.v1.ChangeAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12\x83\x01\n\x1aRemoveAuthorizedAdAccounts\x12\x38.conversion_matcher.v1.ChangeAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12h\n\x10GetPixelSnippets\x12..conversion_matcher.v1.GetPixelSnippetsRequest\x1a$.conversion_matcher.v1.PixelSnippetsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"conversion_matcher/v1/pixels.proto\x12\x15\x63onversion_matcher.v1\"\xac\x01\n\x05Pixel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12\x10\n\x08js_pixel\x18\x06 \x01(\t\x12\x1d\n\x10last_firing_time\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rcreation_time\x18\x08 \x01(\x03\x42\x13\n\x11_last_firing_time\"C\n\x12\x43reatePixelRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\"#\n\x0fGetPixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"N\n\x11ListPixelsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x12ListPixelsResponse\x12,\n\x06pixels\x18\x01 \x03(\x0b\x32\x1c.conversion_matcher.v1.Pixel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x12UpdatePixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x03tag\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x06\n\x04_tag\"&\n\x12\x44\x65letePixelRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"&\n\x13\x44\x65letePixelResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"3\n\x1fListAuthorizedAdAccountsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\"J\n!ChangeAuthorizedAdAccountsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\"=\n\x14\x41uthorizedAdAccounts\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\"p\n\x17GetPixelSnippetsRequest\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06_value\".\n\x0cPixelSnippet\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02js\x18\x02 \x01(\t\"q\n\rPixelSnippets\x12\x10\n\x08pixel_id\x18\x01 \x01(\t\x12\x35\n\x08snippets\x18\x02 \x03(\x0b\x32#.conversion_matcher.v1.PixelSnippet\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xcd\x07\n\x0cPixelService\x12V\n\x0b\x43reatePixel\x12).conversion_matcher.v1.CreatePixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12P\n\x08GetPixel\x12&.conversion_matcher.v1.GetPixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12\x61\n\nListPixels\x12(.conversion_matcher.v1.ListPixelsRequest\x1a).conversion_matcher.v1.ListPixelsResponse\x12V\n\x0bUpdatePixel\x12).conversion_matcher.v1.UpdatePixelRequest\x1a\x1c.conversion_matcher.v1.Pixel\x12\x64\n\x0b\x44\x65letePixel\x12).conversion_matcher.v1.DeletePixelRequest\x1a*.conversion_matcher.v1.DeletePixelResponse\x12\x7f\n\x18ListAuthorizedAdAccounts\x12\x36.conversion_matcher.v1.ListAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12\x80\x01\n\x17\x41\x64\x64\x41uthorizedAdAccounts\x12\x38.conversion_matcher.v1.ChangeAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12\x83\x01\n\x1aRemoveAuthorizedAdAccounts\x12\x38.conversion_matcher.v1.ChangeAuthorizedAdAccountsRequest\x1a+.conversion_matcher.v1.AuthorizedAdAccounts\x12h\n\x10GetPixelSnippets\x12..conversion_matcher.v1.GetPixelSnippetsRequest\x1a$.conversion_matcher.v1.PixelSnippetsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,27 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPIXELREQUEST']._serialized_start=305
   _globals['_GETPIXELREQUEST']._serialized_end=340
   _globals['_LISTPIXELSREQUEST']._serialized_start=342
-  _globals['_LISTPIXELSREQUEST']._serialized_end=381
-  _globals['_LISTPIXELSRESPONSE']._serialized_start=383
-  _globals['_LISTPIXELSRESPONSE']._serialized_end=449
-  _globals['_UPDATEPIXELREQUEST']._serialized_start=451
-  _globals['_UPDATEPIXELREQUEST']._serialized_end=543
-  _globals['_DELETEPIXELREQUEST']._serialized_start=545
-  _globals['_DELETEPIXELREQUEST']._serialized_end=583
-  _globals['_DELETEPIXELRESPONSE']._serialized_start=585
-  _globals['_DELETEPIXELRESPONSE']._serialized_end=623
-  _globals['_LISTAUTHORIZEDADACCOUNTSREQUEST']._serialized_start=625
-  _globals['_LISTAUTHORIZEDADACCOUNTSREQUEST']._serialized_end=676
-  _globals['_CHANGEAUTHORIZEDADACCOUNTSREQUEST']._serialized_start=678
-  _globals['_CHANGEAUTHORIZEDADACCOUNTSREQUEST']._serialized_end=752
-  _globals['_AUTHORIZEDADACCOUNTS']._serialized_start=754
-  _globals['_AUTHORIZEDADACCOUNTS']._serialized_end=815
-  _globals['_GETPIXELSNIPPETSREQUEST']._serialized_start=817
-  _globals['_GETPIXELSNIPPETSREQUEST']._serialized_end=890
-  _globals['_PIXELSNIPPET']._serialized_start=892
-  _globals['_PIXELSNIPPET']._serialized_end=938
-  _globals['_PIXELSNIPPETS']._serialized_start=940
-  _globals['_PIXELSNIPPETS']._serialized_end=1028
-  _globals['_PIXELSERVICE']._serialized_start=1031
-  _globals['_PIXELSERVICE']._serialized_end=2004
+  _globals['_LISTPIXELSREQUEST']._serialized_end=420
+  _globals['_LISTPIXELSRESPONSE']._serialized_start=422
+  _globals['_LISTPIXELSRESPONSE']._serialized_end=513
+  _globals['_UPDATEPIXELREQUEST']._serialized_start=515
+  _globals['_UPDATEPIXELREQUEST']._serialized_end=607
+  _globals['_DELETEPIXELREQUEST']._serialized_start=609
+  _globals['_DELETEPIXELREQUEST']._serialized_end=647
+  _globals['_DELETEPIXELRESPONSE']._serialized_start=649
+  _globals['_DELETEPIXELRESPONSE']._serialized_end=687
+  _globals['_LISTAUTHORIZEDADACCOUNTSREQUEST']._serialized_start=689
+  _globals['_LISTAUTHORIZEDADACCOUNTSREQUEST']._serialized_end=740
+  _globals['_CHANGEAUTHORIZEDADACCOUNTSREQUEST']._serialized_start=742
+  _globals['_CHANGEAUTHORIZEDADACCOUNTSREQUEST']._serialized_end=816
+  _globals['_AUTHORIZEDADACCOUNTS']._serialized_start=818
+  _globals['_AUTHORIZEDADACCOUNTS']._serialized_end=879
+  _globals['_GETPIXELSNIPPETSREQUEST']._serialized_start=881
+  _globals['_GETPIXELSNIPPETSREQUEST']._serialized_end=993
+  _globals['_PIXELSNIPPET']._serialized_start=995
+  _globals['_PIXELSNIPPET']._serialized_end=1041
+  _globals['_PIXELSNIPPETS']._serialized_start=1043
+  _globals['_PIXELSNIPPETS']._serialized_end=1156
+  _globals['_PIXELSERVICE']._serialized_start=1159
+  _globals['_PIXELSERVICE']._serialized_end=2132
 # @@protoc_insertion_point(module_scope)

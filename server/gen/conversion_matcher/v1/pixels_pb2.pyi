@@ -44,16 +44,22 @@ class GetPixelRequest(_message.Message):
     def __init__(self, pixel_id: _Optional[str] = ...) -> None: ...
 
 class ListPixelsRequest(_message.Message):
-    __slots__ = ("account_id",)
+    __slots__ = ("account_id", "page_size", "page_token")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
-    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListPixelsResponse(_message.Message):
-    __slots__ = ("pixels",)
+    __slots__ = ("pixels", "next_page_token")
     PIXELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pixels: _containers.RepeatedCompositeFieldContainer[Pixel]
-    def __init__(self, pixels: _Optional[_Iterable[_Union[Pixel, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, pixels: _Optional[_Iterable[_Union[Pixel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdatePixelRequest(_message.Message):
     __slots__ = ("pixel_id", "name", "tag")
@@ -100,12 +106,16 @@ class AuthorizedAdAccounts(_message.Message):
     def __init__(self, pixel_id: _Optional[str] = ..., account_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetPixelSnippetsRequest(_message.Message):
-    __slots__ = ("pixel_id", "value")
+    __slots__ = ("pixel_id", "value", "page_size", "page_token")
     PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pixel_id: str
     value: int
-    def __init__(self, pixel_id: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, pixel_id: _Optional[str] = ..., value: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class PixelSnippet(_message.Message):
     __slots__ = ("account_id", "js")
@@ -116,9 +126,11 @@ class PixelSnippet(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., js: _Optional[str] = ...) -> None: ...
 
 class PixelSnippets(_message.Message):
-    __slots__ = ("pixel_id", "snippets")
+    __slots__ = ("pixel_id", "snippets", "next_page_token")
     PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
     SNIPPETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pixel_id: str
     snippets: _containers.RepeatedCompositeFieldContainer[PixelSnippet]
-    def __init__(self, pixel_id: _Optional[str] = ..., snippets: _Optional[_Iterable[_Union[PixelSnippet, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, pixel_id: _Optional[str] = ..., snippets: _Optional[_Iterable[_Union[PixelSnippet, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -130,7 +130,7 @@ class PixelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddAuthorizedAdAccounts(self, request, context):
-        """Authorises more ad accounts; only the creator account may.
+        """Authorises more ad accounts; only the creator account may. A pixel has at most 10,000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,108 @@
+"""Pages of list replies: ``page_size``, ``page_token`` and ``next_page_token`` (AIP-158).
+
+An account's ads or pixels, and a pixel's snippets, have no bound a reply could hold, so their
+calls answer one page at a time:
+
+- A page holds at most ``page_size`` items (0: ``MAX_PAGE_SIZE``; more is taken as
+  ``MAX_PAGE_SIZE``; negative is code 100). It also ends before the reply would pass the
+  server's message size limit, so a short page is not necessarily the last: an empty
+  ``next_page_token`` is.
+- Items come in key order (ad id, pixel id, account id), and a token holds the key of the
+  last item its page covered: the next page starts strictly after it. Items created or
+  deleted between pages therefore never make the other items repeat or go missing.
+- A token names its call and scope (the account or pixel listed). Given to another call or
+  scope, or not one this service wrote, it is code 100 on ``page_token``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from google.protobuf.message import Message
+
+from server.errors import InvalidArgument, LimitExceeded
+
+__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "page_request"]
+
+MAX_PAGE_SIZE = 1000
+REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a pixel id
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page asked for: ``call``/``scope`` bind its tokens; ``after`` is the key it starts after."""
+
+    call: str
+    scope: str
+    size: int
+    after: str | None
+
+    def token(self, last_key: str) -> str:
+        text = json.dumps([self.call, self.scope, last_key], separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def page_request(request: Message, call: str, scope: str) -> Page:
+    """The page ``request`` asks for (its ``page_size`` and ``page_token``); code 100 when bad."""
+    size = request.page_size
+    if size < 0:
+        raise InvalidArgument(f"page_size: {size} is negative (0 asks for the default, {MAX_PAGE_SIZE})")
+    return Page(call, scope, min(size or MAX_PAGE_SIZE, MAX_PAGE_SIZE), _after(request.page_token, call, scope))
+
+
+def _after(token: str, call: str, scope: str) -> str | None:
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        decoded = None
+    if not (isinstance(decoded, list) and len(decoded) == 3 and all(isinstance(part, str) for part in decoded)):
+        raise InvalidArgument("page_token: not a next_page_token this service returned")
+    if decoded[:2] != [call, scope]:
+        raise InvalidArgument(
+            f"page_token: returned by {decoded[0]} for {decoded[1]!r}, not by {call} for {scope!r}; "
+            "start again without a token"
+        )
+    return decoded[2]
+
+
+def _entry_bytes(message: Message) -> int:
+    """Bytes ``message`` takes as one element of a repeated field numbered under 16."""
+    size = message.ByteSize()
+    return 1 + (size.bit_length() + 6) // 7 + size if size else 2
+
+
+def fill(page: Page, items: Iterable[tuple[str, Message | None]], *, truncated: bool, reply_bytes: int,
+         what: str) -> tuple[list[Message], str]:
+    """The messages of one page and the next page's token ('' when this page is the last).
+
+    ``items`` are (key, message) in key order after ``page.after``: at most ``page.size + 1``
+    of them, and ``truncated`` says whether the source had more than those. A message of None
+    is an item left out of the listing that the page still moves past. ``reply_bytes`` is the
+    server's message size limit; an item that alone would pass it is code 368 naming ``what``.
+    """
+    budget = reply_bytes - REPLY_RESERVE_BYTES
+    messages: list[Message] = []
+    used = 0
+    last: str | None = None
+    for key, message in items:
+        if len(messages) == page.size:
+            return messages, page.token(last) if last is not None else ""
+        if message is not None:
+            size = _entry_bytes(message)
+            if used + size > budget:
+                if not messages:
+                    raise LimitExceeded(
+                        f"{what} {key}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
+                        "the server's --max-message-bytes)"
+                    )
+                return messages, page.token(last) if last is not None else ""
+            messages.append(message)
+            used += size
+        last = key
+    return messages, page.token(last) if truncated and last is not None else ""

@@ -1,0 +1,176 @@
+"""Paged lists (ListAds, ListPixels, GetPixelSnippets) against a real server on loopback: every
+item exactly once across pages, pages within the reply limit, tokens bound to their call."""
+
+import grpc
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from server.client import Client, error_code
+from server.core import Limits
+from server.gen.conversion_matcher.v1 import ads_pb2, pixels_pb2
+from server.paging import MAX_PAGE_SIZE, REPLY_RESERVE_BYTES, Page, _after, fill, page_request
+from server.testing import running_server
+from tests.service_fixtures import other, owner, rejected, service  # noqa: F401 (fixtures)
+
+
+def ad(ad_id: str, account: str = "act_1", creative_bytes: int = 0) -> dict:
+    creative = {"kind": "page_like", "page_id": "P1", "note": "x" * creative_bytes}
+    return {"id": ad_id, "account_id": account, "objective": "PAGE_LIKES", "creative": creative}
+
+
+def invalid(error: grpc.RpcError, place: str) -> str:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100, error.details()
+    assert error.details().startswith(place), error.details()
+    return error.details()
+
+
+def test_ads_come_in_pages_of_page_size_in_id_order(owner):  # noqa: F811
+    ids = [f"ad{i:02d}" for i in range(25)]
+    for ad_id in reversed(ids):
+        owner.register_ad(ad(ad_id))
+    owner.register_ad(ad("other-account", account="act_2"))
+    request = ads_pb2.ListAdsRequest(account_id="act_1", page_size=10)
+    replies = list(owner.pages(owner.ads.ListAds, request))
+    assert [[a.ad.id for a in r.ads] for r in replies] == [ids[:10], ids[10:20], ids[20:]]
+    assert [bool(r.next_page_token) for r in replies] == [True, True, False]
+    assert request.page_token == ""  # pages() leaves the caller's request alone
+    whole = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1"))
+    assert [a.ad.id for a in whole.ads] == ids and whole.next_page_token == ""
+    assert [a.ad.id for a in owner.list_ads("act_1")] == ids
+
+
+def test_a_page_that_fills_its_page_size_exactly_may_be_followed_by_an_empty_last_one(owner):  # noqa: F811
+    for i in range(4):
+        owner.register_ad(ad(f"ad{i}"))
+    first = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=4))
+    assert len(first.ads) == 4 and first.next_page_token == ""  # the store said there were no more
+
+
+def test_changes_between_pages_neither_repeat_nor_drop_the_other_items(owner):  # noqa: F811
+    for i in range(0, 20, 2):
+        owner.register_ad(ad(f"ad{i:02d}"))
+    first = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=4))
+    assert [a.ad.id for a in first.ads] == ["ad00", "ad02", "ad04", "ad06"]
+    owner.call(owner.ads.DeleteAd, ads_pb2.DeleteAdRequest(ad_id="ad02"))  # already listed
+    owner.call(owner.ads.DeleteAd, ads_pb2.DeleteAdRequest(ad_id="ad10"))  # not yet listed
+    owner.register_ad(ad("ad01"))  # before the token: belongs to a page already read
+    owner.register_ad(ad("ad11"))  # after it: listed
+    rest = owner.pages(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=4,
+                                                                 page_token=first.next_page_token))
+    assert [a.ad.id for r in rest for a in r.ads] == ["ad08", "ad11", "ad12", "ad14", "ad16", "ad18"]
+
+
+def test_a_page_ends_before_the_reply_passes_the_message_limit(tmp_path):
+    """The audit's case: an account's ads outgrew one reply and ListAds failed with
+    RESOURCE_EXHAUSTED (no error code). Now the pages stay under the limit and hold them all."""
+    limit = 256 * 1024
+    with running_server(tmp_path / "db.sqlite", limits=Limits(max_message_bytes=limit)) as (_, target):
+        with Client(target, "owner-token") as owner:
+            for i in range(60):
+                owner.register_ad(ad(f"ad{i:02d}", creative_bytes=15_000))  # ~15 KB per listed ad
+            replies = list(owner.pages(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1")))
+    assert [a.ad.id for r in replies for a in r.ads] == [f"ad{i:02d}" for i in range(60)]
+    assert len(replies) == 4
+    budget = limit - REPLY_RESERVE_BYTES
+    for reply, following in zip(replies, replies[1:]):
+        items = ads_pb2.ListAdsResponse(ads=reply.ads).ByteSize()
+        assert items <= budget < items + ads_pb2.ListAdsResponse(ads=following.ads[:1]).ByteSize()  # full
+    assert ads_pb2.ListAdsResponse(ads=replies[-1].ads).ByteSize() <= budget
+
+
+def test_pixels_come_in_pages(owner, other):  # noqa: F811
+    created = sorted(owner.create_pixel("act_1", f"p{i}").id for i in range(7))
+    owner.create_pixel("act_2", "not act_1's")
+    shared = other.create_pixel("act_3", "shared with act_1")
+    other.call(other.pixels.AddAuthorizedAdAccounts,
+               pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=shared.id, account_ids=["act_1"]))
+    replies = list(owner.pages(owner.pixels.ListPixels, pixels_pb2.ListPixelsRequest(account_id="act_1", page_size=3)))
+    assert [len(r.pixels) for r in replies] == [3, 3, 2]
+    assert [p.id for r in replies for p in r.pixels] == sorted([*created, shared.id])
+    assert [p.id for p in owner.list_pixels("act_1")] == sorted([*created, shared.id])
+
+
+def test_snippets_come_in_pages_in_account_order(owner):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "shop").id
+    accounts = [f"act_{n}" for n in (5, 10, 7, 42, 300)]
+    owner.call(owner.pixels.AddAuthorizedAdAccounts,
+               pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=accounts))
+    request = pixels_pb2.GetPixelSnippetsRequest(pixel_id=pixel, value=250, page_size=2)
+    replies = list(owner.pages(owner.pixels.GetPixelSnippets, request))
+    listed = [s.account_id for r in replies for s in r.snippets]
+    assert listed == sorted(["act_1", *accounts]) and [len(r.snippets) for r in replies] == [2, 2, 2]
+    assert all(r.pixel_id == pixel and "'2.50'" in s.js for r in replies for s in r.snippets)
+    assert [s.account_id for s in owner.snippets(pixel).snippets] == listed
+
+
+def test_a_token_belongs_to_its_call_and_scope(owner):  # noqa: F811
+    for i in range(3):
+        owner.register_ad(ad(f"ad{i}"))
+        owner.register_ad(ad(f"ad2-{i}", account="act_2"))
+    token = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=1)).next_page_token
+    details = invalid(rejected(owner.call, owner.ads.ListAds,
+                               ads_pb2.ListAdsRequest(account_id="act_2", page_token=token)), "page_token: ")
+    assert "act_1" in details and "act_2" in details
+    invalid(rejected(owner.call, owner.pixels.ListPixels,
+                     pixels_pb2.ListPixelsRequest(account_id="act_1", page_token=token)), "page_token: returned by ListAds")
+    for garbage in ("x", "not a token!", "W10", "WyJhIiwiYiJd"):  # W10 = [], the other ["a","b"]
+        invalid(rejected(owner.call, owner.ads.ListAds,
+                         ads_pb2.ListAdsRequest(account_id="act_1", page_token=garbage)), "page_token: not a ")
+    invalid(rejected(owner.call, owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=-1)),
+            "page_size: -1 is negative")
+
+
+def test_a_page_size_over_the_largest_is_taken_as_the_largest(owner):  # noqa: F811
+    owner.register_ad(ad("ad1"))
+    reply = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=2**31 - 1))
+    assert [a.ad.id for a in reply.ads] == ["ad1"] and reply.next_page_token == ""
+
+
+def test_a_pixel_has_at_most_its_limit_of_accounts(tmp_path):
+    with running_server(tmp_path / "db.sqlite", limits=Limits(max_accounts_per_pixel=3)) as (_, target):
+        with Client(target, "owner-token") as owner:
+            pixel = owner.create_pixel("act_1", "shop").id
+
+            def add(*accounts):
+                request = pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=list(accounts))
+                return owner.call(owner.pixels.AddAuthorizedAdAccounts, request).account_ids
+
+            assert list(add("act_5", "act_6")) == ["act_1", "act_5", "act_6"]
+            error = rejected(add, "act_7", "act_5")
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_code(error) == 100
+            assert "4 authorised ad accounts, more than the limit of 3" in error.details()
+            assert list(add("act_5")) == ["act_1", "act_5", "act_6"]  # already there: no growth
+            listed = owner.call(owner.pixels.ListAuthorizedAdAccounts, pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel))
+            assert list(listed.account_ids) == ["act_1", "act_5", "act_6"]  # the refused call added nothing
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=40),
+    left_out=st.sets(st.integers(0, 39)),
+    page_size=st.integers(1, 12),
+    reply_bytes=st.integers(REPLY_RESERVE_BYTES + 3010, REPLY_RESERVE_BYTES + 12_000),
+)
+def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, page_size, reply_bytes):
+    items = [(f"k{i:02d}", pixels_pb2.PixelSnippet(js="x" * n) if i not in left_out else None)
+             for i, n in enumerate(sizes)]
+    after, seen, pages = None, [], 0
+    while True:
+        page = Page("Call", "scope", page_size, after)
+        rest = [item for item in items if after is None or item[0] > after]
+        messages, token = fill(page, iter(rest[: page_size + 1]), truncated=len(rest) > page_size + 1,
+                               reply_bytes=reply_bytes, what="item")
+        assert len(messages) <= page_size
+        assert pixels_pb2.PixelSnippets(snippets=messages).ByteSize() <= reply_bytes - REPLY_RESERVE_BYTES
+        seen += messages
+        pages += 1
+        assert pages <= len(items) + 1
+        if not token:
+            break
+        after = _after(token, "Call", "scope")
+    assert seen == [m for _, m in items if m is not None]
+
+
+def test_page_size_zero_means_the_largest_page():
+    request = ads_pb2.ListAdsRequest(account_id="act_1")
+    assert page_request(request, "ListAds", "act_1").size == MAX_PAGE_SIZE
