@@ -157,6 +157,48 @@ def _status_of(error: BaseException, method: str, context: grpc.ServicerContext)
     return to_status(error)
 
 
+class Undecodable:
+    """A request message that does not parse (bytes that are not protobuf, a string field that
+    is not UTF-8). gRPC would answer it INTERNAL with no details, before any handler ran; the
+    interceptor's deserializer hands it on instead, and the handler's wrapper answers code 100."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def error(self, place: str) -> InvalidArgument:
+        return InvalidArgument(f"{place}: {self.message}")
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    owner = getattr(deserialize, "__self__", None)  # generated code passes Message.FromString
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # noqa: BLE001 - every parse failure is the client's
+            return Undecodable(f"not a valid {name} message ({error})")
+
+    return tolerant
+
+
+def _decoded(request: Any) -> Any:
+    if type(request) is Undecodable:
+        raise request.error("request")
+    return request
+
+
+def _each_decoded(requests: Any) -> Any:
+    for i, request in enumerate(requests):
+        if type(request) is Undecodable:
+            raise request.error(f"requests[{i}]")
+        yield request
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions raised by any handler (unary or streaming) to rich statuses, and
     reports every call's method, status and duration to ``observe`` (metrics)."""
@@ -180,22 +222,24 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        checked = _each_decoded if handler.request_streaming else _decoded
         if handler.unary_unary:
-            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method, checked))
         if handler.unary_stream:
-            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, method))
+            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, method, checked))
         if handler.stream_unary:
-            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, method))
-        return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, method))
+            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, method, checked))
+        return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, method, checked))
 
-    def _wrap_unary(self, behaviour: Callable, method: str) -> Callable:
+    def _wrap_unary(self, behaviour: Callable, method: str, checked: Callable[[Any], Any]) -> Callable:
         observe = self._observe
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
             try:
-                return behaviour(request, context)
+                return behaviour(checked(request), context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 status = _status_of(error, method, context)
                 code = status.code.name
@@ -205,14 +249,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         return unary
 
-    def _wrap_stream(self, behaviour: Callable, method: str) -> Callable:
+    def _wrap_stream(self, behaviour: Callable, method: str, checked: Callable[[Any], Any]) -> Callable:
         observe = self._observe
 
         def stream(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
             try:
-                yield from behaviour(request, context)
+                yield from behaviour(checked(request), context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 status = _status_of(error, method, context)
                 code = status.code.name

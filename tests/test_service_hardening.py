@@ -126,3 +126,26 @@ def test_an_error_quoting_a_long_input_is_cut_to_a_readable_length(owner):  # no
     error = rejected(owner.get_pixel, "9" * 8000)
     assert error.code() == grpc.StatusCode.NOT_FOUND and error_code(error) == 100
     assert len(error.details().encode()) <= MAX_MESSAGE_BYTES and error.details().endswith("...")
+
+
+def test_a_request_that_is_not_valid_protobuf_is_code_100_and_changes_nothing(service, owner, ingest):  # noqa: F811
+    # gRPC used to refuse these while decoding, before any handler: INTERNAL, no details.
+    channel = owner.channel
+    register = channel.unary_unary("/conversion_matcher.v1.AdService/RegisterAd")
+    good = ads_pb2.RegisterAdRequest(ad=ads_pb2.Ad(id="ad1", account_id="act_1", objective="PAGE_LIKES",
+                                                   creative='{"kind":"page_like","page_id":"P1"}')).SerializeToString()
+    bad_utf8 = good.replace(b"P1", b"\xff\xfe")  # the creative's text is no longer UTF-8
+    for payload in (bad_utf8, b"\x0a\xff\xff\xff"):  # and a length running past the end
+        error = rejected(register, payload, metadata=owner.metadata)
+        details = invalid(error, "request: not a valid conversion_matcher.v1.RegisterAdRequest message")
+        assert "Error parsing" in details
+    assert not owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1")).ads
+    stream = channel.stream_stream("/conversion_matcher.v1.ClassificationService/StreamClassifyActions")
+    ok = classification_pb2.ClassifyActionsRequest(actions=['{"action.type":"like","page":"P1"}']).SerializeToString()
+    replies = stream(iter([ok, ok.replace(b"P1", b"\xc3\x28"), ok]), metadata=ingest.metadata)
+    assert classification_pb2.ClassifyActionsResponse.FromString(next(replies)).ad_counts == [0]
+    with pytest.raises(grpc.RpcError) as caught:
+        next(replies)
+    invalid(caught.value, "requests[1]: not a valid conversion_matcher.v1.ClassifyActionsRequest message")
+    assert register(good, metadata=owner.metadata)  # the server goes on serving
+    assert [a.ad.id for a in owner.list_ads("act_1")] == ["ad1"]
