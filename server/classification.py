@@ -25,7 +25,7 @@ from matcher.values import url_parts
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, parse_json
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, classification_pb2_grpc
-from server.registry import Snapshot
+from server.registry import PIXEL_SELECTORS, Snapshot
 from server.store import Recording
 
 HOUR = 3600
@@ -403,7 +403,7 @@ def ads_for_actions(snapshot: Snapshot, actions: list[dict]) -> list[list[tuple[
 
 def pixel_firing_action(pixel_id: str) -> dict:
     """The action a pixel firing is, for ads' specs (both the old and the new pixel selector)."""
-    return {"action.type": "offsite_conversion", "fb_pixel": pixel_id, "offsite_pixel": pixel_id}
+    return {"action.type": "offsite_conversion", **dict.fromkeys(PIXEL_SELECTORS, pixel_id)}
 
 
 def ads_for_pixels(snapshot: Snapshot, pixel_ids: Iterable[str]) -> dict[str, tuple]:

@@ -23,6 +23,7 @@ position reloads everything.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -200,7 +201,7 @@ class Registry:
             current = self.snapshot
             ads = {**current.ad_specs, record.id: specs}
             tracking, conversion = _compile_ads(ads, current, changed=[record.id])
-            stored = self.store.put_ad(record, replace_existing=replace_existing)
+            stored = self.store.put_ad(record, replace_existing=replace_existing, pixels=named_pixels(specs))
             self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
             return stored, specs
@@ -379,6 +380,22 @@ def _json_object(text: str, field_name: str) -> dict:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field_name}: expected a JSON object")
     return value
+
+
+# The selectors a pixel firing fills (``classification.pixel_firing_action``); an ad's specs
+# name a pixel under one of them (``promoted_object.pixel_id`` fills ``fb_pixel``).
+PIXEL_SELECTORS = ("fb_pixel", "offsite_pixel")
+
+
+def named_pixels(specs: AdSpecs) -> frozenset[str]:
+    """The pixel ids an ad's effective specs name."""
+    return frozenset(
+        str(value)
+        for text in (specs.tracking_json, specs.conversion_json)
+        for spec in json.loads(text)
+        for selector in PIXEL_SELECTORS
+        for value in spec.get(selector, ())
+    )
 
 
 def effective_ad_specs(ad: AdRecord) -> AdSpecs:

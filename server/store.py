@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Collection, Iterable, Iterator, Mapping
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from server.ids import new_id
@@ -187,8 +187,10 @@ class Store(ABC):
         """Delete a conversion and its counters; NotFound."""
 
     @abstractmethod
-    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord:
-        """Insert (AlreadyExists when taken) or, with ``replace_existing``, replace (NotFound when absent)."""
+    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = ()) -> AdRecord:
+        """Insert (AlreadyExists when taken) or, with ``replace_existing``, replace (NotFound when
+        absent). ``pixels``: the pixel ids the ad's specs name; PermissionDenied when one is a
+        registered pixel the ad's account is not authorised on (unregistered ids are allowed)."""
 
     @abstractmethod
     def get_ad(self, ad_id: str) -> AdRecord:
@@ -688,13 +690,22 @@ class SQLiteStore(Store):
 
     # -- ads ------------------------------------------------------------------------------
 
-    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> AdRecord:
+    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = ()) -> AdRecord:
         with self._transaction() as db:
             exists = db.execute("SELECT 1 FROM ads WHERE id = ?", (record.id,)).fetchone() is not None
             if exists and not replace_existing:
                 raise AlreadyExists(f"ad {record.id!r} is already registered; use ReplaceAd to change it")
             if replace_existing and not exists:
                 raise NotFound(f"ad {record.id!r} is not registered")
+            # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
+            for pixel_id in sorted(pixels):
+                registered = db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
+                if registered and db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
+                                             (pixel_id, record.account_id)).fetchone() is None:
+                    raise PermissionDenied(
+                        f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
+                        f"{record.account_id} is not authorised on it"
+                    )
             db.execute(
                 f"INSERT OR REPLACE INTO ads ({_AD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,

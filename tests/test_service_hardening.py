@@ -149,3 +149,31 @@ def test_a_request_that_is_not_valid_protobuf_is_code_100_and_changes_nothing(se
     invalid(caught.value, "requests[1]: not a valid conversion_matcher.v1.ClassifyActionsRequest message")
     assert register(good, metadata=owner.metadata)  # the server goes on serving
     assert [a.ad.id for a in owner.list_ads("act_1")] == ["ad1"]
+
+
+def test_an_ad_cannot_name_a_registered_pixel_its_account_is_not_authorised_on(owner, other):  # noqa: F811
+    # The spec: using a pixel the account is not authorised on is PERMISSION_DENIED, code 200.
+    theirs = other.create_pixel("act_3", "act_3's shop").id
+    mine = owner.create_pixel("act_1", "mine").id
+    named = [
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": [theirs]}])},
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "offsite_pixel": [int(theirs)]}])},
+        {"conversion_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": [mine, theirs]}])},
+        {"objective": "CONVERSIONS", "optimization_goal": "OFFSITE_CONVERSIONS",
+         "creative": {"kind": "domain", "url": "http://shop.example", "page_id": "P1"},
+         "promoted_object": {"pixel_id": theirs}},
+    ]
+    for fields in named:
+        error = rejected(owner.register_ad, {**AD, **fields})
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200, error.details()
+        assert f"pixel {theirs}" in error.details() and "act_1" in error.details()
+    assert not owner.list_ads("act_1")
+    # Its own pixel, and ids no one registered, are fine; so is theirs once shared with act_1.
+    unregistered = {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": [mine, "42"]}])}
+    owner.register_ad({**AD, **unregistered})
+    error = rejected(owner.register_ad, {**AD, **named[0]}, replace=True)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert json.loads(owner.list_ads("act_1")[0].ad.tracking_specs)[0]["fb_pixel"] == [mine, "42"]  # unchanged
+    other.call(other.pixels.AddAuthorizedAdAccounts,
+               pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=theirs, account_ids=["act_1"]))
+    assert owner.register_ad({**AD, **named[0]}, replace=True).ad.tracking_specs == named[0]["tracking_specs"]
