@@ -93,7 +93,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         records = self.core.store.list_ads(account, page.after, page.size + 1)
         ads, token = fill(
             page,
-            # An ad this process has not loaded yet is left out (docs/service.md, "Consistency").
+            # An ad this process has not loaded yet is left out (docs/service.md, "Consistency across processes").
             ((r.id, _registration(r, specs[r.id]) if r.id in specs else None) for r in records),
             truncated=len(records) > page.size, reply_bytes=self.core.limits.max_message_bytes, what="ad",
         )
