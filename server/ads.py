@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from server.auth import Principal
 from server.core import Core
 from server.errors import InvalidArgument
-from server.paging import fill, page_request
+from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
 from server.registry import AdSpecs, effective_ad_specs
 from server.store import AdRecord
@@ -90,12 +92,13 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         account = principal.require_account(request.account_id)
         page = page_request(request, "ListAds", account)
         specs = self.core.registry.snapshot.ad_specs
-        records = self.core.store.list_ads(account, page.after, page.size + 1)
+        records = read_on(lambda after, limit: self.core.store.list_ads(account, after, limit), attrgetter("id"),
+                          page.after)
         ads, token = fill(
             page,
             # An ad this process has not loaded yet is left out (docs/service.md, "Consistency across processes").
             ((r.id, _registration(r, specs[r.id]) if r.id in specs else None) for r in records),
-            truncated=len(records) > page.size, reply_bytes=self.core.limits.max_message_bytes, what="ad",
+            reply_bytes=self.core.limits.max_message_bytes, what="ad",
         )
         return pb.ListAdsResponse(ads=ads, next_page_token=token)
 

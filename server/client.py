@@ -271,10 +271,11 @@ class Client:
         """Invoke any unary stub method with the token and timeout."""
         return method(request, metadata=self.metadata, timeout=self.timeout)
 
-    def pages(self, method: Any, request: Any) -> Iterator[Any]:
+    def pages(self, method: Any, original: Any) -> Iterator[Any]:
         """The replies of a paged call (``ListAds``, ``ListPixels``, ``GetPixelSnippets``), one
-        per page, following ``next_page_token`` until it is empty; ``request`` is not changed."""
-        request = type(request).FromString(request.SerializeToString())
+        per page, following ``next_page_token`` until it is empty; ``original`` is not changed."""
+        request = type(original)()
+        request.CopyFrom(original)
         while True:
             reply = self.call(method, request)
             yield reply

@@ -20,16 +20,19 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from google.protobuf.message import Message
 
 from server.errors import InvalidArgument, LimitExceeded
 
-__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "page_request"]
+__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "page_request", "read_on"]
 
 MAX_PAGE_SIZE = 1000
 REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a pixel id
+READ_CHUNK = 64  # rows read from the store at a time: a page that ends on bytes reads few past it
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,22 +80,33 @@ def _entry_bytes(message: Message) -> int:
     return 1 + (size.bit_length() + 6) // 7 + size if size else 2
 
 
-def fill(page: Page, items: Iterable[tuple[str, Message | None]], *, truncated: bool, reply_bytes: int,
+def read_on(read: Callable[[str | None, int], list[T]], key: Callable[[T], str], after: str | None) -> Iterator[T]:
+    """Every row after ``after``, lazily: ``read(after, limit)`` gives the first ``limit`` rows
+    after a key, in key order, and is called again only when a page needs more."""
+    while True:
+        rows = read(after, READ_CHUNK)
+        yield from rows
+        if len(rows) < READ_CHUNK:
+            return
+        after = key(rows[-1])
+
+
+def fill(page: Page, items: Iterable[tuple[str, Message | None]], *, reply_bytes: int,
          what: str) -> tuple[list[Message], str]:
     """The messages of one page and the next page's token ('' when this page is the last).
 
-    ``items`` are (key, message) in key order after ``page.after``: at most ``page.size + 1``
-    of them, and ``truncated`` says whether the source had more than those. A message of None
-    is an item left out of the listing that the page still moves past. ``reply_bytes`` is the
-    server's message size limit; an item that alone would pass it is code 368 naming ``what``.
+    ``items`` are (key, message) in key order, every item after ``page.after`` (read lazily:
+    the page takes what fits and looks one item further). A message of None is an item left
+    out of the listing that the page still moves past. ``reply_bytes`` is the server's
+    message size limit; an item that alone would pass it is code 368 naming ``what``.
     """
     budget = reply_bytes - REPLY_RESERVE_BYTES
     messages: list[Message] = []
     used = 0
-    last: str | None = None
+    last = ""
     for key, message in items:
         if len(messages) == page.size:
-            return messages, page.token(last) if last is not None else ""
+            return messages, page.token(last)
         if message is not None:
             size = _entry_bytes(message)
             if used + size > budget:
@@ -101,8 +115,8 @@ def fill(page: Page, items: Iterable[tuple[str, Message | None]], *, truncated: 
                         f"{what} {key}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
                         "the server's --max-message-bytes)"
                     )
-                return messages, page.token(last) if last is not None else ""
+                return messages, page.token(last)
             messages.append(message)
             used += size
         last = key
-    return messages, page.token(last) if truncated and last is not None else ""
+    return messages, ""

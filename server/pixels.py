@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from html import escape
-
+from operator import attrgetter
 
 from server.auth import Principal, check_account_id
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, PermissionDenied
 from server.gen.conversion_matcher.v1 import pixels_pb2, pixels_pb2_grpc
-from server.paging import fill, page_request
+from server.paging import fill, page_request, read_on
 from server.store import PixelRecord
 
 PIXEL_TAGS = ("CHECKOUT", "REGISTRATION", "LEAD", "KEY_PAGE_VIEW", "ADD_TO_CART", "OTHER")
@@ -132,9 +132,10 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         principal = self.core.authenticate(context)
         account = principal.require_account(request.account_id)
         page = page_request(request, "ListPixels", account)
-        records = self.core.store.list_pixels(account, page.after, page.size + 1)
+        records = read_on(lambda after, limit: self.core.store.list_pixels(account, after, limit),
+                          attrgetter("id"), page.after)
         pixels, token = fill(
-            page, ((p.id, self._message(p)) for p in records), truncated=len(records) > page.size,
+            page, ((p.id, self._message(p)) for p in records),
             reply_bytes=self.core.limits.max_message_bytes, what="pixel",
         )
         return pixels_pb2.ListPixelsResponse(pixels=pixels, next_page_token=token)
@@ -182,11 +183,11 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
             raise InvalidArgument(f"value: {cents} cents is outside 0..{MAX_SNIPPET_CENTS}")
         pixel = self._readable(principal, request.pixel_id)
         page = page_request(request, "GetPixelSnippets", pixel.id)
-        accounts = [a for a in pixel.authorized_accounts if page.after is None or a > page.after][: page.size + 1]
+        accounts = (a for a in pixel.authorized_accounts if page.after is None or a > page.after)
         snippets, token = fill(
             page,
             ((a, pixels_pb2.PixelSnippet(account_id=a, js=snippet(pixel, a, cents))) for a in accounts),
-            truncated=len(accounts) > page.size, reply_bytes=self.core.limits.max_message_bytes, what="snippet for",
+            reply_bytes=self.core.limits.max_message_bytes, what="snippet for",
         )
         return pixels_pb2.PixelSnippets(pixel_id=pixel.id, snippets=snippets, next_page_token=token)
 

@@ -338,6 +338,15 @@ def _finite_sum(column: str) -> str:
     return f"MIN(MAX({column} + excluded.{column}, -{sys.float_info.max!r}), {sys.float_info.max!r})"
 
 
+def _registered(db: sqlite3.Connection, pixel_id: str) -> bool:
+    return db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
+
+
+def _authorised(db: sqlite3.Connection, pixel_id: str, account_id: str) -> bool:
+    return db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
+                      (pixel_id, account_id)).fetchone() is not None
+
+
 def _conversion_row(record: CustomConversionRecord) -> tuple:
     """``record`` in ``_CC_COLUMNS`` order."""
     return (
@@ -476,7 +485,8 @@ class SQLiteStore(Store):
         return ChangeBatch(position=last, changes=tuple((kind, oid) for _, kind, oid in rows), gap=pruned > position)
 
     def pixel_exists(self, pixel_id: str) -> bool:
-        return bool(self._read("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)))
+        with self._lock:
+            return _registered(self._db, pixel_id)
 
     # -- pixels -------------------------------------------------------------------------
 
@@ -495,7 +505,7 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             while True:
                 pixel_id = new_id()  # retried on the rare id already taken
-                if db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is None:
+                if not _registered(db, pixel_id):
                     break
             db.execute(
                 "INSERT INTO pixels (id, name, tag, creator, creation_time) VALUES (?, ?, ?, ?, ?)",
@@ -626,11 +636,10 @@ class SQLiteStore(Store):
                     f"ad account {record.account_id} already has {count} custom conversions, the limit is {limit} "
                     "(archived ones count; delete one first)"
                 )
-            if db.execute("SELECT 1 FROM pixels WHERE id = ?", (record.event_source_id,)).fetchone() is None:
+            if not _registered(db, record.event_source_id):
                 raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
             # Checked again here, in the transaction: an account removed meanwhile has no access.
-            if db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
-                          (record.event_source_id, record.account_id)).fetchone() is None:
+            if not _authorised(db, record.event_source_id, record.account_id):
                 raise PermissionDenied(
                     f"Permissions error: ad account {record.account_id} is not authorised on pixel {record.event_source_id}")
             if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
@@ -699,9 +708,7 @@ class SQLiteStore(Store):
                 raise NotFound(f"ad {record.id!r} is not registered")
             # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
             for pixel_id in sorted(pixels):
-                registered = db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
-                if registered and db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
-                                             (pixel_id, record.account_id)).fetchone() is None:
+                if _registered(db, pixel_id) and not _authorised(db, pixel_id, record.account_id):
                     raise PermissionDenied(
                         f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
                         f"{record.account_id} is not authorised on it"

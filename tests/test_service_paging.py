@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from server.client import Client, error_code
 from server.core import Limits
 from server.gen.conversion_matcher.v1 import ads_pb2, pixels_pb2
-from server.paging import MAX_PAGE_SIZE, REPLY_RESERVE_BYTES, Page, _after, fill, page_request
+from server.paging import MAX_PAGE_SIZE, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on
 from server.testing import running_server
 from tests.service_fixtures import other, owner, rejected, service  # noqa: F401 (fixtures)
 
@@ -158,8 +158,7 @@ def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, pag
     while True:
         page = Page("Call", "scope", page_size, after)
         rest = [item for item in items if after is None or item[0] > after]
-        messages, token = fill(page, iter(rest[: page_size + 1]), truncated=len(rest) > page_size + 1,
-                               reply_bytes=reply_bytes, what="item")
+        messages, token = fill(page, iter(rest), reply_bytes=reply_bytes, what="item")
         assert len(messages) <= page_size
         assert pixels_pb2.PixelSnippets(snippets=messages).ByteSize() <= reply_bytes - REPLY_RESERVE_BYTES
         seen += messages
@@ -174,3 +173,19 @@ def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, pag
 def test_page_size_zero_means_the_largest_page():
     request = ads_pb2.ListAdsRequest(account_id="act_1")
     assert page_request(request, "ListAds", "act_1").size == MAX_PAGE_SIZE
+
+
+def test_read_on_reads_the_store_a_chunk_at_a_time_as_a_page_needs_it():
+    rows = [f"k{i:03d}" for i in range(200)]
+    reads = []
+
+    def read(after, limit):
+        reads.append(after)
+        return [r for r in rows if after is None or r > after][:limit]
+
+    items = read_on(read, str, None)
+    first = [next(items) for _ in range(READ_CHUNK)]
+    assert reads == [None]  # one chunk holds the first rows: nothing more is read yet
+    first.append(next(items))
+    assert reads == [None, rows[READ_CHUNK - 1]]  # the next chunk starts after the last row read
+    assert first + list(items) == rows and len(reads) == 200 // READ_CHUNK + 1
