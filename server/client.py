@@ -272,8 +272,9 @@ class Client:
         return method(request, metadata=self.metadata, timeout=self.timeout)
 
     def pages(self, method: Any, original: Any) -> Iterator[Any]:
-        """The replies of a paged call (``ListAds``, ``ListPixels``, ``GetPixelSnippets``), one
-        per page, following ``next_page_token`` until it is empty; ``original`` is not changed."""
+        """The replies of a paged call (``ListAds``, ``ListPixels``, ``ListAuthorizedAdAccounts``,
+        ``GetPixelSnippets``), one per page, following ``next_page_token`` until it is empty;
+        ``original`` is not changed."""
         request = type(original)()
         request.CopyFrom(original)
         while True:
@@ -299,6 +300,11 @@ class Client:
 
     def get_pixel(self, pixel_id: str) -> pixels_pb2.Pixel:
         return self.call(self.pixels.GetPixel, pixels_pb2.GetPixelRequest(pixel_id=pixel_id))
+
+    def authorized_accounts(self, pixel_id: str) -> list[str]:
+        """Every ad account authorised on the pixel, every page."""
+        request = pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel_id)
+        return [a for reply in self.pages(self.pixels.ListAuthorizedAdAccounts, request) for a in reply.account_ids]
 
     def snippets(self, pixel_id: str, value_cents: int | None = None) -> pixels_pb2.PixelSnippets:
         """Every snippet of the pixel, the pages joined into one reply."""

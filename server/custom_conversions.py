@@ -136,7 +136,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
                     f"custom_event_type: {request.custom_event_type!r} is not one of {', '.join(CUSTOM_EVENT_TYPES)}"
                 )
         default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
-        pixel = self.core.store.get_pixel(request.event_source_id)
+        pixel = self.core.store.get_pixel(request.event_source_id, among=[account])
         if account not in pixel.authorized_accounts:
             raise PermissionDenied(f"Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
         record = CustomConversionRecord(

@@ -1,7 +1,7 @@
 """Pages of list replies: ``page_size``, ``page_token`` and ``next_page_token`` (AIP-158).
 
-An account's ads or pixels, and a pixel's snippets, have no bound a reply could hold, so their
-calls answer one page at a time:
+An account's ads or pixels, and a pixel's snippets and authorised accounts, have no bound a
+reply could hold, so their calls answer one page at a time:
 
 - A page holds at most ``page_size`` items (0: ``MAX_PAGE_SIZE``; more is taken as
   ``MAX_PAGE_SIZE``; negative is code 100). It also ends before the reply would pass the
@@ -26,13 +26,14 @@ from google.protobuf.message import Message
 
 from server.errors import InvalidArgument, LimitExceeded
 
-__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "page_request", "read_on"]
+__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "first_page", "page_request", "read_on"]
 
 MAX_PAGE_SIZE = 1000
 REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a pixel id
 READ_CHUNK = 64  # rows read from the store at a time: a page that ends on bytes reads few past it
 
 T = TypeVar("T")
+M = TypeVar("M", Message, str)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ def page_request(request: Message, call: str, scope: str) -> Page:
     return Page(call, scope, min(size or MAX_PAGE_SIZE, MAX_PAGE_SIZE), _after(request.page_token, call, scope))
 
 
+def first_page(call: str, scope: str) -> Page:
+    """The page a request with neither ``page_size`` nor ``page_token`` asks for."""
+    return Page(call, scope, MAX_PAGE_SIZE, None)
+
+
 def _after(token: str, call: str, scope: str) -> str | None:
     if not token:
         return None
@@ -74,9 +80,9 @@ def _after(token: str, call: str, scope: str) -> str | None:
     return decoded[2]
 
 
-def _entry_bytes(message: Message) -> int:
-    """Bytes ``message`` takes as one element of a repeated field numbered under 16."""
-    size = message.ByteSize()
+def _entry_bytes(item: Message | str) -> int:
+    """Bytes ``item`` takes as one element of a repeated field numbered under 16."""
+    size = len(item.encode()) if isinstance(item, str) else item.ByteSize()
     return 1 + (size.bit_length() + 6) // 7 + size if size else 2
 
 
@@ -91,17 +97,18 @@ def read_on(read: Callable[[str | None, int], list[T]], key: Callable[[T], str],
         after = key(rows[-1])
 
 
-def fill(page: Page, items: Iterable[tuple[str, Message | None]], *, reply_bytes: int,
-         what: str) -> tuple[list[Message], str]:
+def fill(page: Page, items: Iterable[tuple[str, M | None]], *, reply_bytes: int,
+         what: str) -> tuple[list[M], str]:
     """The messages of one page and the next page's token ('' when this page is the last).
 
-    ``items`` are (key, message) in key order, every item after ``page.after`` (read lazily:
+    ``items`` are (key, message) in key order (a message may be a string of a repeated string
+    field), every item after ``page.after`` (read lazily:
     the page takes what fits and looks one item further). A message of None is an item left
     out of the listing that the page still moves past. ``reply_bytes`` is the server's
     message size limit; an item that alone would pass it is code 368 naming ``what``.
     """
     budget = reply_bytes - REPLY_RESERVE_BYTES
-    messages: list[Message] = []
+    messages: list[M] = []
     used = 0
     last = ""
     for key, message in items:

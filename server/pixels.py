@@ -10,7 +10,7 @@ from server.auth import Principal, check_account_id
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, PermissionDenied
 from server.gen.conversion_matcher.v1 import pixels_pb2, pixels_pb2_grpc
-from server.paging import fill, page_request, read_on
+from server.paging import Page, fill, first_page, page_request, read_on
 from server.store import PixelRecord
 
 PIXEL_TAGS = ("CHECKOUT", "REGISTRATION", "LEAD", "KEY_PAGE_VIEW", "ADD_TO_CART", "OTHER")
@@ -88,12 +88,12 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         return message
 
     def _readable(self, principal: Principal, pixel_id: str) -> PixelRecord:
-        pixel = self.core.store.get_pixel(_pixel_id(pixel_id))
+        pixel = self.core.store.get_pixel(_pixel_id(pixel_id), among=principal.accounts)
         principal.require_any(set(pixel.authorized_accounts), f"pixel {pixel.id}")
         return pixel
 
     def _managed(self, principal: Principal, pixel_id: str) -> PixelRecord:
-        pixel = self.core.store.get_pixel(_pixel_id(pixel_id))
+        pixel = self.core.store.get_pixel(_pixel_id(pixel_id), among=principal.accounts)
         if pixel.creator not in principal.accounts:
             principal.require_any(set(pixel.authorized_accounts), f"pixel {pixel.id}")
             raise PermissionDenied(
@@ -110,8 +110,13 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
             )
         return [check_account_id(a, f"account_ids[{i}]") for i, a in enumerate(account_ids)]
 
-    def _authorised(self, pixel: PixelRecord) -> pixels_pb2.AuthorizedAdAccounts:
-        return pixels_pb2.AuthorizedAdAccounts(pixel_id=pixel.id, account_ids=pixel.authorized_accounts)
+    def _authorised(self, pixel_id: str, page: Page) -> pixels_pb2.AuthorizedAdAccounts:
+        """One page of the pixel's authorised accounts."""
+        accounts = read_on(lambda after, limit: self.core.store.authorized_accounts(pixel_id, after, limit),
+                           str, page.after)
+        account_ids, token = fill(page, ((a, a) for a in accounts),
+                                  reply_bytes=self.core.limits.max_message_bytes, what="account id")
+        return pixels_pb2.AuthorizedAdAccounts(pixel_id=pixel_id, account_ids=account_ids, next_page_token=token)
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -159,14 +164,16 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
 
     def ListAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
-        return self._authorised(self._readable(principal, request.pixel_id))
+        pixel = self._readable(principal, request.pixel_id)
+        return self._authorised(pixel.id, page_request(request, "ListAuthorizedAdAccounts", pixel.id))
 
     def AddAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
         accounts = self._accounts(request.account_ids)
         pixel = self._managed(principal, request.pixel_id)
         limit = self.core.limits.max_accounts_per_pixel
-        return self._authorised(self.core.store.add_authorized_accounts(pixel.id, accounts, limit))
+        self.core.store.add_authorized_accounts(pixel.id, accounts, limit)
+        return self._authorised(pixel.id, first_page("ListAuthorizedAdAccounts", pixel.id))
 
     def RemoveAuthorizedAdAccounts(self, request, context):
         principal = self.core.authenticate(context)
@@ -174,7 +181,8 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         pixel = self._managed(principal, request.pixel_id)
         if pixel.creator in accounts:
             raise InvalidArgument(f"account_ids: the creator {pixel.creator} is always authorised and cannot be removed")
-        return self._authorised(self.core.store.remove_authorized_accounts(pixel.id, accounts))
+        self.core.store.remove_authorized_accounts(pixel.id, accounts)
+        return self._authorised(pixel.id, first_page("ListAuthorizedAdAccounts", pixel.id))
 
     def GetPixelSnippets(self, request, context):
         principal = self.core.authenticate(context)
@@ -183,7 +191,8 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
             raise InvalidArgument(f"value: {cents} cents is outside 0..{MAX_SNIPPET_CENTS}")
         pixel = self._readable(principal, request.pixel_id)
         page = page_request(request, "GetPixelSnippets", pixel.id)
-        accounts = (a for a in pixel.authorized_accounts if page.after is None or a > page.after)
+        accounts = read_on(lambda after, limit: self.core.store.authorized_accounts(pixel.id, after, limit),
+                           str, page.after)
         snippets, token = fill(
             page,
             ((a, pixels_pb2.PixelSnippet(account_id=a, js=snippet(pixel, a, cents))) for a in accounts),

@@ -56,7 +56,9 @@ class PixelRecord:
     creator: str
     creation_time: int
     last_firing_time: int | None = None
-    authorized_accounts: tuple[str, ...] = ()
+    # The authorised accounts read with the record, in id order: all of them (get_pixel), only
+    # those asked about (get_pixel(among=...)), or None when not read (list_pixels).
+    authorized_accounts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,13 +127,19 @@ class Store(ABC):
         """Insert a pixel under a new id; its creator is its first authorised account."""
 
     @abstractmethod
-    def get_pixel(self, pixel_id: str) -> PixelRecord:
-        """The pixel with its authorised accounts; NotFound."""
+    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
+        """The pixel with its authorised accounts, or with only those of ``among`` that are
+        authorised (an access check reads no more than it asks about); NotFound."""
 
     @abstractmethod
     def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
         """Pixels ``account_id`` is authorised on (created or shared), in id order: the first
-        ``limit`` (None: all) of those with an id after ``after``."""
+        ``limit`` (None: all) of those with an id after ``after``; their accounts are not read."""
+
+    @abstractmethod
+    def authorized_accounts(self, pixel_id: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        """A pixel's authorised accounts in id order: the first ``limit`` (None: all) of those
+        after ``after``; NotFound."""
 
     @abstractmethod
     def pixel_ids(self) -> list[str]:
@@ -146,12 +154,12 @@ class Store(ABC):
         """Delete a pixel and its counters; FailedPrecondition while conversions count it."""
 
     @abstractmethod
-    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> PixelRecord:
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> None:
         """Authorise more accounts (already authorised ones are ignored); FailedPrecondition
         when the pixel would have more than ``limit`` (None: no limit)."""
 
     @abstractmethod
-    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> None:
         """De-authorise accounts (the caller keeps the creator out of the list)."""
 
     @abstractmethod
@@ -347,6 +355,15 @@ def _authorised(db: sqlite3.Connection, pixel_id: str, account_id: str) -> bool:
                       (pixel_id, account_id)).fetchone() is not None
 
 
+_LOOKUPS_OVER_A_READ = 64  # accounts asked about past which get_pixel reads all the pixel's accounts
+
+
+def _accounts_after(db: sqlite3.Connection, pixel_id: str, after: str | None, limit: int | None) -> list[str]:
+    return [a for (a,) in db.execute(
+        "SELECT account_id FROM pixel_accounts WHERE pixel_id = ? AND account_id > ? ORDER BY account_id LIMIT ?",
+        (pixel_id, after or "", -1 if limit is None else limit))]
+
+
 def _conversion_row(record: CustomConversionRecord) -> tuple:
     """``record`` in ``_CC_COLUMNS`` order."""
     return (
@@ -490,15 +507,20 @@ class SQLiteStore(Store):
 
     # -- pixels -------------------------------------------------------------------------
 
-    def _pixel(self, db: sqlite3.Connection, pixel_id: str) -> PixelRecord:
+    def _pixel(self, db: sqlite3.Connection, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
         row = db.execute(
             "SELECT id, name, tag, creator, creation_time, last_firing_time FROM pixels WHERE id = ?", (pixel_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"pixel {pixel_id!r} does not exist")
-        accounts = tuple(
-            a for (a,) in db.execute("SELECT account_id FROM pixel_accounts WHERE pixel_id = ? ORDER BY account_id", (pixel_id,))
-        )
+        if among is None:
+            accounts = tuple(_accounts_after(db, pixel_id, None, None))
+        else:  # one lookup per account asked about; past a few, one read of the pixel's accounts
+            among = set(among)
+            if len(among) > _LOOKUPS_OVER_A_READ:
+                accounts = tuple(a for a in _accounts_after(db, pixel_id, None, None) if a in among)
+            else:
+                accounts = tuple(sorted(a for a in among if _authorised(db, pixel_id, a)))
         return PixelRecord(*row, authorized_accounts=accounts)
 
     def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
@@ -513,53 +535,51 @@ class SQLiteStore(Store):
             )
             db.execute("INSERT INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)", (pixel_id, creator))
             self._log_change(db, "pixel", pixel_id)
-            return self._pixel(db, pixel_id)
+            return self._pixel(db, pixel_id, among=())
 
-    def get_pixel(self, pixel_id: str) -> PixelRecord:
+    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
         with self._lock:
-            return self._pixel(self._db, pixel_id)
+            self._db.execute("BEGIN")  # one read snapshot: the accounts belong to the pixel read
+            try:
+                return self._pixel(self._db, pixel_id, among)
+            finally:
+                self._db.execute("COMMIT")
 
     def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
-        # Two queries whatever the number of pixels (not one per pixel for its accounts), in
-        # one read snapshot so the accounts belong to the pixels listed.
+        rows = self._read(
+            "SELECT p.id, p.name, p.tag, p.creator, p.creation_time, p.last_firing_time "
+            "FROM pixel_accounts AS mine JOIN pixels AS p ON p.id = mine.pixel_id "
+            "WHERE mine.account_id = ? AND p.id > ? ORDER BY p.id LIMIT ?",
+            (account_id, after or "", -1 if limit is None else limit),
+        )
+        return [PixelRecord(*row) for row in rows]
+
+    def authorized_accounts(self, pixel_id: str, after: str | None = None, limit: int | None = None) -> list[str]:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                pixels = self._db.execute(
-                    "SELECT p.id, p.name, p.tag, p.creator, p.creation_time, p.last_firing_time "
-                    "FROM pixel_accounts AS mine JOIN pixels AS p ON p.id = mine.pixel_id "
-                    "WHERE mine.account_id = ? AND p.id > ? ORDER BY p.id LIMIT ?",
-                    (account_id, after or "", -1 if limit is None else limit),
-                ).fetchall()
-                accounts: dict[str, list[str]] = {row[0]: [] for row in pixels}
-                if pixels:
-                    for pixel_id, account in self._db.execute(
-                        "SELECT a.pixel_id, a.account_id FROM pixel_accounts AS mine "
-                        "JOIN pixel_accounts AS a ON a.pixel_id = mine.pixel_id "
-                        "WHERE mine.account_id = ? AND a.pixel_id BETWEEN ? AND ? ORDER BY a.pixel_id, a.account_id",
-                        (account_id, pixels[0][0], pixels[-1][0]),
-                    ):
-                        accounts[pixel_id].append(account)
+                if not _registered(self._db, pixel_id):
+                    raise NotFound(f"pixel {pixel_id!r} does not exist")
+                return _accounts_after(self._db, pixel_id, after, limit)
             finally:
                 self._db.execute("COMMIT")
-        return [PixelRecord(*row, authorized_accounts=tuple(accounts[row[0]])) for row in pixels]
 
     def pixel_ids(self) -> list[str]:
         return [pixel_id for (pixel_id,) in self._read("SELECT id FROM pixels")]
 
     def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord:
         with self._transaction() as db:
-            self._pixel(db, pixel_id)
+            self._pixel(db, pixel_id, among=())
             if name is not None:
                 db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
             if tag is not None:
                 db.execute("UPDATE pixels SET tag = ? WHERE id = ?", (tag, pixel_id))
             # No change-log row: no registry compiles names or tags (they are read from here).
-            return self._pixel(db, pixel_id)
+            return self._pixel(db, pixel_id, among=())
 
     def delete_pixel(self, pixel_id: str) -> None:
         with self._transaction() as db:
-            self._pixel(db, pixel_id)
+            self._pixel(db, pixel_id, among=())
             (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ?", (pixel_id,)).fetchone()
             if count:
                 raise FailedPrecondition(
@@ -569,26 +589,27 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM pixels WHERE id = ?", (pixel_id,))
             self._log_change(db, "pixel", pixel_id)
 
-    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> PixelRecord:
+    def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> None:
         with self._transaction() as db:
-            self._pixel(db, pixel_id)
+            if not _registered(db, pixel_id):
+                raise NotFound(f"pixel {pixel_id!r} does not exist")
             db.executemany(
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
             )
-            pixel = self._pixel(db, pixel_id)
-            if limit is not None and len(pixel.authorized_accounts) > limit:
+            (count,) = db.execute("SELECT COUNT(*) FROM pixel_accounts WHERE pixel_id = ?", (pixel_id,)).fetchone()
+            if limit is not None and count > limit:
                 raise FailedPrecondition(
-                    f"account_ids: pixel {pixel_id} would have {len(pixel.authorized_accounts)} authorised ad accounts, "
+                    f"account_ids: pixel {pixel_id} would have {count} authorised ad accounts, "
                     f"more than the limit of {limit}; remove some first"
                 )  # raised inside the transaction: nothing was added
             # No change-log row: access checks read the accounts from here, no registry holds them.
-            return pixel
 
-    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> PixelRecord:
+    def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> None:
         accounts = list(accounts)
         with self._transaction() as db:
-            self._pixel(db, pixel_id)
+            if not _registered(db, pixel_id):
+                raise NotFound(f"pixel {pixel_id!r} does not exist")
             # An account's custom conversions on the pixel read its events; the account keeps
             # its access while it has any (archived ones too: their stats are the pixel's data).
             for account in accounts:
@@ -606,7 +627,6 @@ class SQLiteStore(Store):
                 [(pixel_id, account) for account in accounts],
             )
             # No change-log row (as when adding).
-            return self._pixel(db, pixel_id)
 
     # -- custom conversions --------------------------------------------------------------
 

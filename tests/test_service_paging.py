@@ -1,4 +1,4 @@
-"""Paged lists (ListAds, ListPixels, GetPixelSnippets) against a real server on loopback: every
+"""Paged lists (ListAds, ListPixels, ListAuthorizedAdAccounts, GetPixelSnippets) against a real server on loopback: every
 item exactly once across pages, pages within the reply limit, tokens bound to their call."""
 
 import grpc
@@ -103,6 +103,42 @@ def test_snippets_come_in_pages_in_account_order(owner):  # noqa: F811
     assert [s.account_id for s in owner.snippets(pixel).snippets] == listed
 
 
+def test_authorised_accounts_come_in_pages_and_changes_answer_the_first(owner):  # noqa: F811
+    """A pixel's account list may pass what a reply holds (older databases have no cap on it):
+    it is listed a page at a time, and Add/Remove answer with its first page."""
+    pixel = owner.create_pixel("act_1", "shop").id
+    accounts = [f"act_{n}" for n in range(1000, 2100)]
+
+    def change(method, accounts):
+        request = pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=accounts)
+        return owner.call(method, request)
+
+    for i in range(0, len(accounts), 100):
+        added = change(owner.pixels.AddAuthorizedAdAccounts, accounts[i:i + 100])
+    everything = sorted(["act_1", *accounts])  # 1,101 accounts, in id (text) order
+    assert list(added.account_ids) == everything[:MAX_PAGE_SIZE] and added.next_page_token
+    rest = owner.call(owner.pixels.ListAuthorizedAdAccounts,
+                      pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel, page_token=added.next_page_token))
+    assert list(rest.account_ids) == everything[MAX_PAGE_SIZE:] and rest.next_page_token == ""
+    request = pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=pixel, page_size=300)
+    replies = list(owner.pages(owner.pixels.ListAuthorizedAdAccounts, request))
+    assert [len(r.account_ids) for r in replies] == [300, 300, 300, 201]
+    assert all(r.pixel_id == pixel for r in replies)
+    assert owner.authorized_accounts(pixel) == everything
+
+    change(owner.pixels.RemoveAuthorizedAdAccounts, accounts[:100])
+    removed = change(owner.pixels.RemoveAuthorizedAdAccounts, accounts[100:200])
+    left = sorted(["act_1", *accounts[200:]])
+    assert list(removed.account_ids) == left and removed.next_page_token == ""  # 901: one page
+    other_pixel = owner.create_pixel("act_1", "other").id
+    invalid(rejected(owner.call, owner.pixels.ListAuthorizedAdAccounts,
+                     pixels_pb2.ListAuthorizedAdAccountsRequest(pixel_id=other_pixel, page_token=added.next_page_token)),
+            "page_token: returned by ListAuthorizedAdAccounts for")
+    invalid(rejected(owner.call, owner.pixels.GetPixelSnippets,
+                     pixels_pb2.GetPixelSnippetsRequest(pixel_id=pixel, page_token=added.next_page_token)),
+            "page_token: returned by ListAuthorizedAdAccounts for")
+
+
 def test_a_token_belongs_to_its_call_and_scope(owner):  # noqa: F811
     for i in range(3):
         owner.register_ad(ad(f"ad{i}"))
@@ -150,17 +186,25 @@ def test_a_pixel_has_at_most_its_limit_of_accounts(tmp_path):
     left_out=st.sets(st.integers(0, 39)),
     page_size=st.integers(1, 12),
     reply_bytes=st.integers(REPLY_RESERVE_BYTES + 3010, REPLY_RESERVE_BYTES + 12_000),
+    text=st.booleans(),
 )
-def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, page_size, reply_bytes):
-    items = [(f"k{i:02d}", pixels_pb2.PixelSnippet(js="x" * n) if i not in left_out else None)
-             for i, n in enumerate(sizes)]
+def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, page_size, reply_bytes, text):
+    """Items are messages (snippets) or strings (account ids), as the paged calls list them."""
+    def item(n):
+        return "é" * (n // 2) if text else pixels_pb2.PixelSnippet(js="x" * n)  # é: 2 bytes
+
+    def reply(messages):
+        return (pixels_pb2.AuthorizedAdAccounts(account_ids=messages) if text
+                else pixels_pb2.PixelSnippets(snippets=messages))
+
+    items = [(f"k{i:02d}", item(n) if i not in left_out else None) for i, n in enumerate(sizes)]
     after, seen, pages = None, [], 0
     while True:
         page = Page("Call", "scope", page_size, after)
         rest = [item for item in items if after is None or item[0] > after]
         messages, token = fill(page, iter(rest), reply_bytes=reply_bytes, what="item")
         assert len(messages) <= page_size
-        assert pixels_pb2.PixelSnippets(snippets=messages).ByteSize() <= reply_bytes - REPLY_RESERVE_BYTES
+        assert reply(messages).ByteSize() <= reply_bytes - REPLY_RESERVE_BYTES
         seen += messages
         pages += 1
         assert pages <= len(items) + 1

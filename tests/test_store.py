@@ -1,10 +1,14 @@
 """The SQLite store itself: bulk import, and several processes opening one new file at once."""
 
+import dataclasses
 import subprocess
 import sys
 import time
 
-from server.store import CustomConversionRecord, SQLiteStore
+import pytest
+
+from server.errors import NotFound
+from server.store import _LOOKUPS_OVER_A_READ, CustomConversionRecord, SQLiteStore
 
 OPEN_WHEN_TOLD = """
 import os, sys, time
@@ -48,8 +52,9 @@ def test_import_custom_conversions_stores_them_in_one_go_without_logging_changes
 
 
 def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(tmp_path):
-    """Listing once read each pixel's accounts with a query of its own (N+1); now the number of
-    statements is the same for one pixel as for many, and the result is what get_pixel gives."""
+    """Listing once read each pixel's accounts with a query of its own (N+1), then all of them
+    in one query though no reply carries them; now it reads the pixels alone, in one statement
+    for one pixel as for many, and the result is what get_pixel gives less the accounts."""
     store = SQLiteStore(tmp_path / "db.sqlite")
     try:
         lone = store.create_pixel("lone", "OTHER", "act_9", 0)
@@ -70,15 +75,41 @@ def test_list_pixels_reads_a_fixed_number_of_statements_whatever_the_page_size(t
         many = len(statements)
         store._db.set_trace_callback(None)
 
-        assert listed_one == [store.get_pixel(lone.id)]
+        def without_accounts(pixel_id):
+            return dataclasses.replace(store.get_pixel(pixel_id), authorized_accounts=None)
+
+        assert listed_one == [without_accounts(lone.id)]
         assert [p.id for p in listed] == sorted(created)
-        assert listed == [store.get_pixel(pixel_id) for pixel_id in sorted(created)]
-        assert any(len(p.authorized_accounts) == 6 for p in listed)
-        assert many == one <= 4, statements
+        assert listed == [without_accounts(pixel_id) for pixel_id in sorted(created)]
+        assert many == one <= 2, statements
+        assert not any("pixel_accounts AS a" in s or "account_id FROM pixel_accounts" in s for s in statements)
         assert store.list_pixels("act_404") == []
-        middle = sorted(created)[10:15]  # a page: after a key, at most a limit, accounts still whole
-        assert store.list_pixels("act_1", after=sorted(created)[9], limit=5) == [store.get_pixel(p) for p in middle]
+        middle = sorted(created)[10:15]  # a page: after a key, at most a limit
+        assert store.list_pixels("act_1", after=sorted(created)[9], limit=5) == [without_accounts(p) for p in middle]
         assert store.list_pixels("act_1", after=sorted(created)[-1]) == []
+    finally:
+        store.close()
+
+
+def test_a_pixels_accounts_read_a_page_at_a_time_or_only_those_asked_about(tmp_path):
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        others = [f"act_{n}" for n in range(500, 700)]
+        store.add_authorized_accounts(pixel, others)
+        everything = sorted(["act_1", *others])
+        assert store.authorized_accounts(pixel) == everything
+        assert store.authorized_accounts(pixel, after="act_1", limit=3) == everything[1:4]
+        assert store.authorized_accounts(pixel, after=everything[-1]) == []
+        assert store.get_pixel(pixel).authorized_accounts == tuple(everything)
+        few = ["act_9", "act_600", "act_1", "act_600"]  # one not authorised, one twice
+        many = [f"act_{n}" for n in range(650, 650 + 2 * _LOOKUPS_OVER_A_READ)]  # read, not looked up
+        assert store.get_pixel(pixel, among=few).authorized_accounts == ("act_1", "act_600")
+        assert store.get_pixel(pixel, among=many).authorized_accounts == tuple(a for a in many if a in others)
+        assert store.get_pixel(pixel, among=[]).authorized_accounts == ()
+        for read in (store.authorized_accounts, store.get_pixel):
+            with pytest.raises(NotFound):
+                read("404")
     finally:
         store.close()
 

@@ -84,10 +84,14 @@ class DeletePixelResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ...) -> None: ...
 
 class ListAuthorizedAdAccountsRequest(_message.Message):
-    __slots__ = ("pixel_id",)
+    __slots__ = ("pixel_id", "page_size", "page_token")
     PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pixel_id: str
-    def __init__(self, pixel_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, pixel_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ChangeAuthorizedAdAccountsRequest(_message.Message):
     __slots__ = ("pixel_id", "account_ids")
@@ -98,12 +102,14 @@ class ChangeAuthorizedAdAccountsRequest(_message.Message):
     def __init__(self, pixel_id: _Optional[str] = ..., account_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AuthorizedAdAccounts(_message.Message):
-    __slots__ = ("pixel_id", "account_ids")
+    __slots__ = ("pixel_id", "account_ids", "next_page_token")
     PIXEL_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pixel_id: str
     account_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pixel_id: _Optional[str] = ..., account_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, pixel_id: _Optional[str] = ..., account_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetPixelSnippetsRequest(_message.Message):
     __slots__ = ("pixel_id", "value", "page_size", "page_token")

@@ -123,7 +123,7 @@ class PixelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuthorizedAdAccounts(self, request, context):
-        """The ad accounts authorised to use a pixel.
+        """The ad accounts authorised to use a pixel, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +131,7 @@ class PixelServiceServicer:
 
     def AddAuthorizedAdAccounts(self, request, context):
         """Authorises more ad accounts; only the creator account may. A pixel has at most 10,000.
+        The reply is the list's first page, as ListAuthorizedAdAccounts gives it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +139,7 @@ class PixelServiceServicer:
 
     def RemoveAuthorizedAdAccounts(self, request, context):
         """De-authorises ad accounts (never the creator); only the creator account may.
+        The reply is the list's first page, as ListAuthorizedAdAccounts gives it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
