@@ -31,6 +31,7 @@ from typing import Any
 from matcher.actionspecs import (
     DEFAULT_MAX_LENGTH,
     ActionSpec,
+    _key_path,
     action_value_text,
     parse_action_specs,
 )
@@ -281,9 +282,11 @@ def _ad_ids(ad: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _fill(
-    specs: list[ActionSpec], ids: Mapping[str, str], field: str, needed_by: str | None = None
+    specs: list[ActionSpec], ids: Mapping[str, str], field: str, needed_by: str | None = None,
+    indexed: bool = True,
 ) -> list[ActionSpec]:
-    """Replace placeholder values by the ad's ids; a missing id is a SpecError at its place."""
+    """Replace placeholder values by the ad's ids; a missing id is a SpecError at its place
+    (``indexed``: the specs were given as a list, so the place names the spec's index)."""
     filled: list[ActionSpec] = []
     for index, spec in enumerate(specs):
         constraints = []
@@ -301,7 +304,8 @@ def _fill(
                         new_values.add(ids[source])
                         break
                 else:
-                    where = f"{field}[{index}].{key}" if needed_by is None else field
+                    spec_path = f"{field}[{index}]" if indexed else field
+                    where = _key_path(spec_path, key) if needed_by is None else field
                     because = f" for the default spec {needed_by}" if needed_by else ""
                     raise SpecError(
                         where,
@@ -319,12 +323,35 @@ def _templates(templates: tuple[Mapping[str, str], ...], ids, field: str, row: s
 
 
 def _custom(ad: Mapping[str, Any], name: str, ids, max_length: int) -> list[ActionSpec] | None:
+    """The ad's own specs in field ``name``, placeholders filled; None when it gives none
+    (absent, null, or an empty list, decoded or as JSON text)."""
     raw = ad.get(name)
     if raw is None:
         return None
     if isinstance(raw, (list, tuple)) and not raw:
         return None
-    return _fill(parse_action_specs(raw, field=name, max_length=max_length), ids, name)
+    text = _json_text_start(raw)
+    if text is not None and _is_empty_list(text):
+        return None
+    single = isinstance(raw, (Mapping, ActionSpec)) or (text is not None and text[:1] == "{")
+    specs = parse_action_specs(raw, field=name, max_length=max_length)
+    return _fill(specs, ids, name, indexed=not single)
+
+
+def _is_empty_list(text: str) -> bool:
+    whole = text.rstrip(" \t\n\r")
+    return whole[:1] == "[" and whole[-1:] == "]" and not whole[1:-1].strip(" \t\n\r")
+
+
+def _json_text_start(raw: Any) -> str | None:
+    """JSON text input from its first non-blank character, or None when ``raw`` is not text
+    (bytes that are not UTF-8 give '': parsing reports them)."""
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return ""
+    return raw.lstrip(" \t\n\r") if isinstance(raw, str) else None
 
 
 def _unique(specs: list[ActionSpec]) -> list[ActionSpec]:
@@ -385,16 +412,18 @@ def effective_specs(
     custom_tracking = _custom(ad, "tracking_specs", ids, max_length)
     custom_conversion = _custom(ad, "conversion_specs", ids, max_length)
 
+    # The row is looked up even when custom specs replace its specs: an objective takes only
+    # the creatives it has a row for, whatever the ad tracks.
+    row = next((r for r in DEFAULT_TRACKING if r.applies(objective, kind, goal)), None)
+    if row is None:
+        raise SpecError(
+            "creative.kind",
+            f"a {kind} creative has no default tracking specs under objective {objective}"
+            + (" (cannot create such an ad with NONE objective)" if objective == "NONE" else ""),
+        )
     if objective in REPLACING_OBJECTIVES and custom_tracking is not None:
         tracking = list(custom_tracking)
     else:
-        row = next((r for r in DEFAULT_TRACKING if r.applies(objective, kind, goal)), None)
-        if row is None:
-            raise SpecError(
-                "creative.kind",
-                f"a {kind} creative has no default tracking specs under objective {objective}"
-                + (" (cannot create such an ad with NONE objective)" if objective == "NONE" else ""),
-            )
         tracking = _templates(row.specs, ids, "tracking_specs", row.seed_row)
         if custom_tracking is not None:
             tracking += custom_tracking

@@ -333,3 +333,16 @@ def test_an_escaped_lone_surrogate_in_json_is_not_text(text, place):
     error = error_of(text)
     assert str(error).startswith(f"{place}: \\u") and "lone surrogate" in str(error)
     assert parse_action_specs('[{"action.type":"like","page":"\\ud83d\\ude00"}]')[0].to_dict()["page"] == ["\U0001f600"]
+
+
+def test_a_tuple_of_parsed_specs_is_taken_as_is_and_a_list_is_measured():
+    """docs/action-specs.md: effective specs (defaults added) may pass the limit the caller's
+    fields are held to, so a tuple of ActionSpecs compiles as is; a list is measured."""
+    from matcher import compile_action_specs
+    long = parse_action_specs({"action.type": "like", "page": [str(n) for n in range(40)]})
+    assert len(specs_to_json(long)) > 200
+    for compiled in (compile_action_specs({"ad": tuple(long)}, max_length=200),
+                     compile_action_specs({}, max_length=200).with_changes(add={"ad": tuple(long)})):
+        assert compiled.match({"action.type": "like", "page": "39"}) == ["ad"]
+    with pytest.raises(SpecError, match="longer than the limit of 200"):
+        compile_action_specs({"ad": list(long)}, max_length=200)

@@ -152,8 +152,10 @@ def test_replaced_defaults_do_not_need_their_ids():
     assert conversion == []
 
 
-def test_empty_custom_list_keeps_defaults():
-    tracking, _ = effective_specs(ad("NONE", "page_like", tracking_specs=[]))
+@pytest.mark.parametrize("empty", [[], (), "[]", " [ \n] ", b"[]", bytearray(b"[\t]")])
+def test_empty_custom_list_keeps_defaults(empty):
+    """An empty list is no custom specs, decoded or as JSON text (the text was once an error)."""
+    tracking, _ = effective_specs(ad("NONE", "page_like", tracking_specs=empty))
     assert specs_to_json(tracking) == as_json([LIKE_PAGE])
 
 
@@ -244,6 +246,24 @@ def test_application_from_the_promoted_object():
           "tracking_specs": [{"action.type": "like", "post": "POST_ID"}]},
          "tracking_specs[0].post", "POST_ID"),
         ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
+          "tracking_specs": [{"action.type": "like", "page": "P", "post.wall": "POST_ID"}]},
+         'tracking_specs[0]["post.wall"]', "POST_ID"),  # a dotted key, as parse errors write it
+        ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
+          "tracking_specs": {"action.type": "like", "post": "POST_ID"}},
+         "tracking_specs.post", "POST_ID"),  # one spec, not a list: no index
+        ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
+          "tracking_specs": ' {"action.type": "like", "post.wall": "POST_ID"}'},
+         'tracking_specs["post.wall"]', "POST_ID"),
+        ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
+          "tracking_specs": b'[{"action.type": "like", "page": "P"}, {"action.type": "like", "post": "POST_ID"}]'},
+         "tracking_specs[1].post", "POST_ID"),
+        ({"objective": "NONE", "creative": {"kind": "mobile_app", "application_id": 1},
+          "tracking_specs": [{"action.type": "mobile_app_install", "application": 1}]},
+         "creative.kind", "NONE objective"),  # custom specs replace the row's specs, not the row
+        ({"objective": "MOBILE_APP_INSTALLS", "creative": {"kind": "page_like", "page_id": 1},
+          "tracking_specs": [{"action.type": "mobile_app_install", "application": 1}]},
+         "creative.kind", "no default tracking specs under objective MOBILE_APP_INSTALLS"),
+        ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
           "tracking_specs": [{"action.type": "like"}]},
          "tracking_specs[0]", "object reference"),
         ({"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P"},
@@ -276,3 +296,16 @@ def test_custom_length_limit():
     effective_specs(the_ad)
     with pytest.raises(SpecError, match="limit of 50"):
         effective_specs(the_ad, max_length=50)
+
+
+def test_the_length_limit_holds_for_each_field_not_their_sum():
+    """docs/action-specs.md: tracking_specs and conversion_specs are each at most max_length
+    characters of JSON; the specs in effect (defaults added) may be longer."""
+    spec = '{"action.type":"like","page":"%s"}' % ("P" * 60)  # 92 characters
+    the_ad = ad("PAGE_LIKES", "page_like", optimization_goal="PAGE_LIKES", tracking_specs=spec,
+                conversion_specs=spec.replace("like", "share"))
+    tracking, conversion = effective_specs(the_ad, max_length=len(spec) + 1)
+    assert len(specs_to_json(tracking)) > len(spec) + 1 and len(conversion) == 1
+    with pytest.raises(SpecError) as caught:
+        effective_specs({**the_ad, "conversion_specs": spec[:-1] + ', "post": "1"}'}, max_length=len(spec) + 1)
+    assert caught.value.path == "conversion_specs"
