@@ -105,7 +105,7 @@ class Registry:
         parsed = {cid: rule for cid, c in tracked.items() if (rule := _stored_rule(c)) is not None}
         conversions = [tracked[cid] for cid in parsed]  # those whose rule loaded
         rules = matcher.compile_rules(parsed, sources={c.id: c.event_source_id for c in conversions})
-        ads = {ad.id: effective_ad_specs(ad) for ad in self.store.list_ads(None)}
+        ads = {ad.id: specs for ad in self.store.list_ads(None) if (specs := _stored_ad_specs(ad)) is not None}
         tracking, conversion = _compile_ads(ads)
         self._publish(
             Snapshot(
@@ -279,12 +279,7 @@ class Registry:
                     del values[object_id]
             elif kind == "ad":
                 ad = _get(self.store.get_ad, object_id)
-                specs = None
-                if ad is not None:
-                    try:
-                        specs = effective_ad_specs(ad)
-                    except (ValueError, ServiceError) as error:
-                        log.error("stored ad not loaded", extra={"ad": object_id, "error": str(error)})
+                specs = _stored_ad_specs(ad) if ad is not None else None
                 old = current.ad_specs.get(object_id)
                 if specs is None and old is not None:
                     del ads[object_id]
@@ -361,6 +356,16 @@ def _stored_rule(record: CustomConversionRecord) -> matcher.Rule | None:
         return matcher.parse_rule(record.rule, limits=_STORED_RULE_LIMITS)
     except ValueError as error:
         log.error("stored rule not loaded", extra={"custom_conversion": record.id, "error": str(error)})
+        return None
+
+
+def _stored_ad_specs(ad: AdRecord) -> AdSpecs | None:
+    """The ad's effective specs, or None (logged) when they cannot be derived (a row written
+    by a version that checked less): as for rules, the server starts and the row stays."""
+    try:
+        return effective_ad_specs(ad)
+    except (ValueError, ServiceError) as error:
+        log.error("stored ad not loaded", extra={"ad": ad.id, "error": str(error)})
         return None
 
 

@@ -177,3 +177,23 @@ def test_an_ad_cannot_name_a_registered_pixel_its_account_is_not_authorised_on(o
     other.call(other.pixels.AddAuthorizedAdAccounts,
                pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=theirs, account_ids=["act_1"]))
     assert owner.register_ad({**AD, **named[0]}, replace=True).ad.tracking_specs == named[0]["tracking_specs"]
+
+
+def test_a_stored_ad_whose_specs_no_longer_derive_does_not_keep_the_server_from_starting(tmp_path):
+    """An ad row written before a check was added (here: objective NONE takes no app creative,
+    now also when custom specs replace the defaults) once made the server fail at start."""
+    db = tmp_path / "matcher.db"
+    page_like = {"kind": "page_like", "page_id": "P1"}
+    with running_server(db) as (_, target), Client(target, "owner-token") as owner:
+        for ad_id in ("good", "old"):
+            owner.register_ad({"id": ad_id, "account_id": "act_1", "objective": "PAGE_LIKES", "creative": page_like})
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE ads SET objective = 'NONE', creative = ?, tracking_specs = ? WHERE id = 'old'",
+                    ('{"kind": "mobile_app", "application_id": "7"}',
+                     '[{"action.type": "mobile_app_install", "application": "7"}]'))
+    with running_server(db) as (_, target), Client(target, "owner-token") as owner:
+        invalid(rejected(owner.call, owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id="old")), "creative.kind: ")
+        assert [a.ad.id for a in owner.list_ads("act_1")] == ["good"]
+        owner.register_ad({"id": "old", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": page_like},
+                          replace=True)
+        assert [a.ad.id for a in owner.list_ads("act_1")] == ["good", "old"]
