@@ -501,6 +501,25 @@ cdef class ActionSpecSet:
 
     # ----------------------------------------------------------------------------- match
 
+    cdef dict _read_via_get(self, object action):
+        """A mapping that is not exactly a dict, as a dict of what the set reads from it, each
+        value read with ``get`` as the reference reads it (a subclass may compute values, and
+        ``dict(action)`` would bypass its methods)."""
+        cdef dict copy = {}
+        cdef object raw = action.get(ACTION_TYPE_KEY)
+        if raw is None:
+            return copy
+        copy[ACTION_TYPE_KEY] = raw
+        text = raw if PyUnicode_CheckExact(raw) else action_value_text(raw)
+        type_id = self.type_ids.get(text) if text is not None else None
+        if type_id is None:
+            return copy
+        for selector in self.read_selectors[type_id]:
+            raw = action.get(selector)
+            if raw is not None:
+                copy[selector] = raw
+        return copy
+
     cdef int _extract(self, object actions, vector[int32_t]& action_type,
                       vector[int64_t]& pair_start, vector[ActionPair]& pairs) except -1:
         """Phase 1 (GIL held): the interned type and selector values of each action.
@@ -557,7 +576,7 @@ cdef class ActionSpecSet:
                             f"actions[{index}]: an action must be a mapping of selector to value, "
                             f"got {type(action).__name__}"
                         )
-                    action = dict(action)
+                    action = self._read_via_get(action)
                 type_id = -1
                 found = PyDict_GetItemWithError(action, type_key)
                 if found != NULL:

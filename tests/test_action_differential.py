@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 from array import array
+from collections import UserDict
+from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -239,3 +241,29 @@ def test_reference_adapter_is_the_reference():
     assert ReferenceSet(the_ads).match(action) == [
         ad for ad, specs in the_ads.items() if action_matches(specs, action)]
     assert _actionset_py.ActionSpecSet(the_ads).match(action) == ["a"]
+
+
+class Overriding(dict):
+    """A dict subclass whose ``get`` answers other than its storage, as a subclass computing
+    values might: the reference reads an action through ``get``, so must every implementation
+    (the compiled set once copied such an action with ``dict(action)`` and read the storage)."""
+
+    def __init__(self, stored, shown):
+        super().__init__(stored)
+        self.shown = shown
+
+    def get(self, key, default=None):
+        return self.shown.get(key, default)
+
+
+MAPPING_KINDS = [Overriding, lambda stored, shown: UserDict(shown), lambda stored, shown: MappingProxyType(shown)]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ads, st.data())
+def test_any_mapping_is_read_through_get(the_ads, data):
+    shown = data.draw(st.lists(st.one_of(actions(), actions_near(the_ads)), max_size=8))
+    stored = data.draw(st.lists(actions(), min_size=len(shown), max_size=len(shown)))
+    kinds = data.draw(st.lists(st.sampled_from(MAPPING_KINDS), min_size=len(shown), max_size=len(shown)))
+    wrapped = [kind(s, h) for kind, s, h in zip(kinds, stored, shown)]
+    assert assert_agree(the_ads, wrapped) == assert_agree(the_ads, shown)
