@@ -35,6 +35,7 @@ from matcher.includes.re2 cimport (
 )
 
 from collections.abc import Mapping
+from numbers import Integral
 import sys
 
 from matcher._casefold_data import FOLD_PAIRS
@@ -2538,6 +2539,8 @@ cdef class Matcher:
             key = <object>raw
         elif isinstance(<object>raw, int) and not isinstance(<object>raw, bool):
             key = str(<object>raw)
+        elif isinstance(<object>raw, Integral) and not isinstance(<object>raw, bool):  # numpy.int64 ... (as source_key)
+            key = str(int(<object>raw))
         else:
             return NULL
         text = _utf8(key, &size)
@@ -2670,6 +2673,8 @@ cdef class Matcher:
             if needs_text:
                 text = number_text(value)
                 _set_text(&item, text, held)
+        elif isinstance(value, Integral):  # an integer of another type (numpy.int64): as its int
+            return self._add_item(int(value), items, needs_text, held)
         items.push_back(item)
         return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from numbers import Integral
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -91,6 +92,8 @@ def item_text(item: Any) -> str | None:
             return None
     if isinstance(item, float):
         return number_text(item)
+    if isinstance(item, Integral):  # an integer of another type (numpy.int64): as its int
+        return item_text(int(item))
     return None
 
 
@@ -107,6 +110,8 @@ def item_number(item: Any) -> float | None:
         return item if math.isfinite(item) else None
     if isinstance(item, str):
         return parse_number(item)
+    if isinstance(item, Integral):  # numpy.int64 and other registered integers
+        return item_number(int(item))
     return None
 
 
@@ -253,8 +258,8 @@ def source_key(pixel_id: Any) -> str | None:
     """The event source an event belongs to: its ``pixel_id`` as text (ids may come as numbers)."""
     if isinstance(pixel_id, str):
         return pixel_id
-    if isinstance(pixel_id, int) and not isinstance(pixel_id, bool):
-        return str(pixel_id)
+    if isinstance(pixel_id, Integral) and not isinstance(pixel_id, bool):
+        return str(int(pixel_id))
     return None
 
 

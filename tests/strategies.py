@@ -3,6 +3,7 @@
 Operands and values are drawn from small overlapping pools so that matches are frequent.
 """
 
+import numpy as np
 from hypothesis import strategies as st
 
 FIELDS = ["url", "URL", "event", "domain", "path", "device_type", "color", "Color", "value", "tags",
@@ -17,6 +18,9 @@ URLS = ["https://x.com/p?q=1", "http://Thank.X.com:80/ab", "//user@x.com", "/p/t
 texts = st.sampled_from(TEXTS) | st.text(max_size=6)
 numbers = st.sampled_from(NUMBERS) | st.integers(-1000, 1000) | st.floats(allow_nan=False, allow_infinity=False, width=32)
 scalars = texts | numbers | st.booleans()
+# Events may hold integers of other types, as built from numpy or pandas data: they are numbers.
+numpy_integers = st.integers(-1000, 1000).map(np.int64) | st.sampled_from([np.int32(10), np.uint8(1), np.int64(2**62)])
+event_scalars = scalars | numpy_integers
 
 
 def leaves():
@@ -46,7 +50,7 @@ rules = st.recursive(
 )
 
 values = st.recursive(
-    scalars | st.none(),
+    event_scalars | st.none(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["country", "sku", "tags", "x"]), inner, max_size=3),
     max_leaves=5,
 )
@@ -55,9 +59,9 @@ custom_data = st.dictionaries(
 ) | st.just({"order": {"country": "ab"}, "items": [{"sku": "a", "tags": ["x", "thank"]}, {"sku": 10}]}) | st.none() | st.just("odd")
 
 events = st.fixed_dictionaries({}, optional={
-    "event": st.sampled_from(["Purchase", "purchase", "Lead", "1e1"]) | texts | st.none() | numbers,
+    "event": st.sampled_from(["Purchase", "purchase", "Lead", "1e1"]) | texts | st.none() | numbers | numpy_integers,
     "url": st.sampled_from(URLS) | st.text(max_size=12) | st.none() | st.lists(st.sampled_from(URLS), max_size=2),
     "device_type": st.sampled_from(["desktop", "mobile_iphone", "K"]) | st.none(),
     "custom_data": custom_data,
-    "pixel_id": st.sampled_from(["P1", "P2", "P3", 1, True]),
+    "pixel_id": st.sampled_from(["P1", "P2", "P3", 1, True, np.int64(1)]),
 })

@@ -272,3 +272,20 @@ def test_results_keep_the_order_given(match_all):
     rules = {f"r{i}": {"event": "Purchase"} for i in (5, 1, 4, 2, 3)}
     sources = {"r1": "PX1", "r2": "PX1"}
     assert match_all(rules, [{"event": "Purchase", "pixel_id": "PX1"}], sources) == [["r5", "r1", "r4", "r2", "r3"]]
+
+
+def test_integers_of_other_types_are_numbers_and_their_decimal_text(holds, match_all):
+    """Events built from numpy or pandas data hold numpy.int64 and the like (numbers.Integral):
+    they read as the int they are, once neither a number nor text. numpy.float64 is a float."""
+    import numpy as np
+
+    assert holds({"n": {"gt": 5}}, ev(n=np.int64(6)))
+    assert holds({"n": {"eq": "12"}}, ev(n=np.int32(12)))
+    assert holds({"n": {"i_contains": "3"}}, ev(n=[np.uint8(3)]))
+    assert holds({"n": {"is_any": ["7", "8"]}}, ev(n=np.int16(8)))
+    assert holds({"n": {"lt": 2.5}}, ev(n=np.float64(2.25)))
+    assert not holds({"n": {"gt": 5}}, ev(n=np.int64(5)))
+    assert not holds({"n": {"eq": "true"}}, ev(n=np.bool_(True)))  # not an integer: no text
+    events = [{"pixel_id": np.int64(7), "event": "Lead"}, {"pixel_id": 7, "event": "Lead"},
+              {"pixel_id": True, "event": "Lead"}]
+    assert match_all({"r": {"event": {"eq": "Lead"}}}, events, {"r": "7"}) == [["r"], ["r"], []]
