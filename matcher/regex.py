@@ -10,6 +10,7 @@ here, each by name, as are the PCRE constructs RE2 lacks. Nothing is approximate
 
 from __future__ import annotations
 
+import re
 import warnings
 from functools import lru_cache
 
@@ -74,6 +75,9 @@ def check_syntax(pattern: str) -> None:
         if in_class:
             if ch == "]":
                 in_class = False
+            elif ch == "[" and (posix := _POSIX_CLASS.match(pattern, i)):
+                i = posix.end()  # [:alpha:] inside a class: its "]" does not end the class
+                continue
         elif ch == "[":
             in_class = True
             # RE2 reads a "]" right after "[" or "[^" as a literal, not the end of the class.
@@ -88,9 +92,24 @@ def check_syntax(pattern: str) -> None:
             for prefix, name in _GROUP_CONSTRUCTS:
                 if pattern.startswith(prefix, i + 1):
                     raise ValueError(f"{name} is not supported by RE2")
-        elif ch == "+" and i > 0 and pattern[i - 1] in "*+?}" and not _escaped(pattern, i - 1):
+        elif ch == "+" and i > 0 and pattern[i - 1] in "*+?}" and not _escaped(pattern, i - 1) \
+                and (pattern[i - 1] != "}" or _ends_in_repetition(pattern, i)):
             raise ValueError("possessive quantifier is not supported by RE2")
         i += 1
+
+
+# RE2's POSIX classes inside a bracket expression ([[:alpha:]], [[:^digit:]]); an unknown
+# name is RE2's error to report.
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+# A counted repetition RE2 reads as one: {n}, {n,} or {n,m}. Other braces ({,3}, {x}) are
+# literal text in RE2, so a "+" after their "}" repeats that "}".
+_REPETITION_END = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}$")
+
+
+def _ends_in_repetition(pattern: str, end: int) -> bool:
+    """Whether ``pattern[:end]`` ends in a counted repetition (its "{" not escaped)."""
+    found = _REPETITION_END.search(pattern, 0, end)
+    return found is not None and not _escaped(pattern, found.start())
 
 
 def _escaped(pattern: str, i: int) -> bool:

@@ -22,6 +22,9 @@ def reason(pattern):
     ("(?<!a)b", "negative lookbehind"),
     ("(?>a)", "atomic group"),
     ("a*+", "possessive"),
+    ("a{2}+", "possessive"),
+    ("a{2,}+", "possessive"),
+    ("[[:alpha:]](?=x)", "lookahead"),  # the POSIX class ends, then the class does
     ("(?(1)a|b)", "conditional"),
     ("(?R)", "recursion"),
     (r"\Z", "\\Z"),
@@ -49,6 +52,21 @@ def test_too_large_programs_are_rejected():
 @pytest.mark.parametrize("pattern", [r"\d+", r"\bword\b", r"[[:alpha:]]+", r"(?i)abc", r"\p{Greek}", r"\x41", r"[\]a]", r"(?P<n>x)", r"a{2,3}"])
 def test_plain_re2_syntax_is_accepted(pattern):
     parse_rule({"url": {"regex_match": pattern}})
+
+
+@pytest.mark.parametrize(("pattern", "matching", "not_matching"), [
+    # {,3} is no repetition in RE2 but the text "{,3}", so "+" repeats its "}": not possessive.
+    ("x{,3}+", "x{,3}}}", "xxx"),
+    (r"x\{2}+", "x{2}}", "xx"),
+    # Inside a class, [:alpha:] is a POSIX class and "(?=x)" is characters, not a lookahead.
+    ("^[[:alpha:](?=x)]+$", "ab(?=x)", "a1"),
+    ("^[[:^digit:]]$", "a", "1"),
+])
+def test_re2_readings_the_dialect_check_once_refused(pattern, matching, not_matching):
+    rule = {"url": {"regex_match": pattern}}
+    parse_rule(rule)
+    assert evaluate(rule, {"url": matching}) and not evaluate(rule, {"url": not_matching})
+    assert compile_rules({"r": rule}).match_batch([{"url": matching}, {"url": not_matching}]) == [["r"], []]
 
 
 def test_catastrophic_backtracking_patterns_run_in_linear_time():
