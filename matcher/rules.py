@@ -147,12 +147,17 @@ def parse_rule(source: Any, limits: Limits = DEFAULT_LIMITS, path: str = "rule")
         size = len(source.encode("utf-8", "surrogatepass"))
         if size > limits.max_json_bytes:
             raise RuleError(path, f"rule is {size} bytes of JSON, more than the limit of {limits.max_json_bytes}")
-        obj = _decode(source, path)
+        obj = _decode(source, path, limits)
     else:
         obj = source
         try:
             text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as err:
+        except RecursionError:
+            # Too deep to write out: the parser stops at the depth limit and names the place
+            # (it recurses only that far), or at whatever else is wrong on the way down.
+            _Parser(limits).node(obj, path, 1)
+            raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels") from None
+        except (TypeError, ValueError) as err:
             raise RuleError(path, f"rule is not JSON data: {err}") from None
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > limits.max_json_bytes:
@@ -194,15 +199,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
-def _decode(text: str, path: str) -> Any:
+def _decode(text: str, path: str, limits: Limits) -> Any:
     try:
         if text.startswith("\ufeff"):  # as json.loads
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise RuleError(path, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    except RecursionError:
-        raise RuleError(path, "malformed JSON: nested too deeply") from None
+    except RecursionError:  # JSON nested hundreds of levels deep: no rule nests that far
+        raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels "
+                              "(its JSON is nested too deeply to read)") from None
     except ValueError as err:
         raise RuleError(path, f"malformed JSON: {err}") from None
 

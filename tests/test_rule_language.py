@@ -154,9 +154,21 @@ def test_limits_are_configurable():
 
 
 def test_hostile_nesting_is_an_error_not_a_crash():
-    assert "malformed JSON" in error_of("[" * 60000)
-    assert "nested" in error_of('{"not":' * 5000 + '{"a":1}' + "}" * 5000)
-    assert "nested" in error_of('{"not":' * 200 + '{"a":1}' + "}" * 200)
+    """Nesting past what Python's json can read or write once gave "malformed JSON: nested too
+    deeply" or "not JSON data: maximum recursion depth exceeded"; now the depth limit, and the
+    place where a decoded rule passes it."""
+    too_deep = "rule: rule is nested deeper than 32 levels (its JSON is nested too deeply to read)"
+    assert error_of("[" * 60000) == too_deep
+    assert error_of('{"not":' * 5000 + '{"a":1}' + "}" * 5000) == too_deep
+    assert error_of('{"not":' * 200 + '{"a":1}' + "}" * 200) == "rule" + ".not" * 32 + ": rule is nested deeper than 32 levels"
+    decoded = {"a": 1}
+    for _ in range(5000):
+        decoded = {"and": [decoded]}
+    assert error_of(decoded) == "rule" + ".and[0]" * 32 + ": rule is nested deeper than 32 levels"
+    value = [1]
+    for _ in range(5000):
+        value = [value]
+    assert error_of({"a": {"eq": value}}).startswith("rule.a: operator \"eq\" needs a string")  # not a rule depth
 
 
 def test_leaves_and_public_names():
