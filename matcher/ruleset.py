@@ -138,8 +138,9 @@ class CompiledRules:
                      remove: Iterable[str] = ()) -> "CompiledRules":
         """A new set with rules added or replaced (``add``) and removed (``remove``).
 
-        A replaced rule keeps its place in the order; new rules go last. Only partitions
-        whose rules changed are recompiled. Raises RuleError (and builds nothing) when a
+        A replaced rule keeps its place in the order, and its event source unless ``sources``
+        names it (``None`` there: unscoped); new rules go last. Only partitions whose rules
+        changed are recompiled. Raises RuleError (and builds nothing) when a
         rule is invalid, KeyError when removing an unknown id.
         """
         add = dict(add or {})
@@ -165,6 +166,8 @@ class CompiledRules:
             if old is not None:
                 index = old[0]
                 del member_set(old[2])[rule_id]
+                if rule_id not in sources:  # replaced without a word on its scope: it keeps it
+                    source = old[2]
             else:
                 index = len(order)
                 order.append(rule_id)

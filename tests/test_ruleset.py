@@ -163,6 +163,18 @@ def test_with_changes_leaves_the_old_set_alone():
         new.with_changes(remove=["nope"])
 
 
+def test_a_replaced_rule_keeps_its_source_unless_sources_names_it():
+    """Replacing a rule's condition once dropped its scope when ``sources`` left it out, so a
+    conversion of one pixel silently began counting every pixel's events."""
+    old = compile_rules({"a": {"event": "x"}, "b": {"event": "x"}, "c": {"event": "x"}},
+                        sources={"a": "P1", "b": "P1", "c": "P1"})
+    new = old.with_changes({"a": {"event": "y"}, "b": {"event": "y"}, "c": {"event": "y"}},
+                           sources={"b": None, "c": "P2"})
+    events = [{"event": "y", "pixel_id": p} for p in ("P1", "P2", "P3")]
+    assert new.match_batch(events) == [["a", "b"], ["b", "c"], ["b"]]
+    assert new.ids == ["a", "b", "c"]
+
+
 def test_with_changes_recompiles_only_touched_partitions():
     old = compile_rules({f"r{i}": {"event": "x"} for i in range(6)}, sources={f"r{i}": f"P{i % 3}" for i in range(6)})
     new = old.with_changes({"n": {"event": "y"}}, sources={"n": "P1"})
