@@ -101,9 +101,9 @@ def fill(page: Page, items: Iterable[tuple[str, M | None]], *, reply_bytes: int,
          what: str) -> tuple[list[M], str]:
     """The messages of one page and the next page's token ('' when this page is the last).
 
-    ``items`` are (key, message) in key order (a message may be a string of a repeated string
-    field), every item after ``page.after`` (read lazily:
-    the page takes what fits and looks one item further). A message of None is an item left
+    ``items`` are (key, message) in key order, every item after ``page.after`` (read lazily:
+    the page takes what fits and looks one item further); a message may also be a string, an
+    element of a repeated string field. A message of None is an item left
     out of the listing that the page still moves past. ``reply_bytes`` is the server's
     message size limit; an item that alone would pass it is code 368 naming ``what``.
     """

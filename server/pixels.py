@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 from operator import attrgetter
+from typing import Iterator
 
 from server.auth import Principal, check_account_id
 from server.core import Core
@@ -110,11 +111,13 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
             )
         return [check_account_id(a, f"account_ids[{i}]") for i, a in enumerate(account_ids)]
 
+    def _accounts_after(self, pixel_id: str, after: str | None) -> Iterator[str]:
+        """The pixel's authorised accounts after ``after``, read from the store as needed."""
+        return read_on(lambda after, limit: self.core.store.authorized_accounts(pixel_id, after, limit), str, after)
+
     def _authorised(self, pixel_id: str, page: Page) -> pixels_pb2.AuthorizedAdAccounts:
         """One page of the pixel's authorised accounts."""
-        accounts = read_on(lambda after, limit: self.core.store.authorized_accounts(pixel_id, after, limit),
-                           str, page.after)
-        account_ids, token = fill(page, ((a, a) for a in accounts),
+        account_ids, token = fill(page, ((a, a) for a in self._accounts_after(pixel_id, page.after)),
                                   reply_bytes=self.core.limits.max_message_bytes, what="account id")
         return pixels_pb2.AuthorizedAdAccounts(pixel_id=pixel_id, account_ids=account_ids, next_page_token=token)
 
@@ -191,8 +194,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
             raise InvalidArgument(f"value: {cents} cents is outside 0..{MAX_SNIPPET_CENTS}")
         pixel = self._readable(principal, request.pixel_id)
         page = page_request(request, "GetPixelSnippets", pixel.id)
-        accounts = read_on(lambda after, limit: self.core.store.authorized_accounts(pixel.id, after, limit),
-                           str, page.after)
+        accounts = self._accounts_after(pixel.id, page.after)
         snippets, token = fill(
             page,
             ((a, pixels_pb2.PixelSnippet(account_id=a, js=snippet(pixel, a, cents))) for a in accounts),
