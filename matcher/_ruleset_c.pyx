@@ -43,7 +43,7 @@ from matcher.columns import NumberColumn, TextColumn
 from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT
 from matcher.regex import REGEX_MAX_MEM
 from matcher.errors import RuleError
-from matcher.values import number_text
+from matcher.values import number_text, source_key
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize_NoExc "PyUnicode_AsUTF8AndSize"(object, Py_ssize_t*)
@@ -2529,19 +2529,14 @@ cdef class Matcher:
 
     cdef PartC* _source_part(self, PyObject* raw) except? NULL:
         """The partition of an event's source (its pixel_id, borrowed; NULL: missing), NULL when
-        none: a str by its text (as ``source_key``), an integer by its decimal text."""
+        none: its text as ``source_key`` gives it (a str as it is, an integer in decimal)."""
         cdef const char* text
         cdef Py_ssize_t size
         cdef int32_t source
         if raw == NULL:
             return NULL
-        if isinstance(<object>raw, str):
-            key = <object>raw
-        elif isinstance(<object>raw, int) and not isinstance(<object>raw, bool):
-            key = str(<object>raw)
-        elif isinstance(<object>raw, Integral) and not isinstance(<object>raw, bool):  # numpy.int64 ... (as source_key)
-            key = str(int(<object>raw))
-        else:
+        key = <object>raw if type(<object>raw) is str else source_key(<object>raw)
+        if key is None:
             return NULL
         text = _utf8(key, &size)
         if text == NULL:

@@ -77,7 +77,7 @@ _SIMPLE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_NUMBER_DIGITS = 64
 
 
-def _key_path(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
     if _SIMPLE_KEY_RE.fullmatch(key):
         return f"{path}.{key}"
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
@@ -266,7 +266,7 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
         ) from None
     except (ValueError, RecursionError) as error:
         raise SpecError(path, f"invalid JSON: {error}") from None
-    found = json_not_text(text, value, path, _key_path)
+    found = json_not_text(text, value, path, key_path)
     if found is not None:
         raise SpecError(*found)
     return value
@@ -342,11 +342,11 @@ def _validate_spec(
     elif type(raw) is list and len(raw) == 1 and type(raw[0]) is str and raw[0]:
         types = (raw[0],)
     else:
-        types = _values(raw, lambda: _key_path(path, ACTION_TYPE_KEY), max_length)
+        types = _values(raw, lambda: key_path(path, ACTION_TYPE_KEY), max_length)
     for action_type in types:
         if not _valid_name(action_type):
             raise SpecError(
-                _key_path(path, ACTION_TYPE_KEY),
+                key_path(path, ACTION_TYPE_KEY),
                 f"invalid action type {json.dumps(action_type, ensure_ascii=False)[:80]}: "
                 "expected verb, namespace:verb or dotted.name",
             )
@@ -368,12 +368,12 @@ def _validate_spec(
         elif type(raw) is list and len(raw) == 1 and type(raw[0]) is str and raw[0]:
             values = (raw[0],)
         else:
-            values = _values(raw, lambda key=key: _key_path(path, key), max_length)
+            values = _values(raw, lambda key=key: key_path(path, key), max_length)
         if key in ATTRIBUTE_KEYS:
             for value in values:
                 if value not in RSVP_RESPONSES:
                     raise SpecError(
-                        _key_path(path, key),
+                        key_path(path, key),
                         f"invalid response {json.dumps(value, ensure_ascii=False)[:80]}: "
                         "expected yes, maybe or no",
                     )

@@ -31,7 +31,7 @@ from typing import Any
 from matcher.actionspecs import (
     DEFAULT_MAX_LENGTH,
     ActionSpec,
-    _key_path,
+    key_path,
     action_value_text,
     parse_action_specs,
 )
@@ -305,7 +305,7 @@ def _fill(
                         break
                 else:
                     spec_path = f"{field}[{index}]" if indexed else field
-                    where = _key_path(spec_path, key) if needed_by is None else field
+                    where = key_path(spec_path, key) if needed_by is None else field
                     because = f" for the default spec {needed_by}" if needed_by else ""
                     raise SpecError(
                         where,

@@ -23,7 +23,6 @@ position reloads everything.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -395,11 +394,11 @@ PIXEL_SELECTORS = ("fb_pixel", "offsite_pixel")
 def named_pixels(specs: AdSpecs) -> frozenset[str]:
     """The pixel ids an ad's effective specs name."""
     return frozenset(
-        str(value)
-        for text in (specs.tracking_json, specs.conversion_json)
-        for spec in json.loads(text)
-        for selector in PIXEL_SELECTORS
-        for value in spec.get(selector, ())
+        value
+        for spec in (*specs.tracking, *specs.conversion)
+        for selector, values in spec.constraints
+        if selector in PIXEL_SELECTORS
+        for value in values
     )
 
 

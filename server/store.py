@@ -350,6 +350,11 @@ def _registered(db: sqlite3.Connection, pixel_id: str) -> bool:
     return db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
 
 
+def _require_registered(db: sqlite3.Connection, pixel_id: str) -> None:
+    if not _registered(db, pixel_id):
+        raise NotFound(f"pixel {pixel_id!r} does not exist")
+
+
 def _authorised(db: sqlite3.Connection, pixel_id: str, account_id: str) -> bool:
     return db.execute("SELECT 1 FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
                       (pixel_id, account_id)).fetchone() is not None
@@ -444,6 +449,16 @@ class SQLiteStore(Store):
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state of the database (one read transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             # Fold the WAL back into the main file so the database is one file at rest. When
@@ -489,15 +504,9 @@ class SQLiteStore(Store):
             return changed
 
     def changes_since(self, position: int) -> ChangeBatch:
-        with self._lock:
-            self._db.execute("BEGIN")  # one read snapshot: the rows and the prune mark agree
-            try:
-                rows = self._db.execute(
-                    "SELECT seq, kind, object_id FROM changes WHERE seq > ? ORDER BY seq", (position,)
-                ).fetchall()
-                (pruned,) = self._db.execute("SELECT pruned_through FROM change_log_state WHERE id = 1").fetchone()
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot() as db:  # the rows and the prune mark agree
+            rows = db.execute("SELECT seq, kind, object_id FROM changes WHERE seq > ? ORDER BY seq", (position,)).fetchall()
+            (pruned,) = db.execute("SELECT pruned_through FROM change_log_state WHERE id = 1").fetchone()
         last = rows[-1][0] if rows else position
         return ChangeBatch(position=last, changes=tuple((kind, oid) for _, kind, oid in rows), gap=pruned > position)
 
@@ -538,12 +547,8 @@ class SQLiteStore(Store):
             return self._pixel(db, pixel_id, among=())
 
     def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
-        with self._lock:
-            self._db.execute("BEGIN")  # one read snapshot: the accounts belong to the pixel read
-            try:
-                return self._pixel(self._db, pixel_id, among)
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot() as db:  # the accounts belong to the pixel read
+            return self._pixel(db, pixel_id, among)
 
     def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
         rows = self._read(
@@ -555,21 +560,16 @@ class SQLiteStore(Store):
         return [PixelRecord(*row) for row in rows]
 
     def authorized_accounts(self, pixel_id: str, after: str | None = None, limit: int | None = None) -> list[str]:
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                if not _registered(self._db, pixel_id):
-                    raise NotFound(f"pixel {pixel_id!r} does not exist")
-                return _accounts_after(self._db, pixel_id, after, limit)
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot() as db:
+            _require_registered(db, pixel_id)
+            return _accounts_after(db, pixel_id, after, limit)
 
     def pixel_ids(self) -> list[str]:
         return [pixel_id for (pixel_id,) in self._read("SELECT id FROM pixels")]
 
     def update_pixel(self, pixel_id: str, name: str | None, tag: str | None) -> PixelRecord:
         with self._transaction() as db:
-            self._pixel(db, pixel_id, among=())
+            _require_registered(db, pixel_id)
             if name is not None:
                 db.execute("UPDATE pixels SET name = ? WHERE id = ?", (name, pixel_id))
             if tag is not None:
@@ -579,7 +579,7 @@ class SQLiteStore(Store):
 
     def delete_pixel(self, pixel_id: str) -> None:
         with self._transaction() as db:
-            self._pixel(db, pixel_id, among=())
+            _require_registered(db, pixel_id)
             (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ?", (pixel_id,)).fetchone()
             if count:
                 raise FailedPrecondition(
@@ -591,8 +591,7 @@ class SQLiteStore(Store):
 
     def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> None:
         with self._transaction() as db:
-            if not _registered(db, pixel_id):
-                raise NotFound(f"pixel {pixel_id!r} does not exist")
+            _require_registered(db, pixel_id)
             db.executemany(
                 "INSERT OR IGNORE INTO pixel_accounts (pixel_id, account_id) VALUES (?, ?)",
                 [(pixel_id, account) for account in accounts],
@@ -608,8 +607,7 @@ class SQLiteStore(Store):
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> None:
         accounts = list(accounts)
         with self._transaction() as db:
-            if not _registered(db, pixel_id):
-                raise NotFound(f"pixel {pixel_id!r} does not exist")
+            _require_registered(db, pixel_id)
             # An account's custom conversions on the pixel read its events; the account keeps
             # its access while it has any (archived ones too: their stats are the pixel's data).
             for account in accounts:
