@@ -30,9 +30,10 @@ from server.store import Recording
 
 HOUR = 3600
 NO_SPEC = -1
-# Events name any pixel id a web page sends; past this many the per-snapshot cache stops
-# growing (lookups still work, uncached) so junk ids cannot exhaust memory.
-MAX_CACHED_PIXELS = 100_000
+# Events name any pixel id and event name a web page sends; past this many (pixel id, event
+# name) pairs the per-snapshot cache stops growing (lookups still work, uncached) so junk
+# cannot exhaust memory.
+MAX_CACHED_FIRINGS = 100_000
 
 
 def number_value(value: Any) -> float | None:
@@ -401,19 +402,24 @@ def ads_for_actions(snapshot: Snapshot, actions: list[dict]) -> list[list[tuple[
     return results
 
 
-def pixel_firing_action(pixel_id: str) -> dict:
-    """The action a pixel firing is, for ads' specs (both the old and the new pixel selector)."""
-    return {"action.type": "offsite_conversion", **dict.fromkeys(PIXEL_SELECTORS, pixel_id)}
+def pixel_firing_action(pixel_id: str, event_name: str | None = None) -> dict:
+    """The action a pixel firing is, for ads' specs: the pixel under both the old and the new
+    pixel selector, and the event's name (``event_name``) when it has one."""
+    action = {"action.type": "offsite_conversion", **dict.fromkeys(PIXEL_SELECTORS, pixel_id)}
+    if event_name:
+        action["event_name"] = event_name
+    return action
 
 
-def ads_for_pixels(snapshot: Snapshot, pixel_ids: Iterable[str]) -> dict[str, tuple]:
-    """Ads tracking each pixel's firings, memoised on the snapshot (a pure function of it)."""
-    cache = snapshot.pixel_ad_cache
-    unknown = [p for p in set(pixel_ids) if p not in cache]
+def ads_for_pixels(snapshot: Snapshot, firings: Iterable[tuple[str, str | None]]) -> dict[tuple, tuple]:
+    """Ads tracking each (pixel id, event name) firing, memoised on the snapshot (a pure
+    function of it)."""
+    cache = snapshot.firing_ad_cache
+    unknown = [f for f in set(firings) if f not in cache]
     if not unknown:
         return cache
-    found = dict(zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(p) for p in unknown])))
-    if len(cache) + len(found) > MAX_CACHED_PIXELS:
+    found = dict(zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(*f) for f in unknown])))
+    if len(cache) + len(found) > MAX_CACHED_FIRINGS:
         return {**cache, **found}
     cache.update(found)  # concurrent batches may both fill a key: with the same value
     return cache
@@ -439,9 +445,10 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         else:
             reply = self._lists_reply(request, snapshot, batch)
         self._pixel_events_counter.inc(len(batch))
-        pixel_ads = ads_for_pixels(snapshot, batch.pixel_ids) if snapshot.ad_specs else {}
-        if pixel_ads:
-            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(p, ()) for p in batch.pixel_ids])))
+        if snapshot.ad_specs:
+            firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
+            pixel_ads = ads_for_pixels(snapshot, firings)
+            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(f, ()) for f in firings])))
         else:
             reply.MergeFromString(no_ads_reply(len(batch)))
         return reply

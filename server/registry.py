@@ -52,7 +52,7 @@ class AdSpecs:
 @dataclass(frozen=True)
 class Snapshot:
     """Everything one classification batch reads. Never mutated after publication
-    (the per-pixel ad cache only memoises a pure function of the snapshot)."""
+    (the per-firing ad cache only memoises a pure function of the snapshot)."""
 
     rules: Any  # matcher.CompiledRules over tracked custom conversions, scoped to their pixel
     default_values: Mapping[str, float]  # custom conversion id -> default_conversion_value
@@ -60,7 +60,7 @@ class Snapshot:
     tracking: Any  # compiled effective tracking specs of every ad, or None when no ads
     conversion: Any  # compiled effective conversion specs, or None
     ad_specs: Mapping[str, AdSpecs] = field(default_factory=dict)
-    pixel_ad_cache: dict = field(default_factory=dict, compare=False)
+    firing_ad_cache: dict = field(default_factory=dict, compare=False)
 
     @property
     def rule_count(self) -> int:
@@ -202,7 +202,7 @@ class Registry:
             tracking, conversion = _compile_ads(ads, current, changed=[record.id])
             stored = self.store.put_ad(record, replace_existing=replace_existing, pixels=named_pixels(specs))
             self._wrote()
-            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
+            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
             return stored, specs
 
     def delete_ad(self, ad_id: str) -> None:
@@ -213,7 +213,7 @@ class Registry:
             tracking, conversion = _compile_ads(ads, current, changed=[ad_id])
             self.store.delete_ad(ad_id)
             self._wrote()
-            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, pixel_ad_cache={}))
+            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
 
     # -- following other processes' changes ---------------------------------------------------
 
@@ -305,7 +305,7 @@ class Registry:
                 tracking=tracking,
                 conversion=conversion,
                 ad_specs=ads,
-                pixel_ad_cache={} if changed_ads else current.pixel_ad_cache,
+                firing_ad_cache={} if changed_ads else current.firing_ad_cache,
             )
         )
         return True

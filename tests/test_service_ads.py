@@ -115,6 +115,27 @@ def test_pixel_events_report_ads_tracking_the_pixel(owner, ingest):
     assert ingest.classify_pixel_events([{"pixel_id": "PX1"}])[0].ads == ()
 
 
+@pytest.mark.parametrize("form", ["rows", "columns", "buffers"])
+def test_a_pixel_firing_carries_its_event_name(owner, ingest, form):
+    # The spec's own example action: {"action.type": "offsite_conversion", "fb_pixel": "PX1",
+    # "event_name": "Purchase"}. An ad tracking only purchases counts no other firing of PX1.
+    owner.register_ad({**PAGE_LIKE_AD, "id": "purchases", "tracking_specs": [
+        {"action.type": "offsite_conversion", "fb_pixel": "PX1", "event_name": "Purchase"}]})
+    owner.register_ad({**PAGE_LIKE_AD, "id": "any_firing", "tracking_specs": [
+        {"action.type": "offsite_conversion", "fb_pixel": "PX1"}]})
+    events = [{"pixel_id": "PX1", "event": "Purchase"}, {"pixel_id": "PX1", "event": "PageView"},
+              {"pixel_id": "PX1"}, {"pixel_id": "PX2", "event": "Purchase"}, {"pixel_id": "PX1", "event": "Purchase"}]
+    if form == "rows":
+        request = classification_pb2.ClassifyPixelEventsRequest(events=[classification_pb2.PixelEvent(**e) for e in events])
+        results = ingest.event_results(ingest.call(ingest.classification.ClassifyPixelEvents, request))
+    else:
+        results = ingest.classify_pixel_events(events, form=form)
+    assert [sorted(a.ad_id for a in r.ads) for r in results] == [
+        ["any_firing", "purchases"], ["any_firing"], ["any_firing"], [], ["any_firing", "purchases"]]
+    assert ingest.classify_actions([{"action.type": "offsite_conversion", "fb_pixel": "PX1", "event_name": "Purchase"}]) \
+        == [[a for a in results[0].ads]]
+
+
 def test_actions_stream_and_bad_actions(ingest, owner):
     owner.register_ad(PAGE_LIKE_AD)
     requests = [
