@@ -16,7 +16,8 @@ The ad is a mapping::
             "page_id": "P1", "post_id": "PO1",     # or "object_story_id": "P1_PO1"
             "application_id": ..., "event_id": ..., "offer_id": ..., "url": ...,
         },
-        "promoted_object": {"pixel_id": "PX1", "application_id": "A1"},
+        "promoted_object": {"pixel_id": "PX1", "application_id": "A1",
+                            "page_id": ..., "event_id": ..., "offer_id": ...},
         "tracking_specs": [...],                   # optional, custom
         "conversion_specs": [...],                 # optional, custom
     }
@@ -50,12 +51,12 @@ __all__ = [
 
 #: Placeholder value -> (where the id comes from, in the order tried).
 PLACEHOLDERS: Mapping[str, tuple[str, ...]] = {
-    "PAGE_ID": ("creative.page_id",),
+    "PAGE_ID": ("creative.page_id", "promoted_object.page_id"),
     "POST_ID": ("creative.post_id",),
     "APPLICATION_ID": ("creative.application_id", "promoted_object.application_id"),
     "APP_ID": ("creative.application_id", "promoted_object.application_id"),
-    "EVENT_ID": ("creative.event_id",),
-    "OFFER_ID": ("creative.offer_id",),
+    "EVENT_ID": ("creative.event_id", "promoted_object.event_id"),
+    "OFFER_ID": ("creative.offer_id", "promoted_object.offer_id"),
     "FACEBOOK_PIXEL_ID": ("promoted_object.pixel_id",),
     "URL": ("creative.url",),
 }

@@ -218,6 +218,31 @@ def test_application_from_the_promoted_object():
          {"action.type": "post_engagement", "page": "1", "post": "2"}])
 
 
+@pytest.mark.parametrize(("objective", "kind", "goal", "promoted", "expected"), [
+    ("PAGE_LIKES", "page_like", "PAGE_LIKES", {"page_id": "P9"},
+     ([{"action.type": "page_engagement", "page": "P9"}, {"action.type": "like", "page": "P9"}],
+      [{"action.type": "like", "page": "P9"}])),
+    ("EVENT_RESPONSES", "event", None, {"event_id": 42},
+     ([{"action.type": "rsvp", "response": r, "event": "42"} for r in ("yes", "maybe", "no")], [])),
+    ("NONE", "offer", None, {"offer_id": "O7", "page_id": "P9"},
+     ([{"action.type": "receive_offer", "offer": "O7", "offer.creator": "P9"}], [])),
+])
+def test_ids_from_the_promoted_object(objective, kind, goal, promoted, expected):
+    # Spec section 4: placeholders are filled "from the ad's creative and promoted object".
+    the_ad = {"objective": objective, "creative": {"kind": kind}, "promoted_object": promoted}
+    if goal:
+        the_ad["optimization_goal"] = goal
+    tracking, conversion = effective_specs(the_ad)
+    assert (specs_to_json(tracking), specs_to_json(conversion)) == tuple(map(as_json, expected))
+
+
+def test_the_creative_id_wins_over_the_promoted_object():
+    the_ad = {"objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P1"},
+              "promoted_object": {"page_id": "P9"}}
+    tracking, _ = effective_specs(the_ad)
+    assert specs_to_json(tracking) == as_json([{"action.type": "page_engagement", "page": "P1"}])
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
