@@ -272,13 +272,15 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
     return value
 
 
-def _scalar_text(value: Any, path: Callable[[], str]) -> str:
+def scalar_text(value: Any, path: Callable[[], str]) -> str:
+    """A spec value's text (a non-empty string, or a number's decimal text); else a SpecError
+    at ``path()`` naming what is wrong with it."""
     if type(value) is str:
         if value:
             return value
         raise SpecError(path(), "empty string is not a value")
     if isinstance(value, str):
-        return _scalar_text(str.__str__(value), path)
+        return scalar_text(str.__str__(value), path)
     if isinstance(value, bool) or value is None:
         raise SpecError(path(), f"expected a string or a number, got {json.dumps(value)}")
     text = _number_text(value)
@@ -302,13 +304,13 @@ def _values(raw: Any, path: Callable[[], str], max_length: int) -> tuple[str, ..
         if len(raw) > max_length:
             raise SpecError(path(), f"more than {max_length} values")
         texts = {
-            _scalar_text(item, lambda i=i: f"{path()}[{i}]")  # type: ignore[misc]
+            scalar_text(item, lambda i=i: f"{path()}[{i}]")  # type: ignore[misc]
             for i, item in enumerate(raw)
         }
         return tuple(sorted(texts))
     if isinstance(raw, (Mapping, set, frozenset, list, tuple)):
         raise SpecError(path(), "expected a string, a number or a list of them, got an object")
-    return (_scalar_text(raw, path),)
+    return (scalar_text(raw, path),)
 
 
 # Names already checked against _NAME_RE: specs repeat a handful of types and selectors.

@@ -33,8 +33,8 @@ from matcher.actionspecs import (
     DEFAULT_MAX_LENGTH,
     ActionSpec,
     key_path,
-    action_value_text,
     parse_action_specs,
+    scalar_text,
 )
 from matcher.errors import SpecError
 
@@ -245,10 +245,7 @@ def _default_conversion(goal: str, creative: str) -> tuple[Mapping[str, str], ..
 def _text_field(container: Mapping[str, Any], name: str, path: str) -> str | None:
     if name not in container or container[name] is None:
         return None
-    text = action_value_text(container[name])
-    if text is None or text == "":
-        raise SpecError(path, "expected a non-empty string or a number")
-    return text
+    return scalar_text(container[name], lambda: path)
 
 
 def _mapping_field(ad: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -256,6 +256,12 @@ def test_the_creative_id_wins_over_the_promoted_object():
         ({"objective": "NONE", "creative": {"kind": "carousel"}}, "creative.kind", "unknown creative kind"),
         ({"objective": "NONE"}, "creative.kind", "unknown creative kind"),
         ({"objective": "NONE", "creative": "page_post"}, "creative", "expected an object"),
+        # An id's error says what is wrong with it, as a spec value's does.
+        ({"objective": "NONE", "creative": {"kind": "domain", "url": "u", "page_id": 1.5e300}},
+         "creative.page_id", "number is not finite or has too many digits"),
+        ({"objective": "NONE", "creative": {"kind": "domain", "url": ""}}, "creative.url", "empty string"),
+        ({"objective": "NONE", "creative": {"kind": "domain", "url": "u"}, "promoted_object": {"page_id": True}},
+         "promoted_object.page_id", "expected a string or a number, got true"),
         ({"objective": "EVENT_RESPONSES", "creative": {"kind": "domain", "url": "u"}},
          "creative.kind", "no default tracking specs under objective EVENT_RESPONSES"),
         ({"objective": "NONE", "creative": {"kind": "mobile_app", "application_id": 1}},
@@ -300,7 +306,7 @@ def test_the_creative_id_wins_over_the_promoted_object():
         ({"objective": "POST_ENGAGEMENT", "creative": {"kind": "page_post", "object_story_id": "123"}},
          "creative.object_story_id", "PAGEID_POSTID"),
         ({"objective": "POST_ENGAGEMENT", "creative": {"kind": "page_post", "page_id": ["P"]}},
-         "creative.page_id", "non-empty string"),
+         "creative.page_id", "expected a string or a number, got list"),
     ],
 )
 def test_errors_name_the_problem(the_ad, path, message):
