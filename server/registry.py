@@ -403,17 +403,20 @@ def named_pixels(specs: AdSpecs) -> frozenset[str]:
 
 
 def effective_ad_specs(ad: AdRecord) -> AdSpecs:
-    """Parse an ad's fields and derive the specs in effect (SpecError / InvalidArgument: code 100)."""
-    tracking, conversion = matcher.effective_specs(
-        {
-            "objective": ad.objective,
-            "creative": _json_object(ad.creative, "ad.creative"),
-            "optimization_goal": ad.optimization_goal,
-            "promoted_object": _json_object(ad.promoted_object, "ad.promoted_object"),
-            "tracking_specs": ad.tracking_specs or None,
-            "conversion_specs": ad.conversion_specs or None,
-        }
-    )
+    """Parse an ad's fields and derive the specs in effect (SpecError / InvalidArgument: code 100,
+    at a path from the request's ``ad`` field, as ``ad.creative.url``)."""
+    fields = {
+        "objective": ad.objective,
+        "creative": _json_object(ad.creative, "ad.creative"),
+        "optimization_goal": ad.optimization_goal,
+        "promoted_object": _json_object(ad.promoted_object, "ad.promoted_object"),
+        "tracking_specs": ad.tracking_specs or None,
+        "conversion_specs": ad.conversion_specs or None,
+    }
+    try:
+        tracking, conversion = matcher.effective_specs(fields)
+    except matcher.SpecError as error:
+        raise matcher.SpecError(f"ad.{error.path}", error.reason) from None
     return AdSpecs(tuple(tracking), tuple(conversion), matcher.specs_to_json(tracking), matcher.specs_to_json(conversion))
 
 

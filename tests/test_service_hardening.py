@@ -23,7 +23,7 @@ def invalid(error: grpc.RpcError, place: str) -> str:
 
 
 @pytest.mark.parametrize("fields, place", [
-    ({"tracking_specs": '[{"action.type":"like","page":"\\ud800"}]'}, "tracking_specs[0].page: \\ud800"),
+    ({"tracking_specs": '[{"action.type":"like","page":"\\ud800"}]'}, "ad.tracking_specs[0].page: \\ud800"),
     ({"creative": '{"kind":"page_like","page_id":"\\udfff"}'}, "ad.creative.page_id: \\udfff"),
     ({"creative": '{"kind":"page_like","page_id":' + "9" * 5000 + "}"}, "ad.creative: not JSON"),
     ({"promoted_object": '{"page_id": ' + "1" * 4400 + "}"}, "ad.promoted_object: not JSON (Exceeds"),
@@ -192,7 +192,7 @@ def test_a_stored_ad_whose_specs_no_longer_derive_does_not_keep_the_server_from_
                     ('{"kind": "mobile_app", "application_id": "7"}',
                      '[{"action.type": "mobile_app_install", "application": "7"}]'))
     with running_server(db) as (_, target), Client(target, "owner-token") as owner:
-        invalid(rejected(owner.call, owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id="old")), "creative.kind: ")
+        invalid(rejected(owner.call, owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id="old")), "ad.creative.kind: ")
         assert [a.ad.id for a in owner.list_ads("act_1")] == ["good"]
         owner.register_ad({"id": "old", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": page_like},
                           replace=True)
