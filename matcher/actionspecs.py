@@ -24,7 +24,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
-from matcher.values import json_not_text
+from matcher.values import json_not_text, unique_keys_object
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -230,17 +230,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid number")
 
 
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {json.dumps(key, ensure_ascii=False)}")
-            seen.add(key)
-    return result
-
-
 def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
     if isinstance(text, (bytes, bytearray)):
         if len(text) > 4 * max_length:
@@ -258,7 +247,7 @@ def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
             text,
             parse_float=Decimal,
             parse_constant=_reject_constant,
-            object_pairs_hook=_unique_object,
+            object_pairs_hook=unique_keys_object,
         )
     except json.JSONDecodeError as error:
         raise SpecError(

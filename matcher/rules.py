@@ -16,7 +16,8 @@ from typing import Any, Union
 
 from matcher.errors import RuleError
 from matcher.regex import check_regex
-from matcher.values import FieldPath, is_text, not_text_reason, number_text, parse_field, parse_number
+from matcher.values import (FieldPath, is_text, not_text_reason, number_text, parse_field, parse_number,
+                            unique_keys_object)
 
 # Canonical operator names, by kind of operand.
 SCALAR_OPS = ("eq", "neq")
@@ -185,18 +186,9 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    obj: dict = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f'duplicate key "{key}"')
-        obj[key] = value
-    return obj
-
-
 # One decoder for every rule and thread, as json.loads shares its default one (given hooks,
 # json.loads builds a decoder and its scanner per call).
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys_object, parse_constant=_reject_constant)
 
 
 def _decode(text: str, path: str, limits: Limits) -> Any:

@@ -13,6 +13,7 @@ line for line; the differential tests hold the two to each other.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -275,6 +276,19 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 def _dotted(place: str, key: str) -> str:
     return f"{place}.{key}"
+
+
+def unique_keys_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json``: the object as a dict, or ValueError naming a key it
+    gives twice (``json`` alone keeps the last one silently)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {json.dumps(key, ensure_ascii=False)}")
+            seen.add(key)
+    return result
 
 
 def json_not_text(text: str, value: Any, where: str,

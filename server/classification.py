@@ -374,7 +374,7 @@ def _json_actions(texts: Iterable[str], max_events: int) -> list[dict]:
         raise LimitExceeded(f"actions: {len(texts)} actions, more than the limit of {max_events} per batch")
     actions = []
     for i, text in enumerate(texts):
-        action = parse_json(text, f"actions[{i}]", decimals=True)
+        action = parse_json(text, f"actions[{i}]", decimals=True, unique_keys=True)
         if not isinstance(action, dict):
             raise InvalidArgument(f"actions[{i}]: expected a JSON object mapping selector to value")
         actions.append(action)

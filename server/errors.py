@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
-from matcher.values import json_not_text
+from matcher.values import json_not_text, unique_keys_object
 
 log = logging.getLogger("server.errors")
 
@@ -88,21 +88,26 @@ class LimitExceeded(ServiceError):
     reason = "LIMIT_EXCEEDED"
 
 
-# json.loads's own decoder (NaN and Infinity, which Python's json writes, are read: a custom
-# parameter's infinity is no conversion value); the second reads fractions as Decimal, as
-# action specs are read (a number is its decimal text).
-_DECODER = json.JSONDecoder()
-_DECIMAL_DECODER = json.JSONDecoder(parse_float=Decimal)
+# By (decimals, unique keys): json.loads's own decoder (NaN and Infinity, which Python's json
+# writes, are read: a custom parameter's infinity is no conversion value), one reading
+# fractions as Decimal, as action specs are read (a number is its decimal text), and each
+# refusing a key given twice, as specs and rules do.
+_DECODERS = {
+    (decimals, unique): json.JSONDecoder(parse_float=Decimal if decimals else None,
+                                         object_pairs_hook=unique_keys_object if unique else None)
+    for decimals in (False, True) for unique in (False, True)
+}
 
 
-def parse_json(text: str, where: str, *, decimals: bool = False) -> Any:
+def parse_json(text: str, where: str, *, decimals: bool = False, unique_keys: bool = False) -> Any:
     """Decode JSON text a client sent; InvalidArgument naming ``where`` when it is not JSON, or
     holds what no event or spec can: an integer of more digits than Python converts, an
     escaped lone surrogate (protobuf's strings are UTF-8, so that is the only way
     one gets in, and nothing downstream could encode it). ``decimals``: fractions as
-    ``Decimal``, their digits as written."""
+    ``Decimal``, their digits as written; ``unique_keys``: a key given twice in one object is
+    an error (custom data, the hot path, keeps JSON's last-one-wins)."""
     try:
-        value = (_DECIMAL_DECODER if decimals else _DECODER).decode(text)
+        value = _DECODERS[decimals, unique_keys].decode(text)
     except json.JSONDecodeError as error:
         raise InvalidArgument(f"{where}: not JSON ({error.msg} at position {error.pos})") from None
     except RecursionError:

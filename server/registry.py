@@ -380,7 +380,7 @@ def _get(read: Callable[[str], T], object_id: str) -> T | None:
 def _json_object(text: str, field_name: str) -> dict:
     if not text:
         return {}
-    value = parse_json(text, field_name)
+    value = parse_json(text, field_name, unique_keys=True)
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field_name}: expected a JSON object")
     return value

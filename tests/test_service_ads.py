@@ -69,6 +69,9 @@ def test_register_replace_list_delete(owner):
          "ad.conversion_specs[0].response: "),
         ({"promoted_object": {}}, "ad.promoted_object.pixel_id: "),
         ({"id": ""}, "ad.id: required"),
+        # A key given twice is refused, as in specs (JSON alone would keep the last one).
+        ({"creative": '{"kind": "domain", "url": "http://x", "url": "y"}'}, 'ad.creative: not JSON (duplicate key "url"'),
+        ({"promoted_object": '{"pixel_id": "PX1", "pixel_id": "PX2"}'}, "ad.promoted_object: not JSON (duplicate key"),
     ],
 )
 def test_invalid_ads_are_code_100_and_register_nothing(owner, changes, message):
@@ -146,7 +149,8 @@ def test_actions_stream_and_bad_actions(ingest, owner):
     ]
     replies = list(ingest.classification.StreamClassifyActions(iter(requests), metadata=ingest.metadata, timeout=10))
     assert [list(r.ad_ids) for r in replies] == [["ad2"], []]
-    for text, place in (("{oops", "actions[1]"), ("[1, 2]", "actions[1]")):
+    for text, place in (("{oops", "actions[1]"), ("[1, 2]", "actions[1]"),
+                        ('{"action.type": "like", "page": "P1", "page": "P2"}', 'actions[1]: not JSON (duplicate key "page"')):
         error = rejected(ingest.call, ingest.classification.ClassifyActions,
                          classification_pb2.ClassifyActionsRequest(actions=["{}", text]))
         assert error_code(error) == 100 and place in error.details()
