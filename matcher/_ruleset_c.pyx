@@ -20,7 +20,6 @@ from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport strtod
 from libc.string cimport memcpy, memset
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport copy, find, sort
@@ -30,6 +29,7 @@ from libcpp.string_view cimport string_view
 from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
+from matcher.includes.clocale cimport LC_NUMERIC_MASK, locale_t, newlocale, strtod_l
 from matcher.includes.re2 cimport (
     RE2, RE2Set, FilteredRE2, SetErrorInfo, StringPiece, UNANCHORED, Options, QuoteMeta, kNoError,
 )
@@ -450,6 +450,13 @@ cdef inline cbool _is_digit(char c) noexcept nogil:
     return b'0' <= c <= b'9'
 
 
+# Numbers are read in the C locale: an application that sets a locale whose decimal point is
+# "," (setlocale) must not change what "1.5" means, as it does not for Python's float().
+cdef locale_t _C_NUMERIC = newlocale(LC_NUMERIC_MASK, b"C", NULL)
+if _C_NUMERIC == NULL:
+    raise MemoryError("newlocale: cannot create the C numeric locale")
+
+
 cdef cbool parse_decimal(const char* s, Py_ssize_t n, double* out) noexcept nogil:
     """A decimal number with optional surrounding ASCII space; false unless finite."""
     cdef Py_ssize_t i = 0, start, end, digits = 0
@@ -486,10 +493,10 @@ cdef cbool parse_decimal(const char* s, Py_ssize_t n, double* out) noexcept nogi
     if end - start < 63:  # the usual case: no allocation
         memcpy(small, s + start, end - start)
         small[end - start] = 0
-        out[0] = strtod(small, NULL)
+        out[0] = strtod_l(small, NULL, _C_NUMERIC)
     else:
         buf.assign(s + start, end - start)
-        out[0] = strtod(buf.c_str(), NULL)
+        out[0] = strtod_l(buf.c_str(), NULL, _C_NUMERIC)
     return isfinite(out[0])
 
 
