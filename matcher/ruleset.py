@@ -49,8 +49,11 @@ class CompiledRules:
         """Ids of the rules the event satisfies, in the order the rules were given."""
         return self._matcher.match(event)
 
-    def match_batch(self, events: Sequence[Mapping]) -> list[list[str]]:
-        """One ``match`` result per event."""
+    def match_batch(self, events: Iterable[Mapping]) -> list[list[str]]:
+        """One ``match`` result per event (a list or tuple is read in place; any other
+        iterable, a generator say, is made a list first)."""
+        if type(events) is not list and type(events) is not tuple:
+            events = list(events)
         return self._matcher.match_batch(events)
 
     def match_columns(self, columns: Mapping[str, Any]) -> tuple[list[int], list[str]]:
@@ -216,6 +219,8 @@ def _parse_all(rules: Mapping[str, Any], sources: Mapping[str, Any]) -> dict:
         raise KeyError(f"sources given for rules not in the set: {sorted(map(str, unknown))[:5]}")
     parsed = {}
     for rule_id, rule in rules.items():
+        if rule_id is None:  # None marks a removed rule's place in the order
+            raise RuleError("rules[None]", "a rule id cannot be None")
         rule = parse_rule(rule, path=f"rules[{rule_id!r}]")
         source = sources.get(rule_id)
         if source is not None:

@@ -55,6 +55,24 @@ def test_match_columns(engine):
         cr.match_columns({"urls": ["x"]})
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_match_batch_takes_any_iterable(engine):
+    # The twin iterated a generator; the kernel took len() of it (TypeError).
+    cr = compile_rules({"a": {"url": {"contains": "x"}}}, engine=engine)
+    events = [{"url": "x"}, {}, {"url": "yx"}]
+    expected = [["a"], [], ["a"]]
+    assert cr.match_batch(e for e in events) == cr.match_batch(tuple(events)) == cr.match_batch(iter(events)) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_a_rule_id_cannot_be_none(engine):
+    # None marks a removed rule's place: a rule under it was counted but never reported.
+    with pytest.raises(RuleError, match=r"rules\[None\]: a rule id cannot be None"):
+        compile_rules({None: {"url": "x"}, "b": {"url": "x"}}, engine=engine)
+    with pytest.raises(RuleError, match="cannot be None"):
+        compile_rules({"b": {"url": "x"}}, engine=engine).with_changes({None: {"url": "x"}})
+
+
 class _Text(str):
     """A str subclass, as some decoders hand out."""
 
