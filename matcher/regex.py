@@ -92,12 +92,21 @@ def check_syntax(pattern: str) -> None:
             for prefix, name in _GROUP_CONSTRUCTS:
                 if pattern.startswith(prefix, i + 1):
                     raise ValueError(f"{name} is not supported by RE2")
+            if _NUMBERED_CALL.match(pattern, i + 1):
+                raise ValueError("recursion (?N) / (?+N) / (?-N) is not supported by RE2")
+            if (flags := _FLAG_GROUP.match(pattern, i + 1)) and (unknown := set(flags[1]) - set("imsU-")):
+                raise ValueError(f"flag {min(unknown)} in (?{flags[1]}...) is not supported by RE2 "
+                                 "(its flags are i, m, s and U)")
         elif ch == "+" and i > 0 and pattern[i - 1] in "*+?}" and not _escaped(pattern, i - 1) \
                 and (pattern[i - 1] != "}" or _ends_in_repetition(pattern, i)):
             raise ValueError("possessive quantifier is not supported by RE2")
         i += 1
 
 
+# PCRE's numbered subroutine calls: (?1), (?+1), (?-1), (?0).
+_NUMBERED_CALL = re.compile(r"\?[+-]?[0-9]")
+# A flag group, (?flags) or (?flags:...): RE2 knows i, m, s and U (and "-" to clear them).
+_FLAG_GROUP = re.compile(r"\?([A-Za-z-]+)[:)]")
 # RE2's POSIX classes inside a bracket expression ([[:alpha:]], [[:^digit:]]); an unknown
 # name is RE2's error to report.
 _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")

@@ -27,6 +27,11 @@ def reason(pattern):
     ("[[:alpha:]](?=x)", "lookahead"),  # the POSIX class ends, then the class does
     ("(?(1)a|b)", "conditional"),
     ("(?R)", "recursion"),
+    ("(?+1)", "recursion (?N)"),  # was named a possessive quantifier
+    ("(a)(?1)", "recursion (?N)"),
+    ("(a)(?-1)", "recursion (?N)"),
+    ("(?x)a b", "flag x in (?x...)"),  # was "not valid RE2 syntax", naming nothing
+    ("(?ix:a)", "flag x in (?ix...)"),
     (r"\Z", "\\Z"),
     (r"\C", "\\C"),
     (r"\Qa.b\E", "\\Q"),
@@ -38,6 +43,11 @@ def reason(pattern):
 ])
 def test_unsupported_constructs_are_named(pattern, named):
     assert named in reason(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["(?i)a", "(?i-s:a)", "(?imsU)a", "(?P<n>a)(?-i)b"])
+def test_re2_flag_groups_are_accepted(pattern):
+    parse_rule({"url": {"regex_match": pattern}})
 
 
 def test_invalid_syntax_carries_re2_reason():
