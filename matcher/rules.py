@@ -298,6 +298,11 @@ class _Parser:
             op, operand = next(iter(value.items()))
             return self.make_leaf(name, op, operand, path, path, path)
         if value is None or isinstance(value, (list, tuple)):
+            if is_text(name):  # a name that is no field is the first thing wrong ({"AND": [...]})
+                try:
+                    parse_field(name)
+                except ValueError as err:
+                    raise RuleError(path, str(err)) from None
             raise RuleError(path, f"expected a condition {{operator: operand}} or a scalar, got {_describe(value)}")
         return self.make_leaf(name, "eq", value, path, path, path)
 

@@ -155,7 +155,8 @@ def _parse_field(name: str) -> FieldPath:
     if lowered in BUILTIN_FIELDS:
         return FieldPath(lowered, lowered)
     if lowered in RESERVED_WORDS:
-        raise ValueError(f'"{name}" is reserved (and, or, not combine rules): not a field name')
+        raise ValueError(f'"{name}" is reserved (and, or, not combine rules, written in lower case): '
+                         "not a field name")
     if lowered in UNMATCHABLE_FIELDS:
         raise ValueError(f'"{name}" is not a field a rule can match (it selects or describes the event)')
     segments = []

@@ -197,6 +197,9 @@ def test_the_combinators_are_not_field_names(name):
     assert "is reserved" in error_of({"field": name, "operator": "eq", "value": "x"})
     if name != name.lower():  # (lower-case, the key combines: {"not": {"eq": "x"}} negates a leaf)
         assert "is reserved" in error_of({"and": [{"event": "x"}, {name: {"eq": "x"}}]})
+        # Given a list, as its lower-case twin takes, the name is still what is wrong.
+        assert error_of({name: [{"event": "x"}]}) == (
+            f'rule.{name}: "{name}" is reserved (and, or, not combine rules, written in lower case): not a field name')
     assert parse_rule({"not.x": "y"}).to_json() == '{"not.x":{"eq":"y"}}'  # a dotted path is a field
 
 
