@@ -43,6 +43,7 @@ cdef struct Lit:
     int32_t size
     int32_t window  # offset, within the literal, of the window it is filed under
     int32_t fold
+    int32_t ordinal  # the literal's number in its LitScan: its bit in a scan's found marks
 
 
 DEF LIT_ALIGN = 4  # a record starts on a multiple of it
@@ -69,6 +70,7 @@ cdef cppclass LitIndex:
 cdef cppclass LitScan:
     LitIndex anywhere
     uint32_t step
+    int32_t count  # literals (each filed under one or more windows)
     LitIndex prefix
     vector[int32_t] prefix_at  # the offsets of the prefix literals' windows
 
@@ -162,7 +164,8 @@ cdef inline size_t _lit_bytes(int32_t size) noexcept nogil:
 
 
 cdef int _fill(LitIndex* index, list filed) except -1:
-    """``filed``: (window, offset in the literal, text, fold, id); texts lowercased when fold."""
+    """``filed``: (window, offset in the literal, text, fold, id, ordinal); texts lowercased
+    when fold."""
     cdef Lit lit
     cdef uint64_t h
     cdef uint32_t bits = BLOOM_MIN
@@ -182,13 +185,14 @@ cdef int _fill(LitIndex* index, list filed) except -1:
     index.mask = bits // 64 - 1
     _fill_slots(index, ranges)
     index.lits.reserve(total)
-    for w, offset, text, fold, ident in filed:
+    for w, offset, text, fold, ident, ordinal in filed:
         h = _bloom_hash(w)
         index.bloom[(h >> 40) & index.mask] |= ((<uint64_t>1) << (h >> 58)) | ((<uint64_t>1) << ((h >> 34) & 63))
         lit.size = len(text)
         lit.window = offset
         lit.id = ident
         lit.fold = fold
+        lit.ordinal = ordinal
         lit.last = _window_at(<const unsigned char*><const char*>text + len(text) - WINDOW)
         at = index.lits.size()
         index.lits.append(<const char*>&lit, sizeof(Lit))
@@ -198,16 +202,16 @@ cdef int _fill(LitIndex* index, list filed) except -1:
 
 
 cdef list _file(list literals, list windows, dict counts, int step):
-    """(window, offset, stored text, fold, id, prefix) entries: each literal under the run of
+    """(window, offset, stored text, fold, id, ordinal, prefix) entries: each literal under the run of
     ``step`` windows (one for a prefix) the fewest literals share; among those the last
     (suffixes tell literals such as /thankyou-p1x1 and /thankyou-p1x2 apart)."""
     filed = []
-    for (text, fold, prefix, ident), ws in zip(literals, windows):
+    for ordinal, ((text, fold, prefix, ident), ws) in enumerate(zip(literals, windows)):
         stored = text.lower() if fold else text  # folded already: only ASCII capitals can remain
         span = 1 if prefix else step
         cost = [sum(counts[w] for w in ws[k:k + span]) for k in range(len(ws) - span + 1)]
         best = min(range(len(cost)), key=lambda k: (cost[k], -k))
-        filed.extend((ws[k], k, stored, fold, ident, prefix) for k in range(best, best + span))
+        filed.extend((ws[k], k, stored, fold, ident, ordinal, prefix) for k in range(best, best + span))
     return filed
 
 
@@ -229,15 +233,16 @@ cdef LitScan* lit_scan_new(list literals) except NULL:
         filed = _file(literals, windows, counts, step)
         per_window = {}
         for entry in filed:
-            if not entry[5]:
+            if not entry[6]:
                 per_window[entry[0]] = per_window.get(entry[0], 0) + 1
         if step == 1 or max(per_window.values(), default=0) <= MAX_SHARED:
             break
         step -= 1
     s.step = step
-    _fill(&s.anywhere, [e[:5] for e in filed if not e[5]])
-    _fill(&s.prefix, [e[:5] for e in filed if e[5]])
-    for k in sorted({e[1] for e in filed if e[5]}):
+    s.count = len(literals)
+    _fill(&s.anywhere, [e[:6] for e in filed if not e[6]])
+    _fill(&s.prefix, [e[:6] for e in filed if e[6]])
+    for k in sorted({e[1] for e in filed if e[6]}):
         s.prefix_at.push_back(k)
     return s
 
@@ -265,14 +270,16 @@ cdef inline uint32_t _window_of(const unsigned char* s, int mode) noexcept nogil
     return _window_ascii(s) if mode == SCAN_ASCII else _window_at(s)
 
 
-cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
-                    cbool prefix, int mode, vector[int32_t]& out) noexcept nogil:
-    """The literals filed under the window found at ``pos``, compared where they would start."""
+cdef inline int32_t _lit_hits(const LitIndex* index, const unsigned char* text, size_t n, uint32_t window, size_t pos,
+                    cbool prefix, int mode, vector[int32_t]& out, uint64_t* found) noexcept nogil:
+    """The literals filed under the window found at ``pos``, compared where they would start,
+    unless ``found`` marks them found already; returns how many it found."""
     cdef const Slot* slot = _slot(index, window)
     cdef const char* at = index.lits.data() + slot.first
     cdef const Lit* lit
     cdef Py_ssize_t start
-    cdef int32_t k
+    cdef int32_t k, newly = 0
+    cdef uint64_t bit
     for k in range(slot.count):
         lit = <const Lit*>at
         at += _lit_bytes(lit.size)
@@ -283,19 +290,32 @@ cdef inline void _lit_hits(const LitIndex* index, const unsigned char* text, siz
             continue
         if _window_of(text + start + lit.size - WINDOW, mode) != lit.last:
             continue
+        # (tested after the last window, so only near-certain matches pay for it)
+        bit = (<uint64_t>1) << (lit.ordinal & 63)
+        if found[lit.ordinal >> 6] & bit:
+            continue
         if _lit_equal(lit, text + start):
+            found[lit.ordinal >> 6] |= bit
             out.push_back(lit.id)
+            newly += 1
+    return newly
 
 
-cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
-    """Appends the id of every literal of the ``mode``'s kinds occurring in ``data`` (ids may repeat)."""
+cdef void lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out,
+                   vector[uint64_t]& found) noexcept nogil:
+    """Appends the id of every literal of the ``mode``'s kinds occurring in ``data``, once per
+    literal (``found``: the caller's scratch for the marks, kept between calls)."""
+    # Marks, so a literal is compared and reported once however often it occurs: a text of a
+    # million "a"s against literals "aaaa", "aaaaa", ... would otherwise compare each of them
+    # at every position, and report each as often (a scan's memory growing with the text).
+    found.assign((<size_t>s.count + 63) >> 6, 0)
     # One copy of the scan per mode: the compiler drops the other modes' tests from the loops.
     if mode == SCAN_ASCII:
-        _lit_scan(s, data, n, SCAN_ASCII, out)
+        _lit_scan(s, data, n, SCAN_ASCII, out, found.data())
     elif mode == SCAN_EXACT:
-        _lit_scan(s, data, n, SCAN_EXACT, out)
+        _lit_scan(s, data, n, SCAN_EXACT, out, found.data())
     else:
-        _lit_scan(s, data, n, SCAN_FOLDED, out)
+        _lit_scan(s, data, n, SCAN_FOLDED, out, found.data())
 
 
 cdef inline size_t _next_in_bloom(const unsigned char* text, size_t i, size_t end, size_t step,
@@ -321,11 +341,13 @@ cdef inline size_t _next_in_bloom(const unsigned char* text, size_t i, size_t en
     return i
 
 
-cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out) noexcept nogil:
+cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mode, vector[int32_t]& out,
+                           uint64_t* found) noexcept nogil:
     cdef const unsigned char* text = <const unsigned char*>data
     cdef const LitIndex* index = &s.prefix
     cdef size_t i, end, step = s.step
     cdef uint32_t window
+    cdef int32_t missing = s.count  # literals not found yet: none left, the rest of the text is not read
     if n < WINDOW:
         return
     for i in range(s.prefix_at.size()):
@@ -333,12 +355,14 @@ cdef inline void _lit_scan(const LitScan* s, const char* data, size_t n, int mod
             break
         window = _window_at(text + s.prefix_at[i])
         if _in_bloom(index.bloom.data(), index.mask, window):
-            _lit_hits(index, text, n, window, s.prefix_at[i], True, mode, out)
+            missing -= _lit_hits(index, text, n, window, s.prefix_at[i], True, mode, out, found)
     index = &s.anywhere
     if index.lits.empty():
         return
     end = n - WINDOW
     i = _next_in_bloom(text, 0, end, step, index.bloom.data(), index.mask)
     while i <= end:
-        _lit_hits(index, text, n, _window_of(text + i, mode), i, False, mode, out)
+        missing -= _lit_hits(index, text, n, _window_of(text + i, mode), i, False, mode, out, found)
+        if missing == 0:
+            return
         i = _next_in_bloom(text, i + step, end, step, index.bloom.data(), index.mask)

@@ -948,14 +948,16 @@ def _set_literal_scanner(bint enabled):
 
 
 def _scan_literals(list literals, bytes text, int mode=SCAN_ASCII):
-    """Tests only: (the ids found, deduplicated and sorted; the scan's step) of a scanner over
+    """Tests only: (the ids found, deduplicated and sorted; the scan's step; how many ids it
+    reported, repeats included) of a scanner over
     ``literals`` ((UTF-8, fold, prefix, id) tuples, as ``lit_scan_new`` takes them) run on
     ``text`` in ``mode`` (0: ASCII text, both kinds; 1: exact literals; 2: folded ones)."""
     cdef LitScan* s = lit_scan_new(literals)
     cdef vector[int32_t] out
+    cdef vector[uint64_t] found
     try:
-        lit_scan(s, <const char*>text, len(text), mode, out)
-        return sorted(set(out)), s.step
+        lit_scan(s, <const char*>text, len(text), mode, out, found)
+        return sorted(set(out)), s.step, out.size()
     finally:
         del s
 
@@ -1146,6 +1148,7 @@ cdef cppclass Scratch:
     vector[int32_t] true_preds  # that place in phase 2 (nobody reads it there)
     vector[int] set_hits
     vector[int32_t] lit_hits
+    vector[uint64_t] lit_found  # the literal scanner's marks (see lit_scan)
     vector[int32_t] atoms
     string folded
     uint32_t stamp
@@ -1283,11 +1286,11 @@ cdef cbool _run_fast_path(GroupC* g, Scratch* sc, const char* text, size_t size,
     cdef cbool run_rest = g.rest_always or not ascii
     sc.lit_hits.clear()
     if ascii:
-        lit_scan(g.scan, text, size, SCAN_ASCII, sc.lit_hits)
+        lit_scan(g.scan, text, size, SCAN_ASCII, sc.lit_hits, sc.lit_found)
     else:
-        lit_scan(g.scan, text, size, SCAN_EXACT, sc.lit_hits)
+        lit_scan(g.scan, text, size, SCAN_EXACT, sc.lit_hits, sc.lit_found)
         fold_utf8(text, size, sc.folded)
-        lit_scan(g.scan, sc.folded.data(), sc.folded.size(), SCAN_FOLDED, sc.lit_hits)
+        lit_scan(g.scan, sc.folded.data(), sc.folded.size(), SCAN_FOLDED, sc.lit_hits, sc.lit_found)
     sc.atoms.clear()
     for i in range(sc.lit_hits.size()):
         hit = sc.lit_hits[i]

@@ -190,7 +190,7 @@ def test_many_probe_chains_in_one_table():
              for w in _spellings(pairs) for tail in ("", "zz")]
     literals = [(w.encode(), False, False, i) for i, w in enumerate(words)]
     for i, w in enumerate(words):
-        found, step = _ruleset_c._scan_literals(literals, ("ab" + w + "yz").encode())
+        found, step, _ = _ruleset_c._scan_literals(literals, ("ab" + w + "yz").encode())
         expected = sorted(j for j, v in enumerate(words) if v in "ab" + w + "yz")
         assert found == expected and i in found, w
     assert _ruleset_c._scan_literals(literals, "@[@[z".encode())[0] == [words.index("@[@[")]
@@ -215,8 +215,25 @@ def test_a_table_of_thousands_of_windows_finds_each_and_nothing_else():
     words = [f"{i:05x}" for i in range(0, 40000, 7)]  # 5 bytes: step 2
     literals = [(w.encode(), False, False, i) for i, w in enumerate(words)]
     text = "|".join(words).encode()
-    found, step = _ruleset_c._scan_literals(literals, text)
+    found, step, _ = _ruleset_c._scan_literals(literals, text)
     assert step == 2 and found == list(range(len(words)))
     absent = "|".join(f"{i:05x}" for i in range(3, 40000, 7)).encode()
     found = set(_ruleset_c._scan_literals(literals, absent)[0])
     assert found == {i for i, w in enumerate(words) if w.encode() in absent}
+
+
+def test_a_literal_is_reported_once_however_often_it_occurs():
+    # Literals "aaaa", "aaaaa", ... share every window of a text of "a"s: each was compared at
+    # every position and reported each time, so a 16 MB URL (the service's message limit) grew
+    # the scan's output to billions of ids. Each is now reported once, and once every literal
+    # is found the scan stops reading.
+    literals = [(b"a" * k, False, False, k) for k in range(4, 204)]
+    found, step, reported = _ruleset_c._scan_literals(literals, b"a" * 100_000)
+    assert step == 1 and found == list(range(4, 204)) and reported == 200
+    text = (b"a" * 99 + b"!") * 1000  # runs of 99: the longer literals never match, the scan goes on
+    found, _, reported = _ruleset_c._scan_literals(literals, text)
+    assert found == list(range(4, 100)) and reported == 96
+    folded = [(b"a" * k, True, False, k) for k in range(4, 20)]  # folded ones, in an ASCII text of capitals
+    assert _ruleset_c._scan_literals(folded, b"A" * 10_000)[2] == 16
+    rules = {f"r{k}": {"url": {"contains": "a" * k}} for k in range(4, 204)}
+    assert compile_rules(rules).match({"url": "https://x.example/?q=" + "a" * 1_000_000}) == list(rules)
