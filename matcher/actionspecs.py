@@ -113,7 +113,7 @@ def _number_text(value: Any) -> str | None:
     if isinstance(value, Decimal):
         try:
             return _decimal_text(value)
-        except (InvalidOperation, ValueError):  # pragma: no cover - defensive
+        except (ArithmeticError, ValueError):  # 1e1000000: normalize() overflows the context
             return None
     return None
 

@@ -20,7 +20,7 @@ from itertools import compress
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
-from matcher.values import url_parts
+from matcher.values import parse_number, url_parts
 
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, parse_json
@@ -31,9 +31,10 @@ from server.store import Recording
 HOUR = 3600
 NO_SPEC = -1
 # Events name any pixel id and event name a web page sends; past this many (pixel id, event
-# name) pairs the per-snapshot cache stops growing (lookups still work, uncached) so junk
-# cannot exhaust memory.
+# name) pairs the per-snapshot cache stops growing (lookups still work, uncached), and pairs
+# longer than any real one are not cached, so junk cannot exhaust memory.
 MAX_CACHED_FIRINGS = 100_000
+MAX_CACHED_FIRING_CHARS = 256
 
 
 def number_value(value: Any) -> float | None:
@@ -42,11 +43,8 @@ def number_value(value: Any) -> float | None:
     kind = type(value)
     if kind is float:  # JSON's and the typed columns' numbers first: the common case
         return value if math.isfinite(value) else None
-    if kind is str:
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
+    if kind is str:  # numeric text as rules read it (ASCII decimals), not all float() takes ("1_000", "١٢")
+        return parse_number(value)
     elif kind is int or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         try:
             number = float(value)
@@ -415,14 +413,18 @@ def ads_for_pixels(snapshot: Snapshot, firings: Iterable[tuple[str, str | None]]
     """Ads tracking each (pixel id, event name) firing, memoised on the snapshot (a pure
     function of it)."""
     cache = snapshot.firing_ad_cache
-    unknown = [f for f in set(firings) if f not in cache]
+    wanted = set(firings)
+    unknown = [f for f in wanted if f not in cache]
     if not unknown:
         return cache
     found = dict(zip(unknown, ads_for_actions(snapshot, [pixel_firing_action(*f) for f in unknown])))
-    if len(cache) + len(found) > MAX_CACHED_FIRINGS:
-        return {**cache, **found}
-    cache.update(found)  # concurrent batches may both fill a key: with the same value
-    return cache
+    kept = {f: ads for f, ads in found.items() if len(f[0]) + len(f[1] or "") <= MAX_CACHED_FIRING_CHARS}
+    if len(cache) + len(kept) <= MAX_CACHED_FIRINGS:
+        cache.update(kept)  # concurrent batches may both fill a key: with the same value
+        if len(kept) == len(found):
+            return cache
+    found.update((f, cache[f]) for f in wanted if f not in found)  # this batch's, some uncached
+    return found
 
 
 class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServicer):

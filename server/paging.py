@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from google.protobuf.message import Message
 
+from matcher.values import is_text
 from server.errors import InvalidArgument, LimitExceeded
 
 __all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "first_page", "page_request", "read_on"]
@@ -70,7 +71,8 @@ def _after(token: str, call: str, scope: str) -> str | None:
         decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error):
         decoded = None
-    if not (isinstance(decoded, list) and len(decoded) == 3 and all(isinstance(part, str) for part in decoded)):
+    if not (isinstance(decoded, list) and len(decoded) == 3
+            and all(isinstance(part, str) and is_text(part) for part in decoded)):
         raise InvalidArgument("page_token: not a next_page_token this service returned")
     if decoded[:2] != [call, scope]:
         raise InvalidArgument(

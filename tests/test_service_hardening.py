@@ -7,6 +7,7 @@ import sqlite3
 import grpc
 import pytest
 
+from server.classification import number_value
 from server.client import Client, error_code
 from server.errors import MAX_MESSAGE_BYTES
 from server.gen.conversion_matcher.v1 import ads_pb2, classification_pb2, custom_conversions_pb2 as cc_pb, pixels_pb2
@@ -27,6 +28,9 @@ def invalid(error: grpc.RpcError, place: str) -> str:
     ({"creative": '{"kind":"page_like","page_id":"\\udfff"}'}, "ad.creative.page_id: \\udfff"),
     ({"creative": '{"kind":"page_like","page_id":' + "9" * 5000 + "}"}, "ad.creative: not JSON"),
     ({"promoted_object": '{"page_id": ' + "1" * 4400 + "}"}, "ad.promoted_object: not JSON (Exceeds"),
+    # Decimal's normalize() overflowed (INTERNAL before).
+    ({"tracking_specs": '[{"action.type":"like","page":1e1000000}]'},
+     "ad.tracking_specs[0].page: number is not finite or has too many digits"),
 ])
 def test_an_ad_that_cannot_be_text_is_rejected_and_not_stored(owner, ingest, fields, place):  # noqa: F811
     # Before: validation passed, the ad was stored and live, and only the reply failed (INTERNAL).
@@ -45,6 +49,35 @@ def test_custom_data_that_is_no_json_value_is_code_100(ingest, custom_data, plac
     request = classification_pb2.ClassifyPixelEventsRequest(
         events=[classification_pb2.PixelEvent(pixel_id="1", event="Purchase", custom_data=custom_data)])
     invalid(rejected(ingest.call, ingest.classification.ClassifyPixelEvents, request), place)
+
+
+def test_an_action_number_past_any_text_is_no_value(owner, ingest):  # noqa: F811
+    # INTERNAL before (Decimal overflow); now the value counts as absent, as NaN does.
+    owner.register_ad(AD)
+    assert ingest.classify_actions([{"action.type": "like", "page": "P1"}]) != [[]]
+    request = classification_pb2.ClassifyActionsRequest(actions=['{"action.type":"like","page":1e1000000}'])
+    assert ingest.action_results(ingest.call(ingest.classification.ClassifyActions, request)) == [[]]
+
+
+@pytest.mark.parametrize("text, value", [
+    (" 7 ", 7.0), ("1e3", 1000.0), ("-2.5", -2.5),
+    # float() takes these; a rule's numeric operators do not, so neither does a conversion value.
+    ("1_000", None), ("\u0661\u0662", None), ("\uff11\uff12", None), ("\u2003 7", None), ("inf", None),
+])
+def test_a_conversion_value_is_numeric_text_as_rules_read_it(text, value):
+    assert number_value(text) == value
+
+
+def test_firings_longer_than_any_real_one_are_not_cached(tmp_path):
+    # One ingest caller sent 8 MiB pixel ids: each was kept in the per-snapshot cache.
+    with running_server(tmp_path / "db.sqlite") as (server, target):
+        with Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
+            owner.register_ad({**AD, "tracking_specs": [{"action.type": "offsite_conversion", "fb_pixel": "PX1"}]})
+            long_id = "9" * 100_000
+            results = ingest.classify_pixel_events([{"pixel_id": "PX1", "event": "Purchase"}, {"pixel_id": long_id}])
+            assert [[a.ad_id for a in r.ads] for r in results] == [["ad1"], []]
+            cache = server.core.registry.snapshot.firing_ad_cache
+            assert ("PX1", "Purchase") in cache and all(len(pixel) < 1000 for pixel, _ in cache)
 
 
 def test_action_numbers_are_their_decimal_text_as_in_specs(owner, ingest):  # noqa: F811
