@@ -41,8 +41,9 @@ class Principal:
     def require_owner(self, account_id: str, what: str) -> None:
         """Allow when the token holds ``account_id``, the account ``what`` belongs to."""
         if account_id not in self.accounts:
+            # (not naming the account: ad ids are chosen by callers, so they can be guessed)
             raise PermissionDenied(
-                f"Permissions error: {what} belongs to ad account {account_id}, which this access token cannot act for"
+                f"Permissions error: {what} belongs to an ad account this access token cannot act for"
             )
 
     def require_any(self, accounts: frozenset[str] | set[str], what: str) -> None:

@@ -352,7 +352,7 @@ def _registered(db: sqlite3.Connection, pixel_id: str) -> bool:
 
 def _require_registered(db: sqlite3.Connection, pixel_id: str) -> None:
     if not _registered(db, pixel_id):
-        raise NotFound(f"pixel {pixel_id!r} does not exist")
+        raise NotFound(f"pixel_id: pixel {pixel_id!r} does not exist")
 
 
 def _authorised(db: sqlite3.Connection, pixel_id: str, account_id: str) -> bool:
@@ -521,7 +521,7 @@ class SQLiteStore(Store):
             "SELECT id, name, tag, creator, creation_time, last_firing_time FROM pixels WHERE id = ?", (pixel_id,)
         ).fetchone()
         if row is None:
-            raise NotFound(f"pixel {pixel_id!r} does not exist")
+            raise NotFound(f"pixel_id: pixel {pixel_id!r} does not exist")
         if among is None:
             accounts = tuple(_accounts_after(db, pixel_id, None, None))
         else:  # one lookup per account asked about; past a few, one read of the pixel's accounts

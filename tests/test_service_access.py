@@ -70,6 +70,7 @@ def test_other_accounts_get_code_200_and_change_nothing(world, index):
     name, service, request = calls(ids)[index]
     error = invoke(other, service, name, request)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+    assert "act_1" not in error.details()  # the owner's account is not told to others
     assert state(owner, ids) == before
 
 
@@ -77,7 +78,19 @@ def test_other_accounts_get_code_200_and_change_nothing(world, index):
 def test_unknown_ids_are_not_found(world, index):
     owner, _, _ = world
     name, service, request = calls({"pixel": "123", "conversion": "456", "ad": "no-such-ad"})[index]
-    assert invoke(owner, service, name, request).code() == grpc.StatusCode.NOT_FOUND
+    error = invoke(owner, service, name, request)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    if service == "pixels":  # the store's pixel calls name the request's field
+        assert error.details() == "pixel_id: pixel '123' does not exist"
+
+
+def test_an_unknown_event_source_names_its_field(world):
+    owner, _, _ = world
+    request = cc_pb.CreateCustomConversionRequest(account_id="act_1", name="c", event_source_id="999",
+                                                  rule='{"url": {"contains": "x"}}', custom_event_type="PURCHASE")
+    error = invoke(owner, "custom_conversions", "CreateCustomConversion", request)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "event_source_id: pixel '999' does not exist"
 
 
 @pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
