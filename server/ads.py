@@ -72,7 +72,8 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         record = self._record(principal, request.ad)
         if replace_existing:
             self._owned(principal, record.id)
-        stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing)
+        stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing,
+                                                  owners=principal.accounts if replace_existing else None)
         return _registration(stored, specs)
 
     def RegisterAd(self, request, context):
@@ -105,5 +106,5 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
     def DeleteAd(self, request, context):
         principal = self.core.authenticate(context)
         record = self._owned(principal, request.ad_id)
-        self.core.registry.delete_ad(record.id)
+        self.core.registry.delete_ad(record.id, owners=principal.accounts)
         return pb.DeleteAdResponse(success=True)

@@ -193,25 +193,28 @@ class Registry:
                 self._publish(replace(current, rules=rules, default_values=values))
             return result
 
-    def put_ad(self, record: AdRecord, *, replace_existing: bool) -> tuple[AdRecord, AdSpecs]:
-        """Register or replace an ad; returns it with its effective specs, now in classification."""
+    def put_ad(self, record: AdRecord, *, replace_existing: bool,
+               owners: Collection[str] | None = None) -> tuple[AdRecord, AdSpecs]:
+        """Register or replace an ad (``owners``: as ``Store.put_ad``); returns it with its
+        effective specs, now in classification."""
         with self._writer:
             specs = effective_ad_specs(record)
             current = self.snapshot
             ads = {**current.ad_specs, record.id: specs}
             tracking, conversion = _compile_ads(ads, current, changed=[record.id])
-            stored = self.store.put_ad(record, replace_existing=replace_existing, pixels=named_pixels(specs))
+            stored = self.store.put_ad(record, replace_existing=replace_existing, pixels=named_pixels(specs),
+                                       owners=owners)
             self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
             return stored, specs
 
-    def delete_ad(self, ad_id: str) -> None:
-        """Delete an ad; its specs leave classification."""
+    def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
+        """Delete an ad (``owners``: as ``Store.delete_ad``); its specs leave classification."""
         with self._writer:
             current = self.snapshot
             ads = {k: v for k, v in current.ad_specs.items() if k != ad_id}
             tracking, conversion = _compile_ads(ads, current, changed=[ad_id])
-            self.store.delete_ad(ad_id)
+            self.store.delete_ad(ad_id, owners)
             self._wrote()
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
 

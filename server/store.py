@@ -195,10 +195,13 @@ class Store(ABC):
         """Delete a conversion and its counters; NotFound."""
 
     @abstractmethod
-    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = ()) -> AdRecord:
+    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = (),
+               owners: Collection[str] | None = None) -> AdRecord:
         """Insert (AlreadyExists when taken) or, with ``replace_existing``, replace (NotFound when
         absent). ``pixels``: the pixel ids the ad's specs name; PermissionDenied when one is a
-        registered pixel the ad's account is not authorised on (unregistered ids are allowed)."""
+        registered pixel the ad's account is not authorised on (unregistered ids are allowed).
+        ``owners``: the accounts the replaced ad must belong to (PermissionDenied otherwise),
+        checked in the write's transaction."""
 
     @abstractmethod
     def get_ad(self, ad_id: str) -> AdRecord:
@@ -210,8 +213,9 @@ class Store(ABC):
         ``limit`` (None: all) of those with an id after ``after``."""
 
     @abstractmethod
-    def delete_ad(self, ad_id: str) -> None:
-        """Delete an ad; NotFound."""
+    def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
+        """Delete an ad; NotFound; PermissionDenied when ``owners`` is given and the ad belongs
+        to none of them (checked in the write's transaction)."""
 
     @abstractmethod
     def record(self, recording: Recording) -> None:
@@ -348,6 +352,14 @@ def _finite_sum(column: str) -> str:
 
 def _registered(db: sqlite3.Connection, pixel_id: str) -> bool:
     return db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
+
+
+def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: str) -> None:
+    # The handler checked ownership before; this sees an ad deleted and registered again by
+    # another account between that check and the write.
+    if owners is not None and account_id not in owners:
+        raise PermissionDenied(
+            f"Permissions error: ad {ad_id} belongs to an ad account this access token cannot act for")
 
 
 def _require_registered(db: sqlite3.Connection, pixel_id: str) -> None:
@@ -717,13 +729,16 @@ class SQLiteStore(Store):
 
     # -- ads ------------------------------------------------------------------------------
 
-    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = ()) -> AdRecord:
+    def put_ad(self, record: AdRecord, *, replace_existing: bool, pixels: Collection[str] = (),
+               owners: Collection[str] | None = None) -> AdRecord:
         with self._transaction() as db:
-            exists = db.execute("SELECT 1 FROM ads WHERE id = ?", (record.id,)).fetchone() is not None
-            if exists and not replace_existing:
+            owner = db.execute("SELECT account_id FROM ads WHERE id = ?", (record.id,)).fetchone()
+            if owner is not None and not replace_existing:
                 raise AlreadyExists(f"ad {record.id!r} is already registered; use ReplaceAd to change it")
-            if replace_existing and not exists:
+            if replace_existing and owner is None:
                 raise NotFound(f"ad {record.id!r} is not registered")
+            if replace_existing:
+                _require_ad_owner(owner[0], owners, record.id)
             # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
             for pixel_id in sorted(pixels):
                 if _registered(db, pixel_id) and not _authorised(db, pixel_id, record.account_id):
@@ -755,10 +770,13 @@ class SQLiteStore(Store):
                                   (account_id, *page))
         ]
 
-    def delete_ad(self, ad_id: str) -> None:
+    def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
         with self._transaction() as db:
-            if db.execute("DELETE FROM ads WHERE id = ?", (ad_id,)).rowcount == 0:
+            owner = db.execute("SELECT account_id FROM ads WHERE id = ?", (ad_id,)).fetchone()
+            if owner is None:
                 raise NotFound(f"ad {ad_id!r} is not registered")
+            _require_ad_owner(owner[0], owners, ad_id)
+            db.execute("DELETE FROM ads WHERE id = ?", (ad_id,))
             self._log_change(db, "ad", ad_id)
 
     # -- recorded events -----------------------------------------------------------------

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from server.errors import NotFound
-from server.store import _LOOKUPS_OVER_A_READ, CustomConversionRecord, SQLiteStore
+from server.errors import NotFound, PermissionDenied
+from server.store import _LOOKUPS_OVER_A_READ, AdRecord, CustomConversionRecord, SQLiteStore
 
 OPEN_WHEN_TOLD = """
 import os, sys, time
@@ -136,5 +136,26 @@ def test_only_changes_a_registry_compiles_are_logged(tmp_path):
         assert store.get_pixel(pixel).authorized_accounts == ("act_1", "act_2")
         store.update_custom_conversion(conversion.id, {"default_conversion_value": 2.0})
         assert store.changes_since(position).changes == (("custom_conversion", conversion.id),)
+    finally:
+        store.close()
+
+
+def test_an_ad_is_replaced_or_deleted_only_for_its_owners_inside_the_write(tmp_path):
+    # The handler checks ownership before the write; between the two, the ad can be deleted and
+    # registered again by another account. The write checks again in its transaction.
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        theirs = AdRecord("X", "act_3", "PAGE_LIKES", '{"kind": "page_like", "page_id": "P1"}', "", "", "", "")
+        store.put_ad(theirs, replace_existing=False)
+        mine = dataclasses.replace(theirs, account_id="act_1")
+        with pytest.raises(PermissionDenied, match="belongs to an ad account this access token cannot act for"):
+            store.delete_ad("X", owners={"act_1", "act_2"})
+        with pytest.raises(PermissionDenied):
+            store.put_ad(mine, replace_existing=True, owners={"act_1"})
+        assert store.get_ad("X") == theirs
+        store.put_ad(dataclasses.replace(theirs, objective="NONE"), replace_existing=True, owners={"act_3"})
+        store.delete_ad("X", owners={"act_3"})
+        with pytest.raises(NotFound):
+            store.get_ad("X")
     finally:
         store.close()
