@@ -30,8 +30,8 @@ serve: build
 	$(BIN)/python tools/make-dev-tokens var/tokens.json
 	$(BIN)/python -m server $(SERVE_ARGS)
 
-bench: build
-	$(BIN)/python -m bench $(BENCH_ARGS)
+bench: build  # BENCH_ARGS="rules --events 50000"; without BENCH_ARGS: the list of benchmarks (--help)
+	$(BIN)/python -m bench $(or $(BENCH_ARGS),--help)
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen-proto

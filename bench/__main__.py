@@ -1,6 +1,7 @@
 """`python -m bench NAME [options]`: the benchmarks, one command.
 
-    rules     custom-conversion rules: kernel, twin, reference, hand-written re, threads
+    rules     custom-conversion rules: kernel, twin, reference, hand-written re (plain and careful), threads;
+              named workloads (--workload mixed|urls|regex|numeric|parameters) and their knobs
     actions   action specs: compiled set, twin and reference on 100,000 ads
     grpc      the service under load: client and server processes, fixed rates, rule counts,
               each figure next to an empty handler (the transport's ceiling)
@@ -19,8 +20,12 @@ COMMANDS = {"rules": "bench.rules", "actions": "bench.actions", "grpc": "bench.g
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):  # asked for: the list, on stdout, and success
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in COMMANDS:
-        print(__doc__, file=sys.stderr)
+        problem = f"unknown command {argv[0]!r}" if argv else "a command is needed"
+        print(f"python -m bench: {problem} (choose from {', '.join(COMMANDS)})\n{__doc__}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]])
     return module.main(argv[1:]) or 0

@@ -1,6 +1,6 @@
 """Action-spec matching benchmark: compiled set vs pure-Python twin vs reference.
 
-    .venv/bin/python -m bench.actions [--ads 100000 --actions 200000 --seed 1]
+    python -m bench actions [--ads 100000] [--actions 200000] [--seed 1] [--json F]
 
 The workload is deterministic for a seed.  Ads are drawn from realistic kinds, three specs
 each (page post ads, domain ads with a pixel, event ads, app ads), owned by pages whose
@@ -14,13 +14,14 @@ actions) and their rate is extrapolated.  Everything is printed in one table.
 
 from __future__ import annotations
 
-import argparse
 import gc
+import json
 import random
 import time
 from collections.abc import Callable
 
 import matcher
+from bench import cli
 from bench.rules import rss_bytes
 from matcher import _actionset_py
 from matcher.action_reference import action_matches
@@ -144,18 +145,22 @@ def _best_of(repeats: int, run: Callable[[], object]) -> float:
     return best
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ads", type=int, default=100_000)
-    parser.add_argument("--actions", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--twin-sample", type=int, default=20_000)
-    parser.add_argument("--reference-sample", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser("actions", __doc__)
+    parser.add_argument("--ads", type=cli.positive_int, default=100_000, help="ads, three specs each")
+    parser.add_argument("--actions", type=cli.positive_int, default=200_000, help="actions matched")
+    parser.add_argument("--seed", type=int, default=1, help="the workload's random seed")
+    parser.add_argument("--twin-sample", type=cli.positive_int, default=20_000, help="actions timed for the twin")
+    parser.add_argument("--reference-sample", type=cli.positive_int, default=40,
+                        help="actions timed for the reference (it checks every spec of every ad)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="runs of each compiled measurement (the best is reported)")
+    parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if not matcher.ACTION_SET_COMPILED:
-        raise SystemExit("the compiled kernel is not in use: build it (setup.py build_ext) "
-                         "and unset MATCHER_NO_EXTENSIONS")
+        raise SystemExit("python -m bench actions: the compiled action-set kernel (matcher._actionset_c) is not in "
+                         "use, so there are no compiled figures to report: build it (make build) and unset "
+                         "MATCHER_NO_EXTENSIONS")
     from matcher import _actionset_c
 
     started = time.perf_counter()
@@ -263,19 +268,36 @@ def main(argv: list[str] | None = None) -> None:
           "(twin and reference rates extrapolated from their samples)")
     print(f"resident memory of the parsed specs + compiled index: "
           f"~{rss_after - rss_before:,.0f} MiB (RSS delta)")
+    figures = {
+        "ads": len(work.ads), "actions": len(work.actions), "seed": args.seed, "repeats": args.repeats,
+        "compiled_extension": True, "matches_per_action": matches / len(work.actions),
+        "parse_s": parse_seconds, "compile_s": compile_seconds, "parse_and_compile_s": end_to_end_seconds,
+        "twin_compile_s": twin_compile_seconds,
+        "match_batch_actions_per_s": compiled_rate, "match_batch_wall_actions_per_s": compiled_wall_rate,
+        "match_batch_detail_actions_per_s": len(work.actions) / detail_seconds,
+        "match_columns_actions_per_s": len(work.actions) / columns_seconds,
+        "match_columns_detail_actions_per_s": len(work.actions) / columns_detail_seconds,
+        "twin_actions_per_s": twin_rate, "twin_sample": len(twin_sample),
+        "reference_actions_per_s": reference_rate, "reference_sample": len(reference_sample),
+        "resident_mib": rss_after - rss_before, "targets": None,
+    }
     if (args.ads, args.actions) != (100_000, 200_000):
         print("targets are stated for --ads 100000 --actions 200000; not judged for this run")
-        return
-    columns_rate = len(work.actions) / columns_seconds
-    targets = [
-        ("compiled match_batch >= 2,000,000 actions/s", compiled_rate >= 2_000_000),
-        ("compiled match_columns >= 2,000,000 actions/s", columns_rate >= 2_000_000),
-        ("compiled >= 100x reference", compiled_rate >= 100 * reference_rate),
-        ("compile 100,000 ads < 2 s (parse + compile)", end_to_end_seconds < 2.0),
-    ]
-    for name, met in targets:
-        print(f"target {name}: {'met' if met else 'MISSED'}")
-
+    else:
+        columns_rate = len(work.actions) / columns_seconds
+        targets = [
+            ("compiled match_batch >= 2,000,000 actions/s", compiled_rate >= 2_000_000),
+            ("compiled match_columns >= 2,000,000 actions/s", columns_rate >= 2_000_000),
+            ("compiled >= 100x reference", compiled_rate >= 100 * reference_rate),
+            ("compile 100,000 ads < 2 s (parse + compile)", end_to_end_seconds < 2.0),
+        ]
+        for name, met in targets:
+            print(f"target {name}: {'met' if met else 'MISSED'}")
+        figures["targets"] = dict(targets)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

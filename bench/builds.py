@@ -1,6 +1,7 @@
 """Two builds of the rule kernel, interleaved in one process: is a change faster, and by how much?
 
     python -m bench builds OLD NEW [--rounds 20] [--forms buffers,columns,parameters,rows] [--events 200000]
+                                   [--workload mixed] [--operators ...] [--event-mix ...] [--skew 1]
 
 OLD and NEW are builds of ``matcher._ruleset_c``: the extension file, or a checkout (a git
 worktree) whose ``matcher/`` holds one. Both are loaded into this process (each from a private
@@ -20,7 +21,6 @@ difference this tool resolves.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import glob
 import importlib.machinery
@@ -33,8 +33,9 @@ import tempfile
 import time
 from types import ModuleType
 
-from bench.rules import (add_workload_options, as_buffer_columns, as_columns, as_parameter_columns, as_rows,
-                         make_workload)
+from bench import cli
+from bench.rules import as_buffer_columns, as_columns, as_parameter_columns, as_rows
+from bench.workload import add_workload_options, make_workload, mix_from, workload_hash
 from matcher import compile_rules
 
 
@@ -95,12 +96,12 @@ def compare(matchers: list, batches: list, events: int, rounds: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = cli.parser("builds", __doc__)
     ap.add_argument("old", help="the baseline: a _ruleset_c extension file, or a checkout holding one")
     ap.add_argument("new", help="the change, likewise")
-    ap.add_argument("--rounds", type=int, default=20,
-                    help="rounds over the batches (pairs of them are compared; successive pairs alternate the order "
-                         "the builds were loaded and compiled in)")
+    ap.add_argument("--rounds", type=cli.positive_int, default=20,
+                    help="rounds over the batches, an even number (pairs of them are compared; successive pairs "
+                         "alternate the order the builds were loaded and compiled in)")
     ap.add_argument("--forms", default="buffers,columns,parameters,rows",
                     help="buffers (columns in flat buffers, bench rules' headline form), columns (custom data "
                          "as dicts), parameters (custom parameters as columns), rows")
@@ -110,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     forms = args.forms.split(",")
     if unknown := [f for f in forms if f not in FORMS]:
         ap.error(f"--forms: unknown {', '.join(unknown)} (choose from {', '.join(FORMS)})")
-    if args.rounds < 2:
-        ap.error("--rounds: at least 2 (a pair)")
-    w = make_workload(args.pixels, args.rules_per_pixel, args.events, args.seed)
+    if args.rounds < 2 or args.rounds % 2:  # (an odd last round would have no pair: timed, then dropped)
+        ap.error(f"argument --rounds: an even number of at least 2 is needed (rounds are compared in pairs), "
+                 f"got {args.rounds}")
+    spec = mix_from(args)
+    w = make_workload(args.pixels, args.rules_per_pixel, args.events, args.seed, spec)
     builds = {"old": extension_path(args.old), "new": extension_path(args.new)}
     compiled = []  # (old, new): loaded and compiled in that order, then in the other
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     print(f"{len(w.rules):,} rules, {len(w.events):,} events in batches of {args.batch}, {args.rounds} rounds: "
           "NEW/OLD per pair of rounds")
+    print(f"{spec.describe()}; seed {args.seed}")
     for form in forms:
         batched, method = FORMS[form]
         batches = batched(w.events, args.batch)
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"old": args.old, "new": args.new, "rules": len(w.rules), "events": len(w.events),
-                       "rounds": args.rounds, "results": results}, f, indent=2)
+                       "rounds": args.rounds, "seed": args.seed, "workload": spec.as_json(),
+                       "workload_sha256": workload_hash(w), "results": results}, f, indent=2)
     return 0
 
 

@@ -3,11 +3,14 @@
     .venv/bin/python -m bench grpc [--rules 10000] [--batch 1000] [--form columns,buffers]
                                    [--server-processes 1,2] [--clients 1,2]
                                    [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
-                                   [--seconds 3] [--repeat 3] [--json F] [--plot F.png] [--progress]
+                                   [--seconds 3] [--repeat 3] [--seed 20261122] [--json F] [--plot F.png] [--progress]
 
 For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
-1. seed that many custom conversions (seed-style rules over 100 pixels in 100 ad accounts)
-   straight into a fresh SQLite file (one transaction);
+1. seed that many custom conversions (seed-style rules over 100 pixels in 100 ad accounts:
+   this bench's own workload, ``make_rule`` and ``make_events``, not ``bench.workload``'s)
+   straight into a fresh SQLite file (one transaction), each count from a generator of its
+   own seeded with ``--seed`` (``count_workload``: a count's workload is the same whichever
+   counts come before it);
 2. for each count N in ``--server-processes``, start ``python -m server --processes N`` on that
    file (N workers on one port, ``SO_REUSEPORT``, each compiling every rule: waited for, up to
    ``--startup-timeout``), and N empty-handler processes on another port (``bench.servers``);
@@ -53,6 +56,7 @@ ceiling *on this machine*. Never asserts on timings.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -65,6 +69,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import cli
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import RemoteTarget, ServerGroup
@@ -112,8 +117,14 @@ def make_events(rng: random.Random, pixels: list[str], count: int) -> list[dict]
 
 
 def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
-    """Pixels, then the conversions in one bulk import (100,000 in a few seconds, where one
-    create call per conversion takes ~20 s). Returns the pixel ids."""
+    """``rule_count`` rules drawn from ``rng`` (``make_rule``), seeded by ``seed_rules``. Returns the pixel ids."""
+    return seed_rules(db_path, [json.dumps(make_rule(rng, i)) for i in range(rule_count)])
+
+
+def seed_rules(db_path: Path, rules: list[str]) -> list[str]:
+    """Pixels, then the conversions (rule texts) in one bulk import (100,000 in a few seconds,
+    where one create call per conversion takes ~20 s). Returns the pixel ids (the store draws
+    them at random: they differ from file to file)."""
     store = SQLiteStore(db_path, synchronous="OFF")
     try:
         pixels = [store.create_pixel(f"pixel {i}", "OTHER", ACCOUNTS[i], 0).id for i in range(len(ACCOUNTS))]
@@ -121,14 +132,30 @@ def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
         store.import_custom_conversions(
             CustomConversionRecord(
                 id=str(10**17 + i), account_id=ACCOUNTS[i % len(ACCOUNTS)], name=f"cc {i}", description="",
-                rule=json.dumps(make_rule(rng, i)), event_source_id=pixels[i % len(ACCOUNTS)],
+                rule=rule, event_source_id=pixels[i % len(ACCOUNTS)],
                 event_source_type="pixel", custom_event_type="OTHER", default_conversion_value=1.0, creation_time=0,
             )
-            for i in range(rule_count)
+            for i, rule in enumerate(rules)
         )
     finally:
         store.close()
     return pixels
+
+
+def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int) -> tuple[list[str], list[dict], str]:
+    """One rule count's workload, seeded into ``db_path``: (pixel ids, ``events`` events, its
+    SHA-256). Each count draws from a generator of its own seeded with ``seed_value``, so its
+    workload does not depend on the counts listed before it and is what ``--rules N`` alone
+    gives (as it did before counts had their own generator, when the first count's was this
+    one). The hash covers the rule texts and the events with each pixel id as its index (the
+    ids themselves are the store's, random)."""
+    rng = random.Random(seed_value)
+    rules = [json.dumps(make_rule(rng, i)) for i in range(rule_count)]
+    pixels = seed_rules(db_path, rules)
+    made = make_events(rng, pixels, events)
+    index = {pixel: i for i, pixel in enumerate(pixels)}
+    digest = hashlib.sha256(json.dumps([rules, [{**e, "pixel_id": index[e["pixel_id"]]} for e in made]]).encode())
+    return pixels, made, digest.hexdigest()
 
 
 def registration_visibility(target: str, pixel: str, account: str, count: int) -> tuple[list[float], list[float]]:
@@ -152,36 +179,46 @@ def registration_visibility(target: str, pixel: str, account: str, count: int) -
     return creates, times
 
 
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
+def _list(parser: argparse.ArgumentParser, option: str, text: str, item) -> list:
+    """A comma-list option's values, each checked by ``item`` (a ``bench.cli`` type); an
+    argparse error naming the option otherwise. (Parsed here, not by ``type=``: the local-run
+    defaults are filled in after parsing, only when no --target is given.)"""
+    try:
+        return cli.comma_list(item)(text)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"argument {option}: {error}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
     parser.add_argument("--rules", help="rule counts, a comma list (e.g. 100,1000,10000,100000); default 10000")
-    parser.add_argument("--batch", type=int, default=1_000, help="events per request in the throughput runs")
+    parser.add_argument("--batch", type=cli.positive_int, default=1_000, help="events per request in the throughput runs")
     parser.add_argument("--form", default="columns",
                         help="how requests carry the events, a comma list: columns (repeated fields), buffers "
                              "(Arrow's layouts in bytes fields), either with +reply (asking for the matches as "
                              "buffers too: reply_as_buffers); each measured against its own ceiling")
-    parser.add_argument("--latency-batch", type=int, default=100, help="events per request in the fixed-rate runs")
-    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput or latency measurement")
-    parser.add_argument("--repeat", type=int, default=3, help="throughput measurements per row (median and range shown)")
+    parser.add_argument("--latency-batch", type=cli.positive_int, default=100,
+                        help="events per request in the fixed-rate runs")
+    parser.add_argument("--seconds", type=cli.positive_float, default=3.0, help="per throughput or latency measurement")
+    parser.add_argument("--repeat", type=cli.positive_int, default=3,
+                        help="throughput measurements per row (median and range shown)")
     parser.add_argument("--server-processes", help="server process counts, a comma list (e.g. 1,2); default 1")
     parser.add_argument("--clients", default="1", help="load-generating client process counts, a comma list (e.g. 1,2)")
-    parser.add_argument("--concurrency", type=int, default=4, help="caller threads (and connections) per client process")
+    parser.add_argument("--concurrency", type=cli.positive_int, default=4,
+                        help="caller threads (and connections) per client process")
     parser.add_argument("--rate", default="", help="fixed request rates in events/s, a comma list (open loop)")
     parser.add_argument("--sweep", default="0.5",
                         help="fixed rates as fractions of the closed-loop throughput at --latency-batch-event "
                              "requests, measured just before, e.g. 0.25,0.5,0.75")
     parser.add_argument("--stream", action="store_true", help="also measure StreamClassifyPixelEvents")
-    parser.add_argument("--registrations", type=int, help="creates timed until visible (one server process); default 50")
+    parser.add_argument("--registrations", type=cli.nonnegative_int,
+                        help="creates timed until visible (one server process; 0: none); default 50")
     parser.add_argument("--sync", choices=("FULL", "NORMAL"), help="the started servers' SQLite mode; default FULL")
-    parser.add_argument("--startup-timeout", type=float, help="seconds for servers to load and compile; default 600")
+    parser.add_argument("--startup-timeout", type=cli.positive_float,
+                        help="seconds for servers to load and compile; default 600")
+    parser.add_argument("--seed", type=int, default=20261122,
+                        help="the workload's random seed (each rule count's generator starts from it; the events of "
+                             "--pixels too)")
     remote = parser.add_argument_group(
         "a running server", "Load a server this command does not start (its own rules, pixels and tokens; "
         "no seeding, so none of --rules, --server-processes, --registrations, --sync, --startup-timeout).")
@@ -210,7 +247,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for name, value in local.items():
             if getattr(options, name) is None:
                 setattr(options, name, value)
-        options.rule_counts, options.process_counts = _ints(options.rules), _ints(options.server_processes)
+        options.rule_counts = _list(parser, "--rules", options.rules, cli.positive_int)
+        options.process_counts = _list(parser, "--server-processes", options.server_processes, cli.positive_int)
         options.token = "bench"  # the seeded token file's
     else:
         given = [name for name in local if getattr(options, name) is not None]
@@ -228,8 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 parser.error("--pixels needs at least one pixel id")
         options.rule_counts, options.process_counts = [None], [None]  # the server's own: not known here
         options.registrations = 0
-    options.rates, options.fractions = _floats(options.rate), _floats(options.sweep)
-    options.client_counts = _ints(options.clients)
+    options.rates = _list(parser, "--rate", options.rate, cli.positive_float)
+    options.fractions = _list(parser, "--sweep", options.sweep, cli.positive_float)
+    options.client_counts = _list(parser, "--clients", options.clients, cli.positive_int)
     if not options.rule_counts or not options.process_counts or not options.client_counts:
         parser.error("--rules, --server-processes and --clients need at least one count each")
     options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
@@ -456,19 +495,18 @@ def preflight(target: str, token: str, payloads: dict[str, tuple[bytes, bytes]],
 
 def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
     """Seeds each rule count, starts the servers and their empty handlers, and measures."""
-    rng = random.Random(20261122)
     with tempfile.TemporaryDirectory() as tmp:
         for rule_count in options.rule_counts:
             directory = Path(tmp) / f"rules-{rule_count}"
             directory.mkdir()
             bar.set_postfix_str(f"seeding {rule_count:,} rules")
             t0 = time.perf_counter()
-            pixels = seed(directory / "matcher.db", rule_count, rng)
+            pixels, events, digest = count_workload(directory / "matcher.db", rule_count, options.seed,
+                                                    max(options.batch, options.latency_batch))
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
-            events = make_events(rng, pixels, max(options.batch, options.latency_batch))
             payloads = _payloads(events, options, "the generated events")
-            info = {"rules": rule_count, "seed_s": seeded}
+            info = {"rules": rule_count, "seed_s": seeded, "workload_sha256": digest}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
                 t0 = time.perf_counter()
@@ -511,7 +549,7 @@ def run_remote(options, report: dict, gens: LoadGenerators, bar) -> None:
             raise SystemExit(f"bench grpc: {error}") from None
         where = options.events
     else:
-        source, where = make_events(random.Random(20261122), options.pixels, count), "the generated events"
+        source, where = make_events(random.Random(options.seed), options.pixels, count), "the generated events"
     events = [source[index % len(source)] for index in range(count)]
     payloads = _payloads(events, options, where)
     bar.set_postfix_str(f"{options.target}: first requests")
@@ -535,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     report = {"setup": {key: getattr(options, key) for key in (
                   "rule_counts", "batch", "form", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
-                  "concurrency", "rates", "fractions", "sync", "target", "ceiling_target")},
+                  "concurrency", "rates", "fractions", "sync", "target", "ceiling_target", "seed")},
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
     bar = _progress(options)

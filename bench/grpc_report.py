@@ -49,7 +49,8 @@ def print_tables(report: dict) -> None:
     print(f"batch {setup['batch']} events (throughput), {setup['latency_batch']} (fixed rates); "
           f"{setup['concurrency']} caller threads/connections per client process; {setup['seconds']} s per "
           f"measurement, {setup['repeat']} runs per throughput row"
-          + ("" if setup.get("sync") is None else f"; sync={setup['sync']}"))
+          + ("" if setup.get("sync") is None else f"; sync={setup['sync']}")
+          + ("" if setup.get("seed") is None else f"; seed-style workload, seed {setup['seed']}"))
     print("note: " + note(report))
     for info in report["rules"]:
         if info["rules"] is None:
@@ -122,9 +123,10 @@ def _combo(row: dict) -> str:
     return f"{row['rules']:,} rules, {row['server_processes']} srv, {row['clients']} cl"
 
 
-def plot(report: dict, path: str) -> None:
-    """Left: events/s against rule count, a line per (server processes, clients), the ceilings
-    dashed. Right: p50 and p99 against offered (target) load, a line per (rules, processes, clients)."""
+def plot(report: dict, path: str):
+    """Left: events/s against rule count, a line per (server processes, clients, request form),
+    the ceilings dashed. Right: p50 and p99 against offered (target) load, a line per (rules,
+    processes, clients), in the first form (the fixed-rate runs'). Returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,22 +137,25 @@ def plot(report: dict, path: str) -> None:
         fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     else:  # no fixed rates measured: throughput only
         fig, left = plt.subplots(figsize=(7, 5))
-    first_form = report["throughput"][0]["form"]  # the one the latency runs used
+    forms = list(dict.fromkeys(r["form"] for r in report["throughput"]))  # in the order measured
     # A running server's rule count is not known here: its throughput is drawn against the client processes.
     remote = report["setup"].get("target") is not None
     axis = "clients" if remote else "rules"
     combos = [None] if remote else sorted({(r["server_processes"], r["clients"]) for r in report["throughput"]})
-    for index, combo in enumerate(combos):
-        color = f"C{index}"
+    # A colour per (combo, form), so every form's line is told apart in the legend; the
+    # service solid, its ceiling dashed in the same colour.
+    for index, (combo, form) in enumerate((combo, form) for combo in combos for form in forms):
+        color = f"C{index % 10}"
         for target, style, label in (("ClassifyPixelEvents", "-o", ""), ("empty handler (transport ceiling)", "--x",
                                                                           "ceiling")):
-            rows = sorted((r for r in report["throughput"] if r["target"] == target and r["form"] == first_form
+            rows = sorted((r for r in report["throughput"] if r["target"] == target and r["form"] == form
                            and (remote or (r["server_processes"], r["clients"]) == combo)), key=lambda r: r[axis])
             if not rows:  # a running server without --ceiling-target
                 continue
-            legend = (label or report["setup"]["target"]) if remote else \
+            where = (label or report["setup"]["target"]) if remote else \
                 f"{label + ', ' if label else ''}{combo[0]} server proc, {combo[1]} client proc"
-            left.plot([r[axis] for r in rows], [r["events_per_s"] for r in rows], style, color=color, label=legend)
+            left.plot([r[axis] for r in rows], [r["events_per_s"] for r in rows], style, color=color,
+                      label=f"{form}: {where}")
     if remote:
         from matplotlib.ticker import MaxNLocator
 
@@ -164,16 +169,17 @@ def plot(report: dict, path: str) -> None:
 
     if not lines:
         _save(fig, report, path)
-        return
+        return fig
     for index, line in enumerate(lines):
         rows = sorted((r for r in report["latency"] if (r["rules"], r["server_processes"], r["clients"]) == line),
                       key=lambda r: r["target_events_per_s"])
         for name, style in (("p50", "-o"), ("p99", "--^")):
             right.plot([r["target_events_per_s"] for r in rows], [r[name] for r in rows], style, color=f"C{index}",
-                       label=f"{name}, {_combo(rows[0])}")
+                       label=f"{name}, {_combo(rows[0])}, {rows[0]['form']}")
     _label(right, f"offered load (events/s, {report['setup']['latency_batch']}-event requests, open loop)",
            "latency from intended send (ms)", "latency against load")
     _save(fig, report, path)
+    return fig
 
 
 def _label(axes, xlabel: str, ylabel: str, title: str) -> None:

@@ -1,12 +1,14 @@
 """Throughput against rule count: the compiled kernel (1 and 2 threads) and its baselines.
 
     python -m bench scaling [--counts 100,1000,10000,100000] [--events 50000] [--json F] [--plot F.png]
+                            [--workload mixed] [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
 
-Rule sets of the ``bench.rules`` workload at each count (100 rules per pixel; one pixel below
-100 rules), the same seeded events, one run: events/s of the compiled kernel with one and two
-threads, of the pure-Python twin and of a hand-written ``re`` evaluator (both on a sample),
-next to the rate of merely iterating the events. Prints a table; ``--json`` writes the
-figures, ``--plot`` a PNG of throughput against rule count (log-log).
+Rule sets of the ``bench.workload`` workload at each count (100 rules per pixel; one pixel
+below 100 rules, so a count above 100 must be a multiple of 100), the same seeded events, one
+run: events/s of the compiled kernel with one and two threads, of the pure-Python twin and of
+the two hand-written ``re`` evaluators, plain and careful (on a sample), next to the rate of
+merely iterating the events. Prints a table; ``--json`` writes the figures, ``--plot`` a PNG
+of throughput against rule count (log-log). Needs the compiled kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import time
 
 from tqdm import tqdm
 
-from bench.rules import as_columns, iterate_rate, make_workload, naive_matcher, threaded_rate
+from bench import cli
+from bench.handwritten import careful_matcher, naive_matcher
+from bench.rules import as_columns, iterate_rate, threaded_rate
+from bench.workload import Mix, add_mix_options, make_workload, mix_from, workload_hash
 from matcher import _ruleset_py, compile_rules
 from matcher._ruleset import USING_EXTENSION
 
@@ -29,33 +34,52 @@ SERIES = [
     ("compiled, rows, 2 threads", "compiled_2"),
     ("twin (pure Python)", "twin"),
     ("hand-written re", "naive"),
+    ("hand-written re, careful", "careful"),
     ("just iterating", "iterate"),
 ]
+PER_PIXEL = 100  # rules per pixel at counts of 100 and more
 
 
-def measure(count: int, events: int, sample: int, seed: int, batch: int) -> dict:
-    per_pixel = min(count, 100)
-    work = make_workload(max(1, count // per_pixel), per_pixel, events, seed)
+def rule_count(text: str) -> int:
+    """A ``--counts`` item: under 100 (one pixel), or a whole number of 100-rule pixels. Any
+    other count could only be measured as a different one, so it is refused, not rounded."""
+    count = cli.positive_int(text)
+    if count > PER_PIXEL and count % PER_PIXEL:
+        raise argparse.ArgumentTypeError(f"{count} rules cannot be laid out as {PER_PIXEL} per pixel: give a count "
+                                         f"under {PER_PIXEL} (one pixel) or a multiple of {PER_PIXEL}")
+    return count
+
+
+def measure(count: int, events: int, sample: int, seed: int, batch: int, spec: Mix | None = None) -> dict:
+    per_pixel = min(count, PER_PIXEL)
+    work = make_workload(count // per_pixel, per_pixel, events, seed, spec)
     start = time.perf_counter()
     compiled = compile_rules(work.rules, work.sources)
     compile_s = time.perf_counter() - start
+    if not compiled.compiled:  # (main refuses to start without the kernel)
+        raise SystemExit("bench scaling: compile_rules fell back to the pure-Python twin; no compiled figures")
     compiled.match_batch(work.events)  # warm RE2's DFA caches
     twin = compile_rules(work.rules, work.sources, engine=_ruleset_py)
     head = work.events[:sample]
+    naive, careful = naive_matcher(work.rules, work.sources), careful_matcher(work.rules, work.sources)
+    if naive(head) != careful(head):  # the careful one's figure only counts if it answers alike
+        raise SystemExit(f"bench scaling: at {count} rules the careful hand-written evaluator and the plain one "
+                         "disagree")
     columns = as_columns(work.events, batch)
     return {
         "columns_1": threaded_rate(compiled.match_columns, work.events, batch, 1, columns),
         "columns_2": threaded_rate(compiled.match_columns, work.events, batch, 2, columns),
-        "rules": len(work.rules), "compile_s": compile_s,
+        "rules": len(work.rules), "compile_s": compile_s, "workload_sha256": workload_hash(work),
         "compiled_1": threaded_rate(compiled.match_batch, work.events, batch, 1),
         "compiled_2": threaded_rate(compiled.match_batch, work.events, batch, 2),
         "twin": threaded_rate(twin.match_batch, head, batch, 1),
-        "naive": threaded_rate(naive_matcher(work.rules, work.sources), head, batch, 1),
+        "naive": threaded_rate(naive, head, batch, 1),
+        "careful": threaded_rate(careful, head, batch, 1),
         "iterate": iterate_rate(work.events),
     }
 
 
-def plot(results: list[dict], path: str) -> None:
+def plot(results: list[dict], path: str, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,7 +93,8 @@ def plot(results: list[dict], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("rules in the compiled set (100 per pixel)")
     ax.set_ylabel("events per second")
-    ax.set_title("conversion-matcher: throughput against rule count")
+    ax.set_title("conversion-matcher: throughput against rule count" + (f"\n{title}" if title else ""),
+                 fontsize=9 if title else None)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -77,18 +102,25 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench scaling", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--counts", default="100,1000,10000,100000")
-    ap.add_argument("--events", type=int, default=50_000)
-    ap.add_argument("--sample", type=int, default=2_000, help="events timed for the twin and the hand-written evaluator")
-    ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=1)
+    ap = cli.parser("scaling", __doc__)
+    ap.add_argument("--counts", type=cli.comma_list(rule_count), default="100,1000,10000,100000",
+                    help="rule counts, a comma list: under 100 (one pixel) or multiples of 100")
+    ap.add_argument("--events", type=cli.positive_int, default=50_000, help="pixel events matched at each count")
+    ap.add_argument("--sample", type=cli.positive_int, default=2_000,
+                    help="events timed for the twin and the hand-written evaluators")
+    ap.add_argument("--batch", type=cli.positive_int, default=1000, help="events per call")
+    ap.add_argument("--seed", type=int, default=1, help="the workload's random seed")
+    add_mix_options(ap)
     ap.add_argument("--json", help="write the figures as JSON to this file")
     ap.add_argument("--plot", help="write a PNG plot to this file")
     args = ap.parse_args(argv)
-    counts = [int(c) for c in args.counts.split(",")]
-    results = [measure(c, args.events, args.sample, args.seed, args.batch)
-               for c in tqdm(counts, desc="rule counts", unit="set", disable=not sys.stderr.isatty())]
+    if not args.counts:
+        ap.error("--counts: at least one rule count is needed")
+    cli.require_compiled_kernel("scaling")
+    spec = mix_from(args)
+    results = [measure(c, args.events, args.sample, args.seed, args.batch, spec)
+               for c in tqdm(args.counts, desc="rule counts", unit="set", disable=not sys.stderr.isatty())]
+    print(f"{spec.describe()}; seed {args.seed}")
     print(f"compiled extension loaded: {USING_EXTENSION}; {args.events:,} events, batch {args.batch}")
     widths = [max(len(label), 12) + 2 for label, _ in SERIES]
     print(f"{'rules':>8} {'compile s':>10}" + "".join(f"{label:>{w}}" for (label, _), w in zip(SERIES, widths)))
@@ -97,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"{r[key]:>{w},.0f}" for (_, key), w in zip(SERIES, widths)))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"extension": USING_EXTENSION, "events": args.events, "results": results}, f, indent=2)
+            json.dump({"extension": USING_EXTENSION, "events": args.events, "seed": args.seed,
+                       "workload": spec.as_json(), "results": results}, f, indent=2)
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, f"workload {spec.name}" + (f" ({', '.join(spec.overridden)} given)"
+                                                             if spec.overridden else ""))
         print(f"plot: {args.plot}")
     return 0
 

@@ -21,7 +21,6 @@ events/s and the stage's share of the whole handler of the same form. Figures on
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import random
@@ -30,11 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import cli
 from bench.grpc_load import make_events, seed
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
 from server.client import Client, pixel_event_buffers, pixel_event_columns
+from server.core import Limits
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
 
 
@@ -113,11 +114,12 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
         finally:
             server.stop(0)
     events = batch * batches
-    # Stage by stage, the two forms next to each other.
+    # Stage by stage, the four forms next to each other.
     stages = [name.split(", ", 1)[0] for name in seconds]
     seconds = {f"{stage}, {form}": seconds[f"{stage}, {form}"] for stage in dict.fromkeys(stages) for form in FORMS}
     return {
         "rules": rules, "batch": batch, "events": events, "matches_per_event": matches / events,
+        "workload": "seed-style (bench.grpc_load: make_rule, make_events)", "seed": seed_value,
         "compiled": rules_now.compiled,
         "stages": {name: {"seconds": s, "events_per_s": events / s} for name, s in seconds.items()},
     }
@@ -135,14 +137,20 @@ def report(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rules", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=1_000)
-    parser.add_argument("--batches", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = cli.parser("service", __doc__)
+    parser.add_argument("--rules", type=cli.positive_int, default=10_000,
+                        help="custom conversions seeded (the gRPC bench's seed-style rules over 100 pixels)")
+    parser.add_argument("--batch", type=cli.positive_int, default=1_000,
+                        help=f"events per request (at most the server's {Limits().max_batch_events:,})")
+    parser.add_argument("--batches", type=cli.positive_int, default=200,
+                        help="requests timed per stage (cycling through at most 20 distinct ones)")
+    parser.add_argument("--repeat", type=cli.positive_int, default=3, help="passes per stage (the best is reported)")
+    parser.add_argument("--seed", type=int, default=1, help="the workload's random seed")
     parser.add_argument("--json", help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
+    if args.batch > Limits().max_batch_events:  # (the server would refuse every request: LimitExceeded)
+        parser.error(f"argument --batch: at most the server's limit of {Limits().max_batch_events:,} events a "
+                     f"request, got {args.batch:,}")
     result = run(args.rules, args.batch, args.batches, args.seed, args.repeat)
     report(result)
     if args.json:

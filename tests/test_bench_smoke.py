@@ -63,8 +63,24 @@ def test_grpc_bench_events_travel_as_typed_custom_parameters():
     assert len(value.numbers) == 50 and not value.texts and len(color.texts) == 50 and not color.numbers
 
 
-def test_unknown_command_prints_the_list():
+def test_unknown_command_prints_the_list(capsys):
     assert bench_main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m bench: unknown command 'nope'" in err and "rules     custom-conversion rules" in err
+    assert bench_main([]) == 2 and "a command is needed" in capsys.readouterr().err
+
+
+def test_bench_help_lists_the_commands_and_succeeds(capsys):
+    assert bench_main(["--help"]) == 0
+    assert "python -m bench NAME --help" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["rules", "scaling", "actions", "service", "builds", "grpc"])
+def test_each_command_names_itself_in_its_usage(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench_main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: python -m bench {command}" in capsys.readouterr().out
 
 
 def _grpc_bench(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
@@ -128,6 +144,11 @@ def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
                              "--plot", str(png), "--form", "buffers+reply,columns")
     assert [info["rules"] for info in data["rules"]] == [20, 60]
+    from bench.grpc_load import count_workload
+
+    # Each count's workload is the one that count alone gives (its own generator, from --seed).
+    assert data["rules"][1]["workload_sha256"] == count_workload(tmp_path / "alone.db", 60, 20261122, 200)[2]
+    assert data["setup"]["seed"] == 20261122
     assert all(row["runs"][0]["errors"] == 0 and row["runs"][0]["calls"] > 0 for row in data["throughput"])
     assert [(row["rules"], row["form"], row["target"]) for row in data["throughput"]] == [
         (rules, form, target) for rules in (20, 60) for form in ("buffers+reply", "columns")
@@ -304,3 +325,173 @@ def test_grpc_bench_tables_warn_of_failed_calls(capsys):
     row["runs"][0]["errors"] = 0
     print_tables(report)
     assert "WARNING" not in capsys.readouterr().out
+
+
+# -- named workloads (bench.workload) ---------------------------------------------------------
+# The default workload's hash (bench.workload.workload_hash) for two small sizes, computed with
+# the generator as it was before presets existed (bench/rules.py at c592691): every figure
+# published so far was measured on this workload, so it must not change.
+DEFAULT_WORKLOAD_SHA256 = {
+    (3, 20, 400, 1): "71d1902da1aa3d3d32a449701315e6152b4feb462ab8a9a92d7b28183d1177df",
+    (1, 1000, 500, 1): "2c42a465611a3d7ffb5b3e431dfbd03cb1d2c9bb60f93b40caab727ed728f10f",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(DEFAULT_WORKLOAD_SHA256))
+def test_the_default_workload_is_byte_for_byte_the_published_one(shape):
+    from bench.rules import make_workload
+    from bench.workload import mix, workload_hash
+
+    assert workload_hash(make_workload(*shape)) == DEFAULT_WORKLOAD_SHA256[shape]
+    assert workload_hash(make_workload(*shape, mix("mixed"))) == DEFAULT_WORKLOAD_SHA256[shape]
+
+
+@pytest.mark.parametrize("name", ["mixed", "urls", "regex", "numeric", "parameters"])
+def test_each_named_workload_is_deterministic_for_a_seed(name):
+    from bench.workload import PRESETS, make_workload, workload_hash
+
+    one = workload_hash(make_workload(4, 30, 300, 7, PRESETS[name]))
+    assert one == workload_hash(make_workload(4, 30, 300, 7, PRESETS[name]))
+    assert one != workload_hash(make_workload(4, 30, 300, 8, PRESETS[name]))
+    if name != "mixed":
+        assert one != workload_hash(make_workload(4, 30, 300, 7, PRESETS["mixed"]))
+
+
+def test_the_knobs_change_the_mix_over_the_preset():
+    from collections import Counter
+
+    from bench.workload import kind_cycle, make_workload, mix
+
+    assert Counter(kind_cycle({"urls": 5, "regex": 1})) == {"urls": 5, "regex": 1}
+    only_regex = make_workload(2, 12, 50, 1, mix("urls", operators={"regex": 1}))
+    assert all("regex_match" in rule for rule in only_regex.rules.values())
+    purchases = make_workload(2, 6, 200, 1, mix("mixed", event_mix={"Purchase": 1}))
+    assert {event["event"] for event in purchases.events} == {"Purchase"}
+    # Skew 0: the pixels alike; skew 3: nearly every event on the first pixel.
+    flat = Counter(e["pixel_id"] for e in make_workload(10, 2, 2000, 1, mix(skew=0.0)).events)
+    steep = Counter(e["pixel_id"] for e in make_workload(10, 2, 2000, 1, mix(skew=3.0)).events)
+    assert max(flat.values()) < 400 and steep["1000"] > 1500
+    given = mix("numeric", skew=0.5)
+    assert (given.name, given.skew, given.overridden, given.operators) == (
+        "numeric", 0.5, ("--skew",), mix("numeric").operators)
+    assert "workload numeric with --skew given" in given.describe()
+
+
+@pytest.mark.parametrize("name", ["mixed", "urls", "regex", "numeric", "parameters"])
+def test_the_careful_hand_written_evaluator_answers_as_the_plain_one(name):
+    from bench.handwritten import careful_matcher, naive_matcher
+    from bench.workload import PRESETS, make_workload
+
+    for shape in ((4, 30), (1, 300)):
+        work = make_workload(*shape, 400, 3, PRESETS[name])
+        plain = naive_matcher(work.rules, work.sources)(work.events)
+        assert careful_matcher(work.rules, work.sources)(work.events) == plain
+        assert sum(map(len, plain)) > 0  # (agreeing on no match at all would prove nothing)
+
+
+def test_rules_bench_runs_a_named_workload_with_a_knob_and_both_hand_written_baselines(tmp_path):
+    out = tmp_path / "rules.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "rules", "--pixels", "2", "--rules-per-pixel", "12",
+                           "--events", "300", "--sample", "60", "--workload", "regex", "--skew", "0.5",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for scenario in ("many_pixels", "one_pixel"):
+        r = data[scenario]
+        assert (r["workload"]["name"], r["workload"]["skew"], r["workload"]["overridden"]) == ("regex", 0.5, ["--skew"])
+        assert r["careful_re_events_per_s"] > 0 and r["buffer_columns_vs_careful_re"] > 0
+    assert data["workload"]["name"] == "regex"
+    assert done.stdout.count("workload regex with --skew given") == 2
+    assert "hand-written re, plain" in done.stdout and "hand-written re, careful" in done.stdout
+    assert "vs careful re" in done.stdout
+
+
+def test_rules_bench_shows_a_failed_scenarios_stderr(monkeypatch, capsys):
+    import bench.rules
+
+    def failing(name, args):
+        return [sys.executable, "-c", "import sys; sys.stderr.write('boom: the child broke\\n'); sys.exit(3)"]
+
+    monkeypatch.setattr(bench.rules, "scenario_command", failing)
+    with pytest.raises(SystemExit) as exited:
+        bench.rules.main(["--events", "10", "--no-progress"])
+    assert "the many_pixels scenario's child process failed (exit status 3)" in str(exited.value.code)
+    assert "boom: the child broke" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["rules", "scaling"])
+def test_in_process_benches_refuse_to_report_compiled_figures_without_the_kernel(command):
+    env = {**os.environ, "MATCHER_NO_EXTENSIONS": "1"}
+    done = subprocess.run([sys.executable, "-m", "bench", command, "--events", "10"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 1 and "the compiled rule kernel (matcher._ruleset_c) is not in use" in done.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["rules", "--sample", "0"], "argument --sample: must be 1 or more, got 0"),
+    (["rules", "--events", "-10"], "argument --events: must be 1 or more, got -10"),
+    (["rules", "--pixels", "0"], "argument --pixels: must be 1 or more"),
+    (["rules", "--operators", "urls=2,bogus=1"], "argument --operators: unknown rule kind 'bogus'"),
+    (["rules", "--event-mix", "Purchase=0"], "argument --event-mix: at least one weight must be more than 0"),
+    (["rules", "--skew", "-1"], "argument --skew: must be 0 or more"),
+    (["scaling", "--counts", "0"], "argument --counts: must be 1 or more, got 0"),
+    (["scaling", "--counts", "100,-5"], "argument --counts: '-5' in '100,-5': must be 1 or more"),
+    (["scaling", "--counts", "abc"], "argument --counts: an integer is needed, got 'abc'"),
+    (["scaling", "--counts", "150"], "argument --counts: 150 rules cannot be laid out as 100 per pixel"),
+    (["scaling", "--batch", "0"], "argument --batch: must be 1 or more"),
+    (["actions", "--actions", "0"], "argument --actions: must be 1 or more"),
+    (["actions", "--reference-sample", "0"], "argument --reference-sample: must be 1 or more"),
+    (["actions", "--repeats", "0"], "argument --repeats: must be 1 or more"),
+    (["service", "--batches", "0"], "argument --batches: must be 1 or more"),
+    (["service", "--repeat", "0"], "argument --repeat: must be 1 or more"),
+    (["service", "--batch", "0"], "argument --batch: must be 1 or more"),
+    (["builds", "a", "b", "--batch", "0"], "argument --batch: must be 1 or more"),
+    (["builds", "a", "b", "--events", "0"], "argument --events: must be 1 or more"),
+    (["builds", "a", "b", "--rounds", "3"], "argument --rounds: an even number of at least 2"),
+    (["grpc", "--rules", "abc"], "argument --rules: an integer is needed, got 'abc'"),
+    (["grpc", "--rules", "-5"], "argument --rules: must be 1 or more, got -5"),
+    (["grpc", "--batch", "0"], "argument --batch: must be 1 or more"),
+    (["grpc", "--repeat", "0"], "argument --repeat: must be 1 or more"),
+    (["grpc", "--clients", "0"], "argument --clients: must be 1 or more"),
+    (["grpc", "--rate", "-1000"], "argument --rate: must be more than 0, got -1000"),
+    (["grpc", "--sweep", "0.5,x"], "argument --sweep: 'x' in '0.5,x': a number is needed"),
+])
+def test_bench_options_are_checked_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench_main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_grpc_bench_each_rule_count_has_a_workload_of_its_own(tmp_path):
+    from bench.grpc_load import count_workload
+
+    alone = count_workload(tmp_path / "alone.db", 60, 5, 200)
+    count_workload(tmp_path / "first.db", 20, 5, 200)  # a count listed before it
+    after = count_workload(tmp_path / "after.db", 60, 5, 200)
+    assert after[2] == alone[2] and len(after[1]) == 200
+    assert count_workload(tmp_path / "other.db", 60, 6, 200)[2] != alone[2]
+
+
+def test_grpc_plot_draws_every_request_form():
+    from bench.grpc_report import plot
+
+    def row(rules, form, target, rate):
+        return {"rules": rules, "server_processes": 1, "clients": 1, "form": form, "target": target,
+                "events_per_s": rate}
+
+    throughput = [row(rules, form, target, rate * rules)
+                  for rules in (10, 100) for form, rate in (("columns", 1.0), ("buffers+reply", 2.0))
+                  for target in ("empty handler (transport ceiling)", "ClassifyPixelEvents")]
+    report = {"setup": {"batch": 200, "latency_batch": 100, "target": None}, "cores": 2, "throughput": throughput,
+              "latency": []}
+    import matplotlib.pyplot as plt
+
+    figure = plot(report, os.devnull)
+    try:
+        labels = figure.axes[0].get_legend_handles_labels()[1]
+    finally:
+        plt.close(figure)
+    assert any(label.startswith("columns:") for label in labels)
+    assert any(label.startswith("buffers+reply:") for label in labels)
+    assert len(labels) == 4  # per form, the service and its ceiling

@@ -1,0 +1,114 @@
+"""What every ``python -m bench NAME`` command line shares: its parser, checked option values,
+and the refusal to report compiled figures without the compiled kernel.
+
+The ``type=`` functions below turn a bad value into argparse's own error (``argument --events:
+...``, exit status 2) instead of a ZeroDivisionError, an IndexError or a silent row of zeros
+deep inside a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m bench NAME``, described by the first paragraph of its module's doc."""
+    return argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc.split("\n\n")[0])
+
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{'an integer' if kind is int else 'a number'} is needed, "
+                                         f"got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"a finite number is needed, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count, a batch size, a number of repeats: 1 or more."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A count where 0 means "none of these" (e.g. ``--registrations 0``)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Seconds, a rate, a fraction: more than 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """An exponent or a weight where 0 means something (uniform, none)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def comma_list(item):
+    """A ``type=`` function for a comma list of ``item`` values (e.g. ``positive_int``); an empty
+    text is an empty list (``--sweep ""``: none), and the bad item is named in the error."""
+    def parse(text: str) -> list:
+        values = []
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            try:
+                values.append(item(part.strip()))
+            except argparse.ArgumentTypeError as error:
+                where = f"{part.strip()!r} in {text!r}: " if part.strip() != text.strip() else ""
+                raise argparse.ArgumentTypeError(f"{where}{error}") from None
+        return values
+
+    parse.__name__ = f"comma list of {item.__name__}"  # (argparse names the type in some errors)
+    return parse
+
+
+def weights(text: str) -> dict[str, int]:
+    """``NAME=WEIGHT,...`` (``urls=5,regex=1``): whole weights of 0 or more, each name once.
+    Which names exist is the caller's to check (it knows them)."""
+    found: dict[str, int] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, equals, weight = part.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise argparse.ArgumentTypeError(f"NAME=WEIGHT pairs separated by commas are needed, got {part.strip()!r}")
+        if name in found:
+            raise argparse.ArgumentTypeError(f"{name} is given twice")
+        try:
+            found[name] = nonnegative_int(weight.strip())
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{name}: {error}") from None
+    if not found:
+        raise argparse.ArgumentTypeError(f"NAME=WEIGHT pairs separated by commas are needed, got {text!r}")
+    if not any(found.values()):
+        raise argparse.ArgumentTypeError(f"at least one weight must be more than 0, got {text!r}")
+    return found
+
+
+def require_compiled_kernel(command: str) -> None:
+    """Stops ``command`` when the compiled rule kernel did not load: its figures would be the
+    pure-Python twin's under the name "compiled"."""
+    from matcher._ruleset import USING_EXTENSION
+
+    if not USING_EXTENSION:
+        raise SystemExit(f"python -m bench {command}: the compiled rule kernel (matcher._ruleset_c) is not in use, "
+                         "so there are no compiled figures to report: build it (make build) and unset "
+                         "MATCHER_NO_EXTENSIONS")
