@@ -28,23 +28,7 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     """
     import re
 
-    def normalise(node):  # once per rule, as a team would: one syntax, operands pre-lowered
-        if "filters" in node:
-            return {node["operator"]: [normalise({f["field"]: {f["operator"]: f["value"]}}) for f in node["filters"]]}
-        for key in ("and", "or"):
-            if key in node:
-                return {key: [normalise(c) for c in node[key]]}
-        if "not" in node:
-            return {"not": normalise(node["not"])}
-        (field, cond), = node.items()
-        if not isinstance(cond, dict):
-            cond = {"eq": cond}
-        (op, operand), = cond.items()
-        if op == "i_contains":
-            operand = operand.lower()
-        elif op == "i_is_any":
-            operand = [o.lower() for o in operand]
-        return {field: {op: operand}}
+    normalise = _normalise  # once per rule, as a team would: one syntax, operands pre-lowered
 
     by_pixel: dict[str, list] = {}
     for rid, text in rules.items():
