@@ -105,6 +105,8 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
 
     def DeleteAd(self, request, context):
         principal = self.core.authenticate(context)
+        # Checked here too, before the writer lock and the ad set's recompilation, so a refused
+        # delete costs one read; the store checks again in its write.
         record = self._owned(principal, request.ad_id)
         self.core.registry.delete_ad(record.id, owners=principal.accounts)
         return pb.DeleteAdResponse(success=True)

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import grpc
 
-from server.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from server.errors import InvalidArgument, PermissionDenied, Unauthenticated, not_the_owner
 
 ACCOUNT_ID = re.compile(r"act_[0-9]{1,20}")
 
@@ -41,10 +41,7 @@ class Principal:
     def require_owner(self, account_id: str, what: str) -> None:
         """Allow when the token holds ``account_id``, the account ``what`` belongs to."""
         if account_id not in self.accounts:
-            # (not naming the account: ad ids are chosen by callers, so they can be guessed)
-            raise PermissionDenied(
-                f"Permissions error: {what} belongs to an ad account this access token cannot act for"
-            )
+            raise not_the_owner(what)
 
     def require_any(self, accounts: frozenset[str] | set[str], what: str) -> None:
         """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``)."""

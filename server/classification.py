@@ -409,7 +409,7 @@ def pixel_firing_action(pixel_id: str, event_name: str | None = None) -> dict:
     return action
 
 
-def ads_for_pixels(snapshot: Snapshot, firings: Iterable[tuple[str, str | None]]) -> dict[tuple, tuple]:
+def ads_for_firings(snapshot: Snapshot, firings: Iterable[tuple[str, str | None]]) -> dict[tuple, tuple]:
     """Ads tracking each (pixel id, event name) firing, memoised on the snapshot (a pure
     function of it)."""
     cache = snapshot.firing_ad_cache
@@ -449,7 +449,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         self._pixel_events_counter.inc(len(batch))
         if snapshot.ad_specs:
             firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
-            pixel_ads = ads_for_pixels(snapshot, firings)
+            pixel_ads = ads_for_firings(snapshot, firings)
             reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(f, ()) for f in firings])))
         else:
             reply.MergeFromString(no_ads_reply(len(batch)))

@@ -9,7 +9,7 @@ from matcher.rules import And, Leaf
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, NotFound, PermissionDenied
+from server.errors import InvalidArgument, PermissionDenied
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
 from server.store import CustomConversionRecord
 
@@ -136,10 +136,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
                     f"custom_event_type: {request.custom_event_type!r} is not one of {', '.join(CUSTOM_EVENT_TYPES)}"
                 )
         default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
-        try:
-            pixel = self.core.store.get_pixel(request.event_source_id, among=[account])
-        except NotFound:  # the store names its own field, pixel_id
-            raise NotFound(f"event_source_id: pixel {request.event_source_id!r} does not exist") from None
+        pixel = self.core.store.get_pixel(request.event_source_id, among=[account], field="event_source_id")
         if account not in pixel.authorized_accounts:
             raise PermissionDenied(f"Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
         record = CustomConversionRecord(

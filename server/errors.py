@@ -65,6 +65,12 @@ class PermissionDenied(ServiceError):
     reason = "PERMISSIONS_ERROR"
 
 
+def not_the_owner(what: str) -> PermissionDenied:
+    """The refusal when ``what`` belongs to an account the caller's token does not hold. It does
+    not name that account: ad ids are chosen by callers, so they can be guessed."""
+    return PermissionDenied(f"Permissions error: {what} belongs to an ad account this access token cannot act for")
+
+
 class NotFound(ServiceError):
     status = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"

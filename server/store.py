@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, not_the_owner
 from server.ids import new_id
 
 __all__ = [
@@ -127,9 +127,10 @@ class Store(ABC):
         """Insert a pixel under a new id; its creator is its first authorised account."""
 
     @abstractmethod
-    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
+    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None, *, field: str = "pixel_id") -> PixelRecord:
         """The pixel with its authorised accounts, or with only those of ``among`` that are
-        authorised (an access check reads no more than it asks about); NotFound."""
+        authorised (an access check reads no more than it asks about); NotFound at ``field``
+        (the request's field that named the pixel)."""
 
     @abstractmethod
     def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
@@ -358,8 +359,7 @@ def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: st
     # The handler checked ownership before; this sees an ad deleted and registered again by
     # another account between that check and the write.
     if owners is not None and account_id not in owners:
-        raise PermissionDenied(
-            f"Permissions error: ad {ad_id} belongs to an ad account this access token cannot act for")
+        raise not_the_owner(f"ad {ad_id}")
 
 
 def _require_registered(db: sqlite3.Connection, pixel_id: str) -> None:
@@ -528,12 +528,13 @@ class SQLiteStore(Store):
 
     # -- pixels -------------------------------------------------------------------------
 
-    def _pixel(self, db: sqlite3.Connection, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
+    def _pixel(self, db: sqlite3.Connection, pixel_id: str, among: Iterable[str] | None = None,
+               field: str = "pixel_id") -> PixelRecord:
         row = db.execute(
             "SELECT id, name, tag, creator, creation_time, last_firing_time FROM pixels WHERE id = ?", (pixel_id,)
         ).fetchone()
         if row is None:
-            raise NotFound(f"pixel_id: pixel {pixel_id!r} does not exist")
+            raise NotFound(f"{field}: pixel {pixel_id!r} does not exist")
         if among is None:
             accounts = tuple(_accounts_after(db, pixel_id, None, None))
         else:  # one lookup per account asked about; past a few, one read of the pixel's accounts
@@ -558,9 +559,9 @@ class SQLiteStore(Store):
             self._log_change(db, "pixel", pixel_id)
             return self._pixel(db, pixel_id, among=())
 
-    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None) -> PixelRecord:
+    def get_pixel(self, pixel_id: str, among: Iterable[str] | None = None, *, field: str = "pixel_id") -> PixelRecord:
         with self._snapshot() as db:  # the accounts belong to the pixel read
-            return self._pixel(db, pixel_id, among)
+            return self._pixel(db, pixel_id, among, field)
 
     def list_pixels(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[PixelRecord]:
         rows = self._read(
