@@ -24,9 +24,11 @@ position reloads everything.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 import matcher
@@ -60,6 +62,10 @@ class Snapshot:
     tracking: Any  # compiled effective tracking specs of every ad, or None when no ads
     conversion: Any  # compiled effective conversion specs, or None
     ad_specs: Mapping[str, AdSpecs] = field(default_factory=dict)
+    # The stored positions (see ``Store``) of the tracked conversions and of the ads, each in
+    # ascending order: the compiled sets hold their members in this order.
+    positions: Mapping[str, int] = field(default_factory=dict)
+    ad_positions: Mapping[str, int] = field(default_factory=dict)
     firing_ad_cache: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -104,8 +110,10 @@ class Registry:
         parsed = {cid: rule for cid, c in tracked.items() if (rule := _stored_rule(c)) is not None}
         conversions = [tracked[cid] for cid in parsed]  # those whose rule loaded
         rules = matcher.compile_rules(parsed, sources={c.id: c.event_source_id for c in conversions})
-        ads = {ad.id: specs for ad in self.store.list_ads(None) if (specs := _stored_ad_specs(ad)) is not None}
-        tracking, conversion = _compile_ads(ads)
+        stored_ads = [(ad, specs) for ad in self.store.all_ads() if (specs := _stored_ad_specs(ad)) is not None]
+        ads = {ad.id: specs for ad, specs in stored_ads}
+        ad_positions = {ad.id: ad.position for ad, _ in stored_ads}
+        tracking, conversion = _compile_ads(ads, ad_positions)
         self._publish(
             Snapshot(
                 rules=rules,
@@ -114,6 +122,8 @@ class Registry:
                 tracking=tracking,
                 conversion=conversion,
                 ad_specs=ads,
+                positions={c.id: c.position for c in conversions},
+                ad_positions=ad_positions,
             )
         )
         self.position = position
@@ -157,14 +167,21 @@ class Registry:
             record = replace(record, id=new_id())
             while record.id in current.default_values:
                 record = replace(record, id=new_id())
-            rules = current.rules.with_changes({record.id: rule}, sources={record.id: record.event_source_id})
+            # Compiled last in the order (as the store puts a new conversion), before the write,
+            # so a rule that fails to compile changes nothing.
+            change = {record.id: (rule, record.event_source_id)}
+            rules = _place_rules(current, change, _positioned(current.positions, new={record.id: _LAST}))
             stored = self.store.create_custom_conversion(record, limit)
             self._wrote()
+            positions = _positioned(current.positions, new={stored.id: stored.position})
+            if next(reversed(positions)) != stored.id:  # not last after all (deleted elsewhere, not yet seen)
+                rules = _place_rules(current, change, positions)
             self._publish(
                 replace(
                     current,
                     rules=rules,
                     default_values={**current.default_values, stored.id: stored.default_conversion_value},
+                    positions=positions,
                 )
             )
             return stored
@@ -190,7 +207,8 @@ class Registry:
             self._wrote()
             if tracked:
                 values = {k: v for k, v in current.default_values.items() if k != conversion_id}
-                self._publish(replace(current, rules=rules, default_values=values))
+                positions = _positioned(current.positions, gone={conversion_id})
+                self._publish(replace(current, rules=rules, default_values=values, positions=positions))
             return result
 
     def put_ad(self, record: AdRecord, *, replace_existing: bool,
@@ -201,11 +219,19 @@ class Registry:
             specs = effective_ad_specs(record)
             current = self.snapshot
             ads = {**current.ad_specs, record.id: specs}
-            tracking, conversion = _compile_ads(ads, current, changed=[record.id])
+            # Compiled before the write (invalid specs change nothing), where the store puts the
+            # ad: in its place when replaced, else last.
+            expected = _positioned(current.ad_positions, new={record.id: current.ad_positions.get(record.id, _LAST)})
+            tracking, conversion = _compile_ads(ads, expected, current, changed=[record.id])
             stored = self.store.put_ad(record, replace_existing=replace_existing, pixels=named_pixels(specs),
                                        owners=owners)
             self._wrote()
-            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
+            positions = _positioned(current.ad_positions, new={record.id: stored.position})
+            if list(_after(positions, stored.position)) != list(_after(expected, expected[record.id])):
+                # Its place moved meanwhile (deleted and registered again elsewhere, not yet seen).
+                tracking, conversion = _compile_ads(ads, positions, current, changed=[record.id])
+            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads,
+                                  ad_positions=positions, firing_ad_cache={}))
             return stored, specs
 
     def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
@@ -213,10 +239,12 @@ class Registry:
         with self._writer:
             current = self.snapshot
             ads = {k: v for k, v in current.ad_specs.items() if k != ad_id}
-            tracking, conversion = _compile_ads(ads, current, changed=[ad_id])
+            positions = _positioned(current.ad_positions, gone={ad_id})
+            tracking, conversion = _compile_ads(ads, positions, current, changed=[ad_id])
             self.store.delete_ad(ad_id, owners)
             self._wrote()
-            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads, firing_ad_cache={}))
+            self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads,
+                                  ad_positions=positions, firing_ad_cache={}))
 
     # -- following other processes' changes ---------------------------------------------------
 
@@ -255,10 +283,11 @@ class Registry:
         current = self.snapshot
         pixel_ids = set(current.pixel_ids)
         values = dict(current.default_values)
-        add: dict[str, Any] = {}
-        sources: dict[str, str] = {}
+        add: dict[str, tuple[Any, str]] = {}  # new conversions: (rule, event source)
+        new_positions: dict[str, int] = {}
         remove: list[str] = []
         ads = dict(current.ad_specs)
+        ad_positions: dict[str, int] = {}
         changed_ads: list[str] = []
         for kind, object_id in dict.fromkeys(changes):
             if kind == "pixel":
@@ -273,8 +302,8 @@ class Registry:
                         rule = _stored_rule(record)
                         if rule is None:
                             continue
-                        add[object_id] = rule
-                        sources[object_id] = record.event_source_id
+                        add[object_id] = (rule, record.event_source_id)
+                        new_positions[object_id] = record.position
                     values[object_id] = record.default_conversion_value
                 elif object_id in current.default_values:
                     remove.append(object_id)
@@ -288,17 +317,21 @@ class Registry:
                     changed_ads.append(object_id)
                 elif specs is not None and (
                     old is None or (old.tracking_json, old.conversion_json) != (specs.tracking_json, specs.conversion_json)
+                    or current.ad_positions.get(object_id) != ad.position  # deleted and registered again
                 ):
                     ads[object_id] = specs
+                    ad_positions[object_id] = ad.position
                     changed_ads.append(object_id)
             else:
                 log.warning("unknown change kind ignored", extra={"kind": kind, "object_id": object_id})
         if not (add or remove or changed_ads) and values == current.default_values and pixel_ids == current.pixel_ids:
             return False
-        rules = current.rules.with_changes(add, sources=sources, remove=remove) if add or remove else current.rules
+        positions = _positioned(current.positions, gone=set(remove), new=new_positions)
+        rules = _place_rules(current, add, positions, remove) if add or remove else current.rules
         tracking, conversion = current.tracking, current.conversion
+        placed = _positioned(current.ad_positions, gone={a for a in changed_ads if a not in ads}, new=ad_positions)
         if changed_ads:
-            tracking, conversion = _compile_ads(ads, current, changed=changed_ads)
+            tracking, conversion = _compile_ads(ads, placed, current, changed=changed_ads)
         self._publish(
             replace(
                 current,
@@ -308,6 +341,8 @@ class Registry:
                 tracking=tracking,
                 conversion=conversion,
                 ad_specs=ads,
+                positions=positions,
+                ad_positions=placed,
                 firing_ad_cache={} if changed_ads else current.firing_ad_cache,
             )
         )
@@ -423,10 +458,68 @@ def effective_ad_specs(ad: AdRecord) -> AdSpecs:
     return AdSpecs(tuple(tracking), tuple(conversion), matcher.specs_to_json(tracking), matcher.specs_to_json(conversion))
 
 
-def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *,
+# -- order: the compiled sets hold their members in stored position order ---------------------
+#
+# ``with_changes`` keeps a replaced member in its place and puts new ones last. A member whose
+# position is below some members' (another process's registration read after ours, an ad that
+# newly has specs of a kind) goes in by taking those members out and adding them again after it.
+
+_LAST = math.inf  # the position of an object the store is about to put last
+
+
+def _positioned(positions: Mapping[str, float], gone: Collection[str] = (),
+                new: Mapping[str, float] | None = None) -> dict[str, float]:
+    """``positions`` (id -> position, ascending) without ``gone``, with ``new``, ascending."""
+    result = {k: v for k, v in positions.items() if k not in gone} if gone else dict(positions)
+    fresh = sorted(((k, v) for k, v in (new or {}).items() if result.get(k) != v), key=itemgetter(1))
+    if not fresh:
+        return result
+    if result and (any(k in result for k, _ in fresh) or fresh[0][1] <= result[next(reversed(result))]):
+        result.update(fresh)
+        return dict(sorted(result.items(), key=itemgetter(1)))
+    result.update(fresh)
+    return result
+
+
+def _after(positions: Mapping[str, float], position: float) -> list[str]:
+    """Ids whose position is above ``position``, ascending (``positions`` ascending)."""
+    ids = []
+    for object_id in reversed(positions):
+        if positions[object_id] <= position:
+            break
+        ids.append(object_id)
+    ids.reverse()
+    return ids
+
+
+def _movers(entering: Collection[str], positions: Mapping[str, float], staying: Callable[[str], bool]) -> list[str]:
+    """Ids, in position order, to add (again) last so that ``entering`` ids stand in position
+    order: the entering ones and the members (``staying``) placed after the first of them."""
+    if not entering:
+        return []
+    first = min(positions[i] for i in entering)
+    moving = set(entering)
+    moving.update(i for i in _after(positions, first) if staying(i))
+    return sorted(moving, key=positions.__getitem__)
+
+
+def _place_rules(current: Snapshot, add: Mapping[str, tuple[Any, str]], positions: Mapping[str, float],
+                 remove: Collection[str] = ()) -> Any:
+    """``current.rules`` without ``remove`` and with the new conversions ``add`` (id -> (rule,
+    event source)), all in ``positions``' order."""
+    rules = current.rules
+    pixels = {source for _, source in add.values()}  # an event only meets its own pixel's rules
+    moving = _movers(add, positions, lambda i: i in rules and i not in add and rules.source(i) in pixels)
+    add_rules = {i: add[i][0] if i in add else rules.rule(i) for i in moving}
+    sources = {i: add[i][1] if i in add else rules.source(i) for i in moving}
+    return rules.with_changes(add_rules, sources=sources, remove=[*remove, *(i for i in moving if i not in add)])
+
+
+def _compile_ads(ads: Mapping[str, AdSpecs], positions: Mapping[str, float], current: Snapshot | None = None, *,
                  changed: Collection[str] = ()) -> tuple[Any, Any]:
-    """Compiled tracking and conversion sets (None when empty); with ``current``, built from
-    its sets by ``with_changes`` for the ``changed`` ads (added, replaced or removed)."""
+    """Compiled tracking and conversion sets (None when empty), their members in ``positions``'
+    order; with ``current``, built from its sets by ``with_changes`` for the ``changed`` ads
+    (added, replaced or removed; an ad whose position changed is one)."""
     compiled = []
     for kind in ("tracking", "conversion"):
         members = {ad_id: getattr(specs, kind) for ad_id, specs in ads.items() if getattr(specs, kind)}
@@ -434,9 +527,17 @@ def _compile_ads(ads: Mapping[str, AdSpecs], current: Snapshot | None = None, *,
         if not members:
             compiled.append(None)
         elif previous is None:
-            compiled.append(matcher.compile_action_specs(members))
+            compiled.append(matcher.compile_action_specs(dict(sorted(members.items(), key=lambda m: positions[m[0]]))))
         else:
-            add = {ad_id: members[ad_id] for ad_id in changed if ad_id in members} or None
+            def was_member(ad_id: str) -> bool:
+                return bool(getattr(current.ad_specs.get(ad_id), kind, ()))
+
+            entering = [ad_id for ad_id in changed if ad_id in members
+                        and (not was_member(ad_id) or current.ad_positions.get(ad_id) != positions[ad_id])]
+            moving = _movers(entering, positions, lambda ad_id: ad_id in members and was_member(ad_id))
+            add = {ad_id: members[ad_id] for ad_id in changed if ad_id in members and ad_id not in moving}
+            add.update((ad_id, members[ad_id]) for ad_id in moving)
             gone = [ad_id for ad_id in changed if ad_id not in members]
-            compiled.append(previous.with_changes(add=add, remove=gone))
+            gone += [ad_id for ad_id in moving if was_member(ad_id)]
+            compiled.append(previous.with_changes(add=add or None, remove=gone))
     return compiled[0], compiled[1]

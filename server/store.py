@@ -30,7 +30,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
@@ -77,6 +77,8 @@ class CustomConversionRecord:
     first_fired_time: int | None = None
     last_fired_time: int | None = None
     is_archived: bool = False
+    # Where the conversion stands in classification's order (see ``Store``); set by the store.
+    position: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class AdRecord:
     promoted_object: str
     tracking_specs: str
     conversion_specs: str
+    # Where the ad stands in classification's order (see ``Store``); set by the store.
+    position: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -120,7 +124,12 @@ class ChangeBatch:
 
 class Store(ABC):
     """The persistence interface of the service. Methods raise NotFound / AlreadyExists /
-    FailedPrecondition from ``server.errors``; a method that raises changed nothing."""
+    FailedPrecondition from ``server.errors``; a method that raises changed nothing.
+
+    Order: every custom conversion and every ad has a stored ``position``, larger than any
+    other of its kind had when it was created (an ad keeps its position when replaced).
+    Classification lists matches in position order, so every process on one database, and
+    a restarted one, answers a request with the same matches in the same order."""
 
     @abstractmethod
     def create_pixel(self, name: str, tag: str, creator: str, now: int) -> PixelRecord:
@@ -181,7 +190,7 @@ class Store(ABC):
 
     @abstractmethod
     def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
-        """Every conversion that is not archived (loaded at start)."""
+        """Every conversion that is not archived, in position order (loaded at start)."""
 
     @abstractmethod
     def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
@@ -212,6 +221,10 @@ class Store(ABC):
     def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
         """An account's ads, or every ad when ``account_id`` is None, in id order: the first
         ``limit`` (None: all) of those with an id after ``after``."""
+
+    @abstractmethod
+    def all_ads(self) -> list[AdRecord]:
+        """Every ad, in position order (loaded at start)."""
 
     @abstractmethod
     def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
@@ -288,7 +301,8 @@ CREATE TABLE IF NOT EXISTS custom_conversions (
     retention_days INTEGER NOT NULL,
     first_fired_time INTEGER,
     last_fired_time INTEGER,
-    is_archived INTEGER NOT NULL DEFAULT 0
+    is_archived INTEGER NOT NULL DEFAULT 0,
+    position INTEGER
 );
 CREATE INDEX IF NOT EXISTS custom_conversions_by_account ON custom_conversions(account_id);
 CREATE TABLE IF NOT EXISTS ads (
@@ -299,7 +313,8 @@ CREATE TABLE IF NOT EXISTS ads (
     optimization_goal TEXT NOT NULL,
     promoted_object TEXT NOT NULL,
     tracking_specs TEXT NOT NULL,
-    conversion_specs TEXT NOT NULL
+    conversion_specs TEXT NOT NULL,
+    position INTEGER
 );
 CREATE INDEX IF NOT EXISTS ads_by_account ON ads(account_id);
 CREATE TABLE IF NOT EXISTS changes (
@@ -336,8 +351,31 @@ _CC_COLUMNS = (
     "id, account_id, name, description, rule, event_source_id, event_source_type, custom_event_type, "
     "default_conversion_value, creation_time, retention_days, first_fired_time, last_fired_time, is_archived"
 )
-_CC_INSERT = f"INSERT INTO custom_conversions ({_CC_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 _AD_COLUMNS = "id, account_id, objective, creative, optimization_goal, promoted_object, tracking_specs, conversion_specs"
+
+
+def _next_position(table: str) -> str:
+    """SQL for a new row's position: one past the largest (in the write's transaction, so no
+    other process takes it meanwhile; indexed, so a lookup, not a scan)."""
+    return f"(SELECT COALESCE(MAX(position), 0) + 1 FROM {table})"
+
+
+_CC_INSERT = (f"INSERT INTO custom_conversions ({_CC_COLUMNS}, position) "
+              f"VALUES ({', '.join('?' * 14)}, {_next_position('custom_conversions')})")
+_AD_INSERT = f"INSERT INTO ads ({_AD_COLUMNS}, position) VALUES ({', '.join('?' * 8)}, {_next_position('ads')})"
+_AD_UPDATE = f"UPDATE ads SET ({_AD_COLUMNS}) = ({', '.join('?' * 8)}) WHERE id = ?"
+
+
+def _add_positions(db: sqlite3.Connection) -> None:
+    """Databases written before positions were stored: the column, filled in rowid order
+    (the order rows were inserted, for ads the order they were last registered or
+    replaced), and its index."""
+    for table in ("custom_conversions", "ads"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "position" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN position INTEGER")
+            db.execute(f"UPDATE {table} SET position = rowid")
+        db.execute(f"CREATE INDEX IF NOT EXISTS {table}_by_position ON {table}(position)")
 
 
 def _finite(amount: float) -> float:
@@ -428,6 +466,7 @@ class SQLiteStore(Store):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _add_positions(db)
 
     def _switch_to_wal(self) -> None:
         """``journal_mode=WAL``, retried: the switch needs the file to itself, and SQLite may
@@ -643,18 +682,17 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _conversion_from_row(row: tuple) -> CustomConversionRecord:
-        values = list(row)
-        values[-1] = bool(values[-1])
-        (cid, account, name, description, rule, source, source_type, event_type, value, created, retention, first, last, archived) = values
+        (cid, account, name, description, rule, source, source_type, event_type, value, created, retention, first, last,
+         archived, position) = row
         return CustomConversionRecord(
             id=cid, account_id=account, name=name, description=description, rule=rule, event_source_id=source,
             event_source_type=source_type, custom_event_type=event_type, default_conversion_value=value,
             creation_time=created, retention_days=retention, first_fired_time=first, last_fired_time=last,
-            is_archived=archived,
+            is_archived=bool(archived), position=position,
         )
 
     def _conversion(self, db: sqlite3.Connection, conversion_id: str) -> CustomConversionRecord:
-        row = db.execute(f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
+        row = db.execute(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
         if row is None:
             raise NotFound(f"custom conversion {conversion_id!r} does not exist")
         return self._conversion_from_row(row)
@@ -691,7 +729,7 @@ class SQLiteStore(Store):
             return self._conversion(self._db, conversion_id)
 
     def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
-        sql = f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE account_id = ?"
+        sql = f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE account_id = ?"
         args: tuple = (account_id,)
         if archived is not None:
             sql += " AND is_archived = ?"
@@ -699,7 +737,7 @@ class SQLiteStore(Store):
         return [self._conversion_from_row(row) for row in self._read(sql + " ORDER BY creation_time, rowid", args)]
 
     def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
-        rows = self._read(f"SELECT {_CC_COLUMNS} FROM custom_conversions WHERE is_archived = 0 ORDER BY id")
+        rows = self._read(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE is_archived = 0 ORDER BY position")
         return [self._conversion_from_row(row) for row in rows]
 
     def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
@@ -747,16 +785,18 @@ class SQLiteStore(Store):
                         f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
                         f"{record.account_id} is not authorised on it"
                     )
-            db.execute(
-                f"INSERT OR REPLACE INTO ads ({_AD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,
-                 record.promoted_object, record.tracking_specs, record.conversion_specs),
-            )
+            row = (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,
+                   record.promoted_object, record.tracking_specs, record.conversion_specs)
+            if owner is None:
+                db.execute(_AD_INSERT, row)
+            else:  # in place: a replaced ad keeps its position
+                db.execute(_AD_UPDATE, (*row, record.id))
             self._log_change(db, "ad", record.id)
-            return record
+            (position,) = db.execute("SELECT position FROM ads WHERE id = ?", (record.id,)).fetchone()
+            return replace(record, position=position)
 
     def get_ad(self, ad_id: str) -> AdRecord:
-        rows = self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE id = ?", (ad_id,))
+        rows = self._read(f"SELECT {_AD_COLUMNS}, position FROM ads WHERE id = ?", (ad_id,))
         if not rows:
             raise NotFound(f"ad {ad_id!r} is not registered")
         return AdRecord(*rows[0])
@@ -764,12 +804,17 @@ class SQLiteStore(Store):
     def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
         page = (after or "", -1 if limit is None else limit)  # SQLite: LIMIT -1 is no limit
         if account_id is None:
-            return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
+            return [AdRecord(*row) for row in self._read(
+                f"SELECT {_AD_COLUMNS}, position FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
         return [
             AdRecord(*row)
-            for row in self._read(f"SELECT {_AD_COLUMNS} FROM ads WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
-                                  (account_id, *page))
+            for row in self._read(
+                f"SELECT {_AD_COLUMNS}, position FROM ads WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (account_id, *page))
         ]
+
+    def all_ads(self) -> list[AdRecord]:
+        return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS}, position FROM ads ORDER BY position")]
 
     def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
         with self._transaction() as db:
