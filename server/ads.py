@@ -60,10 +60,10 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
             conversion_specs=ad.conversion_specs,
         )
 
-    def _owned(self, principal: Principal, ad_id: str) -> AdRecord:
+    def _owned(self, principal: Principal, ad_id: str, field: str = "ad_id") -> AdRecord:
         if not ad_id:
-            raise InvalidArgument("ad_id: required")
-        record = self.core.store.get_ad(ad_id)
+            raise InvalidArgument(f"{field}: required")
+        record = self.core.store.get_ad(ad_id, field=field)
         principal.require_owner(record.account_id, f"ad {record.id}")
         return record
 
@@ -71,7 +71,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         principal = self.core.authenticate(context)
         record = self._record(principal, request.ad)
         if replace_existing:
-            self._owned(principal, record.id)
+            self._owned(principal, record.id, "ad.id")
         stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing,
                                                   owners=principal.accounts if replace_existing else None)
         return _registration(stored, specs)

@@ -110,7 +110,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
     def _owned(self, principal: Principal, conversion_id: str, field: str = "custom_conversion_id") -> CustomConversionRecord:
         if not conversion_id:
             raise InvalidArgument(f"{field}: required")
-        record = self.core.store.get_custom_conversion(conversion_id)
+        record = self.core.store.get_custom_conversion(conversion_id, field=field)
         principal.require_owner(record.account_id, f"custom conversion {record.id}")
         return record
 
@@ -194,7 +194,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             else:
                 changes[path] = conversion_value(wanted.default_conversion_value, "custom_conversion.default_conversion_value")
         record = self._owned(principal, wanted.id, "custom_conversion.id")
-        return to_message(self.core.registry.update_custom_conversion(record.id, changes))
+        return to_message(self.core.registry.update_custom_conversion(record.id, changes, field="custom_conversion.id"))
 
     def ArchiveCustomConversion(self, request, context):
         principal = self.core.authenticate(context)

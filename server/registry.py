@@ -186,10 +186,11 @@ class Registry:
             )
             return stored
 
-    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
-        """Apply an update; a new default value applies to the next batch."""
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object], *,
+                                 field: str = "custom_conversion_id") -> CustomConversionRecord:
+        """Apply an update (NotFound at ``field``); a new default value applies to the next batch."""
         with self._writer:
-            stored = self.store.update_custom_conversion(conversion_id, changes)
+            stored = self.store.update_custom_conversion(conversion_id, changes, field=field)
             self._wrote()
             current = self.snapshot
             if "default_conversion_value" in changes and conversion_id in current.default_values:

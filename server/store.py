@@ -181,8 +181,8 @@ class Store(ABC):
         """Load many conversions at once, with no limit check or change log (offline filling)."""
 
     @abstractmethod
-    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
-        """One custom conversion; NotFound."""
+    def get_custom_conversion(self, conversion_id: str, *, field: str = "custom_conversion_id") -> CustomConversionRecord:
+        """One custom conversion; NotFound at ``field`` (the request's field that named it)."""
 
     @abstractmethod
     def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
@@ -193,8 +193,9 @@ class Store(ABC):
         """Every conversion that is not archived, in position order (loaded at start)."""
 
     @abstractmethod
-    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
-        """Set name / description / default_conversion_value; NotFound."""
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object], *,
+                                 field: str = "custom_conversion_id") -> CustomConversionRecord:
+        """Set name / description / default_conversion_value; NotFound at ``field``."""
 
     @abstractmethod
     def archive_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
@@ -214,8 +215,8 @@ class Store(ABC):
         checked in the write's transaction."""
 
     @abstractmethod
-    def get_ad(self, ad_id: str) -> AdRecord:
-        """One ad; NotFound."""
+    def get_ad(self, ad_id: str, *, field: str = "ad_id") -> AdRecord:
+        """One ad; NotFound at ``field`` (the request's field that named it)."""
 
     @abstractmethod
     def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
@@ -691,10 +692,11 @@ class SQLiteStore(Store):
             is_archived=bool(archived), position=position,
         )
 
-    def _conversion(self, db: sqlite3.Connection, conversion_id: str) -> CustomConversionRecord:
+    def _conversion(self, db: sqlite3.Connection, conversion_id: str,
+                    field: str = "custom_conversion_id") -> CustomConversionRecord:
         row = db.execute(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
         if row is None:
-            raise NotFound(f"custom conversion {conversion_id!r} does not exist")
+            raise NotFound(f"{field}: custom conversion {conversion_id!r} does not exist")
         return self._conversion_from_row(row)
 
     def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
@@ -724,9 +726,9 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             db.executemany(_CC_INSERT, (_conversion_row(r) for r in records))
 
-    def get_custom_conversion(self, conversion_id: str) -> CustomConversionRecord:
+    def get_custom_conversion(self, conversion_id: str, *, field: str = "custom_conversion_id") -> CustomConversionRecord:
         with self._lock:
-            return self._conversion(self._db, conversion_id)
+            return self._conversion(self._db, conversion_id, field)
 
     def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
         sql = f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE account_id = ?"
@@ -740,12 +742,13 @@ class SQLiteStore(Store):
         rows = self._read(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE is_archived = 0 ORDER BY position")
         return [self._conversion_from_row(row) for row in rows]
 
-    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object]) -> CustomConversionRecord:
+    def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object], *,
+                                 field: str = "custom_conversion_id") -> CustomConversionRecord:
         allowed = {"name", "description", "default_conversion_value"}
         if not set(changes) <= allowed:
             raise ValueError(f"not updatable: {sorted(set(changes) - allowed)}")
         with self._transaction() as db:
-            self._conversion(db, conversion_id)
+            self._conversion(db, conversion_id, field)
             for column, value in changes.items():
                 db.execute(f"UPDATE custom_conversions SET {column} = ? WHERE id = ?", (value, conversion_id))
             if "default_conversion_value" in changes:  # the one updatable field classification uses
@@ -773,9 +776,9 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             owner = db.execute("SELECT account_id FROM ads WHERE id = ?", (record.id,)).fetchone()
             if owner is not None and not replace_existing:
-                raise AlreadyExists(f"ad {record.id!r} is already registered; use ReplaceAd to change it")
+                raise AlreadyExists(f"ad.id: ad {record.id!r} is already registered; use ReplaceAd to change it")
             if replace_existing and owner is None:
-                raise NotFound(f"ad {record.id!r} is not registered")
+                raise NotFound(f"ad.id: ad {record.id!r} is not registered")
             if replace_existing:
                 _require_ad_owner(owner[0], owners, record.id)
             # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
@@ -795,10 +798,10 @@ class SQLiteStore(Store):
             (position,) = db.execute("SELECT position FROM ads WHERE id = ?", (record.id,)).fetchone()
             return replace(record, position=position)
 
-    def get_ad(self, ad_id: str) -> AdRecord:
+    def get_ad(self, ad_id: str, *, field: str = "ad_id") -> AdRecord:
         rows = self._read(f"SELECT {_AD_COLUMNS}, position FROM ads WHERE id = ?", (ad_id,))
         if not rows:
-            raise NotFound(f"ad {ad_id!r} is not registered")
+            raise NotFound(f"{field}: ad {ad_id!r} is not registered")
         return AdRecord(*rows[0])
 
     def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
@@ -820,7 +823,7 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             owner = db.execute("SELECT account_id FROM ads WHERE id = ?", (ad_id,)).fetchone()
             if owner is None:
-                raise NotFound(f"ad {ad_id!r} is not registered")
+                raise NotFound(f"ad_id: ad {ad_id!r} is not registered")
             _require_ad_owner(owner[0], owners, ad_id)
             db.execute("DELETE FROM ads WHERE id = ?", (ad_id,))
             self._log_change(db, "ad", ad_id)

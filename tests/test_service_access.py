@@ -80,8 +80,26 @@ def test_unknown_ids_are_not_found(world, index):
     name, service, request = calls({"pixel": "123", "conversion": "456", "ad": "no-such-ad"})[index]
     error = invoke(owner, service, name, request)
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    if service == "pixels":  # the store's pixel calls name the request's field
-        assert error.details() == "pixel_id: pixel '123' does not exist"
+    # each names the request's field that named the object
+    conversion_field = "custom_conversion.id" if name == "UpdateCustomConversion" else "custom_conversion_id"
+    assert error.details() == {
+        "pixels": "pixel_id: pixel '123' does not exist",
+        "custom_conversions": f"{conversion_field}: custom conversion '456' does not exist",
+        "ads": "ad_id: ad 'no-such-ad' is not registered",
+    }[service]
+
+
+def test_an_ad_replaced_unregistered_or_registered_twice_names_ad_id(world):
+    owner, _, _ = world
+    ad = ads_pb2.Ad(id="ad-named-twice", account_id="act_1", objective="PAGE_LIKES",
+                    creative='{"kind": "page_like", "page_id": "PG1"}')
+    error = invoke(owner, "ads", "ReplaceAd", ads_pb2.RegisterAdRequest(ad=ad))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "ad.id: ad 'ad-named-twice' is not registered"
+    owner.call(owner.ads.RegisterAd, ads_pb2.RegisterAdRequest(ad=ad))
+    error = invoke(owner, "ads", "RegisterAd", ads_pb2.RegisterAdRequest(ad=ad))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error.details().startswith("ad.id: ad 'ad-named-twice' is already registered")
 
 
 def test_an_unknown_event_source_names_its_field(world):
