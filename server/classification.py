@@ -17,13 +17,13 @@ import sys
 from array import array
 from functools import lru_cache
 from itertools import compress
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
 from matcher.values import parse_number, url_parts
 
 from server.core import Core
-from server.errors import InvalidArgument, LimitExceeded, parse_json
+from server.errors import InvalidArgument, LimitExceeded, ServiceError, parse_json
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, classification_pb2_grpc
 from server.registry import PIXEL_SELECTORS, Snapshot
 from server.store import Recording
@@ -518,8 +518,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
 
     def StreamClassifyPixelEvents(self, request_iterator, context):
         self.core.authenticate(context).require_ingest()
-        for request in request_iterator:
-            yield self.classify_pixel_events(request)
+        yield from _each_answered(request_iterator, self.classify_pixel_events)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -536,5 +535,15 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
 
     def StreamClassifyActions(self, request_iterator, context):
         self.core.authenticate(context).require_ingest()
-        for request in request_iterator:
-            yield self.classify_actions(request)
+        yield from _each_answered(request_iterator, self.classify_actions)
+
+
+def _each_answered(requests: Iterable, answer: Callable) -> Iterator:
+    """A stream's replies, one per request in order; a request's error ends the stream, its
+    message's path starting at the request's place in the stream (``requests[2].events[0]...``)."""
+    for i, request in enumerate(requests):
+        try:
+            reply = answer(request)
+        except ServiceError as error:
+            raise error.within(f"requests[{i}]") from None
+        yield reply

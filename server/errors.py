@@ -48,6 +48,11 @@ class ServiceError(Exception):
         if code is not None:
             self.code = code
 
+    def within(self, place: str) -> "ServiceError":
+        """The same error placed inside ``place`` (``requests[2]``): its message's path, which
+        starts at a request's field, then starts there."""
+        return type(self)(f"{place}.{self.message}", code=self.code)
+
 
 class InvalidArgument(ServiceError):
     """Code 100: a parameter is missing, malformed or not allowed."""

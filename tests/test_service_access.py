@@ -150,5 +150,27 @@ def test_a_bad_batch_mid_stream_ends_the_stream_with_its_error(world):
         assert list(next(replies).custom_conversion_ids) == [ids["conversion"]]
         with pytest.raises(grpc.RpcError) as caught:
             next(replies)
-        assert error_code(caught.value) == 100 and "events[0].custom_data" in caught.value.details()
+        assert error_code(caught.value) == 100
+        assert caught.value.details().startswith("requests[1].events[0].custom_data: ")  # the second request
         assert ingest.classify_pixel_events([{"pixel_id": ids["pixel"], "event": "Lead"}])[0].conversions
+
+
+def test_an_error_in_a_later_action_stream_request_names_the_request_and_keeps_its_status(tmp_path):
+    from server.core import Limits
+
+    with running_server(tmp_path / "matcher.db", limits=Limits(max_batch_events=2)) as (_, target), \
+            Client(target, "ingest-token") as ingest:
+        good = classification_pb2.ClassifyActionsRequest(actions=['{"action.type": "like"}'])
+        bad_json = classification_pb2.ClassifyActionsRequest(actions=['{"action.type": "like"}', "[1]"])
+        too_many = classification_pb2.ClassifyActionsRequest(actions=["{}"] * 3)
+        for bad, status, code, message in [
+            (bad_json, grpc.StatusCode.INVALID_ARGUMENT, 100, "requests[2].actions[1]: expected a JSON object"),
+            (too_many, grpc.StatusCode.RESOURCE_EXHAUSTED, 368, "requests[2].actions: 3 actions, more than the limit"),
+        ]:
+            replies = ingest.classification.StreamClassifyActions(iter([good, good, bad, good]),
+                                                                  metadata=ingest.metadata, timeout=10)
+            assert len([next(replies), next(replies)]) == 2
+            with pytest.raises(grpc.RpcError) as caught:
+                next(replies)
+            assert (caught.value.code(), error_code(caught.value)) == (status, code)
+            assert caught.value.details().startswith(message)
