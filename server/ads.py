@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from operator import attrgetter
 
 from server.auth import Principal
@@ -33,6 +34,17 @@ def _registration(record: AdRecord, specs: AdSpecs) -> pb.AdRegistration:
     )
 
 
+def _check_ad_id(ad_id: str) -> None:
+    """Ids are chosen by callers and compared exactly: one with blanks around it (``" 123"``
+    for ``"123"``) or a control character in it is refused rather than stored as another ad.
+    (Ads stored before this check still load, and GetAd/DeleteAd still find them.)"""
+    if ad_id != ad_id.strip():
+        raise InvalidArgument(f"ad.id: {ad_id[:40]!r} has blanks at its start or end")
+    for index, char in enumerate(ad_id):
+        if unicodedata.category(char) == "Cc":
+            raise InvalidArgument(f"ad.id: a control character ({char!r}) at index {index}")
+
+
 class AdServicer(ads_pb2_grpc.AdServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -42,6 +54,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
             raise InvalidArgument("ad.id: required")
         if len(ad.id) > MAX_AD_ID_CHARS:
             raise InvalidArgument(f"ad.id: more than {MAX_AD_ID_CHARS} characters")
+        _check_ad_id(ad.id)
         principal.require_account(ad.account_id, "ad.account_id")
         for name in ("objective", "optimization_goal"):
             if len(getattr(ad, name)) > MAX_AD_ID_CHARS:

@@ -69,6 +69,11 @@ def test_register_replace_list_delete(owner):
          "ad.conversion_specs[0].response: "),
         ({"promoted_object": {}}, "ad.promoted_object.pixel_id: "),
         ({"id": ""}, "ad.id: required"),
+        # Ids are compared exactly: " 123" would be another ad than "123".
+        ({"id": " ad1"}, "ad.id: ' ad1' has blanks at its start or end"),
+        ({"id": "ad1\u00a0"}, "ad.id: 'ad1\\xa0' has blanks at its start or end"),
+        ({"id": "ad\x001"}, "ad.id: a control character ('\\x00') at index 2"),
+        ({"id": "ad\n1"}, "ad.id: a control character ('\\n') at index 2"),
         # A key given twice is refused, as in specs (JSON alone would keep the last one).
         ({"creative": '{"kind": "domain", "url": "http://x", "url": "y"}'}, 'ad.creative: not JSON (duplicate key "url"'),
         ({"promoted_object": '{"pixel_id": "PX1", "pixel_id": "PX2"}'}, "ad.promoted_object: not JSON (duplicate key"),
@@ -79,6 +84,10 @@ def test_invalid_ads_are_code_100_and_register_nothing(owner, changes, message):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
     assert error.details().startswith(message), error.details()  # every place starts at the request's ad
     assert owner.call(owner.ads.ListAds, pb.ListAdsRequest(account_id="act_1")).ads == []
+
+
+def test_an_ad_id_with_a_blank_inside_is_an_id(owner):
+    assert owner.register_ad({**CONVERSION_AD, "id": "ad 1"}).ad.id == "ad 1"
 
 
 def test_ads_of_other_accounts(service, owner):
