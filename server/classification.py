@@ -439,13 +439,14 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
     def classify_pixel_events(self, request: pb.ClassifyPixelEventsRequest) -> pb.ClassifyPixelEventsResponse:
         batch = PixelBatch(request, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot  # read once: the whole batch sees one snapshot
+        recording = None
         if request.reply_as_buffers and not request.record:
             # The matcher builds the buffers, values included: no Python object per match.
             found = snapshot.rules.match_columns_buffers(batch.matcher_columns(), batch.own_values(),
                                                          snapshot.default_values)
             reply = buffers_reply(len(batch), found)
         else:
-            reply = self._lists_reply(request, snapshot, batch)
+            reply, recording = self._lists_reply(request, snapshot, batch)
         self._pixel_events_counter.inc(len(batch))
         if snapshot.ad_specs:
             firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
@@ -453,11 +454,21 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(f, ()) for f in firings])))
         else:
             reply.MergeFromString(no_ads_reply(len(batch)))
+        if recording is not None:
+            # Only a reply that can be sent records: gRPC refuses one over the message limit
+            # after the handler returns, and a client retrying the batch would count it twice.
+            size, limit = reply.ByteSize(), self.core.limits.max_message_bytes
+            if size > limit:
+                raise LimitExceeded(
+                    f"events: the reply would be {size} bytes, more than the limit of {limit} "
+                    f"(--max-message-bytes); nothing was recorded: send fewer events per request")
+            recording()
         return reply
 
     def _lists_reply(self, request: pb.ClassifyPixelEventsRequest, snapshot: Snapshot,
-                     batch: PixelBatch) -> pb.ClassifyPixelEventsResponse:
-        """The matches as lists (the recording reads them), in fields 1-3 or as buffers."""
+                     batch: PixelBatch) -> tuple[pb.ClassifyPixelEventsResponse, Callable[[], None] | None]:
+        """The matches as lists, in fields 1-3 or as buffers, and (``record``) what records the
+        batch, to call once the reply is known to fit."""
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
         # Each event's own value, read once: for its matches' values and for the recording (which
         # needs every event's); without recording, only events with matches are read.
@@ -468,11 +479,11 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         else:
             matched_values = map(read, compress(raw, counts))
         values = conversion_values(counts, ids, matched_values, snapshot.default_values)
-        if request.record:
-            self._record(snapshot, batch, counts, ids, values, own_values)
+        recording = (lambda: self._record(snapshot, batch, counts, ids, values, own_values)) if request.record else None
         if request.reply_as_buffers:
-            return buffers_reply(len(batch), match_buffers(counts, ids, values))
-        return pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
+            return buffers_reply(len(batch), match_buffers(counts, ids, values)), recording
+        reply = pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
+        return reply, recording
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
                 values: list[float], own_values: list[float | None]) -> None:

@@ -274,3 +274,34 @@ def test_every_call_is_counted_under_its_method_and_status(service, ingest):
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "INVALID_ARGUMENT"}) == 2
     assert registry.get_sample_value("cm_request_seconds_count", {"method": method}) == 5
     assert registry.get_sample_value("cm_events_classified_total", {"kind": "pixel_event"}) == 3
+
+
+def test_a_recorded_batch_whose_reply_is_too_big_is_refused_and_records_nothing(tmp_path):
+    """gRPC itself refuses a reply over the message limit, after the handler returned: a
+    recorded batch must not be stored then, or a client retrying it counts it twice."""
+    with running_server(tmp_path / "m.db", limits=Limits(max_message_bytes=64 * 1024)) as (_, target), \
+            Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
+        pixel = owner.create_pixel("act_1", "p").id
+        conversions = [owner.create_custom_conversion("act_1", f"c{i}", pixel, {"event": "Purchase"}).id
+                       for i in range(10)]
+        big = [{"pixel_id": pixel, "event": "Purchase"}] * 400  # 4,000 matches: ~110 KB of reply
+        for attempt in range(2):
+            error = rejected(ingest.classify_pixel_events, big, record=True)
+            assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
+            assert error.details().startswith("events: the reply would be ") and "nothing was recorded" in error.details()
+        assert [owner.stats(c, "pixel_fire").rows for c in conversions[:1]] == [[]]
+        assert all(not owner.stats(c).rows for c in conversions)
+        # in a stream: the replies before it were sent (and recorded), the big one is not
+        small = [{"pixel_id": pixel, "event": "Purchase"}] * 2
+        requests = [pb.ClassifyPixelEventsRequest(events=[
+            pb.PixelEvent(pixel_id=e["pixel_id"], event=e["event"]) for e in batch], record=True)
+            for batch in (small, big, small)]
+        replies = ingest.classification.StreamClassifyPixelEvents(iter(requests), metadata=ingest.metadata, timeout=10)
+        assert list(next(replies).conversion_counts) == [10, 10]
+        with pytest.raises(grpc.RpcError) as caught:
+            next(replies)
+        assert caught.value.details().startswith("requests[1].events: the reply would be ")
+        assert [r.value for r in owner.stats(conversions[0]).rows] == [2]
+        # without recording, a reply over the limit is gRPC's own refusal (nothing is stored)
+        assert rejected(ingest.classify_pixel_events, big).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert [r.value for r in owner.stats(conversions[0]).rows] == [2]
