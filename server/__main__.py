@@ -109,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--processes must be at least 1")
     if options.sync_interval < 0:
         parser.error("--sync-interval must be >= 0")
+    if options.processes > 1 and options.sync_interval == 0:
+        parser.error("--sync-interval 0 never reads what other processes register: "
+                     "with --processes above 1 it must be above 0")
     return options
 
 
@@ -162,10 +165,15 @@ def serve(options: argparse.Namespace) -> int:
         return 2
     limits = Limits(max_batch_events=options.max_batch_events, max_message_bytes=options.max_message_bytes)
     metrics_port = options.metrics_port if options.metrics_port >= 0 else None
-    server, port = create_server(
-        f"{options.host}:{options.port}", db_path=options.db, tokens=tokens, limits=limits,
-        workers=options.workers, metrics_port=metrics_port, sync=options.sync, sync_interval=options.sync_interval,
-    )
+    try:
+        server, port = create_server(
+            f"{options.host}:{options.port}", db_path=options.db, tokens=tokens, limits=limits,
+            workers=options.workers, metrics_port=metrics_port, sync=options.sync, sync_interval=options.sync_interval,
+            share_port=worker is not None,  # one process never shares its port with another server
+        )
+    except OSError as error:
+        log.error("cannot start", extra={"host": options.host, "port": options.port, "error": str(error)})
+        return 2
     # Everything loaded so far (modules, the compiled rules and ads) lives as long as the
     # process: out of the cyclic collector's sight it is not rescanned by every full
     # collection the batches' allocations trigger (~16% of a classification's CPU at

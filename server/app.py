@@ -88,14 +88,16 @@ def create_server(
     metrics_port: int | None = None,
     sync: str = "FULL",
     sync_interval: float = 0.05,
+    share_port: bool = False,
 ) -> tuple[Server, int]:
     """Build the server bound to ``addr`` (port 0 picks one) with its store loaded and
     compiled; returns ``(server, port)``. Call ``server.start()`` to serve; from then on the
     registry applies what other processes register in the same database every
     ``sync_interval`` seconds (0: never).
 
-    The port is bound with ``SO_REUSEPORT`` so several processes can serve one port (the
-    kernel spreads connections over them)."""
+    ``share_port``: bind with ``SO_REUSEPORT``, so the workers of ``--processes N`` serve one
+    port (the kernel spreads connections over them). Without it (one process), a port another
+    server listens on is refused (OSError) rather than shared with it by accident."""
     limits = limits or Limits()
     store = SQLiteStore(db_path, synchronous=sync)
     registry = Registry(store)
@@ -129,7 +131,8 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
-            ("grpc.so_reuseport", 1),  # gRPC's default on Linux, explicit: --processes N relies on it
+            # On by default in gRPC on Linux: explicit both ways.
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ],
     )
     pixels_pb2_grpc.add_PixelServiceServicer_to_server(PixelServicer(core), grpc_server)
@@ -139,10 +142,13 @@ def create_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
-    port = grpc_server.add_insecure_port(addr)
+    try:
+        port = grpc_server.add_insecure_port(addr)  # gRPC answers 0 or raises, depending on its version
+    except RuntimeError:
+        port = 0
     if port == 0:
         store.close()
-        raise OSError(f"cannot bind {addr}")
+        raise OSError(f"cannot bind {addr} (in use, or not an address of this host)")
     if metrics_port is not None:
         metrics.serve_http(metrics_port)
     log.info(

@@ -427,6 +427,31 @@ def test_processes_refuse_a_port_already_served(tmp_path):
         first.kill()
 
 
+@pytest.mark.parametrize("first_args", [(), ("--processes", "2")], ids=["one-process", "workers"])
+def test_one_process_refuses_a_port_already_served(tmp_path, first_args):
+    """Without --processes, a second server on a served port exits 2; it used to share the
+    port (SO_REUSEPORT) and take half the connections, on another database."""
+    first = ServerProcess(tmp_path, *first_args, tokens_file=TOKENS)
+    try:
+        second = tmp_path / "second"
+        second.mkdir()
+        (second / "tokens.json").write_text(json.dumps(TOKENS))
+        result = subprocess.run(
+            [sys.executable, "-m", "server", "--port", str(first.port),
+             "--db", str(second / "matcher.db"), "--tokens", str(second / "tokens.json")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 2 and "cannot start" in result.stderr and "cannot bind" in result.stderr
+    finally:
+        first.kill()
+
+
+def test_workers_that_never_sync_are_refused(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "server", "--processes", "2", "--sync-interval", "0",
+                             "--db", str(tmp_path / "m.db")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--sync-interval 0 never reads what other processes register" in result.stderr
+
+
 @pytest.mark.slow
 def test_soak_two_processes_registering_and_recording_at_once(tmp_path):
     """Half a minute of recordings from both processes while both register: every call
