@@ -4,9 +4,11 @@
               named workloads (--workload mixed|urls|regex|numeric|parameters) and their knobs
     actions   action specs: compiled set, twin and reference on 100,000 ads
     grpc      the service under load: client and server processes, fixed rates, rule counts,
-              each figure next to an empty handler (the transport's ceiling)
+              each figure next to an empty handler (the transport's ceiling); its own seed-style
+              workload, or --workload NAME (and the knobs) as rules takes them
     scaling   throughput against rule count, with --json and --plot
     service   a classification request inside the server without gRPC: decode, match, reply
+              (the grpc bench's workload, or --workload NAME)
     builds    two builds of the rule kernel interleaved in one process: NEW/OLD, paired
 
 `python -m bench NAME --help` lists each one's options.

@@ -4,13 +4,19 @@
                                    [--server-processes 1,2] [--clients 1,2]
                                    [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
                                    [--seconds 3] [--repeat 3] [--seed 20261122] [--json F] [--plot F.png] [--progress]
+                                   [--workload urls [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
+                                    [--rules-per-pixel 100]]
 
 For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
-1. seed that many custom conversions (seed-style rules over 100 pixels in 100 ad accounts:
-   this bench's own workload, ``make_rule`` and ``make_events``, not ``bench.workload``'s)
-   straight into a fresh SQLite file (one transaction), each count from a generator of its
-   own seeded with ``--seed`` (``count_workload``: a count's workload is the same whichever
-   counts come before it);
+1. seed that many custom conversions straight into a fresh SQLite file (one transaction),
+   each count from a generator of its own seeded with ``--seed`` (``count_workload``: a
+   count's workload is the same whichever counts come before it). Without ``--workload``:
+   seed-style rules over 100 pixels in 100 ad accounts (this bench's own workload,
+   ``make_rule`` and ``make_events``). With ``--workload NAME`` (and its knobs, as ``bench
+   rules`` takes them): ``bench.workload``'s rules and events of that mix, ``--rules-per-pixel``
+   rules on each of count / that many pixels (one pixel below it), the pixels' creators taking
+   turns over the same 100 accounts; the events are sent without their ``content_ids`` lists
+   (``bench.workload.wire_events``: no request form but JSON could carry them, no rule reads them);
 2. for each count N in ``--server-processes``, start ``python -m server --processes N`` on that
    file (N workers on one port, ``SO_REUSEPORT``, each compiling every rule: waited for, up to
    ``--startup-timeout``), and N empty-handler processes on another port (``bench.servers``);
@@ -73,6 +79,8 @@ from bench import cli
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import RemoteTarget, ServerGroup
+from bench.workload import (FIRST_PIXEL_ID, Mix, add_mix_options, layout, make_workload, optional_mix, wire_events,
+                            workload_hash)
 from server.client import EVENT_FORMS, Client, error_code
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
@@ -88,6 +96,7 @@ NEWCOMER = "act_101"
 TOKENS = {"tokens": {"bench": {"accounts": [*ACCOUNTS, NEWCOMER], "ingest": True}}}
 WORDS = ["shoe", "hat", "thankyou", "confirm", "cart", "blue", "red", "sale", "promo", "checkout"]
 EVENTS = ["Purchase", "Lead", "AddToCart", "PageView", "ViewContent", "item-sold"]
+RULES_PER_PIXEL = 100  # --rules-per-pixel's default (a named workload's), as bench rules' and scaling's
 
 
 def make_rule(rng: random.Random, i: int) -> dict:
@@ -121,34 +130,43 @@ def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
     return seed_rules(db_path, [json.dumps(make_rule(rng, i)) for i in range(rule_count)])
 
 
-def seed_rules(db_path: Path, rules: list[str]) -> list[str]:
-    """Pixels, then the conversions (rule texts) in one bulk import (100,000 in a few seconds,
-    where one create call per conversion takes ~20 s). Returns the pixel ids (the store draws
-    them at random: they differ from file to file)."""
+def seed_rules(db_path: Path, rules: list[str], on_pixels: list[int] | None = None,
+               pixel_count: int = len(ACCOUNTS)) -> list[str]:
+    """``pixel_count`` pixels, pixel j created by (so registered to) ``ACCOUNTS[j % 100]``, then the
+    conversions (rule texts) in one bulk import (100,000 in a few seconds, where one create call
+    per conversion takes ~20 s), rule i on pixel ``on_pixels[i]`` (default: i % 100) in that
+    pixel's account. Returns the pixel ids (the store draws them at random: they differ from
+    file to file)."""
     store = SQLiteStore(db_path, synchronous="OFF")
     try:
-        pixels = [store.create_pixel(f"pixel {i}", "OTHER", ACCOUNTS[i], 0).id for i in range(len(ACCOUNTS))]
+        pixels = [store.create_pixel(f"pixel {j}", "OTHER", ACCOUNTS[j % len(ACCOUNTS)], 0).id
+                  for j in range(pixel_count)]
         store.add_authorized_accounts(pixels[0], [NEWCOMER])
+        where = on_pixels if on_pixels is not None else [i % len(ACCOUNTS) for i in range(len(rules))]
         store.import_custom_conversions(
             CustomConversionRecord(
-                id=str(10**17 + i), account_id=ACCOUNTS[i % len(ACCOUNTS)], name=f"cc {i}", description="",
-                rule=rule, event_source_id=pixels[i % len(ACCOUNTS)],
+                id=str(10**17 + i), account_id=ACCOUNTS[j % len(ACCOUNTS)], name=f"cc {i}", description="",
+                rule=rule, event_source_id=pixels[j],
                 event_source_type="pixel", custom_event_type="OTHER", default_conversion_value=1.0, creation_time=0,
             )
-            for i, rule in enumerate(rules)
+            for i, (rule, j) in enumerate(zip(rules, where, strict=True))
         )
     finally:
         store.close()
     return pixels
 
 
-def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int) -> tuple[list[str], list[dict], str]:
+def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int, spec: Mix | None = None,
+                   rules_per_pixel: int = RULES_PER_PIXEL) -> tuple[list[str], list[dict], str]:
     """One rule count's workload, seeded into ``db_path``: (pixel ids, ``events`` events, its
     SHA-256). Each count draws from a generator of its own seeded with ``seed_value``, so its
     workload does not depend on the counts listed before it and is what ``--rules N`` alone
     gives (as it did before counts had their own generator, when the first count's was this
-    one). The hash covers the rule texts and the events with each pixel id as its index (the
-    ids themselves are the store's, random)."""
+    one). ``spec`` None: the seed-style workload, whose hash covers the rule texts and the
+    events with each pixel id as its index (the ids themselves are the store's, random);
+    else ``named_workload``'s."""
+    if spec is not None:
+        return named_workload(db_path, rule_count, seed_value, events, spec, rules_per_pixel)
     rng = random.Random(seed_value)
     rules = [json.dumps(make_rule(rng, i)) for i in range(rule_count)]
     pixels = seed_rules(db_path, rules)
@@ -156,6 +174,54 @@ def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int)
     index = {pixel: i for i, pixel in enumerate(pixels)}
     digest = hashlib.sha256(json.dumps([rules, [{**e, "pixel_id": index[e["pixel_id"]]} for e in made]]).encode())
     return pixels, made, digest.hexdigest()
+
+
+def named_workload(db_path: Path, rule_count: int, seed_value: int, events: int, spec: Mix,
+                   rules_per_pixel: int = RULES_PER_PIXEL) -> tuple[list[str], list[dict], str]:
+    """``bench.workload``'s workload of ``spec`` laid out as ``layout(rule_count, rules_per_pixel)``
+    (ValueError for a count it cannot lay out), seeded into ``db_path`` (each pixel's rules on a
+    pixel of the store, in that pixel's account): (the store's pixel ids, in the workload's
+    pixel order; the ``events`` events with those ids, as ``wire_events`` sends them; the
+    ``bench.workload.workload_hash`` of the workload as generated, which ``bench rules`` and
+    ``scaling`` record for the same pixels, rules per pixel, events, seed and mix)."""
+    pixel_count, per_pixel = layout(rule_count, rules_per_pixel)
+    work = make_workload(pixel_count, per_pixel, events, seed_value, spec)
+    pixels = seed_rules(db_path, list(work.rules.values()),
+                        [int(source) - FIRST_PIXEL_ID for source in work.sources.values()], pixel_count)
+    sent = [{**event, "pixel_id": pixels[int(event["pixel_id"]) - FIRST_PIXEL_ID]}
+            for event in wire_events(work.events)]
+    return pixels, sent, workload_hash(work)
+
+
+def add_workload_options(parser: argparse.ArgumentParser) -> None:
+    """``--workload``, its knobs and ``--rules-per-pixel``, for the benches that seed a store
+    (``bench grpc``, ``bench service``): without ``--workload``, the seed-style workload."""
+    add_mix_options(parser, default=None, otherwise="this bench's own seed-style rules and events "
+                                                    "(make_rule, make_events), spread over 100 pixels")
+    parser.add_argument("--rules-per-pixel", type=cli.positive_int, metavar="N",
+                        help=f"with --workload: its rules on each pixel (default {RULES_PER_PIXEL}, as bench rules "
+                             f"and scaling); each rule count is laid out as count / this many pixels, or one pixel "
+                             f"when the count is at most this, so a larger count must be a multiple of it; the "
+                             f"pixels' creators take turns over 100 accounts")
+
+
+def workload_from(parser: argparse.ArgumentParser, options: argparse.Namespace, rule_counts: list) -> Mix | None:
+    """The named workload the options give (None: the seed-style one), ``options.rules_per_pixel``
+    filled in; argparse errors naming the option for a knob or ``--rules-per-pixel`` without
+    ``--workload`` and for a rule count that cannot be laid out."""
+    spec = optional_mix(parser, options)
+    if spec is None:
+        if options.rules_per_pixel is not None:
+            parser.error("argument --rules-per-pixel: lays out a named workload: give --workload too")
+        return None
+    if options.rules_per_pixel is None:
+        options.rules_per_pixel = RULES_PER_PIXEL
+    for count in rule_counts:
+        try:
+            layout(count, options.rules_per_pixel)
+        except ValueError as error:
+            parser.error(f"argument --rules: {error} (--rules-per-pixel {options.rules_per_pixel})")
+    return spec
 
 
 def registration_visibility(target: str, pixel: str, account: str, count: int) -> tuple[list[float], list[float]]:
@@ -219,9 +285,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261122,
                         help="the workload's random seed (each rule count's generator starts from it; the events of "
                              "--pixels too)")
+    add_workload_options(parser)
     remote = parser.add_argument_group(
         "a running server", "Load a server this command does not start (its own rules, pixels and tokens; "
-        "no seeding, so none of --rules, --server-processes, --registrations, --sync, --startup-timeout).")
+        "no seeding, so none of --rules, --server-processes, --registrations, --sync, --startup-timeout, "
+        "--workload and its options).")
     remote.add_argument("--target", metavar="HOST:PORT", help="the server to load")
     remote.add_argument("--token", help="its bearer token, one with ingest rights "
                                         "(default: the CM_BENCH_TOKEN environment variable)")
@@ -250,8 +318,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         options.rule_counts = _list(parser, "--rules", options.rules, cli.positive_int)
         options.process_counts = _list(parser, "--server-processes", options.server_processes, cli.positive_int)
         options.token = "bench"  # the seeded token file's
+        options.spec = workload_from(parser, options, options.rule_counts)
     else:
-        given = [name for name in local if getattr(options, name) is not None]
+        given = [name for name in local if getattr(options, name) is not None] + [
+            name for name in ("workload", "operators", "event_mix", "skew", "rules_per_pixel")
+            if getattr(options, name) is not None]
         if given:
             parser.error(f"--{given[0].replace('_', '-')} applies to the servers this command starts, not to "
                          f"--target (which serves its own rules)")
@@ -266,6 +337,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 parser.error("--pixels needs at least one pixel id")
         options.rule_counts, options.process_counts = [None], [None]  # the server's own: not known here
         options.registrations = 0
+        options.spec = None
     options.rates = _list(parser, "--rate", options.rate, cli.positive_float)
     options.fractions = _list(parser, "--sweep", options.sweep, cli.positive_float)
     options.client_counts = _list(parser, "--clients", options.clients, cli.positive_int)
@@ -502,11 +574,14 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             bar.set_postfix_str(f"seeding {rule_count:,} rules")
             t0 = time.perf_counter()
             pixels, events, digest = count_workload(directory / "matcher.db", rule_count, options.seed,
-                                                    max(options.batch, options.latency_batch))
+                                                    max(options.batch, options.latency_batch), options.spec,
+                                                    options.rules_per_pixel or RULES_PER_PIXEL)
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             payloads = _payloads(events, options, "the generated events")
             info = {"rules": rule_count, "seed_s": seeded, "workload_sha256": digest}
+            if options.spec is not None:  # (the seed-style workload's report stays as it was)
+                info |= {"pixels": len(pixels), "rules_per_pixel": rule_count // len(pixels)}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
                 t0 = time.perf_counter()
@@ -576,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
                   "concurrency", "rates", "fractions", "sync", "target", "ceiling_target", "seed")},
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
+    if options.spec is not None:  # (the seed-style workload's report stays as it was)
+        report["setup"] |= {"workload": options.spec.as_json(), "rules_per_pixel": options.rules_per_pixel}
     bar = _progress(options)
     try:
         with LoadGenerators(max(options.client_counts)) as gens:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from bench.workload import Mix
+
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
 CORES_NOTE = ("client processes, server processes and empty handlers share this machine's {cores} cores: "
               "every ceiling and figure is for this machine, not for a server with the cores to itself")
@@ -50,7 +52,11 @@ def print_tables(report: dict) -> None:
           f"{setup['concurrency']} caller threads/connections per client process; {setup['seconds']} s per "
           f"measurement, {setup['repeat']} runs per throughput row"
           + ("" if setup.get("sync") is None else f"; sync={setup['sync']}")
-          + ("" if setup.get("seed") is None else f"; seed-style workload, seed {setup['seed']}"))
+          + ("" if setup.get("seed") is None or "workload" in setup
+             else f"; seed-style workload, seed {setup['seed']}"))
+    if "workload" in setup:  # a named one (bench.workload), as bench rules heads its tables
+        print(f"{Mix.from_json(setup['workload']).describe()}; seed {setup['seed']}; {setup['rules_per_pixel']:,} "
+              f"rules per pixel (one pixel below that)")
     print("note: " + note(report))
     for info in report["rules"]:
         if info["rules"] is None:
@@ -59,7 +65,9 @@ def print_tables(report: dict) -> None:
                   + (" (none matched: are these pixels registered on that server, with conversions?)"
                      if info["matches_per_event"] == 0 else ""))
             continue
-        print(f"rules {info['rules']:,}: seeded in {info['seed_s']:.1f} s, "
+        print(f"rules {info['rules']:,}: "
+              + (f"{info['pixels']:,} pixels x {info['rules_per_pixel']:,}, " if "pixels" in info else "")
+              + f"seeded in {info['seed_s']:.1f} s, "
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
 
     print()

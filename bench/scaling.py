@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bench import cli
 from bench.handwritten import careful_matcher, naive_matcher
 from bench.rules import as_columns, iterate_rate, threaded_rate
-from bench.workload import Mix, add_mix_options, make_workload, mix_from, workload_hash
+from bench.workload import Mix, add_mix_options, layout, make_workload, mix_from, workload_hash
 from matcher import _ruleset_py, compile_rules
 from matcher._ruleset import USING_EXTENSION
 
@@ -44,15 +44,15 @@ def rule_count(text: str) -> int:
     """A ``--counts`` item: under 100 (one pixel), or a whole number of 100-rule pixels. Any
     other count could only be measured as a different one, so it is refused, not rounded."""
     count = cli.positive_int(text)
-    if count > PER_PIXEL and count % PER_PIXEL:
-        raise argparse.ArgumentTypeError(f"{count} rules cannot be laid out as {PER_PIXEL} per pixel: give a count "
-                                         f"under {PER_PIXEL} (one pixel) or a multiple of {PER_PIXEL}")
+    try:
+        layout(count, PER_PIXEL)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return count
 
 
 def measure(count: int, events: int, sample: int, seed: int, batch: int, spec: Mix | None = None) -> dict:
-    per_pixel = min(count, PER_PIXEL)
-    work = make_workload(count // per_pixel, per_pixel, events, seed, spec)
+    work = make_workload(*layout(count, PER_PIXEL), events, seed, spec)
     start = time.perf_counter()
     compiled = compile_rules(work.rules, work.sources)
     compile_s = time.perf_counter() - start

@@ -1,8 +1,11 @@
 """Where a classification request's time goes inside the server, without gRPC.
 
     python -m bench service [--rules 10000] [--batch 1000] [--batches 200] [--seed 1]
+                            [--workload urls [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
+                             [--rules-per-pixel 100]]
 
-Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels) into
+Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels, or with
+``--workload`` a named ``bench.workload`` mix laid out and seeded as ``bench grpc`` does) into
 a SQLite file, loads it as a server process does (registry, compiled snapshot, the heap
 frozen out of the collector) and times, on the same events in pre-serialised requests of each form side by side (columns with the
 custom data as one JSON array text, columns with typed ``custom_parameters``, buffers, and
@@ -30,7 +33,8 @@ import time
 from pathlib import Path
 
 from bench import cli
-from bench.grpc_load import make_events, seed
+from bench.grpc_load import RULES_PER_PIXEL, add_workload_options, count_workload, make_events, seed, workload_from
+from bench.workload import Mix
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
@@ -60,11 +64,18 @@ def best_seconds(fn, items: list, repeat: int) -> float:
     return best
 
 
-def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> dict:
+def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec: Mix | None = None,
+        rules_per_pixel: int = RULES_PER_PIXEL) -> dict:
+    """``spec`` None: the seed-style workload; else that named one, ``rules_per_pixel`` a pixel."""
     rng = random.Random(seed_value)
+    distinct_batches = min(batches, 20)
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "bench.db"
-        pixels = seed(db, rules, rng)
+        if spec is None:
+            pixels = seed(db, rules, rng)
+        else:  # its events made with its rules, from their own generator (as bench grpc's)
+            pixels, sent, digest = count_workload(db, rules, seed_value, batch * distinct_batches, spec,
+                                                  rules_per_pixel)
         # Loaded as `python -m server` loads it (not started: no port is served).
         server, _ = create_server("127.0.0.1:0", db_path=db, tokens=TokenTable.from_mapping({"tokens": {}}),
                                   sync="NORMAL", sync_interval=0)
@@ -78,7 +89,10 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
                 request = pb.ClassifyPixelEventsRequest.FromString(payload)
                 return servicer.classify_pixel_events(request).SerializeToString()
 
-            batches_of_events = [make_events(rng, pixels, batch) for _ in range(min(batches, 20))]
+            if spec is None:
+                batches_of_events = [make_events(rng, pixels, batch) for _ in range(distinct_batches)]
+            else:
+                batches_of_events = [sent[i * batch:(i + 1) * batch] for i in range(distinct_batches)]
             seconds: dict[str, float] = {}
             first_replies = None
             for form, request in FORMS.items():
@@ -117,17 +131,24 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int) -> d
     # Stage by stage, the four forms next to each other.
     stages = [name.split(", ", 1)[0] for name in seconds]
     seconds = {f"{stage}, {form}": seconds[f"{stage}, {form}"] for stage in dict.fromkeys(stages) for form in FORMS}
-    return {
+    result = {
         "rules": rules, "batch": batch, "events": events, "matches_per_event": matches / events,
         "workload": "seed-style (bench.grpc_load: make_rule, make_events)", "seed": seed_value,
         "compiled": rules_now.compiled,
         "stages": {name: {"seconds": s, "events_per_s": events / s} for name, s in seconds.items()},
     }
+    if spec is not None:  # (the seed-style workload's report stays as it was)
+        result |= {"workload": spec.as_json(), "pixels": len(pixels), "rules_per_pixel": rules // len(pixels),
+                   "workload_sha256": digest}
+    return result
 
 
 def report(result: dict) -> None:
     print(f"{result['rules']:,} rules, {result['events']:,} events in batches of {result['batch']:,} "
           f"({result['matches_per_event']:.2f} matches per event; compiled kernel: {result['compiled']})")
+    if isinstance(result["workload"], dict):  # a named one (bench.workload), as bench rules heads its tables
+        print(f"  {Mix.from_json(result['workload']).describe()}; seed {result['seed']}; "
+              f"{result['pixels']:,} pixels x {result['rules_per_pixel']:,} rules")
     print(f"  {'stage':<52}{'events/s':>12}{'us/event':>10}{'share of the whole':>20}")
     for name, stage in result["stages"].items():
         form = name.split(", ", 1)[1]
@@ -139,19 +160,23 @@ def report(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("service", __doc__)
     parser.add_argument("--rules", type=cli.positive_int, default=10_000,
-                        help="custom conversions seeded (the gRPC bench's seed-style rules over 100 pixels)")
+                        help="custom conversions seeded (the gRPC bench's seed-style rules over 100 pixels, or "
+                             "--workload's, --rules-per-pixel a pixel)")
     parser.add_argument("--batch", type=cli.positive_int, default=1_000,
                         help=f"events per request (at most the server's {Limits().max_batch_events:,})")
     parser.add_argument("--batches", type=cli.positive_int, default=200,
                         help="requests timed per stage (cycling through at most 20 distinct ones)")
     parser.add_argument("--repeat", type=cli.positive_int, default=3, help="passes per stage (the best is reported)")
     parser.add_argument("--seed", type=int, default=1, help="the workload's random seed")
+    add_workload_options(parser)
     parser.add_argument("--json", help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
+    spec = workload_from(parser, args, [args.rules])
     if args.batch > Limits().max_batch_events:  # (the server would refuse every request: LimitExceeded)
         parser.error(f"argument --batch: at most the server's limit of {Limits().max_batch_events:,} events a "
                      f"request, got {args.batch:,}")
-    result = run(args.rules, args.batch, args.batches, args.seed, args.repeat)
+    result = run(args.rules, args.batch, args.batches, args.seed, args.repeat, spec,
+                 args.rules_per_pixel or RULES_PER_PIXEL)
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -1,5 +1,6 @@
 """The custom-conversion workload of the in-process rule benchmarks (``bench rules``,
-``scaling``, ``builds``): rules per pixel, a stream of pixel events, deterministic for a seed.
+``scaling``, ``builds``), and of ``bench grpc`` and ``service`` given ``--workload``: rules
+per pixel, a stream of pixel events, deterministic for a seed.
 
 ``pixels`` advertisers (event sources), each with ``rules_per_pixel`` custom conversions, and
 events whose pixels follow a Zipf-like popularity. What the rules and events are like is a
@@ -34,6 +35,10 @@ STANDARD_EVENTS = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "
                    "CompleteRegistration"]
 EVENT_WEIGHTS = [50, 20, 10, 5, 8, 3, 3, 1]
 CATEGORIES = ["shoes", "bags", "hats", "shirts", "watches", "toys", "books", "garden"]
+FIRST_PIXEL_ID = 1000  # pixel p's id (its rules' source, its events' pixel_id) is this + p
+# Custom data the service's typed forms cannot carry (a list: only the JSON text form can) and
+# no rule kind reads: left out of the events a service is sent (``wire_events``).
+UNSENT_CUSTOM_DATA = ("content_ids",)
 
 
 @dataclass
@@ -213,7 +218,7 @@ def make_event(rng: random.Random, pixel_cum_weights: list[float], pixels: int, 
     if rng.random() < 0.3:
         custom["content_type"] = rng.choice(["product", "product_group"])
     return {"event": event, "url": f"https://shop{pixel}.example.com{path}{query}", "custom_data": custom,
-            "pixel_id": f"{1000 + pixel}", "device_type": rng.choice(["desktop", "mobile_iphone", "mobile_android"])}
+            "pixel_id": f"{FIRST_PIXEL_ID + pixel}", "device_type": rng.choice(["desktop", "mobile_iphone", "mobile_android"])}
 
 
 def make_workload(pixels: int, rules_per_pixel: int, events: int, seed: int, spec: Mix | None = None) -> Workload:
@@ -229,11 +234,34 @@ def make_workload(pixels: int, rules_per_pixel: int, events: int, seed: int, spe
         for k in range(rules_per_pixel):
             rid = f"cc_{pixel}_{k}"
             rules[rid] = json.dumps(make_rule(rng, pixel, k, cycle[k % len(cycle)]))
-            sources[rid] = f"{1000 + pixel}"
+            sources[rid] = f"{FIRST_PIXEL_ID + pixel}"
     pixel_weights = list(accumulate(1.0 / (rank + 1) ** spec.skew for rank in range(pixels)))  # Zipf-like
     event_weights = list(accumulate(spec.events.get(name, 0) for name in STANDARD_EVENTS))
     return Workload(rules, sources, [make_event(rng, pixel_weights, pixels, rules_per_pixel, event_weights)
                                      for _ in range(events)])
+
+
+def layout(count: int, per_pixel: int) -> tuple[int, int]:
+    """(pixels, rules per pixel) of ``count`` rules at ``per_pixel`` a pixel: one pixel holding
+    them all when ``count`` is at most ``per_pixel``, else ``count / per_pixel`` full pixels.
+    ValueError for any other count: it could only be measured as a different one, so it is
+    refused, not rounded."""
+    if count < 1 or per_pixel < 1:
+        raise ValueError(f"a rule count and rules per pixel of 1 or more are needed, got {count} and {per_pixel}")
+    if count > per_pixel and count % per_pixel:
+        raise ValueError(f"{count} rules cannot be laid out as {per_pixel} per pixel: give a count "
+                         f"under {per_pixel} (one pixel) or a multiple of {per_pixel}")
+    per = min(count, per_pixel)
+    return count // per, per
+
+
+def wire_events(events: list[dict]) -> list[dict]:
+    """The events as a service is sent them (``bench grpc``, ``bench service``): the same, but
+    custom data without ``UNSENT_CUSTOM_DATA`` (``content_ids``, a list), which typed custom
+    parameter columns and buffers cannot carry and no rule kind reads; so every request form
+    carries the same events, and every match is the one of the events as generated."""
+    return [{**event, "custom_data": {name: value for name, value in event["custom_data"].items()
+                                      if name not in UNSENT_CUSTOM_DATA}} for event in events]
 
 
 def workload_hash(work: Workload) -> str:
@@ -257,12 +285,15 @@ def add_workload_options(ap: argparse.ArgumentParser) -> None:
     add_mix_options(ap)
 
 
-def add_mix_options(ap: argparse.ArgumentParser) -> None:
-    """``--workload`` and the knobs overriding it."""
-    ap.add_argument("--workload", choices=list(PRESETS), default="mixed",
+def add_mix_options(ap: argparse.ArgumentParser, default: str | None = "mixed", otherwise: str = "") -> None:
+    """``--workload`` and the knobs overriding it. ``default`` None: no named workload unless
+    one is given (``bench grpc``, ``service``: their own seed-style one), ``otherwise`` saying
+    what is used then; ``optional_mix`` reads them."""
+    ap.add_argument("--workload", choices=list(PRESETS), default=default,
                     help="a named mix of rules and events: mixed (every kind alike; the published figures'), "
                          "urls (URL substrings and prefixes), regex (regexes on URL and path), numeric (event and "
-                         "value thresholds), parameters (custom-parameter equality)")
+                         "value thresholds), parameters (custom-parameter equality)"
+                         + (f"; without it: {otherwise}" if default is None and otherwise else ""))
     ap.add_argument("--operators", type=operator_weights, metavar="KIND=W,...",
                     help=f"weights per rule kind, replacing the workload's ({', '.join(RULE_KINDS)})")
     ap.add_argument("--event-mix", type=event_weights, metavar="EVENT=W,...",
@@ -274,6 +305,19 @@ def add_mix_options(ap: argparse.ArgumentParser) -> None:
 def mix_from(args: argparse.Namespace) -> Mix:
     """The mix the parsed options name."""
     return mix(args.workload, args.operators, args.event_mix, args.skew)
+
+
+def optional_mix(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Mix | None:
+    """The mix the parsed options name, None when no ``--workload`` was given (options added
+    with ``add_mix_options(ap, default=None)``); a knob without ``--workload`` is an argparse
+    error naming it (it would adjust no named workload)."""
+    if args.workload is None:
+        for option, value in (("--operators", args.operators), ("--event-mix", args.event_mix), ("--skew", args.skew)):
+            if value is not None:
+                parser.error(f"argument {option}: adjusts a named workload: give --workload too "
+                             f"(e.g. --workload mixed {option} ...)")
+        return None
+    return mix_from(args)
 
 
 def mix_argv(args: argparse.Namespace) -> list[str]:

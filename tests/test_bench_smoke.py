@@ -116,6 +116,11 @@ def test_grpc_bench_runs_against_a_real_server(tmp_path):
     assert data["registration"][0]["count"] == 2 and data["registration"][0]["visible"]["p99"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "of ceiling" in done.stdout and "srv us/ev" in done.stdout and "registration -> visible" in done.stdout
+    # Without --workload: the seed-style workload as it always was, and the report as it was.
+    assert data["rules"][0]["workload_sha256"] == SEED_STYLE_SHA256[(40, 20261122, 200)]
+    assert set(data["rules"][0]) == {"rules", "seed_s", "workload_sha256", "matches_per_event"}
+    assert "workload" not in data["setup"] and "rules_per_pixel" not in data["setup"]
+    assert "seed-style workload, seed 20261122" in done.stdout and "rules 40: seeded in" in done.stdout
 
 
 def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_processes(tmp_path):
@@ -495,3 +500,186 @@ def test_grpc_plot_draws_every_request_form():
     assert any(label.startswith("columns:") for label in labels)
     assert any(label.startswith("buffers+reply:") for label in labels)
     assert len(labels) == 4  # per form, the service and its ceiling
+
+
+# -- named workloads in bench grpc and bench service ------------------------------------------
+# The seed-style workload (bench.grpc_load.count_workload without a mix) hashed before --workload
+# came to bench grpc and bench service, and the rules and events bench service seeded and sent
+# for --rules 200 --batch 50 --batches 4 --seed 1 (hashed by _seed_style_service below): the
+# default of both commands, which must not change.
+SEED_STYLE_SHA256 = {
+    (40, 20261122, 200): "7e2c0faabb76b2b14c8140a7678b016b956e44a6f0fbc4c8cd2c47c7f53dc255",
+    (60, 20261122, 200): "4faa15518440ad00dd616da1d059823cc16466ae6beebc83de3141a6e0ce94f0",
+}
+SEED_STYLE_SERVICE_SHA256 = "fd16731485a9aac2c866227b804a27e1a5539dbbb62a6a754583bfb4d741669f"
+
+
+@pytest.mark.parametrize("shape", sorted(SEED_STYLE_SHA256))
+def test_grpc_bench_default_workload_is_the_seed_style_one(tmp_path, shape):
+    from bench.grpc_load import count_workload
+
+    assert count_workload(tmp_path / "a.db", *shape)[2] == SEED_STYLE_SHA256[shape]
+    assert count_workload(tmp_path / "b.db", *shape, None)[2] == SEED_STYLE_SHA256[shape]
+
+
+def test_service_bench_default_seeds_and_sends_the_seed_style_workload(monkeypatch):
+    import hashlib
+
+    import bench.grpc_load
+    import bench.service_path
+
+    seen = {"events": []}
+    seed_rules, make_events = bench.grpc_load.seed_rules, bench.service_path.make_events
+
+    def recording_seed_rules(db, rules, *args, **kwargs):
+        seen["rules"] = list(rules)
+        seen["pixels"] = seed_rules(db, rules, *args, **kwargs)
+        return seen["pixels"]
+
+    def recording_make_events(rng, pixels, count):
+        seen["events"] += make_events(rng, pixels, count)
+        return seen["events"][-count:]
+
+    monkeypatch.setattr(bench.grpc_load, "seed_rules", recording_seed_rules)
+    monkeypatch.setattr(bench.service_path, "make_events", recording_make_events)
+    result = bench.service_path.run(200, 50, 4, 1, 1)
+    index = {pixel: i for i, pixel in enumerate(seen["pixels"])}
+    events = [{**event, "pixel_id": index[event["pixel_id"]]} for event in seen["events"]]
+    assert hashlib.sha256(json.dumps([seen["rules"], events]).encode()).hexdigest() == SEED_STYLE_SERVICE_SHA256
+    assert result["workload"] == "seed-style (bench.grpc_load: make_rule, make_events)"
+    assert set(result) == {"rules", "batch", "events", "matches_per_event", "workload", "seed", "compiled", "stages"}
+
+
+def _matches_per_event(work, events: int) -> float:
+    """The compiled kernel's matches per event on ``work``'s first ``events`` events, in process."""
+    from matcher import compile_rules
+
+    return sum(map(len, compile_rules(work.rules, work.sources).match_batch(work.events[:events]))) / events
+
+
+def test_a_named_workload_is_seeded_on_its_pixels_in_their_accounts(tmp_path):
+    from bench.grpc_load import ACCOUNTS, count_workload, seed_rules
+    from bench.workload import PRESETS, make_workload, workload_hash
+    from server.store import SQLiteStore
+
+    pixels, events, digest = count_workload(tmp_path / "named.db", 300, 5, 120, PRESETS["urls"], 100)
+    work = make_workload(3, 100, 120, 5, PRESETS["urls"])
+    assert digest == workload_hash(work) != count_workload(tmp_path / "seed-style.db", 300, 5, 120)[2]
+    store = SQLiteStore(tmp_path / "named.db")
+    try:
+        seeded = store.tracked_custom_conversions()
+        owners = {pixel: store.get_pixel(pixel).creator for pixel in pixels}
+    finally:
+        store.close()
+    # The workload's rules in its order, each on the store's pixel for its source, in that pixel's account.
+    assert [record.rule for record in seeded] == list(work.rules.values())
+    assert [record.event_source_id for record in seeded] == [pixels[int(s) - 1000] for s in work.sources.values()]
+    assert all(record.account_id == owners[record.event_source_id] for record in seeded)
+    assert owners == dict(zip(pixels, ACCOUNTS))
+    # Its events, on the store's pixel ids, without the content_ids lists no typed request form carries.
+    assert [event["pixel_id"] for event in events] == [pixels[int(e["pixel_id"]) - 1000] for e in work.events]
+    assert all("content_ids" not in event["custom_data"] for event in events)
+    assert [{**e, "pixel_id": None} for e in events] == [
+        {**e, "pixel_id": None, "custom_data": {k: v for k, v in e["custom_data"].items() if k != "content_ids"}}
+        for e in work.events]
+    # More pixels than accounts: the creators take turns over them.
+    many = seed_rules(tmp_path / "many.db", ['{"event": "Lead"}'] * 3, [0, 101, 150], 151)
+    store = SQLiteStore(tmp_path / "many.db")
+    try:
+        assert [(r.event_source_id, r.account_id) for r in store.tracked_custom_conversions()] == [
+            (many[0], ACCOUNTS[0]), (many[101], ACCOUNTS[1]), (many[150], ACCOUNTS[50])]
+        assert len(many) == 151 and store.get_pixel(many[150]).creator == ACCOUNTS[50]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["mixed", "urls", "regex", "numeric", "parameters"])
+def test_the_events_a_service_is_sent_match_as_the_generated_ones_in_every_form(name):
+    from bench.workload import PRESETS, make_workload, wire_events
+    from matcher import compile_rules
+    from server.client import pixel_event_buffers, pixel_event_columns
+
+    work = make_workload(3, 40, 400, 2, PRESETS[name])
+    compiled = compile_rules(work.rules, work.sources)
+    sent = wire_events(work.events)
+    assert compiled.match_batch(sent) == compiled.match_batch(work.events)
+    assert any(map(len, compiled.match_batch(sent)))
+    columns = pixel_event_columns(sent)
+    assert not columns.custom_data and "category" in [c.name for c in columns.custom_parameters]
+    assert pixel_event_buffers(sent).count == 400
+
+
+def test_grpc_bench_runs_a_named_workload_in_every_request_form(tmp_path):
+    from bench.grpc_load import named_workload
+    from bench.workload import make_workload, mix
+
+    data, done = _grpc_bench(tmp_path, "--rules", "40", "--workload", "urls", "--seconds", "0.1", "--sweep", "",
+                             "--registrations", "1", "--form", "columns,buffers,columns+reply,buffers+reply")
+    setup, [info] = data["setup"], data["rules"]
+    assert (setup["workload"]["name"], setup["workload"]["overridden"], setup["rules_per_pixel"]) == ("urls", [], 100)
+    # 40 rules: one pixel of them; the urls workload's, not the seed-style one's.
+    assert (info["pixels"], info["rules_per_pixel"]) == (1, 40)
+    assert info["workload_sha256"] == named_workload(tmp_path / "alone.db", 40, 20261122, 200, mix("urls"))[2]
+    assert info["workload_sha256"] != SEED_STYLE_SHA256[(40, 20261122, 200)]
+    # The server answered the first request as the kernel answers the workload's first 200 events in process.
+    assert info["matches_per_event"] == pytest.approx(_matches_per_event(make_workload(1, 40, 200, 20261122,
+                                                                                       mix("urls")), 200))
+    assert info["matches_per_event"] > 0
+    assert [(row["form"], row["target"]) for row in data["throughput"]] == [
+        (form, target) for form in ("columns", "buffers", "columns+reply", "buffers+reply")
+        for target in ("empty handler (transport ceiling)", "ClassifyPixelEvents")]
+    assert all(row["events_per_s"] > 0 and row["runs"][0]["errors"] == 0 for row in data["throughput"])
+    assert data["registration"][0]["count"] == 1
+    assert "workload urls: rule kinds urls=3,prefix=2,filters=1" in done.stdout
+    assert "seed 20261122; 100 rules per pixel" in done.stdout and "rules 40: 1 pixels x 40, seeded" in done.stdout
+    assert "seed-style" not in done.stdout
+
+
+def test_service_bench_runs_a_named_workload_with_its_knobs(tmp_path, capsys):
+    from bench.workload import make_workload, mix, workload_hash
+
+    out = tmp_path / "service.json"
+    assert bench_main(["service", "--rules", "120", "--rules-per-pixel", "60", "--batch", "50", "--batches", "4",
+                       "--repeat", "1", "--workload", "urls", "--operators", "urls=1,regex=1", "--skew", "0.5",
+                       "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    spec = mix("urls", operators={"urls": 1, "regex": 1}, skew=0.5)
+    assert data["workload"] == spec.as_json() and data["workload"]["overridden"] == ["--operators", "--skew"]
+    assert (data["pixels"], data["rules_per_pixel"], data["events"]) == (2, 60, 200)
+    work = make_workload(2, 60, 200, 1, spec)
+    assert data["workload_sha256"] == workload_hash(work)
+    assert data["matches_per_event"] == pytest.approx(_matches_per_event(work, 200)) and data["matches_per_event"] > 0
+    assert len(data["stages"]) == 16 and all(stage["events_per_s"] > 0 for stage in data["stages"].values())
+    out = capsys.readouterr().out
+    assert "workload urls with --operators, --skew given: rule kinds urls=1,regex=1;" in out
+    assert "pixel skew 0.5; seed 1; 2 pixels x 60 rules" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["grpc", "--workload", "bogus"], "argument --workload: invalid choice: 'bogus'"),
+    (["grpc", "--workload", "urls", "--operators", "urls=2,bogus=1"], "argument --operators: unknown rule kind 'bogus'"),
+    (["grpc", "--workload", "urls", "--event-mix", "Purchase=0"],
+     "argument --event-mix: at least one weight must be more than 0"),
+    (["grpc", "--workload", "urls", "--skew", "x"], "argument --skew: a number is needed, got 'x'"),
+    (["grpc", "--skew", "0.5"], "argument --skew: adjusts a named workload: give --workload too"),
+    (["grpc", "--rules-per-pixel", "10"], "argument --rules-per-pixel: lays out a named workload: give --workload"),
+    (["grpc", "--workload", "urls", "--rules-per-pixel", "0"], "argument --rules-per-pixel: must be 1 or more, got 0"),
+    (["grpc", "--workload", "urls", "--rules", "100,150"],
+     "argument --rules: 150 rules cannot be laid out as 100 per pixel"),
+    (["grpc", "--workload", "urls", "--rules", "60", "--rules-per-pixel", "40"],
+     "argument --rules: 60 rules cannot be laid out as 40 per pixel"),
+    (["grpc", "--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload", "urls"],
+     "--workload applies to the servers this command starts, not to --target"),
+    (["service", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
+    (["service", "--workload", "regex", "--skew", "-1"], "argument --skew: must be 0 or more"),
+    (["service", "--operators", "urls=1"], "argument --operators: adjusts a named workload: give --workload too"),
+    (["service", "--event-mix", "Purchase=1"], "argument --event-mix: adjusts a named workload"),
+    (["service", "--workload", "numeric", "--rules", "250"],
+     "argument --rules: 250 rules cannot be laid out as 100 per pixel"),
+    (["service", "--workload", "numeric", "--rules-per-pixel", "-3"], "argument --rules-per-pixel: must be 1 or more"),
+])
+def test_named_workload_options_of_grpc_and_service_are_checked_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench_main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
