@@ -37,6 +37,7 @@ class CompiledRules:
         self._members = _members  # source -> {id: None} of its rules (shared until changed)
         self._partitions = _partitions  # source (None: unscoped) -> engine Partition
         self._values_kept: tuple[Mapping, array] | None = None  # (rule_values, by rule index)
+        self._text_ids: bool | None = None  # every id a str (buffers hold ids as UTF-8); known when asked
         self._matcher = _engine.Matcher(
             _table.fields,
             _partitions.get(_UNSCOPED),
@@ -90,6 +91,12 @@ class CompiledRules:
         ``rule_values`` in its rule order while it is given the same mapping object: give a new
         mapping, not a changed one, when the values change.
         """
+        if self._text_ids is None:
+            self._text_ids = all(type(rule_id) is str for rule_id in self._entries)
+        if not self._text_ids:
+            other = next(rule_id for rule_id in self._entries if type(rule_id) is not str)
+            raise TypeError(f"match_columns_buffers: the buffers hold rule ids as UTF-8 text, so every id must be "
+                            f"a str; this set has {other!r} ({type(other).__name__}): use match_columns")
         count, lists, parameters = _column_lists(columns)
         own = None
         if own_values is not None:

@@ -261,7 +261,10 @@ def source_key(pixel_id: Any) -> str | None:
     if isinstance(pixel_id, str):
         return pixel_id
     if isinstance(pixel_id, Integral) and not isinstance(pixel_id, bool):
-        return str(int(pixel_id))
+        try:
+            return str(int(pixel_id))
+        except ValueError:  # more digits than Python writes (4,300): no source has such an id
+            return None
     return None
 
 

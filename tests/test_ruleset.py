@@ -364,3 +364,23 @@ def test_rules_their_triggers_decide_match_once_without_programs():
         for sources in ({}, {rid: "P" for rid in rule_set}):
             got = compile_rules(rule_set, sources, engine=engine).match_batch([e | {"pixel_id": "P"} for e in evs])
             assert got == expected, engine.__name__
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_a_pixel_id_past_pythons_digit_limit_is_no_source(engine):
+    """``str()`` refuses an int of more than 4,300 digits: such an event belongs to no pixel
+    (only unscoped rules see it), in every engine and the reference, whether or not the set
+    has scoped rules (found by the fuzz audit: the kernel raised only when it had)."""
+    event = {"event": "Purchase", "pixel_id": 10**5000}
+    rules, sources = {"a": {"event": "Purchase"}, "b": {"event": "Purchase"}}, {"b": "P1"}
+    assert compile_rules(rules, sources, engine=engine).match(event) == ["a"]
+    assert compile_rules({"a": rules["a"]}, engine=engine).match(event) == ["a"]
+    assert match_rules(rules, [event], sources) == [["a"]]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_buffers_refuse_a_set_with_ids_that_are_not_text(engine):
+    rules = compile_rules({1: {"event": "x"}, "b": {"event": "x"}}, engine=engine)
+    assert rules.match_columns({"event": ["x"]}) == ([2], [1, "b"])  # lists hold any id
+    with pytest.raises(TypeError, match=r"every id must be a str; this set has 1 \(int\): use match_columns"):
+        rules.match_columns_buffers({"event": ["x"]})
