@@ -174,7 +174,7 @@ class Registry:
             stored = self.store.create_custom_conversion(record, limit)
             self._wrote()
             positions = _positioned(current.positions, new={stored.id: stored.position})
-            if next(reversed(positions)) != stored.id:  # not last after all (deleted elsewhere, not yet seen)
+            if _after(positions, stored.position):  # not last after all (deleted elsewhere, not yet seen)
                 rules = _place_rules(current, change, positions)
             self._publish(
                 replace(
@@ -228,7 +228,7 @@ class Registry:
                                        owners=owners)
             self._wrote()
             positions = _positioned(current.ad_positions, new={record.id: stored.position})
-            if list(_after(positions, stored.position)) != list(_after(expected, expected[record.id])):
+            if _after(positions, stored.position) != _after(expected, expected[record.id]):
                 # Its place moved meanwhile (deleted and registered again elsewhere, not yet seen).
                 tracking, conversion = _compile_ads(ads, positions, current, changed=[record.id])
             self._publish(replace(current, tracking=tracking, conversion=conversion, ad_specs=ads,
@@ -327,11 +327,13 @@ class Registry:
                 log.warning("unknown change kind ignored", extra={"kind": kind, "object_id": object_id})
         if not (add or remove or changed_ads) and values == current.default_values and pixel_ids == current.pixel_ids:
             return False
-        positions = _positioned(current.positions, gone=set(remove), new=new_positions)
-        rules = _place_rules(current, add, positions, remove) if add or remove else current.rules
-        tracking, conversion = current.tracking, current.conversion
-        placed = _positioned(current.ad_positions, gone={a for a in changed_ads if a not in ads}, new=ad_positions)
+        rules, positions = current.rules, current.positions
+        if add or remove:
+            positions = _positioned(positions, gone=set(remove), new=new_positions)
+            rules = _place_rules(current, add, positions, remove)
+        tracking, conversion, placed = current.tracking, current.conversion, current.ad_positions
         if changed_ads:
+            placed = _positioned(placed, gone={a for a in changed_ads if a not in ads}, new=ad_positions)
             tracking, conversion = _compile_ads(ads, placed, current, changed=changed_ads)
         self._publish(
             replace(

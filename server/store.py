@@ -353,6 +353,9 @@ _CC_COLUMNS = (
     "default_conversion_value, creation_time, retention_days, first_fired_time, last_fired_time, is_archived"
 )
 _AD_COLUMNS = "id, account_id, objective, creative, optimization_goal, promoted_object, tracking_specs, conversion_specs"
+# What a read selects: the written columns and the position the store assigns.
+_CC_READ = f"{_CC_COLUMNS}, position"
+_AD_READ = f"{_AD_COLUMNS}, position"
 
 
 def _next_position(table: str) -> str:
@@ -694,7 +697,7 @@ class SQLiteStore(Store):
 
     def _conversion(self, db: sqlite3.Connection, conversion_id: str,
                     field: str = "custom_conversion_id") -> CustomConversionRecord:
-        row = db.execute(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
+        row = db.execute(f"SELECT {_CC_READ} FROM custom_conversions WHERE id = ?", (conversion_id,)).fetchone()
         if row is None:
             raise NotFound(f"{field}: custom conversion {conversion_id!r} does not exist")
         return self._conversion_from_row(row)
@@ -731,7 +734,7 @@ class SQLiteStore(Store):
             return self._conversion(self._db, conversion_id, field)
 
     def list_custom_conversions(self, account_id: str, archived: bool | None) -> list[CustomConversionRecord]:
-        sql = f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE account_id = ?"
+        sql = f"SELECT {_CC_READ} FROM custom_conversions WHERE account_id = ?"
         args: tuple = (account_id,)
         if archived is not None:
             sql += " AND is_archived = ?"
@@ -739,7 +742,7 @@ class SQLiteStore(Store):
         return [self._conversion_from_row(row) for row in self._read(sql + " ORDER BY creation_time, rowid", args)]
 
     def tracked_custom_conversions(self) -> list[CustomConversionRecord]:
-        rows = self._read(f"SELECT {_CC_COLUMNS}, position FROM custom_conversions WHERE is_archived = 0 ORDER BY position")
+        rows = self._read(f"SELECT {_CC_READ} FROM custom_conversions WHERE is_archived = 0 ORDER BY position")
         return [self._conversion_from_row(row) for row in rows]
 
     def update_custom_conversion(self, conversion_id: str, changes: Mapping[str, object], *,
@@ -799,7 +802,7 @@ class SQLiteStore(Store):
             return replace(record, position=position)
 
     def get_ad(self, ad_id: str, *, field: str = "ad_id") -> AdRecord:
-        rows = self._read(f"SELECT {_AD_COLUMNS}, position FROM ads WHERE id = ?", (ad_id,))
+        rows = self._read(f"SELECT {_AD_READ} FROM ads WHERE id = ?", (ad_id,))
         if not rows:
             raise NotFound(f"{field}: ad {ad_id!r} is not registered")
         return AdRecord(*rows[0])
@@ -808,16 +811,16 @@ class SQLiteStore(Store):
         page = (after or "", -1 if limit is None else limit)  # SQLite: LIMIT -1 is no limit
         if account_id is None:
             return [AdRecord(*row) for row in self._read(
-                f"SELECT {_AD_COLUMNS}, position FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
+                f"SELECT {_AD_READ} FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
         return [
             AdRecord(*row)
             for row in self._read(
-                f"SELECT {_AD_COLUMNS}, position FROM ads WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT {_AD_READ} FROM ads WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (account_id, *page))
         ]
 
     def all_ads(self) -> list[AdRecord]:
-        return [AdRecord(*row) for row in self._read(f"SELECT {_AD_COLUMNS}, position FROM ads ORDER BY position")]
+        return [AdRecord(*row) for row in self._read(f"SELECT {_AD_READ} FROM ads ORDER BY position")]
 
     def delete_ad(self, ad_id: str, owners: Collection[str] | None = None) -> None:
         with self._transaction() as db:
