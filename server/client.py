@@ -273,7 +273,7 @@ class Client:
 
     def pages(self, method: Any, original: Any) -> Iterator[Any]:
         """The replies of a paged call (``ListAds``, ``ListPixels``, ``ListAuthorizedAdAccounts``,
-        ``GetPixelSnippets``), one per page, following ``next_page_token`` until it is empty;
+        ``GetPixelSnippets``, ``GetCustomConversionStats``), one per page, following ``next_page_token`` until it is empty;
         ``original`` is not changed."""
         request = type(original)()
         request.CopyFrom(original)
@@ -339,13 +339,18 @@ class Client:
         )
 
     def stats(self, conversion_id: str, aggregation: str = "count", start_time: int = 0,
-              end_time: int = 0) -> custom_conversions_pb2.CustomConversionStats:
-        return self.call(
-            self.custom_conversions.GetCustomConversionStats,
-            custom_conversions_pb2.GetCustomConversionStatsRequest(
-                custom_conversion_id=conversion_id, aggregation=aggregation, start_time=start_time, end_time=end_time
-            ),
+              end_time: int = 0, page_size: int = 0) -> custom_conversions_pb2.CustomConversionStats:
+        """Every row of the range, every page (``page_size`` rows a call; 0: as many as fit),
+        in one message."""
+        request = custom_conversions_pb2.GetCustomConversionStatsRequest(
+            custom_conversion_id=conversion_id, aggregation=aggregation, start_time=start_time, end_time=end_time,
+            page_size=page_size,
         )
+        whole = custom_conversions_pb2.CustomConversionStats()
+        for reply in self.pages(self.custom_conversions.GetCustomConversionStats, request):
+            whole.MergeFrom(reply)
+        whole.next_page_token = ""  # (proto3 merges keep an earlier page's: the last one's is empty)
+        return whole
 
     # -- classification ----------------------------------------------------------------------
     @staticmethod

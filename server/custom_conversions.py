@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from operator import itemgetter
+from typing import Iterator
 
 import matcher
 from matcher.rules import And, Leaf
@@ -11,6 +15,7 @@ from server.auth import Principal
 from server.core import Core
 from server.errors import InvalidArgument, PermissionDenied
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
+from server.paging import fill, page_request, read_on
 from server.store import CustomConversionRecord
 
 CUSTOM_EVENT_TYPES = (
@@ -101,6 +106,19 @@ def to_message(record: CustomConversionRecord) -> pb.CustomConversion:
     if record.last_fired_time is not None:
         message.last_fired_time = record.last_fired_time
     return message
+
+
+def _stats_after(after: str | None) -> tuple[int, str] | None:
+    """The (hour, key) a stats page starts after, from its token's key."""
+    if after is None:
+        return None
+    try:
+        hour, key = json.loads(after)
+    except (ValueError, TypeError):
+        hour = None
+    if type(hour) is not int or not isinstance(key, str):
+        raise InvalidArgument("page_token: not a next_page_token this service returned")
+    return hour, key
 
 
 class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServiceServicer):
@@ -222,27 +240,36 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             raise InvalidArgument(f"start_time: {start} is not before end_time {end}")
         start -= start % HOUR  # whole hours: an hour bucket is in range when it starts in range
         record = self._owned(principal, request.custom_conversion_id)
+        page = page_request(request, "GetCustomConversionStats", f"{record.id}/{aggregation}", largest=sys.maxsize)
+        rows = self._stats_rows(record, aggregation, start, end, _stats_after(page.after))
+        items = ((json.dumps([hour, key]), pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value))
+                 for hour, key, value in rows)
+        messages, token = fill(page, items, reply_bytes=self.core.limits.max_message_bytes, what="stats row")
+        return pb.CustomConversionStats(custom_conversion_id=record.id, aggregation=aggregation, rows=messages,
+                                        next_page_token=token)
+
+    def _stats_rows(self, record: CustomConversionRecord, aggregation: str, start: int, end: int,
+                    after: tuple[int, str] | None) -> Iterator[tuple[int, str, float]]:
+        """(hour, key, value) rows after ``after``, in (hour, key) order, read from the store as
+        the page needs them."""
         store = self.core.store
-        rows: list[tuple[int, str, float]]
-        if aggregation in ("url", "host", "device_type"):
-            rows = [(row[0], row[1], row[2]) for row in store.conversion_hourly(record.id, aggregation, start, end)]
-        elif aggregation in ("count", "usd_amount"):
-            column = 2 if aggregation == "count" else 3
-            rows = [(row[0], "", row[column]) for row in store.conversion_hourly(record.id, "", start, end)]
-        else:
-            fired = store.pixel_hourly(record.event_source_id, start, end)
-            if aggregation == "pixel_fire":
-                rows = [(hour, "", events) for hour, events, _ in fired]
-            else:
-                # The pixel's events minus this conversion's matches; amounts are the events' own values.
-                matched = {hour: (n, value) for hour, _, n, _, value in store.conversion_hourly(record.id, "", start, end)}
-                column = 0 if aggregation == "unmatched_count" else 1
-                rows = [
-                    (hour, "", (events, amount)[column] - matched.get(hour, (0, 0.0))[column])
-                    for hour, events, amount in fired
-                ]
-        return pb.CustomConversionStats(
-            custom_conversion_id=record.id,
-            aggregation=aggregation,
-            rows=[pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value) for hour, key, value in rows],
-        )
+        if aggregation in ("url", "host", "device_type", "count", "usd_amount"):
+            dimension = aggregation if aggregation in ("url", "host", "device_type") else ""
+            column = 3 if aggregation == "usd_amount" else 2
+            matched = read_on(lambda after_, limit: store.conversion_hourly(record.id, dimension, start, end,
+                                                                            after=after_, limit=limit),
+                              itemgetter(0, 1), after)
+            return ((row[0], row[1], row[column]) for row in matched)
+        after_hour = None if after is None else after[0]
+        fired = read_on(lambda after_, limit: store.pixel_hourly(record.event_source_id, start, end,
+                                                                 after=after_, limit=limit),
+                        itemgetter(0), after_hour)
+        if aggregation == "pixel_fire":
+            return ((hour, "", events) for hour, events, _ in fired)
+        # The pixel's events minus this conversion's matches; amounts are the events' own values.
+        # (One matched row per hour: read at once, from where the page starts.)
+        matched_from = start if after_hour is None else max(start, after_hour + 1)
+        matched = {hour: (n, value) for hour, _, n, _, value in store.conversion_hourly(record.id, "", matched_from, end)}
+        column = 0 if aggregation == "unmatched_count" else 1
+        return ((hour, "", (events, amount)[column] - matched.get(hour, (0, 0.0))[column])
+                for hour, events, amount in fired)

@@ -1,16 +1,19 @@
 """Pages of list replies: ``page_size``, ``page_token`` and ``next_page_token`` (AIP-158).
 
-An account's ads or pixels, and a pixel's snippets and authorised accounts, have no bound a
-reply could hold, so their calls answer one page at a time:
+An account's ads or pixels, a pixel's snippets and authorised accounts, and a custom
+conversion's stats rows have no bound a reply could hold, so their calls answer one page at
+a time:
 
 - A page holds at most ``page_size`` items (0: ``MAX_PAGE_SIZE``; more is taken as
   ``MAX_PAGE_SIZE``; negative is code 100). It also ends before the reply would pass the
   server's message size limit, so a short page is not necessarily the last: an empty
   ``next_page_token`` is.
-- Items come in key order (ad id, pixel id, account id), and a token holds the key of the
-  last item its page covered: the next page starts strictly after it. Items created or
-  deleted between pages therefore never make the other items repeat or go missing.
-- A token names its call and scope (the account or pixel listed). Given to another call or
+- Items come in key order (ad id, pixel id, account id; (hour, key) for stats), and a
+  token holds the key of the last item its page covered: the next page starts strictly
+  after it. Items created or deleted between pages therefore never make the other items
+  repeat or go missing.
+- A token names its call and scope (the account or pixel listed; the conversion and
+  aggregation). Given to another call or
   scope, or not one this service wrote, it is code 100 on ``page_token``.
 """
 
@@ -34,6 +37,7 @@ REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a
 READ_CHUNK = 64  # rows read from the store at a time: a page that ends on bytes reads few past it
 
 T = TypeVar("T")
+K = TypeVar("K")
 M = TypeVar("M", Message, str)
 
 
@@ -51,12 +55,14 @@ class Page:
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def page_request(request: Message, call: str, scope: str) -> Page:
-    """The page ``request`` asks for (its ``page_size`` and ``page_token``); code 100 when bad."""
+def page_request(request: Message, call: str, scope: str, largest: int = MAX_PAGE_SIZE) -> Page:
+    """The page ``request`` asks for (its ``page_size`` and ``page_token``); code 100 when bad.
+    A ``page_size`` of 0 or over ``largest`` asks for ``largest`` items."""
     size = request.page_size
     if size < 0:
-        raise InvalidArgument(f"page_size: {size} is negative (0 asks for the default, {MAX_PAGE_SIZE})")
-    return Page(call, scope, min(size or MAX_PAGE_SIZE, MAX_PAGE_SIZE), _after(request.page_token, call, scope))
+        default = f"the default, {largest}" if largest == MAX_PAGE_SIZE else "as many as fit"
+        raise InvalidArgument(f"page_size: {size} is negative (0 asks for {default})")
+    return Page(call, scope, min(size or largest, largest), _after(request.page_token, call, scope))
 
 
 def first_page(call: str, scope: str) -> Page:
@@ -88,7 +94,7 @@ def _entry_bytes(item: Message | str) -> int:
     return 1 + (size.bit_length() + 6) // 7 + size if size else 2
 
 
-def read_on(read: Callable[[str | None, int], list[T]], key: Callable[[T], str], after: str | None) -> Iterator[T]:
+def read_on(read: Callable[[K | None, int], list[T]], key: Callable[[T], K], after: K | None) -> Iterator[T]:
     """Every row after ``after``, lazily: ``read(after, limit)`` gives the first ``limit`` rows
     after a key, in key order, and is called again only when a page needs more."""
     while True:

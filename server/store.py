@@ -237,12 +237,16 @@ class Store(ABC):
         """Apply one recorded batch in one transaction (conversions deleted meanwhile are skipped)."""
 
     @abstractmethod
-    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int) -> list[tuple[int, str, int, float, float]]:
-        """(hour, key, matches, usd amount, matched events' own value) rows of one dimension."""
+    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int, *,
+                          after: tuple[int, str] | None = None, limit: int = -1) -> list[tuple[int, str, int, float, float]]:
+        """(hour, key, matches, usd amount, matched events' own value) rows of one dimension with
+        ``start <= hour < end``, in (hour, key) order: the first ``limit`` (-1: all) after ``after``."""
 
     @abstractmethod
-    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]:
-        """(hour, events, usd amount) rows of a pixel."""
+    def pixel_hourly(self, pixel_id: str, start: int, end: int, *, after: int | None = None,
+                     limit: int = -1) -> list[tuple[int, int, float]]:
+        """(hour, events, usd amount) rows of a pixel with ``start <= hour < end``, in hour order:
+        the first ``limit`` (-1: all) after the hour ``after``."""
 
     # -- change log (followed by every process's registry) ---------------------------------
 
@@ -865,15 +869,20 @@ class SQLiteStore(Store):
                 ],
             )
 
-    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int) -> list[tuple[int, str, int, float, float]]:
+    def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int, *,
+                          after: tuple[int, str] | None = None, limit: int = -1) -> list[tuple[int, str, int, float, float]]:
+        hour, key = after if after is not None else (start - 1, "")
         return self._read(
             "SELECT hour, key, matches, usd_amount, event_value FROM conversion_hourly "
-            "WHERE conversion_id = ? AND dimension = ? AND hour >= ? AND hour < ? ORDER BY hour, key",
-            (conversion_id, dimension, start, end),
+            "WHERE conversion_id = ? AND dimension = ? AND hour >= ? AND hour < ? AND (hour, key) > (?, ?) "
+            "ORDER BY hour, key LIMIT ?",
+            (conversion_id, dimension, start, end, hour, key, limit),
         )
 
-    def pixel_hourly(self, pixel_id: str, start: int, end: int) -> list[tuple[int, int, float]]:
+    def pixel_hourly(self, pixel_id: str, start: int, end: int, *, after: int | None = None,
+                     limit: int = -1) -> list[tuple[int, int, float]]:
         return self._read(
-            "SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
-            (pixel_id, start, end),
+            "SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? AND hour < ? "
+            "AND hour > ? ORDER BY hour LIMIT ?",
+            (pixel_id, start, end, start - 1 if after is None else after, limit),
         )

@@ -1,7 +1,8 @@
-"""Paged lists (ListAds, ListPixels, ListAuthorizedAdAccounts, GetPixelSnippets) against a real server on loopback: every
+"""Paged lists (ListAds, ListPixels, ListAuthorizedAdAccounts, GetPixelSnippets, GetCustomConversionStats) against a real server on loopback: every
 item exactly once across pages, pages within the reply limit, tokens bound to their call."""
 
 import base64
+import json
 
 import grpc
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from server.client import Client, error_code
 from server.core import Limits
-from server.gen.conversion_matcher.v1 import ads_pb2, pixels_pb2
+from server.gen.conversion_matcher.v1 import ads_pb2, custom_conversions_pb2 as pb, pixels_pb2
 from server.paging import MAX_PAGE_SIZE, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on
 from server.testing import running_server
 from tests.service_fixtures import other, owner, rejected, service  # noqa: F401 (fixtures)
@@ -238,3 +239,125 @@ def test_read_on_reads_the_store_a_chunk_at_a_time_as_a_page_needs_it():
     first.append(next(items))
     assert reads == [None, rows[READ_CHUNK - 1]]  # the next chunk starts after the last row read
     assert first + list(items) == rows and len(reads) == 200 // READ_CHUNK + 1
+
+
+# -- GetCustomConversionStats ---------------------------------------------------------------------
+
+STATS_AGGREGATIONS = ("count", "url", "host", "device_type", "pixel_fire", "usd_amount", "unmatched_count",
+                      "unmatched_usd_amount")
+
+
+def stats_rows(reply) -> list[tuple]:
+    return [(r.timestamp, r.key, r.value) for r in reply.rows]
+
+
+def record_url_events(client, pixel_id: str, hours: list[int], urls_per_hour: int, url_bytes: int = 0) -> None:
+    """Purchases over 100 on ``urls_per_hour`` distinct urls in each hour, and a PageView per hour."""
+    for hour in hours:
+        events = [{"pixel_id": pixel_id, "event": "Purchase", "url": f"https://shop.example/{i:03d}/" + "p" * url_bytes,
+                   "device_type": f"device{i % 3}", "custom_data": {"value": 100 + i + 1}, "event_time": hour + i}
+                  for i in range(urls_per_hour)]
+        events.append({"pixel_id": pixel_id, "event": "PageView", "event_time": hour + 59})
+        for start in range(0, len(events), 40):
+            client.classify_pixel_events(events[start:start + 40], record=True)
+
+
+def test_stats_come_in_pages_of_page_size_in_hour_and_key_order_for_every_aggregation(service, owner):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "shop")
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
+    now = service[0].core.now()
+    hours = [now // 3600 * 3600 - k * 3600 for k in (5, 3, 2)]
+    with Client(service[1], "ingest-token") as ingest:
+        record_url_events(ingest, pixel.id, hours, urls_per_hour=7)
+    request = dict(custom_conversion_id=created.id, start_time=hours[0], end_time=now + 1)
+    for aggregation in STATS_AGGREGATIONS:
+        whole = owner.call(owner.custom_conversions.GetCustomConversionStats,
+                           pb.GetCustomConversionStatsRequest(aggregation=aggregation, **request))
+        assert whole.next_page_token == "" and whole.rows, aggregation  # page_size 0: all that fit
+        expected = stats_rows(whole)
+        assert expected == sorted(expected, key=lambda row: row[:2])
+        for size in (1, 2, 5):
+            replies = list(owner.pages(owner.custom_conversions.GetCustomConversionStats,
+                                       pb.GetCustomConversionStatsRequest(aggregation=aggregation, page_size=size,
+                                                                         **request)))
+            assert all(len(r.rows) == size and r.next_page_token for r in replies[:-1]), (aggregation, size)
+            assert len(replies[-1].rows) <= size and replies[-1].next_page_token == ""
+            assert [row for r in replies for row in stats_rows(r)] == expected, (aggregation, size)
+            assert {(r.custom_conversion_id, r.aggregation) for r in replies} == {(created.id, aggregation)}
+    assert len(stats_rows(owner.stats(created.id, "url", hours[0], now + 1, page_size=4))) == 21
+
+
+def test_stats_rows_recorded_between_pages_neither_repeat_nor_drop_the_others(service, owner):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "shop")
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
+    hour = service[0].core.now() // 3600 * 3600 - 3600
+    with Client(service[1], "ingest-token") as ingest:
+        record_url_events(ingest, pixel.id, [hour], urls_per_hour=6)
+        first = owner.call(owner.custom_conversions.GetCustomConversionStats, pb.GetCustomConversionStatsRequest(
+            custom_conversion_id=created.id, aggregation="url", start_time=hour, end_time=hour + 3600, page_size=3))
+        assert [r.key[:24] for r in first.rows] == [f"https://shop.example/{i:03d}" for i in range(3)]
+        # a url before the token (a page already read) and two after it
+        ingest.classify_pixel_events([{"pixel_id": pixel.id, "event": "Purchase", "url": url, "event_time": hour + 1,
+                                       "custom_data": {"value": 500}}
+                                      for url in ("https://shop.example/000a", "https://shop.example/001/p",
+                                                  "https://shop.example/999")], record=True)
+    rest = owner.pages(owner.custom_conversions.GetCustomConversionStats, pb.GetCustomConversionStatsRequest(
+        custom_conversion_id=created.id, aggregation="url", start_time=hour, end_time=hour + 3600, page_size=3,
+        page_token=first.next_page_token))
+    assert [row[1][21:] for r in rest for row in stats_rows(r)] == ["003/", "004/", "005/", "999"]
+
+
+def test_stats_past_the_message_limit_come_in_pages_that_each_fit(tmp_path):
+    """The audit's case: an hour of url stats with thousands of long distinct urls passed the
+    message limit, and GetCustomConversionStats failed with RESOURCE_EXHAUSTED (no code) for
+    good. Now a page ends before the limit and the pages hold every row."""
+    limit = 64 * 1024
+    with running_server(tmp_path / "db.sqlite", limits=Limits(max_message_bytes=limit)) as (server, target):
+        with Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
+            pixel = owner.create_pixel("act_1", "shop")
+            created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
+            hour = server.core.now() // 3600 * 3600 - 3600
+            record_url_events(ingest, pixel.id, [hour], urls_per_hour=150, url_bytes=1000)
+            request = pb.GetCustomConversionStatsRequest(custom_conversion_id=created.id, aggregation="url",
+                                                         start_time=hour, end_time=hour + 3600)
+            replies = list(owner.pages(owner.custom_conversions.GetCustomConversionStats, request))
+            merged = owner.stats(created.id, "url", hour, hour + 3600)
+    keys = [row.key for r in replies for row in r.rows]
+    assert keys == [f"https://shop.example/{i:03d}/" + "p" * 1000 for i in range(150)]
+    assert [row.key for row in merged.rows] == keys and merged.next_page_token == ""
+    assert len(replies) == 3
+    budget = limit - REPLY_RESERVE_BYTES
+    for reply, following in zip(replies, replies[1:] + [None]):
+        rows = pb.CustomConversionStats(rows=reply.rows).ByteSize()
+        assert reply.ByteSize() <= limit and rows <= budget
+        if following is not None:  # full: the next row would not have fit
+            assert budget < rows + pb.CustomConversionStats(rows=following.rows[:1]).ByteSize()
+
+
+def test_stats_tokens_are_bound_to_their_conversion_and_aggregation(service, owner):  # noqa: F811
+    pixel = owner.create_pixel("act_1", "shop")
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
+    second = owner.create_custom_conversion("act_1", "other", pixel.id, {"value": {"gt": 100}})
+    hour = service[0].core.now() // 3600 * 3600 - 3600
+    with Client(service[1], "ingest-token") as ingest:
+        record_url_events(ingest, pixel.id, [hour], urls_per_hour=3)
+
+    def stats(conversion_id=created.id, aggregation="url", **paging):
+        return owner.call(owner.custom_conversions.GetCustomConversionStats, pb.GetCustomConversionStatsRequest(
+            custom_conversion_id=conversion_id, aggregation=aggregation, start_time=hour, end_time=hour + 3600,
+            **paging))
+
+    token = stats(page_size=1).next_page_token
+    assert token
+    invalid(rejected(stats, aggregation="host", page_token=token), "page_token: returned by GetCustomConversionStats")
+    invalid(rejected(stats, conversion_id=second.id, page_token=token), "page_token: returned by")
+    owner.register_ad(ad("ad1"))
+    owner.register_ad(ad("ad2"))
+    list_token = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=1)).next_page_token
+    invalid(rejected(stats, page_token=list_token), "page_token: returned by ListAds")
+    scope = f"{created.id}/url"
+    for key in ("[1]", "[\"1\", \"x\"]", "{\"a\": 1, \"b\": 2}", "[true, \"\"]", "7"):
+        forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", scope, key]).encode()).decode()
+        invalid(rejected(stats, page_token=forged), "page_token: not a ")
+    invalid(rejected(stats, page_size=-1), "page_size: -1 is negative (0 asks for as many as fit)")
+    assert [row.key[21:24] for row in stats(page_size=2**31 - 1).rows] == ["000", "001", "002"]

@@ -117,16 +117,20 @@ class DeleteCustomConversionResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ...) -> None: ...
 
 class GetCustomConversionStatsRequest(_message.Message):
-    __slots__ = ("custom_conversion_id", "start_time", "end_time", "aggregation")
+    __slots__ = ("custom_conversion_id", "start_time", "end_time", "aggregation", "page_size", "page_token")
     CUSTOM_CONVERSION_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     custom_conversion_id: str
     start_time: int
     end_time: int
     aggregation: str
-    def __init__(self, custom_conversion_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., aggregation: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, custom_conversion_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., aggregation: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class CustomConversionStatsRow(_message.Message):
     __slots__ = ("timestamp", "key", "value")
@@ -139,11 +143,13 @@ class CustomConversionStatsRow(_message.Message):
     def __init__(self, timestamp: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class CustomConversionStats(_message.Message):
-    __slots__ = ("custom_conversion_id", "aggregation", "rows")
+    __slots__ = ("custom_conversion_id", "aggregation", "rows", "next_page_token")
     CUSTOM_CONVERSION_ID_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     custom_conversion_id: str
     aggregation: str
     rows: _containers.RepeatedCompositeFieldContainer[CustomConversionStatsRow]
-    def __init__(self, custom_conversion_id: _Optional[str] = ..., aggregation: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[CustomConversionStatsRow, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, custom_conversion_id: _Optional[str] = ..., aggregation: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[CustomConversionStatsRow, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
