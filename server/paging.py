@@ -13,8 +13,8 @@ a time:
   after it. Items created or deleted between pages therefore never make the other items
   repeat or go missing.
 - A token names its call and scope (the account or pixel listed; the conversion and
-  aggregation). Given to another call or
-  scope, or not one this service wrote, it is code 100 on ``page_token``.
+  aggregation). Given to another call or scope, or not one this service wrote, it is code
+  100 on ``page_token``.
 """
 
 from __future__ import annotations
