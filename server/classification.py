@@ -89,6 +89,28 @@ def ad_columns(ads: list) -> dict[str, list[int] | list[str]]:
     }
 
 
+def _packed_bound(count: int, width: int) -> int:
+    """Bytes at most of a packed repeated field of ``count`` elements of at most ``width`` bytes
+    (a uint32 varint takes 5, a negative int32 10, a double 8): its tag, length and elements."""
+    return 6 + width * count if count else 0
+
+
+def _strings_bound(strings: list[str]) -> int:
+    """Bytes at most of a repeated string field: each element's tag, length and UTF-8 text."""
+    return 6 * len(strings) + 4 * sum(map(len, strings))
+
+
+def ad_columns_bound(columns: dict[str, list]) -> int:
+    """Bytes at most of ``ad_columns``' fields in a reply."""
+    return (_packed_bound(len(columns["ad_counts"]), 5) + _strings_bound(columns["ad_ids"])
+            + 2 * _packed_bound(len(columns["ad_ids"]), 10))
+
+
+def buffers_bound(found: MatchBuffers) -> int:
+    """Bytes at most of the reply's ``buffers`` holding ``found``: the buffers and what frames them."""
+    return 64 + sum(len(buffer) for buffer in found if buffer is not None)
+
+
 def buffers_reply(count: int, found: MatchBuffers) -> pb.ClassifyPixelEventsResponse:
     """A reply holding the matcher's ``MatchBuffers`` (the machine's byte order) in ``buffers``,
     little-endian. Its fields are set in place: a submessage passed to the constructor is
@@ -444,31 +466,37 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             # The matcher builds the buffers, values included: no Python object per match.
             found = snapshot.rules.match_columns_buffers(batch.matcher_columns(), batch.own_values(),
                                                          snapshot.default_values)
-            reply = buffers_reply(len(batch), found)
+            reply, bound = buffers_reply(len(batch), found), buffers_bound(found)
         else:
-            reply, recording = self._lists_reply(request, snapshot, batch)
+            reply, bound, recording = self._lists_reply(request, snapshot, batch)
         self._pixel_events_counter.inc(len(batch))
         if snapshot.ad_specs:
             firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
             pixel_ads = ads_for_firings(snapshot, firings)
-            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**ad_columns([pixel_ads.get(f, ()) for f in firings])))
+            columns = ad_columns([pixel_ads.get(f, ()) for f in firings])
+            reply.MergeFrom(pb.ClassifyPixelEventsResponse(**columns))
+            bound += ad_columns_bound(columns)
         else:
-            reply.MergeFromString(no_ads_reply(len(batch)))
+            no_ads = no_ads_reply(len(batch))
+            reply.MergeFromString(no_ads)
+            bound += len(no_ads)
+        # gRPC refuses a reply over the message limit after the handler returns, with no code,
+        # and a client retrying a recorded batch would count it twice: a reply that cannot be
+        # sent is refused here, before anything is recorded. The bound spares measuring the
+        # (exact, but O(matches)) size of the replies that fit by far, nearly all of them.
+        limit = self.core.limits.max_message_bytes
+        if bound > limit and (size := reply.ByteSize()) > limit:
+            raise LimitExceeded(
+                f"events: the reply would be {size} bytes, more than the limit of {limit} (--max-message-bytes)"
+                f"{'; nothing was recorded' if recording is not None else ''}: send fewer events per request")
         if recording is not None:
-            # Only a reply that can be sent records: gRPC refuses one over the message limit
-            # after the handler returns, and a client retrying the batch would count it twice.
-            size, limit = reply.ByteSize(), self.core.limits.max_message_bytes
-            if size > limit:
-                raise LimitExceeded(
-                    f"events: the reply would be {size} bytes, more than the limit of {limit} "
-                    f"(--max-message-bytes); nothing was recorded: send fewer events per request")
             recording()
         return reply
 
-    def _lists_reply(self, request: pb.ClassifyPixelEventsRequest, snapshot: Snapshot,
-                     batch: PixelBatch) -> tuple[pb.ClassifyPixelEventsResponse, Callable[[], None] | None]:
-        """The matches as lists, in fields 1-3 or as buffers, and (``record``) what records the
-        batch, to call once the reply is known to fit."""
+    def _lists_reply(self, request: pb.ClassifyPixelEventsRequest, snapshot: Snapshot, batch: PixelBatch
+                     ) -> tuple[pb.ClassifyPixelEventsResponse, int, Callable[[], None] | None]:
+        """The matches as lists, in fields 1-3 or as buffers, a bound on their size in the reply,
+        and (``record``) what records the batch, to call once the reply is known to fit."""
         counts, ids = snapshot.rules.match_columns(batch.matcher_columns())
         # Each event's own value, read once: for its matches' values and for the recording (which
         # needs every event's); without recording, only events with matches are read.
@@ -481,9 +509,10 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         values = conversion_values(counts, ids, matched_values, snapshot.default_values)
         recording = (lambda: self._record(snapshot, batch, counts, ids, values, own_values)) if request.record else None
         if request.reply_as_buffers:
-            return buffers_reply(len(batch), match_buffers(counts, ids, values)), recording
+            found = match_buffers(counts, ids, values)
+            return buffers_reply(len(batch), found), buffers_bound(found), recording
         reply = pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
-        return reply, recording
+        return reply, _packed_bound(len(counts), 5) + _strings_bound(ids) + _packed_bound(len(values), 8), recording
 
     def _record(self, snapshot: Snapshot, batch: PixelBatch, counts: list[int], ids: list[str],
                 values: list[float], own_values: list[float | None]) -> None:

@@ -5,6 +5,7 @@ import threading
 
 import grpc
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from server.client import Client, error_code
 from server.core import Limits
@@ -302,6 +303,54 @@ def test_a_recorded_batch_whose_reply_is_too_big_is_refused_and_records_nothing(
             next(replies)
         assert caught.value.details().startswith("requests[1].events: the reply would be ")
         assert [r.value for r in owner.stats(conversions[0]).rows] == [2]
-        # without recording, a reply over the limit is gRPC's own refusal (nothing is stored)
-        assert rejected(ingest.classify_pixel_events, big).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # without recording: the same refusal (nothing is stored either way)
+        for form, as_buffers in (("columns", False), ("buffers", False), ("columns", True), ("buffers", True)):
+            error = rejected(ingest.classify_pixel_events, big, form=form, reply_as_buffers=as_buffers)
+            assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368), (form, as_buffers)
+            assert error.details().startswith("events: the reply would be ") and "recorded" not in error.details()
         assert [r.value for r in owner.stats(conversions[0]).rows] == [2]
+
+
+def test_a_reply_too_big_for_its_ads_alone_is_code_368_and_counted_as_refused(tmp_path):
+    """Before, a reply over the limit without recording was gRPC's own refusal after the
+    handler returned: no error code, and the metrics counted the call as OK."""
+    with running_server(tmp_path / "m.db", limits=Limits(max_message_bytes=64 * 1024)) as (server, target), \
+            Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
+        for i in range(40):
+            owner.register_ad({"id": f"ad-{i:02d}-" + "x" * 56, "account_id": "act_1", "objective": "PAGE_LIKES",
+                               "creative": {"kind": "page_like", "page_id": "P1"},
+                               "tracking_specs": [{"action.type": "offsite_conversion", "offsite_pixel": "PX"}]})
+        few = [{"pixel_id": "PX", "event": "Lead"}] * 2
+        assert [len(r.ads) for r in ingest.classify_pixel_events(few, reply_as_buffers=True)] == [40, 40]
+        error = rejected(ingest.classify_pixel_events, few * 20, reply_as_buffers=True)  # 1,600 ads: ~130 KB
+        assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
+        assert error.details().startswith("events: the reply would be ")
+    method = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
+    registry = server.core.metrics.registry
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "RESOURCE_EXHAUSTED"}) == 1
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "OK"}) == 1
+
+
+ids_strategy = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 2**32 - 1), max_size=30), ids=ids_strategy,
+       values=st.lists(st.floats(allow_nan=False), max_size=30), ad_ids=ids_strategy,
+       indexes=st.lists(st.integers(-1, 2**31 - 1), min_size=2, max_size=2))
+def test_the_reply_size_bounds_are_never_below_the_exact_size(counts, ids, values, ad_ids, indexes):
+    """The handler measures a reply only when its bound passes the limit: a bound below the
+    exact size would let a reply gRPC refuses (and a recorded batch counted twice) through."""
+    from matcher.columns import match_buffers
+    from server.classification import (_packed_bound, _strings_bound, ad_columns, ad_columns_bound, buffers_bound,
+                                       buffers_reply)
+
+    ads = [[(ad_id, indexes[0], indexes[1])] for ad_id in ad_ids] + [[]] * len(counts)
+    columns = ad_columns(ads)
+    ads_reply = pb.ClassifyPixelEventsResponse(**columns)
+    assert ads_reply.ByteSize() <= ad_columns_bound(columns)
+    lists = pb.ClassifyPixelEventsResponse(conversion_counts=counts, custom_conversion_ids=ids, conversion_values=values)
+    assert lists.ByteSize() <= _packed_bound(len(counts), 5) + _strings_bound(ids) + _packed_bound(len(values), 8)
+    found = match_buffers(counts, ids, values[:len(ids)] + [0.0] * (len(ids) - len(values)))
+    assert buffers_reply(len(counts), found).ByteSize() <= buffers_bound(found)
+    assert buffers_reply(2**32 - 1, found).ByteSize() <= buffers_bound(found)  # the longest count
