@@ -35,7 +35,7 @@ class Principal:
         """Return ``account_id`` when well-formed and held by this token."""
         check_account_id(account_id, field)
         if account_id not in self.accounts:
-            raise PermissionDenied(f"Permissions error: this access token cannot act for ad account {account_id}")
+            raise PermissionDenied(f"{field}: Permissions error: this access token cannot act for ad account {account_id}")
         return account_id
 
     def require_owner(self, account_id: str, what: str) -> None:

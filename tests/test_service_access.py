@@ -7,6 +7,7 @@ import pytest
 from server.client import Client, error_code
 from server.gen.conversion_matcher.v1 import ads_pb2, classification_pb2, custom_conversions_pb2 as cc_pb, pixels_pb2
 from server.testing import running_server
+from tests.service_fixtures import rejected
 
 AD = {"id": "ad1", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": {"kind": "page_like", "page_id": "P1"}}
 
@@ -138,6 +139,14 @@ def test_lists_of_another_account_are_code_200(world):
         with pytest.raises(grpc.RpcError) as caught:
             other.call(method, request)
         assert error_code(caught.value) == 200
+        assert caught.value.details().startswith("account_id: Permissions error: "), caught.value.details()
+    # an ad (or a pixel, a conversion) created for an account the token does not hold names its field
+    error = rejected(other.register_ad, {"id": "ad9", "account_id": "act_1", "objective": "PAGE_LIKES",
+                                         "creative": {"kind": "page_like", "page_id": "P1"}})
+    assert (error_code(error), error.details()) == (
+        200, "ad.account_id: Permissions error: this access token cannot act for ad account act_1")
+    error = rejected(other.create_pixel, "act_1", "p")
+    assert error_code(error) == 200 and error.details().startswith("account_id: Permissions error: ")
 
 
 def test_a_bad_batch_mid_stream_ends_the_stream_with_its_error(world):
