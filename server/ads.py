@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import unicodedata
 from operator import attrgetter
 
 from server.auth import Principal
-from server.core import Core
+from server.core import Core, refuse_control_characters
 from server.errors import InvalidArgument
 from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
@@ -40,9 +39,7 @@ def _check_ad_id(ad_id: str) -> None:
     (Ads stored before this check still load, and GetAd/DeleteAd still find them.)"""
     if ad_id != ad_id.strip():
         raise InvalidArgument(f"ad.id: {ad_id[:40]!r} has blanks at its start or end")
-    for index, char in enumerate(ad_id):
-        if unicodedata.category(char) == "Cc":
-            raise InvalidArgument(f"ad.id: a control character ({char!r}) at index {index}")
+    refuse_control_characters(ad_id, "ad.id")
 
 
 class AdServicer(ads_pb2_grpc.AdServiceServicer):

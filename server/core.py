@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,11 +45,26 @@ class Core:
     def authenticate(self, context: grpc.ServicerContext) -> Principal:
         return self.tokens.authenticate(context)
 
-    def text(self, value: str, field_name: str, *, required: bool = True, limit: int | None = None) -> str:
-        """A validated free-text field (name, description)."""
+    def text(self, value: str, field_name: str, *, required: bool = True, limit: int | None = None,
+             lines: bool = False) -> str:
+        """A validated free-text field: a name (one line), or with ``lines`` a description
+        (tabs and line breaks allowed). Other control characters (NUL, ESC, ...) are refused."""
         limit = limit or self.limits.max_name_chars
         if required and not value.strip():
             raise InvalidArgument(f"{field_name}: required and must not be blank")
         if len(value) > limit:
             raise InvalidArgument(f"{field_name}: {len(value)} characters, more than the limit of {limit}")
+        refuse_control_characters(value, field_name, lines=lines)
         return value
+
+
+# Unicode's control characters (category Cc); descriptions may hold tabs and line breaks.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def refuse_control_characters(value: str, field_name: str, *, lines: bool = False) -> None:
+    """Code 100 naming the first control character in ``value`` (with ``lines``, tabs and
+    line breaks are allowed)."""
+    if control := (_CONTROL_IN_LINES if lines else _CONTROL).search(value):
+        raise InvalidArgument(f"{field_name}: a control character ({control[0]!r}) at index {control.start()}")

@@ -137,7 +137,8 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         account = principal.require_account(request.account_id)
         limits = self.core.limits
         name = self.core.text(request.name, "name")
-        description = self.core.text(request.description, "description", required=False, limit=limits.max_description_chars)
+        description = self.core.text(request.description, "description", required=False,
+                                     limit=limits.max_description_chars, lines=True)
         if not request.event_source_id:
             raise InvalidArgument("event_source_id: required (the pixel whose events it counts)")
         if not request.rule:
@@ -207,7 +208,8 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
                 changes["name"] = self.core.text(wanted.name, "custom_conversion.name")
             elif path == "description":
                 changes["description"] = self.core.text(
-                    wanted.description, "custom_conversion.description", required=False, limit=limits.max_description_chars
+                    wanted.description, "custom_conversion.description", required=False,
+                    limit=limits.max_description_chars, lines=True,
                 )
             else:
                 changes[path] = conversion_value(wanted.default_conversion_value, "custom_conversion.default_conversion_value")

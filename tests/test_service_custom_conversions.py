@@ -126,6 +126,21 @@ def test_update_changes_only_name_description_and_value(owner, pixel):
     assert owner.call(owner.custom_conversions.UpdateCustomConversion, request).name == "inferred"
 
 
+def test_names_refuse_control_characters_and_descriptions_keep_their_lines(owner, pixel):
+    error = rejected(owner.create_custom_conversion, "act_1", "big\x00", pixel.id, PURCHASE_OVER_100)
+    assert error_code(error) == 100 and error.details() == "name: a control character ('\\x00') at index 3"
+    error = rejected(owner.create_custom_conversion, "act_1", "big", pixel.id, PURCHASE_OVER_100, description="a\x07")
+    assert error_code(error) == 100 and error.details().startswith("description: a control character ('\\x07')")
+    assert not listed(owner)
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, PURCHASE_OVER_100, description="one\n\ttwo\r\n")
+    assert get(owner, created.id).description == "one\n\ttwo\r\n"
+    for changes, place in (({"name": "a\nb"}, "custom_conversion.name: "),
+                           ({"description": "\x00"}, "custom_conversion.description: ")):
+        error = rejected(owner.update_custom_conversion, created.id, **changes)
+        assert error_code(error) == 100 and error.details().startswith(place + "a control character")
+    assert (get(owner, created.id).name, get(owner, created.id).description) == ("big", "one\n\ttwo\r\n")
+
+
 @pytest.mark.parametrize(
     "frozen",
     [

@@ -32,10 +32,18 @@ def test_tag_defaults_to_other_and_rejects_unknown(owner):
     assert len(owner.call(owner.pixels.ListPixels, pb.ListPixelsRequest(account_id="act_1")).pixels) == 1
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 256])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 256, "\x00", "shop\npixel", "a\x1b[31m", "\x85"])
 def test_bad_name_is_code_100(owner, name):
     error = rejected(owner.create_pixel, "act_1", name)
     assert error_code(error) == 100 and error.details().startswith("name:")
+    assert not owner.call(owner.pixels.ListPixels, pb.ListPixelsRequest(account_id="act_1")).pixels
+
+
+def test_a_name_with_a_control_character_is_refused_naming_it(owner):
+    assert rejected(owner.create_pixel, "act_1", "ab\x00").details() == "name: a control character ('\\x00') at index 2"
+    pixel = owner.create_pixel("act_1", "caf\u00e9 \u2603 shop")  # other characters are names' own business
+    error = rejected(owner.call, owner.pixels.UpdatePixel, pb.UpdatePixelRequest(pixel_id=pixel.id, name="x\ty"))
+    assert error_code(error) == 100 and error.details().startswith("name: a control character ('\\t') at index 1")
 
 
 def test_update_name_and_tag(owner):
