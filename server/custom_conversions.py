@@ -10,6 +10,7 @@ from typing import Iterator
 
 import matcher
 from matcher.rules import And, Leaf
+from matcher.values import is_text
 
 from server.auth import Principal
 from server.core import Core
@@ -116,7 +117,8 @@ def _stats_after(after: str | None) -> tuple[int, str] | None:
         hour, key = json.loads(after)
     except (ValueError, TypeError):
         hour = None
-    if type(hour) is not int or not isinstance(key, str):
+    if type(hour) is not int or not -2**63 <= hour < 2**63 or not isinstance(key, str) or not is_text(key):
+        # (an hour past SQLite's integers or a lone surrogate could not even be bound)
         raise InvalidArgument("page_token: not a next_page_token this service returned")
     return hour, key
 

@@ -356,7 +356,8 @@ def test_stats_tokens_are_bound_to_their_conversion_and_aggregation(service, own
     list_token = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=1)).next_page_token
     invalid(rejected(stats, page_token=list_token), "page_token: returned by ListAds")
     scope = f"{created.id}/url"
-    for key in ("[1]", "[\"1\", \"x\"]", "{\"a\": 1, \"b\": 2}", "[true, \"\"]", "7"):
+    for key in ("[1]", "[\"1\", \"x\"]", "{\"a\": 1, \"b\": 2}", "[true, \"\"]", "7", "[1e400, \"\"]",
+                f"[{2**63}, \"\"]", "[1, \"\\ud800\"]"):
         forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", scope, key]).encode()).decode()
         invalid(rejected(stats, page_token=forged), "page_token: not a ")
     invalid(rejected(stats, page_size=-1), "page_size: -1 is negative (0 asks for as many as fit)")
