@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
 
 
 def parser(name: str, doc: str) -> argparse.ArgumentParser:
@@ -28,36 +29,29 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A count, a batch size, a number of repeats: 1 or more."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _at_least(kind: type, low: int, *, inclusive: bool = True) -> Callable[[str], int | float]:
+    """A ``type=`` function for a number of ``kind`` of at least ``low`` (more than ``low``
+    when not ``inclusive``); the error quotes an integer as read and a float as given."""
+    bound = f"{low} or more" if inclusive else f"more than {low}"
+
+    def parse(text: str) -> int | float:
+        value = _number(text, kind)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value if kind is int else text}")
+        return value
+
+    parse.__name__ = f"{'integer' if kind is int else 'number'} of {bound}"  # (argparse names the type in some errors)
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """A count where 0 means "none of these" (e.g. ``--registrations 0``)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """Seconds, a rate, a fraction: more than 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """An exponent or a weight where 0 means something (uniform, none)."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+# A count, a batch size, a number of repeats: 1 or more.
+positive_int = _at_least(int, 1)
+# A count where 0 means "none of these" (e.g. ``--registrations 0``).
+nonnegative_int = _at_least(int, 0)
+# Seconds, a rate, a fraction: more than 0.
+positive_float = _at_least(float, 0, inclusive=False)
+# An exponent or a weight where 0 means something (uniform, none).
+nonnegative_float = _at_least(float, 0)
 
 
 def comma_list(item):
