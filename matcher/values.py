@@ -172,8 +172,8 @@ def lookup(mapping: Mapping, segment: Segment) -> Any:
     """A custom parameter: the exact key wins, else the first key equal under case folding."""
     if segment.name in mapping:
         return mapping[segment.name]
-    for key, value in mapping.items():
-        if isinstance(key, str) and fold(key) == segment.folded:
+    for key, value in mapping.items():  # folding keeps the length: only keys as long can equal
+        if isinstance(key, str) and len(key) == len(segment.folded) and fold(key) == segment.folded:
             return value
     return None
 

@@ -20,7 +20,7 @@ from itertools import compress
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
-from matcher.values import parse_number, url_parts
+from matcher.values import Segment, fold, lookup, parse_number, url_parts
 
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, ServiceError, parse_json
@@ -55,11 +55,35 @@ def number_value(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# The ``value`` custom parameter, found as a rule's field ``value`` finds it: the exact key
+# wins, else the first key equal under case folding (``Value``, ``VALUE``).
+VALUE = Segment("value", "value", False)
+
+
 def event_value(custom_data: Any) -> float | None:
-    """The event's ``value`` custom parameter (exact key) as ``number_value`` reads it."""
+    """The event's ``value`` custom parameter as ``number_value`` reads it."""
     if not custom_data:
         return None
-    return number_value(custom_data.get("value"))
+    value = custom_data.get("value")
+    if value is None:  # no such exact key (or a null one): a key in another case, if any
+        value = lookup(custom_data, VALUE)
+    return number_value(value)
+
+
+def value_column(columns: Mapping[str, Any]) -> Any:
+    """Of parameter columns, what holds each event's ``value`` parameter (None: no column).
+
+    Event ``i``'s parameters are ``{name: column[i]}`` for its non-``None`` entries, so its
+    ``value`` is the exact column's entry when not ``None``, else the first entry not ``None``
+    of the columns named ``value`` in another case, in the columns' order. The one column
+    there nearly always is comes back as given (a ``NumberColumn`` is read in place)."""
+    names = [name for name in columns if name != "value" and fold(name) == "value"]
+    if "value" in columns:
+        names.insert(0, "value")
+    if len(names) <= 1:
+        return columns[names[0]] if names else None
+    lists = [_as_list(columns[name]) for name in names]
+    return [next((v for v in entries if v is not None), None) for entries in zip(*lists)]
 
 
 def conversion_values(counts: list[int], ids: list[str], own_values: Iterable[float | None],
@@ -299,11 +323,11 @@ class PixelBatch:
 
     def raw_values(self) -> tuple[list, Any]:
         """(per event, what holds its ``value`` parameter; the function reading a conversion
-        value from that): the ``value`` column and ``number_value`` for parameter columns, else
-        the mappings and ``event_value``."""
+        value from that): the ``value`` column (``value_column``) and ``number_value`` for
+        parameter columns, else the mappings and ``event_value``."""
         data = self.custom_data
         if type(data) is dict:
-            column = data.get("value")
+            column = value_column(data)
             return (_as_list(column) if column is not None else [None] * self._count), number_value
         return data, event_value
 
@@ -313,7 +337,7 @@ class PixelBatch:
         in place (an infinity stays: the matcher reads any non-finite value as none)."""
         data = self.custom_data
         if type(data) is dict:
-            column = data.get("value")
+            column = value_column(data)
             if column is None:
                 return None
             if type(column) is NumberColumn:

@@ -98,6 +98,29 @@ def test_values_no_double_holds_fall_back_to_the_default(owner, ingest):
         assert [r.conversions[0].value for r in results] == [2, 2, 2, 2, 2, 1e308, 2, 2]
 
 
+def test_the_value_parameter_is_found_as_a_rule_finds_it_in_any_case(owner, ingest):
+    px = owner.create_pixel("act_1", "p").id
+    big = owner.create_custom_conversion("act_1", "big", px, PURCHASE_OVER_100, default_conversion_value=3).id
+    lead = owner.create_custom_conversion("act_1", "lead", px, {"event": "Lead"}, default_conversion_value=2).id
+    events = [
+        {"pixel_id": px, "event": "Purchase", "custom_data": {"Value": 150}},  # the rule read 150: so does the value
+        {"pixel_id": px, "event": "Lead", "custom_data": {"VALUE": "4.5", "value": 7}},  # the exact key wins
+        {"pixel_id": px, "event": "Lead", "custom_data": {"vALUE": 9, "Value": 8}},  # else the first in order
+        {"pixel_id": px, "event": "Lead", "custom_data": {"value": None, "Value": 8}},  # an exact null: none
+        {"pixel_id": px, "event": "Lead", "custom_data": {"valuе": 5}},  # a Cyrillic "е": another key
+    ]
+    for record in (False, True):
+        for reply_as_buffers in (False, True):
+            results = ingest.classify_pixel_events(events, record=record, reply_as_buffers=reply_as_buffers)
+            assert conversion_ids(results) == [[big], [lead], [lead], [lead], [lead]]
+            assert [[m.value for m in r.conversions] for r in results] == [[150], [7], [9], [2], [2]]
+    # Recorded twice: every event's own value counts toward the pixel's amount, found the same way.
+    stats = owner.stats(big, aggregation="usd_amount")
+    assert [row.value for row in stats.rows] == [300]
+    unmatched = owner.stats(big, aggregation="unmatched_usd_amount")
+    assert [row.value for row in unmatched.rows] == [2 * (7 + 9)]
+
+
 def test_rows_and_columns_give_the_same_answer(owner, ingest):
     px = owner.create_pixel("act_1", "p").id
     cid = owner.create_custom_conversion("act_1", "c", px, {"and": [{"device_type": "desktop"}, {"path": "/done"}]}).id

@@ -100,6 +100,32 @@ def test_a_nan_number_or_an_empty_text_is_an_absent_parameter(conversions, inges
     assert list(reply.conversion_values) == [150, 150, 150, 2, 150, 150]
 
 
+def test_a_value_column_in_another_case_holds_the_conversion_value(conversions, ingest):
+    px, ids = conversions
+    # Event i's parameters are its non-NaN entries: `value` when it has one, else the first
+    # column named `value` in another case, as the rule `value gt 100` ("big") reads it.
+    typed = pb.PixelEventColumns(pixel_id=[px] * 4, event=["Purchase"] * 4, custom_parameters=[
+        column("value", numbers=[math.nan, 7, math.nan, math.nan]), column("VALUE", numbers=[150, 4.5, math.nan, math.nan]),
+        column("Value", numbers=[1, 2, 8, math.nan])])
+    as_json = pb.PixelEventColumns(pixel_id=[px] * 4, event=["Purchase"] * 4, custom_data=json.dumps(
+        [{"VALUE": 150, "Value": 1}, {"value": 7, "VALUE": 4.5, "Value": 2}, {"Value": 8}, None]))
+    for record in (False, True):
+        for reply_as_buffers in (False, True):
+            reply = classify(ingest, columns=typed, record=record, reply_as_buffers=reply_as_buffers)
+            assert reply == classify(ingest, columns=as_json, record=record, reply_as_buffers=reply_as_buffers)
+            results = ingest.event_results(reply)
+            assert [[m.custom_conversion_id for m in r.conversions] for r in results] == [
+                [ids["big"], ids["has value"]], [], [], []]
+            assert [[m.value for m in r.conversions] for r in results] == [[150, 150], [], [], []]
+    # Alone, a column named in another case is read as `value` is (in place, when numbers).
+    lead = pb.PixelEventColumns(pixel_id=[px] * 2, event=["Lead"] * 2,
+                                custom_parameters=[column("VALUE", numbers=[5, math.nan])])
+    for reply_as_buffers in (False, True):
+        results = ingest.event_results(classify(ingest, columns=lead, reply_as_buffers=reply_as_buffers))
+        assert [[(m.custom_conversion_id, m.value) for m in r.conversions] for r in results] == [
+            [(ids["lead"], 5)], [(ids["lead"], 2)]]
+
+
 def test_numbers_only_and_texts_only_columns_with_gaps(conversions, ingest):
     px, ids = conversions
     typed = pb.PixelEventColumns(pixel_id=[px] * 3, event=["Purchase"] * 3, custom_parameters=[
