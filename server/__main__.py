@@ -56,7 +56,7 @@ registration sees it as soon as the call returns.
 """
 
 
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
 
 
@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "worker i uses this port + i (CM_METRICS_PORT)",
     )
     parser.add_argument("--workers", type=int, default=int(_env("CM_WORKERS", "16")), help="RPC threads per process (CM_WORKERS)")
+    parser.add_argument(
+        "--max-streams", type=int, default=_env("CM_MAX_STREAMS", None),
+        help="classification streams open at once per process, fewer than --workers (each holds a thread); "
+        "more are refused with code 368; default half the workers (CM_MAX_STREAMS)",
+    )
     parser.add_argument(
         "--processes", type=int, default=int(_env("CM_PROCESSES", "1")),
         help="server processes sharing the port and the database; 1 serves in this process (CM_PROCESSES)",
@@ -107,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     options.argv = list(sys.argv[1:] if argv is None else argv)
     if options.processes < 1:
         parser.error("--processes must be at least 1")
+    if options.workers < 1:
+        parser.error("--workers must be at least 1")
+    if options.max_streams is None:
+        options.max_streams = options.workers // 2
+    if not 0 <= options.max_streams < options.workers:
+        parser.error(f"--max-streams must be 0 to {options.workers - 1}: fewer than --workers, "
+                     "so calls other than streams always find a thread")
     if options.sync_interval < 0:
         parser.error("--sync-interval must be >= 0")
     if options.processes > 1 and options.sync_interval == 0:
@@ -163,7 +175,8 @@ def serve(options: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         log.error("cannot load the token file", extra={"path": options.tokens, "error": str(error)})
         return 2
-    limits = Limits(max_batch_events=options.max_batch_events, max_message_bytes=options.max_message_bytes)
+    limits = Limits(max_batch_events=options.max_batch_events, max_message_bytes=options.max_message_bytes,
+                    max_streams=options.max_streams)
     metrics_port = options.metrics_port if options.metrics_port >= 0 else None
     try:
         server, port = create_server(

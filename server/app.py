@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent import futures
 from pathlib import Path
@@ -99,6 +100,11 @@ def create_server(
     port (the kernel spreads connections over them). Without it (one process), a port another
     server listens on is refused (OSError) rather than shared with it by accident."""
     limits = limits or Limits()
+    if limits.max_streams is None:
+        limits = dataclasses.replace(limits, max_streams=workers // 2)
+    if not 0 <= limits.max_streams < workers:
+        raise ValueError(f"max_streams: {limits.max_streams}, expected 0 to {workers - 1}: fewer than the "
+                         f"{workers} workers, as each open stream holds one")
     store = SQLiteStore(db_path, synchronous=sync)
     registry = Registry(store)
     metrics = Metrics()

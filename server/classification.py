@@ -582,7 +582,8 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
 
     def StreamClassifyPixelEvents(self, request_iterator, context):
         self.core.authenticate(context).require_ingest()
-        yield from _each_answered(request_iterator, self.classify_pixel_events)
+        with self.core.stream_slot():
+            yield from _each_answered(request_iterator, self.classify_pixel_events)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -599,7 +600,8 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
 
     def StreamClassifyActions(self, request_iterator, context):
         self.core.authenticate(context).require_ingest()
-        yield from _each_answered(request_iterator, self.classify_actions)
+        with self.core.stream_slot():
+            yield from _each_answered(request_iterator, self.classify_actions)
 
 
 def _each_answered(requests: Iterable, answer: Callable) -> Iterator:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 
 from server.auth import Principal, TokenTable
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, LimitExceeded
 from server.metrics import Metrics
 from server.registry import Registry
 from server.store import Store
@@ -28,6 +30,10 @@ class Limits:
     max_custom_event_name_chars: int = 50
     max_accounts_per_call: int = 100
     max_accounts_per_pixel: int = 10_000
+    # Classification streams open at once. Each holds one RPC thread for its whole life, idle
+    # or not: fewer than the threads, so unary calls and health checks always find one.
+    # None: half the threads (``create_server`` sets it).
+    max_streams: int | None = None
 
 
 @dataclass
@@ -38,6 +44,24 @@ class Core:
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
+    _stream_slots: threading.BoundedSemaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stream_slots = threading.BoundedSemaphore(self.limits.max_streams or 0)
+
+    @contextmanager
+    def stream_slot(self) -> Iterator[None]:
+        """Hold one of the ``max_streams`` slots for a stream's life; none free is code 368,
+        at once (a stream waiting for one would hold a thread too)."""
+        if not self._stream_slots.acquire(blocking=False):
+            raise LimitExceeded(
+                f"streams: {self.limits.max_streams} classification streams are open, the most this process "
+                "serves at once (--max-streams; each holds an RPC thread of --workers): end an idle stream, "
+                "or send these batches as unary calls")
+        try:
+            yield
+        finally:
+            self._stream_slots.release()
 
     def now(self) -> int:
         return int(self.clock())
