@@ -587,7 +587,9 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
                 t0 = time.perf_counter()
                 with ServerGroup("empty", processes, timeout=options.startup_timeout) as empty, \
                         ServerGroup("server", processes, db=directory / "matcher.db", tokens=directory / "tokens.json",
-                                    sync=options.sync, timeout=options.startup_timeout) as server:
+                                    sync=options.sync, timeout=options.startup_timeout,
+                                    streams=max(options.client_counts) * options.concurrency if options.stream else 0
+                                    ) as server:
                     started = time.perf_counter() - t0
                     bar.update(1)
                     if server.rules_loaded != [rule_count] * processes:

@@ -13,7 +13,8 @@ Modes:
   the global call number g (interleaved over processes, then threads); a thread that is late
   sends at once, and every latency is measured from the *intended* send time, so a stalled
   server shows up as latency instead of as fewer calls (no coordinated omission).
-- ``stream``: bidirectional streams, each keeping 4 batches in flight (events/s).
+- ``stream``: bidirectional streams, each keeping 4 batches in flight (events/s; a stream that
+  fails, refused say, is one error).
 
 Several server processes on one port (``SO_REUSEPORT``) get connections from the kernel's
 hash, not calls; so each connection first identifies its server process (``probe``: an empty
@@ -334,6 +335,8 @@ def _open(job: Job, connections, start: float, client: int, clients: int) -> dic
 
 
 def _stream(job: Job, connections, start: float, client: int, clients: int) -> dict:
+    import grpc
+
     part = _part(_servers(job))
     deadline = start + job.seconds
     lock = threading.Lock()
@@ -352,11 +355,16 @@ def _stream(job: Job, connections, start: float, client: int, clients: int) -> d
                 yield job.payload
 
         _sleep_until(start)
-        for _ in stream(requests(), metadata=job.metadata, timeout=job.seconds + 60):
-            done += 1
-            credits.release()
+        failed = 0
+        try:
+            for _ in stream(requests(), metadata=job.metadata, timeout=job.seconds + 60):
+                done += 1
+                credits.release()
+        except grpc.RpcError:  # the stream ends; counted, so a refused stream cannot pass unseen
+            failed = 1
         with lock:
             part["calls"] += done
+            part["errors"] += failed
             part["per_server"][server] += done
 
     _run_threads(caller, connections)

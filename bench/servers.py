@@ -109,11 +109,13 @@ class ServerGroup:
     """N server processes on one port. ``kind`` is "server" (``python -m server --processes N``
     on ``db`` with the token file ``tokens``) or "empty" (N empty handlers). Use as a context
     manager; ``target`` is ``127.0.0.1:port``; ``timeout`` bounds the start (loading and
-    compiling 100,000 rules takes ~10 s per process, more when they share the cores)."""
+    compiling 100,000 rules takes ~10 s per process, more when they share the cores).
+    ``streams``: the most classification streams the run opens at once; past the service's
+    default ``--max-streams`` (8), each process gets that many, and 8 more RPC threads."""
 
     def __init__(self, kind: str, count: int, *, db: Path | None = None, tokens: Path | None = None,
-                 sync: str = "FULL", timeout: float = 600) -> None:
-        self.kind, self.count, self.timeout = kind, count, timeout
+                 sync: str = "FULL", timeout: float = 600, streams: int = 0) -> None:
+        self.kind, self.count, self.timeout, self.streams = kind, count, timeout, streams
         self.db, self.tokens, self.sync = db, tokens, sync
         self.children: list[_Child] = []  # the empty handlers
         self.service = None  # the real service: a server.testing.ServerProcess
@@ -129,10 +131,12 @@ class ServerGroup:
     def _start_service(self) -> None:
         from server.testing import ServerProcess  # not at the top: the empty handlers need none of the service
 
-        # --port 0: the parent binds a free port itself and hands it to every worker.
+        # --port 0: the parent binds a free port itself and hands it to every worker. The kernel
+        # may put every connection, so every stream, on one process.
+        streams = ("--workers", str(self.streams + 8), "--max-streams", str(self.streams)) if self.streams > 8 else ()
         self.service = ServerProcess(
             self.db.parent, "--processes", str(self.count), "--metrics-port", "0", "--sync", self.sync,
-            "--grace", "1", db=self.db, tokens=self.tokens, start_timeout=self.timeout,
+            "--grace", "1", *streams, db=self.db, tokens=self.tokens, start_timeout=self.timeout,
         )
         self.port = self.service.port
 

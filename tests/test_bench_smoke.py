@@ -123,6 +123,13 @@ def test_grpc_bench_runs_against_a_real_server(tmp_path):
     assert "seed-style workload, seed 20261122" in done.stdout and "rules 40: seeded in" in done.stdout
 
 
+def test_grpc_bench_streams_past_the_services_default_stream_limit(tmp_path):
+    # 10 caller threads, one stream each: past the default --max-streams (8), which would refuse two.
+    data, _ = _grpc_bench(tmp_path, "--rules", "40", "--stream", "--concurrency", "10", "--sweep", "", "--registrations", "0")
+    [stream_row] = [row for row in data["throughput"] if row["target"] == "StreamClassifyPixelEvents"]
+    assert stream_row["events_per_s"] > 0 and sum(run["errors"] for run in stream_row["runs"]) == 0
+
+
 def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_processes(tmp_path):
     data, done = _grpc_bench(tmp_path, "--rules", "40", "--clients", "2", "--server-processes", "2",
                              "--rate", "4000", "--sweep", "", "--registrations", "0")
