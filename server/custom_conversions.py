@@ -123,6 +123,18 @@ def _stats_after(after: str | None) -> tuple[int, str] | None:
     return hour, key
 
 
+
+def _unmatched(fired: Iterator[tuple[int, int, float]], matched: Iterator[tuple[int, str, int, float, float]],
+               column: int) -> Iterator[tuple[int, str, float]]:
+    """Per hour of the pixel's rows, its events (column 0) or their own values' sum (1) minus
+    the conversion's matched ones: the two hour-ordered row streams merged."""
+    row = next(matched, None)
+    for hour, events, amount in fired:
+        while row is not None and row[0] < hour:
+            row = next(matched, None)
+        taken = (row[2], row[4]) if row is not None and row[0] == hour else (0, 0.0)
+        yield hour, "", (events, amount)[column] - taken[column]
+
 class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -271,9 +283,8 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         if aggregation == "pixel_fire":
             return ((hour, "", events) for hour, events, _ in fired)
         # The pixel's events minus this conversion's matches; amounts are the events' own values.
-        # (One matched row per hour: read at once, from where the page starts.)
-        matched_from = start if after_hour is None else max(start, after_hour + 1)
-        matched = {hour: (n, value) for hour, _, n, _, value in store.conversion_hourly(record.id, "", matched_from, end)}
-        column = 0 if aggregation == "unmatched_count" else 1
-        return ((hour, "", (events, amount)[column] - matched.get(hour, (0, 0.0))[column])
-                for hour, events, amount in fired)
+        # The matched rows (one per hour, key "") are read alongside, as far as the page goes.
+        matched = read_on(lambda after_, limit: store.conversion_hourly(record.id, "", start, end,
+                                                                        after=after_, limit=limit),
+                          itemgetter(0, 1), None if after_hour is None else (after_hour, ""))
+        return _unmatched(fired, matched, 0 if aggregation == "unmatched_count" else 1)

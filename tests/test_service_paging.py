@@ -267,8 +267,10 @@ def test_stats_come_in_pages_of_page_size_in_hour_and_key_order_for_every_aggreg
     created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
     now = service[0].core.now()
     hours = [now // 3600 * 3600 - k * 3600 for k in (5, 3, 2)]
+    quiet = now // 3600 * 3600 - 4 * 3600  # a PageView only: the pixel fired, the conversion matched nothing
     with Client(service[1], "ingest-token") as ingest:
         record_url_events(ingest, pixel.id, hours, urls_per_hour=7)
+        record_url_events(ingest, pixel.id, [quiet], urls_per_hour=0)
     request = dict(custom_conversion_id=created.id, start_time=hours[0], end_time=now + 1)
     for aggregation in STATS_AGGREGATIONS:
         whole = owner.call(owner.custom_conversions.GetCustomConversionStats,
@@ -285,6 +287,9 @@ def test_stats_come_in_pages_of_page_size_in_hour_and_key_order_for_every_aggreg
             assert [row for r in replies for row in stats_rows(r)] == expected, (aggregation, size)
             assert {(r.custom_conversion_id, r.aggregation) for r in replies} == {(created.id, aggregation)}
     assert len(stats_rows(owner.stats(created.id, "url", hours[0], now + 1, page_size=4))) == 21
+    assert [row[0] for row in stats_rows(owner.stats(created.id, "count", hours[0], now + 1))] == hours
+    assert stats_rows(owner.stats(created.id, "unmatched_count", hours[0], now + 1, page_size=1)) == [
+        (hour, "", 1) for hour in sorted([*hours, quiet])]
 
 
 def test_stats_rows_recorded_between_pages_neither_repeat_nor_drop_the_others(service, owner):  # noqa: F811

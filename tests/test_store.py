@@ -1,4 +1,5 @@
-"""The SQLite store itself: bulk import, and several processes opening one new file at once."""
+"""The SQLite store itself: bulk import, several processes opening one new file at once, and
+reading hourly stats after a key."""
 
 import dataclasses
 import subprocess
@@ -6,9 +7,10 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from server.errors import NotFound, PermissionDenied
-from server.store import _LOOKUPS_OVER_A_READ, AdRecord, CustomConversionRecord, SQLiteStore
+from server.store import _LOOKUPS_OVER_A_READ, AdRecord, CustomConversionRecord, Recording, SQLiteStore
 
 OPEN_WHEN_TOLD = """
 import os, sys, time
@@ -159,3 +161,33 @@ def test_an_ad_is_replaced_or_deleted_only_for_its_owners_inside_the_write(tmp_p
             store.get_ad("X")
     finally:
         store.close()
+
+
+HOURLY_KEYS = ["", "a", "b", "bb", "c", "é"]
+HOURLY_ROWS = sorted((hour * 3600, key) for hour in range(5) for key in HOURLY_KEYS if (hour + len(key)) % 3 != 1)
+
+
+@pytest.fixture(scope="module")
+def hourly_store(tmp_path_factory):
+    store = SQLiteStore(tmp_path_factory.mktemp("hourly") / "db.sqlite")
+    pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+    store.import_custom_conversions([
+        CustomConversionRecord(id=cid, account_id="act_1", name=cid, description="", rule='{"event":"Lead"}',
+                               event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+                               default_conversion_value=0, creation_time=0) for cid in ("c1", "c2")])
+    recording = Recording(conversion_hourly={("c1", hour, "url", key): [1, float(hour), 0.0] for hour, key in HOURLY_ROWS})
+    recording.conversion_hourly[("c2", 3600, "url", "a")] = [1, 0.0, 0.0]  # another conversion: never read
+    store.record(recording)
+    yield store
+    store.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(after=st.none() | st.tuples(st.integers(-1, 5).map(lambda h: h * 3600), st.sampled_from(HOURLY_KEYS + ["ba", "d"])),
+       limit=st.integers(-1, 7), start=st.integers(-1, 5).map(lambda h: h * 3600), hours=st.integers(0, 6))
+def test_hourly_rows_after_a_key_come_in_hour_and_key_order(hourly_store, after, limit, start, hours):
+    end = start + hours * 3600
+    rows = hourly_store.conversion_hourly("c1", "url", start, end, after=after, limit=limit)
+    expected = [row for row in HOURLY_ROWS if start <= row[0] < end and (after is None or row > after)]
+    assert [(hour, key) for hour, key, *_ in rows] == (expected if limit < 0 else expected[:limit])
+    assert all(matches == 1 and amount == hour for hour, _, matches, amount, _ in rows)
