@@ -45,9 +45,12 @@ class Core:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     _stream_slots: threading.BoundedSemaphore = field(init=False, repr=False)
+    _max_streams: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._stream_slots = threading.BoundedSemaphore(self.limits.max_streams or 0)
+        # Limits left unresolved (no create_server to know the threads) allow no stream.
+        self._max_streams = self.limits.max_streams or 0
+        self._stream_slots = threading.BoundedSemaphore(self._max_streams)
 
     @contextmanager
     def stream_slot(self) -> Iterator[None]:
@@ -55,7 +58,7 @@ class Core:
         at once (a stream waiting for one would hold a thread too)."""
         if not self._stream_slots.acquire(blocking=False):
             raise LimitExceeded(
-                f"streams: {self.limits.max_streams} classification streams are open, the most this process "
+                f"streams: {self._max_streams} classification streams are open, the most this process "
                 "serves at once (--max-streams; each holds an RPC thread of --workers): end an idle stream, "
                 "or send these batches as unary calls")
         try:

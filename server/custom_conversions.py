@@ -123,7 +123,6 @@ def _stats_after(after: str | None) -> tuple[int, str] | None:
     return hour, key
 
 
-
 def _unmatched(fired: Iterator[tuple[int, int, float]], matched: Iterator[tuple[int, str, int, float, float]],
                column: int) -> Iterator[tuple[int, str, float]]:
     """Per hour of the pixel's rows, its events (column 0) or their own values' sum (1) minus
@@ -134,6 +133,7 @@ def _unmatched(fired: Iterator[tuple[int, int, float]], matched: Iterator[tuple[
             row = next(matched, None)
         taken = (row[2], row[4]) if row is not None and row[0] == hour else (0, 0.0)
         yield hour, "", (events, amount)[column] - taken[column]
+
 
 class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServiceServicer):
     def __init__(self, core: Core) -> None:
