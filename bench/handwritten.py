@@ -26,13 +26,9 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     Close to the spec for the operators this workload uses; not a reference (no aliases beyond
     these, no Unicode folding, no list values), just the baseline a team would start from.
     """
-    import re
-
-    normalise = _normalise  # once per rule, as a team would: one syntax, operands pre-lowered
-
     by_pixel: dict[str, list] = {}
-    for rid, text in rules.items():
-        by_pixel.setdefault(sources[rid], []).append((rid, normalise(json.loads(text))))
+    for rid, text in rules.items():  # normalised once per rule, as a team would: one syntax, operands pre-lowered
+        by_pixel.setdefault(sources[rid], []).append((rid, _normalise(json.loads(text))))
     compiled: dict[str, re.Pattern] = {}
 
     def value(event, field, memo):

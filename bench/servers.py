@@ -110,8 +110,9 @@ class ServerGroup:
     on ``db`` with the token file ``tokens``) or "empty" (N empty handlers). Use as a context
     manager; ``target`` is ``127.0.0.1:port``; ``timeout`` bounds the start (loading and
     compiling 100,000 rules takes ~10 s per process, more when they share the cores).
-    ``streams``: the most classification streams the run opens at once; past the service's
-    default ``--max-streams`` (8), each process gets that many, and 8 more RPC threads."""
+    ``streams``: the most classification streams the run opens at once; each process gets that
+    many ``--max-streams``, and 8 more RPC threads, at least 16 (not the defaults, which
+    ``CM_WORKERS`` in the environment could lower)."""
 
     def __init__(self, kind: str, count: int, *, db: Path | None = None, tokens: Path | None = None,
                  sync: str = "FULL", timeout: float = 600, streams: int = 0) -> None:
@@ -133,7 +134,7 @@ class ServerGroup:
 
         # --port 0: the parent binds a free port itself and hands it to every worker. The kernel
         # may put every connection, so every stream, on one process.
-        streams = ("--workers", str(self.streams + 8), "--max-streams", str(self.streams)) if self.streams > 8 else ()
+        streams = ("--workers", str(max(16, self.streams + 8)), "--max-streams", str(self.streams)) if self.streams else ()
         self.service = ServerProcess(
             self.db.parent, "--processes", str(self.count), "--metrics-port", "0", "--sync", self.sync,
             "--grace", "1", *streams, db=self.db, tokens=self.tokens, start_timeout=self.timeout,

@@ -29,7 +29,7 @@ import time
 from server import logs
 from server.app import create_server
 from server.auth import TokenTable
-from server.core import Core, Limits
+from server.core import Core, Limits, resolve_max_streams
 
 log = logging.getLogger("server")
 
@@ -114,9 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--processes must be at least 1")
     if options.workers < 1:
         parser.error("--workers must be at least 1")
-    if options.max_streams is None:
-        options.max_streams = options.workers // 2
-    if not 0 <= options.max_streams < options.workers:
+    try:
+        options.max_streams = resolve_max_streams(options.max_streams, options.workers)
+    except ValueError:
         parser.error(f"--max-streams must be 0 to {options.workers - 1}: fewer than --workers, "
                      "so calls other than streams always find a thread")
     if options.sync_interval < 0:

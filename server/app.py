@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from server.ads import AdServicer
 from server.auth import TokenTable
 from server.classification import ClassificationServicer
-from server.core import Core, Limits
+from server.core import Core, Limits, resolve_max_streams
 from server.custom_conversions import CustomConversionServicer
 from server.errors import ErrorInterceptor
 from server.gen.conversion_matcher.v1 import (
@@ -100,11 +100,7 @@ def create_server(
     port (the kernel spreads connections over them). Without it (one process), a port another
     server listens on is refused (OSError) rather than shared with it by accident."""
     limits = limits or Limits()
-    if limits.max_streams is None:
-        limits = dataclasses.replace(limits, max_streams=workers // 2)
-    if not 0 <= limits.max_streams < workers:
-        raise ValueError(f"max_streams: {limits.max_streams}, expected 0 to {workers - 1}: fewer than the "
-                         f"{workers} workers, as each open stream holds one")
+    limits = dataclasses.replace(limits, max_streams=resolve_max_streams(limits.max_streams, workers))
     store = SQLiteStore(db_path, synchronous=sync)
     registry = Registry(store)
     metrics = Metrics()

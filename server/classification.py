@@ -4,7 +4,7 @@ The hot path per batch: decode the columns (a few C-level calls), one ``match_co
 over all events (the compiled matcher reads the decoded lists as they are: no per-event
 or per-rule Python), per-match Python only to attach conversion values (none when the
 request asks for the matches as buffers: the matcher writes them, values included), and per
-*distinct pixel* (cached on the snapshot) the ads tracking its firings. Recording aggregates
+distinct firing, (pixel, event name), cached on the snapshot, the ads tracking it. Recording aggregates
 the batch in memory and writes it in one transaction before the reply, so a recorded batch
 is durable when the call returns.
 """
@@ -64,10 +64,7 @@ def event_value(custom_data: Any) -> float | None:
     """The event's ``value`` custom parameter as ``number_value`` reads it."""
     if not custom_data:
         return None
-    value = custom_data.get("value")
-    if value is None:  # no such exact key (or a null one): a key in another case, if any
-        value = lookup(custom_data, VALUE)
-    return number_value(value)
+    return number_value(lookup(custom_data, VALUE))
 
 
 def value_column(columns: Mapping[str, Any]) -> Any:
@@ -297,7 +294,8 @@ class PixelBatch:
         forms = [name for name, given in (("events", bool(request.events)), ("columns", request.HasField("columns")),
                                           ("buffers", request.HasField("buffers"))) if given]
         if len(forms) > 1:
-            raise InvalidArgument(f"give events in one form (events as rows, columns or buffers), not both {' and '.join(forms)}")
+            raise InvalidArgument(f"{forms[-1]}: give events in one form (events as rows, columns or buffers), "
+                                  f"not both {' and '.join(forms)}")
         if request.events:
             self._from_rows(request.events, max_events)
         elif request.HasField("buffers"):
@@ -342,7 +340,9 @@ class PixelBatch:
                 return None
             if type(column) is NumberColumn:
                 return column.float64s()
-        raw, read = self.raw_values()
+            raw, read = _as_list(column), number_value
+        else:
+            raw, read = data, event_value
         nan = math.nan
         return array("d", [nan if value is None else value for value in map(read, raw)])
 

@@ -32,8 +32,19 @@ class Limits:
     max_accounts_per_pixel: int = 10_000
     # Classification streams open at once. Each holds one RPC thread for its whole life, idle
     # or not: fewer than the threads, so unary calls and health checks always find one.
-    # None: half the threads (``create_server`` sets it).
+    # None: half the threads (``create_server`` resolves it: ``resolve_max_streams``).
     max_streams: int | None = None
+
+
+def resolve_max_streams(max_streams: int | None, workers: int) -> int:
+    """``max_streams`` for ``workers`` RPC threads (None: half of them); ValueError unless it
+    leaves a thread for the calls that are not streams."""
+    if max_streams is None:
+        max_streams = workers // 2
+    if not 0 <= max_streams < workers:
+        raise ValueError(f"max_streams: {max_streams}, expected 0 to {workers - 1}: fewer than the "
+                         f"{workers} workers, as each open stream holds one")
+    return max_streams
 
 
 @dataclass
@@ -45,12 +56,9 @@ class Core:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     _stream_slots: threading.BoundedSemaphore = field(init=False, repr=False)
-    _max_streams: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Limits left unresolved (no create_server to know the threads) allow no stream.
-        self._max_streams = self.limits.max_streams or 0
-        self._stream_slots = threading.BoundedSemaphore(self._max_streams)
+        self._stream_slots = threading.BoundedSemaphore(self.limits.max_streams)
 
     @contextmanager
     def stream_slot(self) -> Iterator[None]:
@@ -58,7 +66,7 @@ class Core:
         at once (a stream waiting for one would hold a thread too)."""
         if not self._stream_slots.acquire(blocking=False):
             raise LimitExceeded(
-                f"streams: {self._max_streams} classification streams are open, the most this process "
+                f"streams: {self.limits.max_streams} classification streams are open, the most this process "
                 "serves at once (--max-streams; each holds an RPC thread of --workers): end an idle stream, "
                 "or send these batches as unary calls")
         try:

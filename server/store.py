@@ -219,9 +219,9 @@ class Store(ABC):
         """One ad; NotFound at ``field`` (the request's field that named it)."""
 
     @abstractmethod
-    def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
-        """An account's ads, or every ad when ``account_id`` is None, in id order: the first
-        ``limit`` (None: all) of those with an id after ``after``."""
+    def list_ads(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
+        """An account's ads in id order: the first ``limit`` (None: all) of those with an id
+        after ``after``."""
 
     @abstractmethod
     def all_ads(self) -> list[AdRecord]:
@@ -811,11 +811,8 @@ class SQLiteStore(Store):
             raise NotFound(f"{field}: ad {ad_id!r} is not registered")
         return AdRecord(*rows[0])
 
-    def list_ads(self, account_id: str | None, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
+    def list_ads(self, account_id: str, after: str | None = None, limit: int | None = None) -> list[AdRecord]:
         page = (after or "", -1 if limit is None else limit)  # SQLite: LIMIT -1 is no limit
-        if account_id is None:
-            return [AdRecord(*row) for row in self._read(
-                f"SELECT {_AD_READ} FROM ads WHERE id > ? ORDER BY id LIMIT ?", page)]
         return [
             AdRecord(*row)
             for row in self._read(

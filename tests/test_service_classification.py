@@ -377,3 +377,13 @@ def test_the_reply_size_bounds_are_never_below_the_exact_size(counts, ids, value
     found = match_buffers(counts, ids, values[:len(ids)] + [0.0] * (len(ids) - len(values)))
     assert buffers_reply(len(counts), found).ByteSize() <= buffers_bound(found)
     assert buffers_reply(2**32 - 1, found).ByteSize() <= buffers_bound(found)  # the longest count
+
+
+def test_events_in_two_forms_name_the_field_alone_and_in_a_stream(ingest):
+    request = pb.ClassifyPixelEventsRequest(events=[pb.PixelEvent(pixel_id="1")], columns=pb.PixelEventColumns(pixel_id=["1"]))
+    error = rejected(ingest.call, ingest.classification.ClassifyPixelEvents, request)
+    assert error_code(error) == 100
+    assert error.details() == "columns: give events in one form (events as rows, columns or buffers), not both events and columns"
+    replies = ingest.classification.StreamClassifyPixelEvents(iter([request]), metadata=ingest.metadata, timeout=10)
+    error = rejected(list, replies)
+    assert error.details().startswith("requests[0].columns: give events in one form")
