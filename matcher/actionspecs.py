@@ -416,10 +416,22 @@ def parse_action_specs(
 
 def _parse(specs: Any, field: Callable[[], str], max_length: int) -> list[ActionSpec]:
     """:func:`parse_action_specs` with the field name built only when an error needs it."""
-    measured = False
     if isinstance(specs, (str, bytes, bytearray)):
-        specs = _loads(specs, field(), max_length)
-        measured = True
+        return parse_decoded(_loads(specs, field(), max_length), field, max_length, measured=True)
+    return parse_decoded(specs, field, max_length)
+
+
+def decode_specs_text(text: str | bytes | bytearray, field: str, max_length: int) -> Any:
+    """The decoded JSON of specs given as text, within ``max_length`` characters; raises
+    :class:`matcher.SpecError` at ``field`` for text too long, not UTF-8 or not JSON."""
+    return _loads(text, field, max_length)
+
+
+def parse_decoded(
+    specs: Any, field: Callable[[], str], max_length: int, *, measured: bool = False
+) -> list[ActionSpec]:
+    """Parse decoded specs; ``measured`` when they came from text already held to
+    ``max_length``, so their canonical JSON need not be measured again."""
     bound = 0
     if type(specs) is ActionSpec:
         parsed = [specs]

@@ -32,8 +32,10 @@ from typing import Any
 from matcher.actionspecs import (
     DEFAULT_MAX_LENGTH,
     ActionSpec,
+    decode_specs_text,
     key_path,
     parse_action_specs,
+    parse_decoded,
     scalar_text,
 )
 from matcher.errors import SpecError
@@ -326,30 +328,15 @@ def _custom(ad: Mapping[str, Any], name: str, ids, max_length: int) -> list[Acti
     raw = ad.get(name)
     if raw is None:
         return None
+    measured = isinstance(raw, (str, bytes, bytearray))
+    if measured:
+        # Decoded first, within the length limit: text that is an empty list is no specs,
+        # but text over the limit is an error even when it is only blanks around "[]".
+        raw = decode_specs_text(raw, name, max_length)
     if isinstance(raw, (list, tuple)) and not raw:
         return None
-    text = _json_text_start(raw)
-    if text is not None and _is_empty_list(text):
-        return None
-    single = isinstance(raw, (Mapping, ActionSpec)) or (text is not None and text[:1] == "{")
-    specs = parse_action_specs(raw, field=name, max_length=max_length)
-    return _fill(specs, ids, name, indexed=not single)
-
-
-def _is_empty_list(text: str) -> bool:
-    whole = text.rstrip(" \t\n\r")
-    return whole[:1] == "[" and whole[-1:] == "]" and not whole[1:-1].strip(" \t\n\r")
-
-
-def _json_text_start(raw: Any) -> str | None:
-    """JSON text input from its first non-blank character, or None when ``raw`` is not text
-    (bytes that are not UTF-8 give '': parsing reports them)."""
-    if isinstance(raw, (bytes, bytearray)):
-        try:
-            raw = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError:
-            return ""
-    return raw.lstrip(" \t\n\r") if isinstance(raw, str) else None
+    specs = parse_decoded(raw, lambda: name, max_length, measured=measured)
+    return _fill(specs, ids, name, indexed=not isinstance(raw, (Mapping, ActionSpec)))
 
 
 def _unique(specs: list[ActionSpec]) -> list[ActionSpec]:

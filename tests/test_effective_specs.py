@@ -329,6 +329,17 @@ def test_custom_length_limit():
         effective_specs(the_ad, max_length=50)
 
 
+@pytest.mark.parametrize("form", [str, str.encode])
+def test_an_empty_list_over_the_length_limit_is_too_long(form):
+    """Blanks count toward the limit: "[", 10 MB of spaces and "]" is not "no specs"."""
+    text = "[" + " " * 10_000_000 + "]"
+    the_ad = ad("NONE", "page_like", tracking_specs=form(text))
+    with pytest.raises(SpecError, match="longer than") as caught:
+        effective_specs(the_ad)
+    assert caught.value.path == "tracking_specs"
+    assert effective_specs(ad("NONE", "page_like", tracking_specs=form("[" + " " * 4000 + "]")))[0]
+
+
 def test_the_length_limit_holds_for_each_field_not_their_sum():
     """docs/action-specs.md: tracking_specs and conversion_specs are each at most max_length
     characters of JSON; the specs in effect (defaults added) may be longer."""
