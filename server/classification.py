@@ -504,18 +504,22 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             no_ads = no_ads_reply(len(batch))
             reply.MergeFromString(no_ads)
             bound += len(no_ads)
-        # gRPC refuses a reply over the message limit after the handler returns, with no code,
-        # and a client retrying a recorded batch would count it twice: a reply that cannot be
-        # sent is refused here, before anything is recorded. The bound spares measuring the
-        # (exact, but O(matches)) size of the replies that fit by far, nearly all of them.
-        limit = self.core.limits.max_message_bytes
-        if bound > limit and (size := reply.ByteSize()) > limit:
-            raise LimitExceeded(
-                f"events: the reply would be {size} bytes, more than the limit of {limit} (--max-message-bytes)"
-                f"{'; nothing was recorded' if recording is not None else ''}: send fewer events per request")
+        # A client retrying a recorded batch would count it twice: a reply that cannot be sent
+        # is refused before anything is recorded.
+        self._check_reply_size(reply, bound, "events", "; nothing was recorded" if recording is not None else "")
         if recording is not None:
             recording()
         return reply
+
+    def _check_reply_size(self, reply: Any, bound: int, field: str, recorded: str = "") -> None:
+        """Refuse (LimitExceeded at ``field``) a reply over the message limit: gRPC would refuse
+        it after the handler returns, with no code a client can act on. The ``bound`` spares
+        measuring the (exact, but O(matches)) size of the replies that fit by far, nearly all."""
+        limit = self.core.limits.max_message_bytes
+        if bound > limit and (size := reply.ByteSize()) > limit:
+            raise LimitExceeded(
+                f"{field}: the reply would be {size} bytes, more than the limit of {limit} (--max-message-bytes)"
+                f"{recorded}: send fewer {field} per request")
 
     def _lists_reply(self, request: pb.ClassifyPixelEventsRequest, snapshot: Snapshot, batch: PixelBatch
                      ) -> tuple[pb.ClassifyPixelEventsResponse, int, Callable[[], None] | None]:
@@ -592,7 +596,10 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         snapshot = self.core.registry.snapshot
         ads = ads_for_actions(snapshot, actions) if snapshot.ad_specs else [()] * len(actions)
         self._actions_counter.inc(len(actions))
-        return pb.ClassifyActionsResponse(**ad_columns(ads))
+        columns = ad_columns(ads)
+        reply = pb.ClassifyActionsResponse(**columns)
+        self._check_reply_size(reply, ad_columns_bound(columns), "actions")
+        return reply
 
     def ClassifyActions(self, request, context):
         self.core.authenticate(context).require_ingest()

@@ -354,6 +354,31 @@ def test_a_reply_too_big_for_its_ads_alone_is_code_368_and_counted_as_refused(tm
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "OK"}) == 1
 
 
+def test_an_actions_reply_too_big_is_code_368_in_unary_and_stream(tmp_path):
+    """ClassifyActions' reply had no check: over the limit, gRPC refused it after the handler
+    returned, with no code a client can act on (and the call was counted as OK)."""
+    with running_server(tmp_path / "m.db", limits=Limits(max_message_bytes=64 * 1024)) as (server, target), \
+            Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
+        for i in range(40):
+            owner.register_ad({"id": f"ad-{i:02d}-" + "x" * 56, "account_id": "act_1", "objective": "PAGE_LIKES",
+                               "creative": {"kind": "page_like", "page_id": "P1"}})
+        like = {"action.type": "like", "page": "P1"}
+        assert [len(ads) for ads in ingest.classify_actions([like] * 2)] == [40, 40]
+        error = rejected(ingest.classify_actions, [like] * 40)  # 1,600 ads: ~130 KB
+        assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
+        assert error.details().startswith("actions: the reply would be ")
+        assert error.details().endswith("send fewer actions per request")
+        requests = [pb.ClassifyActionsRequest(actions=[json.dumps(like)] * n) for n in (2, 40)]
+        replies = ingest.classification.StreamClassifyActions(iter(requests), metadata=ingest.metadata, timeout=10)
+        assert list(next(replies).ad_counts) == [40, 40]
+        with pytest.raises(grpc.RpcError) as caught:
+            next(replies)
+        assert caught.value.details().startswith("requests[1].actions: the reply would be ")
+    method = "/conversion_matcher.v1.ClassificationService/ClassifyActions"
+    registry = server.core.metrics.registry
+    assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "RESOURCE_EXHAUSTED"}) == 1
+
+
 ids_strategy = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=30)
 
 
