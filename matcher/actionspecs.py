@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import partial
+from numbers import Integral
 from operator import itemgetter
 from typing import Any
 
@@ -98,7 +99,8 @@ def _decimal_text(number: Decimal) -> str | None:
 
 
 def _number_text(value: Any) -> str | None:
-    """Decimal text of an ``int``, ``float`` or ``Decimal``; ``None`` for anything else."""
+    """Decimal text of an ``int`` (or another integer type, e.g. ``numpy.int64``), ``float`` or
+    ``Decimal``; ``None`` for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -115,6 +117,8 @@ def _number_text(value: Any) -> str | None:
             return _decimal_text(value)
         except (ArithmeticError, ValueError):  # 1e1000000: normalize() overflows the context
             return None
+    if isinstance(value, Integral):  # numpy.int64 from numpy or pandas data: as its int, as rules read it
+        return _number_text(int(value))
     return None
 
 

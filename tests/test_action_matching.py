@@ -193,6 +193,20 @@ def test_namespaced_verb_with_application(action_set):
     assert not matches(action_set, spec, {"action.type": "flightsim:land", "application": "174829001234"})
 
 
+def test_integers_of_other_types_are_their_decimal_text(action_set):
+    """Actions built from numpy or pandas data hold numpy.int64 and the like: the int they
+    are, as rules read them (they once matched nothing, and specs refused them)."""
+    import numpy as np
+
+    spec = {"action.type": ["flightsim:fly"], "application": [np.int64(174829001234)]}
+    assert parse_action_specs(spec)[0].values("application") == ("174829001234",)
+    assert matches(action_set, spec, {"action.type": "flightsim:fly", "application": np.int64(174829001234)})
+    assert matches(action_set, spec, {"action.type": "flightsim:fly", "application": np.uint64(174829001234)})
+    assert not matches(action_set, spec, {"action.type": "flightsim:fly", "application": np.int64(1)})
+    flag = {"action.type": ["flightsim:fly"], "application": ["1"]}
+    assert not matches(action_set, flag, {"action.type": "flightsim:fly", "application": np.bool_(True)})
+
+
 def test_open_graph_object_selector(action_set):
     spec = {"action.type": ["flightsim:fly"], "plane": [68764758347]}
     assert matches(action_set, spec, {"action.type": "flightsim:fly", "plane": "68764758347"})
