@@ -258,9 +258,10 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         record = self._owned(principal, request.custom_conversion_id)
         page = page_request(request, "GetCustomConversionStats", f"{record.id}/{aggregation}", largest=sys.maxsize)
         rows = self._stats_rows(record, aggregation, start, end, _stats_after(page.after))
-        items = ((json.dumps([hour, key]), pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value))
+        items = (((hour, key), pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value))
                  for hour, key, value in rows)
-        messages, token = fill(page, items, reply_bytes=self.core.limits.max_message_bytes, what="stats row")
+        messages, token = fill(page, items, reply_bytes=self.core.limits.max_message_bytes, what="stats row",
+                               key_text=lambda hour_key: json.dumps(list(hour_key)))
         return pb.CustomConversionStats(custom_conversion_id=record.id, aggregation=aggregation, rows=messages,
                                         next_page_token=token)
 

@@ -34,7 +34,8 @@ __all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "first_page",
 
 MAX_PAGE_SIZE = 1000
 REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a pixel id
-READ_CHUNK = 64  # rows read from the store at a time: a page that ends on bytes reads few past it
+READ_CHUNK = 64  # rows first read from the store at a time: a page that ends on bytes reads few past it
+MAX_READ_CHUNK = 4096  # ... doubling per read up to this, so a long page takes few reads
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -96,41 +97,46 @@ def _entry_bytes(item: Message | str) -> int:
 
 def read_on(read: Callable[[K | None, int], list[T]], key: Callable[[T], K], after: K | None) -> Iterator[T]:
     """Every row after ``after``, lazily: ``read(after, limit)`` gives the first ``limit`` rows
-    after a key, in key order, and is called again only when a page needs more."""
+    after a key, in key order, and is called again only when a page needs more (for twice as
+    many rows each time, up to ``MAX_READ_CHUNK``: a page reads at most about as many rows past
+    its end as it took)."""
+    chunk = READ_CHUNK
     while True:
-        rows = read(after, READ_CHUNK)
+        rows = read(after, chunk)
         yield from rows
-        if len(rows) < READ_CHUNK:
+        if len(rows) < chunk:
             return
         after = key(rows[-1])
+        chunk = min(2 * chunk, MAX_READ_CHUNK)
 
 
-def fill(page: Page, items: Iterable[tuple[str, M | None]], *, reply_bytes: int,
-         what: str) -> tuple[list[M], str]:
+def fill(page: Page, items: Iterable[tuple[K, M | None]], *, reply_bytes: int, what: str,
+         key_text: Callable[[K], str] = str) -> tuple[list[M], str]:
     """The messages of one page and the next page's token ('' when this page is the last).
 
     ``items`` are (key, message) in key order, every item after ``page.after`` (read lazily:
     the page takes what fits and looks one item further); a message may also be a string, an
     element of a repeated string field. A message of None is an item left
-    out of the listing that the page still moves past. ``reply_bytes`` is the server's
+    out of the listing that the page still moves past. ``key_text`` is a key as the token
+    holds it, called for the page's last key only. ``reply_bytes`` is the server's
     message size limit; an item that alone would pass it is code 368 naming ``what``.
     """
     budget = reply_bytes - REPLY_RESERVE_BYTES
     messages: list[M] = []
     used = 0
-    last = ""
+    last = None
     for key, message in items:
         if len(messages) == page.size:
-            return messages, page.token(last)
+            return messages, page.token(key_text(last))
         if message is not None:
             size = _entry_bytes(message)
             if used + size > budget:
                 if not messages:
                     raise LimitExceeded(
-                        f"{what} {key}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
+                        f"{what} {key_text(key)}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
                         "the server's --max-message-bytes)"
                     )
-                return messages, page.token(last)
+                return messages, page.token(key_text(last))
             messages.append(message)
             used += size
         last = key

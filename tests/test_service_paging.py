@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from server.client import Client, error_code
 from server.core import Limits
 from server.gen.conversion_matcher.v1 import ads_pb2, custom_conversions_pb2 as pb, pixels_pb2
-from server.paging import MAX_PAGE_SIZE, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on
+from server.paging import MAX_PAGE_SIZE, MAX_READ_CHUNK, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on
 from server.testing import running_server
 from tests.service_fixtures import other, owner, rejected, service  # noqa: F401 (fixtures)
 
@@ -238,7 +238,23 @@ def test_read_on_reads_the_store_a_chunk_at_a_time_as_a_page_needs_it():
     assert reads == [None]  # one chunk holds the first rows: nothing more is read yet
     first.append(next(items))
     assert reads == [None, rows[READ_CHUNK - 1]]  # the next chunk starts after the last row read
-    assert first + list(items) == rows and len(reads) == 200 // READ_CHUNK + 1
+    assert first + list(items) == rows and len(reads) == 3  # 64, then 128 (136 left: 128 + 8)
+
+
+def test_read_on_doubles_its_chunk_up_to_a_bound():
+    """A long page takes few reads (each one two SELECTs for stats), and reads at most about
+    as many rows past its end as it took."""
+    limits = []
+
+    def read(after, limit):
+        limits.append(limit)
+        start = 0 if after is None else after + 1
+        return list(range(start, min(start + limit, 20_000)))
+
+    assert list(read_on(read, int, None)) == list(range(20_000))
+    assert limits[:4] == [READ_CHUNK, 2 * READ_CHUNK, 4 * READ_CHUNK, 8 * READ_CHUNK]
+    assert max(limits) == MAX_READ_CHUNK and limits[-2:] == [MAX_READ_CHUNK] * 2
+    assert sum(limits[:-1]) < 20_000 <= sum(limits)
 
 
 # -- GetCustomConversionStats ---------------------------------------------------------------------
