@@ -15,7 +15,7 @@ from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_FromDouble
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_GetSlice, PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_FromLongLong
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.ref cimport Py_INCREF, PyObject
 from libc.math cimport isfinite
@@ -69,6 +69,8 @@ cdef extern from *:
     }
     static inline const char* _ascii_data(PyObject* o) { return (const char*)PyUnicode_DATA(o); }
     static inline Py_ssize_t _ascii_size(PyObject* o) { return PyUnicode_GET_LENGTH(o); }
+    /* An exact int (its value is read with the GIL: ``Matcher._find_int_sources``). */
+    static inline int _exact_int(PyObject* o) { return Py_TYPE(o) == &PyLong_Type; }
     /* An exact float (immutable) and its value. */
     static inline int _exact_float(PyObject* o) { return Py_TYPE(o) == &PyFloat_Type; }
     static inline double _float_value(PyObject* o) { return PyFloat_AS_DOUBLE(o); }
@@ -92,6 +94,7 @@ cdef extern from *:
     bint _exact_ascii_str(PyObject* o) noexcept nogil
     const char* _ascii_data(PyObject* o) noexcept nogil
     Py_ssize_t _ascii_size(PyObject* o) noexcept nogil
+    bint _exact_int(PyObject* o) noexcept nogil
     bint _exact_float(PyObject* o) noexcept nogil
     double _float_value(PyObject* o) noexcept nogil
     void _prefetch_lines(const char* p, int lines) noexcept nogil
@@ -2390,6 +2393,7 @@ cdef class Matcher:
         cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
         cdef PyObject* pixel
         cdef const char* text
+        cdef bint ints = False
         for row in range(n):
             src.source[row] = -1
             if pixel_buf.kind == BUF_NONE:
@@ -2398,6 +2402,7 @@ cdef class Matcher:
                     continue
                 if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
                     src.source[row] = -2
+                    ints = ints or _exact_int(pixel)
                     continue
                 text = _ascii_data(pixel)
                 size = _ascii_size(pixel)
@@ -2405,10 +2410,34 @@ cdef class Matcher:
                 continue
             elif pixel_buf.kind == BUF_TEXT:
                 text = _buf_text(pixel_buf, row, &size)
-            else:  # numbers: an integer's decimal text (``_source_part``)
+            elif pixel_buf.kind == BUF_INT:  # an integer's decimal text (``_source_part``)
+                src.source[row] = self._int_source(_buf_int(pixel_buf, row))
+                continue
+            else:  # a float is no source's id, but ``_source_part`` says so (to the GIL)
                 src.source[row] = -2
                 continue
             src.source[row] = self._source_index(text, size)
+        if ints:  # a list's exact ints: their values are read with the GIL, once for them all
+            with gil:
+                self._find_int_sources(src, n)
+
+    cdef void _find_int_sources(self, _Events src, Py_ssize_t n) noexcept:
+        """``_find_sources`` for the rows left to the GIL whose pixel id is an exact int that
+        fits 64 bits (the others stay left to it)."""
+        cdef Py_ssize_t row
+        cdef PyObject* pixel
+        cdef long long number
+        cdef int overflow
+        for row in range(n):
+            if src.source[row] != -2:
+                continue
+            pixel = _column_value(src.column[W_PIXEL], row)
+            if pixel == NULL or not _exact_int(pixel):
+                continue
+            overflow = 0
+            number = PyLong_AsLongLongAndOverflow(<object>pixel, &overflow)
+            if not overflow:
+                src.source[row] = self._int_source(number)
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
                         vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
@@ -2543,8 +2572,15 @@ cdef class Matcher:
         cdef const char* text
         cdef Py_ssize_t size
         cdef int32_t source
+        cdef long long number
+        cdef int overflow = 0
         if raw == NULL:
             return NULL
+        if type(<object>raw) is int:  # (an exact int cannot fail to convert: at most overflow)
+            number = PyLong_AsLongLongAndOverflow(<object>raw, &overflow)
+            if not overflow:
+                source = self._int_source(number)
+                return self._source_parts[source] if source >= 0 else NULL
         key = <object>raw if type(<object>raw) is str else source_key(<object>raw)
         if key is None:
             return NULL
@@ -2554,6 +2590,23 @@ cdef class Matcher:
             return (<Partition>found).part if found is not None else NULL
         source = self._source_index(text, size)
         return self._source_parts[source] if source >= 0 else NULL
+
+    cdef int32_t _int_source(self, int64_t number) noexcept nogil:
+        """``_source_index`` of an integer pixel id's decimal text (``source_key``'s), written
+        here: an int column's ids (or a list's ints) find their source without a str made."""
+        cdef char digits[24]
+        cdef char* at = digits + 24
+        cdef uint64_t magnitude = <uint64_t>(-(number + 1)) + 1 if number < 0 else <uint64_t>number
+        while True:
+            at -= 1
+            at[0] = <char>(48 + magnitude % 10)
+            magnitude //= 10
+            if magnitude == 0:
+                break
+        if number < 0:
+            at -= 1
+            at[0] = 45  # '-'
+        return self._source_index(at, digits + 24 - at)
 
     cdef inline int32_t _source_index(self, const char* text, Py_ssize_t size) noexcept nogil:
         """The index in ``_source_parts`` of the source whose UTF-8 is ``text``; -1 when none."""

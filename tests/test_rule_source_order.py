@@ -72,6 +72,35 @@ def test_events_grouped_by_source_are_answered_in_call_order(by_parameter, buffe
         assert compiled.match_columns(_columns(events, by_parameter, buffers)) == _flat(expected), engine.__name__
 
 
+_INT_SOURCES = ["0", "1003", "-5", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "True"]
+_INT_IDS = [0, 1003, -5, 2**63 - 1, -2**63, 2**64, True, 1003.0, None, 77]
+
+
+@pytest.mark.parametrize("buffers", [False, True])
+def test_integer_pixel_ids_find_their_source_as_decimal_text(buffers):
+    """An integer pixel id is its decimal text, read in the kernel (once by a Python call per
+    event, and left to the GIL in columns): negative ids, int64's bounds, an id past 64 bits,
+    and ids that are no integer (True, a float) next to them, as a list and (where every id is
+    an int64) as an integer column."""
+    rules = {f"r{k}": {"url": {"contains": "/p"}} for k in range(len(_INT_SOURCES))}
+    sources = {f"r{k}": source for k, source in enumerate(_INT_SOURCES)}
+    rng = random.Random(5)
+    ids = [rng.choice(_INT_IDS) for _ in range(600)]
+    if buffers:  # an int64 column: only ints in its range, or nothing
+        ids = [i if type(i) is int and -2**63 <= i < 2**63 else None for i in ids]
+    events = [{"url": "https://shop.example/p", **({"pixel_id": i} if i is not None else {})} for i in ids]
+    expected = match_rules(rules, events, sources)
+    assert {tuple(e) for e in expected} >= {("r0",), ("r1",), ("r2",), ("r3",), ("r4",), ()}
+    assert buffers or ["r5"] in expected  # past 64 bits: a list's int, not an int64 column's
+    columns = _columns(events, False, buffers)
+    if buffers:
+        assert type(columns["pixel_id"]).__name__ == "NumberColumn"
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_columns(columns) == _flat(expected), engine.__name__
+        assert compiled.match_batch(events) == expected, engine.__name__
+
+
 def test_a_shuffled_batch_answers_each_event_as_before():
     rules, sources = _rules()
     rng = random.Random(3)
