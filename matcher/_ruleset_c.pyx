@@ -2298,7 +2298,8 @@ cdef class Matcher:
                 # event needs (those of the eager groups) that are built-in columns' ASCII
                 # strs or buffers, and the sources given either way; when nothing is left to
                 # the GIL (the common case), the next phases too. The GIL is taken again only
-                # for a chunk that left something to it, or at the call's end: each release,
+                # for a chunk that left something to it, once to read a list's int pixel ids
+                # (``_find_sources``), or at the call's end: each release,
                 # with other threads waiting for it, costs them a wake-up and this thread a
                 # wait to take it back.
                 src.made = []
@@ -2386,9 +2387,10 @@ cdef class Matcher:
         return moved
 
     cdef void _find_sources(self, _Events src, Py_ssize_t n) noexcept nogil:
-        """Columns, without the GIL: per call row, the index of its source's partition in
-        ``_source_parts``, -1 when it has none (no pixel id, or one no rule names), -2 when
-        its pixel id is left to the GIL (see ``_extract_fast``)."""
+        """Columns, without the GIL (taken once, when a list holds ints: their values are
+        Python's): per call row, the index of its source's partition in ``_source_parts``, -1
+        when it has none (no pixel id, a float, or one no rule names), -2 when its pixel id
+        is left to the GIL (see ``_extract_fast``)."""
         cdef Py_ssize_t row, size
         cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
         cdef PyObject* pixel
@@ -2413,8 +2415,7 @@ cdef class Matcher:
             elif pixel_buf.kind == BUF_INT:  # an integer's decimal text (``_source_part``)
                 src.source[row] = self._int_source(_buf_int(pixel_buf, row))
                 continue
-            else:  # a float is no source's id, but ``_source_part`` says so (to the GIL)
-                src.source[row] = -2
+            else:  # a float is no source's id (``source_key``): -1
                 continue
             src.source[row] = self._source_index(text, size)
         if ints:  # a list's exact ints: their values are read with the GIL, once for them all
@@ -2426,18 +2427,19 @@ cdef class Matcher:
         fits 64 bits (the others stay left to it)."""
         cdef Py_ssize_t row
         cdef PyObject* pixel
-        cdef long long number
-        cdef int overflow
         for row in range(n):
             if src.source[row] != -2:
                 continue
             pixel = _column_value(src.column[W_PIXEL], row)
-            if pixel == NULL or not _exact_int(pixel):
-                continue
-            overflow = 0
-            number = PyLong_AsLongLongAndOverflow(<object>pixel, &overflow)
-            if not overflow:
-                src.source[row] = self._int_source(number)
+            if pixel != NULL and _exact_int(pixel):
+                src.source[row] = self._long_source(pixel)
+
+    cdef int32_t _long_source(self, PyObject* pixel) noexcept:
+        """``_int_source`` of an exact int (with the GIL); -2 past 64 bits (``source_key``'s
+        to say). An exact int cannot fail to convert: at most it overflows."""
+        cdef int overflow = 0
+        cdef long long number = PyLong_AsLongLongAndOverflow(<object>pixel, &overflow)
+        return -2 if overflow else self._int_source(number)
 
     cdef void _evaluate(self, _Events src, Row* rows, Py_ssize_t start, Py_ssize_t stop, Scratch* sc,
                         vector[Item]& items, Span* spans, Batch* b, int nf, vector[int32_t]& redo) noexcept nogil:
@@ -2572,14 +2574,11 @@ cdef class Matcher:
         cdef const char* text
         cdef Py_ssize_t size
         cdef int32_t source
-        cdef long long number
-        cdef int overflow = 0
         if raw == NULL:
             return NULL
-        if type(<object>raw) is int:  # (an exact int cannot fail to convert: at most overflow)
-            number = PyLong_AsLongLongAndOverflow(<object>raw, &overflow)
-            if not overflow:
-                source = self._int_source(number)
+        if _exact_int(raw):
+            source = self._long_source(raw)
+            if source != -2:
                 return self._source_parts[source] if source >= 0 else NULL
         key = <object>raw if type(<object>raw) is str else source_key(<object>raw)
         if key is None:
@@ -2596,7 +2595,7 @@ cdef class Matcher:
         here: an int column's ids (or a list's ints) find their source without a str made."""
         cdef char digits[24]
         cdef char* at = digits + 24
-        cdef uint64_t magnitude = <uint64_t>(-(number + 1)) + 1 if number < 0 else <uint64_t>number
+        cdef uint64_t magnitude = <uint64_t>0 - <uint64_t>number if number < 0 else <uint64_t>number
         while True:
             at -= 1
             at[0] = <char>(48 + magnitude % 10)

@@ -99,6 +99,9 @@ def test_integer_pixel_ids_find_their_source_as_decimal_text(buffers):
         compiled = compile_rules(rules, sources, engine=engine)
         assert compiled.match_columns(columns) == _flat(expected), engine.__name__
         assert compiled.match_batch(events) == expected, engine.__name__
+        floats = {"url": ["https://shop.example/p"] * 3, "pixel_id": as_buffer([1003.0, 0.0, None])}
+        assert type(floats["pixel_id"]).__name__ == "NumberColumn"
+        assert compiled.match_columns(floats) == ([0, 0, 0], [])  # a float is no source's id
 
 
 def test_a_shuffled_batch_answers_each_event_as_before():
