@@ -256,7 +256,7 @@ def _list(parser: argparse.ArgumentParser, option: str, text: str, item) -> list
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench grpc", description=__doc__.splitlines()[0])
+    parser = cli.parser("grpc", __doc__)
     parser.add_argument("--rules", help="rule counts, a comma list (e.g. 100,1000,10000,100000); default 10000")
     parser.add_argument("--batch", type=cli.positive_int, default=1_000, help="events per request in the throughput runs")
     parser.add_argument("--form", default="columns",

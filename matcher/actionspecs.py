@@ -175,7 +175,7 @@ class ActionSpec(tuple):
     def __new__(cls, spec: Mapping[str, Any] | str, *, path: str = "spec") -> ActionSpec:
         """Validate ``spec`` (a mapping, or JSON text of one spec); raise :class:`SpecError`."""
         if isinstance(spec, (str, bytes, bytearray)):
-            decoded = _loads(spec, path, DEFAULT_MAX_LENGTH)
+            decoded = decode_specs_text(spec, path, DEFAULT_MAX_LENGTH)
         else:
             decoded = spec
         types, constraints, _ = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
@@ -234,7 +234,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid number")
 
 
-def _loads(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
+def decode_specs_text(text: str | bytes | bytearray, path: str, max_length: int) -> Any:
+    """The decoded JSON of specs given as text, within ``max_length`` characters; raises
+    :class:`matcher.SpecError` at ``path`` for text too long, not UTF-8 or not JSON."""
     if isinstance(text, (bytes, bytearray)):
         if len(text) > 4 * max_length:
             raise SpecError(path, f"JSON text is longer than {max_length} characters")
@@ -278,7 +280,7 @@ def scalar_text(value: Any, path: Callable[[], str]) -> str:
         raise SpecError(path(), f"expected a string or a number, got {json.dumps(value)}")
     text = _number_text(value)
     if text is None:
-        if isinstance(value, (int, float, Decimal)):
+        if isinstance(value, (Integral, float, Decimal)):
             raise SpecError(path(), "number is not finite or has too many digits")
         raise SpecError(path(), f"expected a string or a number, got {type(value).__name__}")
     return text
@@ -421,14 +423,8 @@ def parse_action_specs(
 def _parse(specs: Any, field: Callable[[], str], max_length: int) -> list[ActionSpec]:
     """:func:`parse_action_specs` with the field name built only when an error needs it."""
     if isinstance(specs, (str, bytes, bytearray)):
-        return parse_decoded(_loads(specs, field(), max_length), field, max_length, measured=True)
+        return parse_decoded(decode_specs_text(specs, field(), max_length), field, max_length, measured=True)
     return parse_decoded(specs, field, max_length)
-
-
-def decode_specs_text(text: str | bytes | bytearray, field: str, max_length: int) -> Any:
-    """The decoded JSON of specs given as text, within ``max_length`` characters; raises
-    :class:`matcher.SpecError` at ``field`` for text too long, not UTF-8 or not JSON."""
-    return _loads(text, field, max_length)
 
 
 def parse_decoded(

@@ -493,7 +493,6 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             reply, bound = buffers_reply(len(batch), found), buffers_bound(found)
         else:
             reply, bound, recording = self._lists_reply(request, snapshot, batch)
-        self._pixel_events_counter.inc(len(batch))
         if snapshot.ad_specs:
             firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
             pixel_ads = ads_for_firings(snapshot, firings)
@@ -509,6 +508,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         self._check_reply_size(reply, bound, "events", "; nothing was recorded" if recording is not None else "")
         if recording is not None:
             recording()
+        self._pixel_events_counter.inc(len(batch))  # (a refused batch, sent again split, counts once)
         return reply
 
     def _check_reply_size(self, reply: Any, bound: int, field: str, recorded: str = "") -> None:
@@ -595,10 +595,10 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         actions = _json_actions(request.actions, self.core.limits.max_batch_events)
         snapshot = self.core.registry.snapshot
         ads = ads_for_actions(snapshot, actions) if snapshot.ad_specs else [()] * len(actions)
-        self._actions_counter.inc(len(actions))
         columns = ad_columns(ads)
         reply = pb.ClassifyActionsResponse(**columns)
         self._check_reply_size(reply, ad_columns_bound(columns), "actions")
+        self._actions_counter.inc(len(actions))
         return reply
 
     def ClassifyActions(self, request, context):

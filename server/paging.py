@@ -5,7 +5,7 @@ conversion's stats rows have no bound a reply could hold, so their calls answer 
 a time:
 
 - A page holds at most ``page_size`` items (0: ``MAX_PAGE_SIZE``; more is taken as
-  ``MAX_PAGE_SIZE``; negative is code 100). It also ends before the reply would pass the
+  ``MAX_PAGE_SIZE``, or a call's own ``largest``: stats have none; negative is code 100). It also ends before the reply would pass the
   server's message size limit, so a short page is not necessarily the last: an empty
   ``next_page_token`` is.
 - Items come in key order (ad id, pixel id, account id; (hour, key) for stats), and a

@@ -217,7 +217,7 @@ class Registry:
         """Register or replace an ad (``owners``: as ``Store.put_ad``); returns it with its
         effective specs, now in classification."""
         with self._writer:
-            specs = effective_ad_specs(record)
+            specs = effective_ad_specs(record, sent=True)
             current = self.snapshot
             ads = {**current.ad_specs, record.id: specs}
             # Compiled before the write (invalid specs change nothing), where the store puts the
@@ -418,10 +418,10 @@ def _get(read: Callable[[str], T], object_id: str) -> T | None:
 
 # -- ads: effective specs and their compiled sets ------------------------------------------
 
-def _json_object(text: str, field_name: str) -> dict:
+def _json_object(text: str, field_name: str, unique_keys: bool) -> dict:
     if not text:
         return {}
-    value = parse_json(text, field_name, unique_keys=True)
+    value = parse_json(text, field_name, unique_keys=unique_keys)
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field_name}: expected a JSON object")
     return value
@@ -443,14 +443,16 @@ def named_pixels(specs: AdSpecs) -> frozenset[str]:
     )
 
 
-def effective_ad_specs(ad: AdRecord) -> AdSpecs:
+def effective_ad_specs(ad: AdRecord, *, sent: bool = False) -> AdSpecs:
     """Parse an ad's fields and derive the specs in effect (SpecError / InvalidArgument: code 100,
-    at a path from the request's ``ad`` field, as ``ad.creative.url``)."""
+    at a path from the request's ``ad`` field, as ``ad.creative.url``). ``sent``: a client's
+    new ad, whose objects may not give a key twice; a stored ad is read as it was accepted
+    (rows written before that check load, the last of a repeated key winning)."""
     fields = {
         "objective": ad.objective,
-        "creative": _json_object(ad.creative, "ad.creative"),
+        "creative": _json_object(ad.creative, "ad.creative", unique_keys=sent),
         "optimization_goal": ad.optimization_goal,
-        "promoted_object": _json_object(ad.promoted_object, "ad.promoted_object"),
+        "promoted_object": _json_object(ad.promoted_object, "ad.promoted_object", unique_keys=sent),
         "tracking_specs": ad.tracking_specs or None,
         "conversion_specs": ad.conversion_specs or None,
     }

@@ -377,6 +377,8 @@ def test_an_actions_reply_too_big_is_code_368_in_unary_and_stream(tmp_path):
     method = "/conversion_matcher.v1.ClassificationService/ClassifyActions"
     registry = server.core.metrics.registry
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "RESOURCE_EXHAUSTED"}) == 1
+    # only the answered actions count as classified: a refused batch is sent again, split
+    assert registry.get_sample_value("cm_events_classified_total", {"kind": "action"}) == 4
 
 
 ids_strategy = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=30)

@@ -230,3 +230,22 @@ def test_a_stored_ad_whose_specs_no_longer_derive_does_not_keep_the_server_from_
         owner.register_ad({"id": "old", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": page_like},
                           replace=True)
         assert [a.ad.id for a in owner.list_ads("act_1")] == ["good", "old"]
+
+
+def test_a_stored_ad_whose_objects_repeat_a_key_still_loads(tmp_path):
+    """Repeated keys in ``creative`` / ``promoted_object`` are refused when a client sends them,
+    not when a row stored before that check is read: it stays in classification and listings,
+    the last of the repeated keys winning, as JSON reads it."""
+    db = tmp_path / "matcher.db"
+    page_like = {"kind": "page_like", "page_id": "P1"}
+    with running_server(db) as (_, target), Client(target, "owner-token") as owner:
+        owner.register_ad({"id": "old", "account_id": "act_1", "objective": "PAGE_LIKES", "creative": page_like})
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE ads SET creative = ? WHERE id = 'old'",
+                    ('{"kind": "page_like", "page_id": "P0", "page_id": "P1"}',))
+    with running_server(db) as (_, target), Client(target, "owner-token") as owner, \
+            Client(target, "ingest-token") as ingest:
+        assert [a.ad.id for a in owner.list_ads("act_1")] == ["old"]
+        assert owner.call(owner.ads.GetAd, ads_pb2.GetAdRequest(ad_id="old")).ad.id == "old"
+        assert [[m.ad_id for m in ads] for ads in ingest.classify_actions([{"action.type": "like", "page": "P1"}])] \
+            == [["old"]]
