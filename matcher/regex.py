@@ -54,6 +54,7 @@ def check_syntax(pattern: str) -> None:
     if not pattern:
         raise ValueError("regex must not be empty")
     in_class = False
+    brace = -1  # where the last "{" outside a class and not escaped is
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
@@ -88,6 +89,8 @@ def check_syntax(pattern: str) -> None:
                 j += 1
             i = j
             continue
+        elif ch == "{":
+            brace = i
         elif ch == "(" and pattern[i + 1 : i + 2] in ("?", "*"):
             for prefix, name in _GROUP_CONSTRUCTS:
                 if pattern.startswith(prefix, i + 1):
@@ -98,7 +101,7 @@ def check_syntax(pattern: str) -> None:
                 raise ValueError(f"flag {min(unknown)} in (?{flags[1]}...) is not supported by RE2 "
                                  "(its flags are i, m, s and U)")
         elif ch == "+" and i > 0 and pattern[i - 1] in "*+?}" and not _escaped(pattern, i - 1) \
-                and (pattern[i - 1] != "}" or _ends_in_repetition(pattern, i)):
+                and (pattern[i - 1] != "}" or (brace >= 0 and _REPETITION.fullmatch(pattern, brace, i))):
             raise ValueError("possessive quantifier is not supported by RE2")
         i += 1
 
@@ -111,14 +114,10 @@ _FLAG_GROUP = re.compile(r"\?([A-Za-z-]+)[:)]")
 # name is RE2's error to report.
 _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
 # A counted repetition RE2 reads as one: {n}, {n,} or {n,m}. Other braces ({,3}, {x}) are
-# literal text in RE2, so a "+" after their "}" repeats that "}".
-_REPETITION_END = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}$")
-
-
-def _ends_in_repetition(pattern: str, end: int) -> bool:
-    """Whether ``pattern[:end]`` ends in a counted repetition (its "{" not escaped)."""
-    found = _REPETITION_END.search(pattern, 0, end)
-    return found is not None and not _escaped(pattern, found.start())
+# literal text in RE2, so a "+" after their "}" repeats that "}". Only the last "{" can
+# open the repetition a "}" ends, so the scan keeps where that is and matches from it
+# (searching back from each "}+" made a run of them quadratic).
+_REPETITION = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
 
 
 def _escaped(pattern: str, i: int) -> bool:

@@ -87,3 +87,18 @@ def test_catastrophic_backtracking_patterns_run_in_linear_time():
     assert evaluate(rules["evil"], {"url": text}) is False
     compiled = compile_rules(rules)
     assert compiled.match_batch([{"url": text}, {"url": "x" * 20000}]) == [[], []]
+
+
+@pytest.mark.parametrize(("pattern", "possessive"), [
+    ("a{2}{3}+", True),     # the last "{" opens the repetition the "}" ends
+    ("{1\\{2}+", False),    # that "{" is escaped: "\{2}" is text
+    ("a{2}[{3}+]", False),  # in a class, "{", "}" and "+" are characters
+    ("a{2}b}+", False),     # "{2}b}" is no repetition: the "+" repeats "}"
+    ("a}+" * 20000 + "b{2}+", True),   # a long run of "}+" and a repetition after it
+    ("b{2a" + "}+" * 20000, False),    # one "{" far back, whose "}" ends no repetition
+])
+def test_a_plus_after_a_brace_is_possessive_only_after_a_counted_repetition(pattern, possessive):
+    if possessive:
+        assert "possessive" in reason(pattern)
+    else:
+        parse_rule({"url": {"regex_match": pattern}})
