@@ -58,6 +58,9 @@ class Core:
     _stream_slots: threading.BoundedSemaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.limits.max_streams is None:  # its default depends on the server's workers
+            raise ValueError("Core: limits.max_streams is None; resolve it first with "
+                             "resolve_max_streams(max_streams, workers), as create_server does")
         self._stream_slots = threading.BoundedSemaphore(self.limits.max_streams)
 
     @contextmanager

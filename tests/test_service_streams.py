@@ -114,3 +114,19 @@ def test_the_command_line_defaults_max_streams_to_half_the_workers(monkeypatch, 
     with pytest.raises(SystemExit):
         parse_args(["--workers", "0"])
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_a_core_needs_max_streams_resolved_for_its_workers(tmp_path):
+    # Limits() leaves max_streams to the server's worker count: a Core built without
+    # create_server is told so, not handed a semaphore of None.
+    from server.auth import TokenTable
+    from server.core import Core, resolve_max_streams
+    from server.registry import Registry
+    from server.store import SQLiteStore
+    store = SQLiteStore(tmp_path / "matcher.db")
+    with pytest.raises(ValueError, match="limits.max_streams is None; resolve it first"):
+        Core(store=store, registry=Registry(store), tokens=TokenTable({}), limits=Limits())
+    core = Core(store=store, registry=Registry(store), tokens=TokenTable({}),
+                limits=Limits(max_streams=resolve_max_streams(None, WORKERS)))
+    assert core.limits.max_streams == WORKERS // 2
+    store.close()
