@@ -880,14 +880,15 @@ class SQLiteStore(Store):
             rows = self._read(select + "hour = ? AND key > ? ORDER BY key LIMIT ?",
                               (conversion_id, dimension, hour, key, limit))
         if limit < 0 or len(rows) < limit:
-            rows += self._read(select + "hour > ? AND hour >= ? AND hour < ? ORDER BY hour, key LIMIT ?",
-                               (conversion_id, dimension, hour, start, end, limit - len(rows) if limit >= 0 else -1))
+            rows += self._read(select + "hour >= ? AND hour < ? ORDER BY hour, key LIMIT ?",
+                               (conversion_id, dimension, max(hour + 1, start), end,
+                                limit - len(rows) if limit >= 0 else -1))
         return rows
 
     def pixel_hourly(self, pixel_id: str, start: int, end: int, *, after: int | None = None,
                      limit: int = -1) -> list[tuple[int, int, float]]:
         return self._read(
             "SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? AND hour < ? "
-            "AND hour > ? ORDER BY hour LIMIT ?",
-            (pixel_id, start, end, start - 1 if after is None else after, limit),
+            "ORDER BY hour LIMIT ?",
+            (pixel_id, start if after is None else max(after + 1, start), end, limit),
         )
