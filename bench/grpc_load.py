@@ -335,6 +335,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             options.pixels = [pixel.strip() for pixel in options.pixels.split(",") if pixel.strip()]
             if not options.pixels:
                 parser.error("--pixels needs at least one pixel id")
+        else:
+            options.seed = None  # the file's events: no generator, and no seed-style workload to head them
         options.rule_counts, options.process_counts = [None], [None]  # the server's own: not known here
         options.registrations = 0
         options.spec = None

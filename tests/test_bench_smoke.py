@@ -262,6 +262,7 @@ def test_grpc_bench_loads_a_running_server_with_a_file_of_its_events(tmp_path, r
     assert running["classified"]() - before >= served
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "was running before this command" in done.stdout and "0.50 matching conversions per event" in done.stdout
+    assert "seed-style workload" not in done.stdout and data["setup"]["seed"] is None  # the file's events
 
 
 def test_grpc_bench_on_a_running_server_without_a_ceiling_measures_none(tmp_path, running):
@@ -273,6 +274,7 @@ def test_grpc_bench_on_a_running_server_without_a_ceiling_measures_none(tmp_path
     assert all(row["fraction_of_ceiling"] is None and row["ceiling_events_per_s"] is None for row in data["throughput"])
     assert all(row["runs"][0]["calls"] > 0 and row["runs"][0]["errors"] == 0 for row in data["throughput"])
     assert [point["ceiling"] for point in data["latency"]] == [None, None]
+    assert "seed-style workload, seed 20261122" in done.stdout  # events generated over --pixels
     assert all(point["calls"] > 0 and point["of_ceiling"] is None for point in data["latency"])
     assert "no ceiling was measured" in done.stdout and "none matched" not in done.stdout
 
