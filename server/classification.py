@@ -20,7 +20,7 @@ from itertools import compress
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
-from matcher.values import Segment, fold, lookup, parse_number, url_parts
+from matcher.values import Segment, fold, item_number, lookup, url_parts
 
 from server.core import Core
 from server.errors import InvalidArgument, LimitExceeded, ServiceError, parse_json
@@ -40,19 +40,11 @@ MAX_CACHED_FIRING_CHARS = 256
 def number_value(value: Any) -> float | None:
     """A raw custom-parameter value as a conversion value: a number (or numeric text) a double
     holds; an integer past a double's range, an infinity or NaN is no value."""
-    kind = type(value)
-    if kind is float:  # JSON's and the typed columns' numbers first: the common case
+    if type(value) is float:  # JSON's and the typed columns' numbers first: the common case
         return value if math.isfinite(value) else None
-    if kind is str:  # numeric text as rules read it (ASCII decimals), not all float() takes ("1_000", "١٢")
-        return parse_number(value)
-    elif kind is int or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        try:
-            number = float(value)
-        except OverflowError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
+    # The rest as a rule's numeric operators read an item: numeric text as ASCII decimals (not
+    # all float() takes: "1_000", "١٢"); an int a double holds; no bool.
+    return item_number(value)
 
 
 # The ``value`` custom parameter, found as a rule's field ``value`` finds it: the exact key

@@ -68,6 +68,18 @@ def test_a_conversion_value_is_numeric_text_as_rules_read_it(text, value):
     assert number_value(text) == value
 
 
+def test_a_conversion_value_is_a_number_as_rules_read_one():
+    # One reading for the value a rule compares and the value a conversion reports.
+    import numpy
+
+    class Text(str):
+        pass
+
+    assert number_value(numpy.int64(12)) == 12.0 and number_value(numpy.float64(2.5)) == 2.5
+    assert number_value(Text("3.5")) == 3.5 and number_value(7) == 7.0
+    assert [number_value(v) for v in (True, 10**400, float("nan"), numpy.float64("inf"), None, [1])] == [None] * 6
+
+
 def test_firings_longer_than_any_real_one_are_not_cached(tmp_path):
     # One ingest caller sent 8 MiB pixel ids: each was kept in the per-snapshot cache.
     with running_server(tmp_path / "db.sqlite") as (server, target):
