@@ -408,9 +408,10 @@ def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: st
         raise not_the_owner(f"ad {ad_id}")
 
 
-def _require_registered(db: sqlite3.Connection, pixel_id: str) -> None:
+def _require_registered(db: sqlite3.Connection, pixel_id: str, field: str = "pixel_id") -> None:
+    """NotFound at ``field`` (the request's field that named the pixel) unless it is registered."""
     if not _registered(db, pixel_id):
-        raise NotFound(f"pixel_id: pixel {pixel_id!r} does not exist")
+        raise NotFound(f"{field}: pixel {pixel_id!r} does not exist")
 
 
 def _authorised(db: sqlite3.Connection, pixel_id: str, account_id: str) -> bool:
@@ -714,8 +715,7 @@ class SQLiteStore(Store):
                     f"ad account {record.account_id} already has {count} custom conversions, the limit is {limit} "
                     "(archived ones count; delete one first)"
                 )
-            if not _registered(db, record.event_source_id):
-                raise NotFound(f"event_source_id: pixel {record.event_source_id!r} does not exist")
+            _require_registered(db, record.event_source_id, "event_source_id")
             # Checked again here, in the transaction: an account removed meanwhile has no access.
             if not _authorised(db, record.event_source_id, record.account_id):
                 raise PermissionDenied(
