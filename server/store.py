@@ -879,16 +879,16 @@ class SQLiteStore(Store):
         if after is not None and start <= hour < end:
             rows = self._read(select + "hour = ? AND key > ? ORDER BY key LIMIT ?",
                               (conversion_id, dimension, hour, key, limit))
-        if limit < 0 or len(rows) < limit:
+        lowest = max(hour + 1, start)  # (past SQLite's integers after the last hour it holds: nothing later)
+        if (limit < 0 or len(rows) < limit) and lowest < end:
             rows += self._read(select + "hour >= ? AND hour < ? ORDER BY hour, key LIMIT ?",
-                               (conversion_id, dimension, max(hour + 1, start), end,
-                                limit - len(rows) if limit >= 0 else -1))
+                               (conversion_id, dimension, lowest, end, limit - len(rows) if limit >= 0 else -1))
         return rows
 
     def pixel_hourly(self, pixel_id: str, start: int, end: int, *, after: int | None = None,
                      limit: int = -1) -> list[tuple[int, int, float]]:
-        return self._read(
-            "SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? AND hour < ? "
-            "ORDER BY hour LIMIT ?",
-            (pixel_id, start if after is None else max(after + 1, start), end, limit),
-        )
+        lowest = start if after is None else max(after + 1, start)
+        if lowest >= end:  # (after the last hour SQLite holds, lowest is past its integers)
+            return []
+        return self._read("SELECT hour, events, usd_amount FROM pixel_hourly WHERE pixel_id = ? AND hour >= ? "
+                          "AND hour < ? ORDER BY hour LIMIT ?", (pixel_id, lowest, end, limit))

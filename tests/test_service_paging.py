@@ -381,5 +381,12 @@ def test_stats_tokens_are_bound_to_their_conversion_and_aggregation(service, own
                 f"[{2**63}, \"\"]", "[1, \"\\ud800\"]"):
         forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", scope, key]).encode()).decode()
         invalid(rejected(stats, page_token=forged), "page_token: not a ")
+    # A page after SQLite's last hour (a forged token, or one past the range): an empty page,
+    # in every aggregation, though the next hour is past what SQLite can bind.
+    for aggregation in ("url", "count", "pixel_fire", "unmatched_count"):
+        last = json.dumps([2**63 - 1, ""])
+        forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", f"{created.id}/{aggregation}",
+                                                      last]).encode()).decode()
+        assert list(stats(aggregation=aggregation, page_token=forged).rows) == []
     invalid(rejected(stats, page_size=-1), "page_size: -1 is negative (0 asks for as many as fit)")
     assert [row.key[21:24] for row in stats(page_size=2**31 - 1).rows] == ["000", "001", "002"]
