@@ -14,7 +14,7 @@ from matcher.values import is_text
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, PermissionDenied
+from server.errors import InvalidArgument, PermissionDenied, one_of
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
 from server.paging import fill, page_request, read_on
 from server.store import CustomConversionRecord
@@ -163,11 +163,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         if predicted:
             event_type = predict_custom_event_type(rule)
         else:
-            event_type = request.custom_event_type.strip().upper()
-            if event_type not in CUSTOM_EVENT_TYPES:
-                raise InvalidArgument(
-                    f"custom_event_type: {request.custom_event_type!r} is not one of {', '.join(CUSTOM_EVENT_TYPES)}"
-                )
+            event_type = one_of(request.custom_event_type, CUSTOM_EVENT_TYPES, "custom_event_type")
         default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
         pixel = self.core.store.get_pixel(request.event_source_id, among=[account], field="event_source_id")
         if account not in pixel.authorized_accounts:

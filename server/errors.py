@@ -132,6 +132,16 @@ def parse_json(text: str, where: str, *, decimals: bool = False, unique_keys: bo
     return value
 
 
+def one_of(text: str, names: tuple[str, ...], where: str) -> str:
+    """The one of ``names`` (upper-case) that ``text`` names, ASCII letters compared without
+    case ("lead" is LEAD); InvalidArgument naming ``where`` for anything else, blanks around
+    it included, and letters only Unicode upper-cases to ASCII ones ("\u017f" is no "S")."""
+    upper = text.upper() if text.isascii() else ""
+    if upper not in names:
+        raise InvalidArgument(f"{where}: {text!r} is not one of {', '.join(names)}")
+    return upper
+
+
 # An error's message travels twice in the response's headers (grpc-message, percent-encoded,
 # and in the details), which clients cap at 8-16 KiB: a message quoting a long input is cut.
 MAX_MESSAGE_BYTES = 1024

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from server.auth import Principal, check_account_id
 from server.core import Core
-from server.errors import InvalidArgument, LimitExceeded, PermissionDenied
+from server.errors import InvalidArgument, LimitExceeded, PermissionDenied, one_of
 from server.gen.conversion_matcher.v1 import pixels_pb2, pixels_pb2_grpc
 from server.paging import Page, fill, first_page, page_request, read_on
 from server.store import PixelRecord
@@ -23,10 +23,7 @@ def parse_tag(tag: str) -> str:
     """The stored (upper-case) tag; OTHER when empty."""
     if not tag:
         return "OTHER"
-    upper = tag.strip().upper()
-    if upper not in PIXEL_TAGS:
-        raise InvalidArgument(f"tag: {tag!r} is not one of {', '.join(PIXEL_TAGS)}")
-    return upper
+    return one_of(tag, PIXEL_TAGS, "tag")
 
 
 def pixel_status(last_firing_time: int | None, now: int) -> str:

@@ -75,6 +75,8 @@ def test_custom_event_type_predicted_from_the_rule(owner, pixel, rule, predicted
         ({"rule": ""}, "rule: required"),
         ({"name": ""}, "name:"),
         ({"custom_event_type": "BUY"}, "custom_event_type:"),
+        ({"custom_event_type": " purchase "}, "custom_event_type: ' purchase ' is not one of"),
+        ({"custom_event_type": "\u017fearch"}, "custom_event_type: '\u017fearch' is not one of"),
         ({"default_conversion_value": -1}, "default_conversion_value:"),
         ({"default_conversion_value": float("nan")}, "default_conversion_value:"),
         ({"event_source_id": ""}, "event_source_id:"),

@@ -59,6 +59,18 @@ def test_update_name_and_tag(owner):
     assert error_code(error) == 100 and "nothing to update" in error.details()
 
 
+@pytest.mark.parametrize("tag", [" lead", "lead ", "regi\u017ftration", "key_page_v\u0131ew", "LEAD\n"])
+def test_a_tag_is_one_of_the_names_in_ascii_letters_of_either_case(owner, tag):
+    # Python's upper() makes REGISTRATION of "regi\u017ftration" and KEY_PAGE_VIEW of a dotless
+    # i; strip() took the blanks: each was stored as the tag it only resembles.
+    error = rejected(owner.create_pixel, "act_1", "shop", tag)
+    assert error_code(error) == 100 and error.details().startswith(f"tag: {tag!r} is not one of CHECKOUT, ")
+    pixel = owner.create_pixel("act_1", "shop", "Key_Page_View")
+    assert pixel.tag == "KEY_PAGE_VIEW"
+    error = rejected(owner.call, owner.pixels.UpdatePixel, pb.UpdatePixelRequest(pixel_id=pixel.id, tag=tag))
+    assert error_code(error) == 100 and owner.get_pixel(pixel.id).tag == "KEY_PAGE_VIEW"
+
+
 def test_delete(owner):
     pixel = owner.create_pixel("act_1", "gone")
     assert owner.call(owner.pixels.DeletePixel, pb.DeletePixelRequest(pixel_id=pixel.id)).success
