@@ -81,6 +81,7 @@ def test_custom_event_type_predicted_from_the_rule(owner, pixel, rule, predicted
         ({"default_conversion_value": float("nan")}, "default_conversion_value:"),
         ({"event_source_id": ""}, "event_source_id:"),
         ({"rule": json.dumps({"event": "x" * 51})}, "custom event name"),
+        ({"rule": '{"event": {"eq": ' + "9" * 60 + "}}"}, "custom event name '99999999999999999999'... is 60"),
     ],
 )
 def test_invalid_create_is_code_100_and_creates_nothing(owner, pixel, changes, message):
