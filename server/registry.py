@@ -421,7 +421,9 @@ def _get(read: Callable[[str], T], object_id: str) -> T | None:
 def _json_object(text: str, field_name: str, unique_keys: bool) -> dict:
     if not text:
         return {}
-    value = parse_json(text, field_name, unique_keys=unique_keys)
+    # Numbers as decimals, as specs and actions read them: a page id written 12345678901234567891.0
+    # is the page 12345678901234567891 there, so here too (a double would make it ...67000).
+    value = parse_json(text, field_name, decimals=True, unique_keys=unique_keys)
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field_name}: expected a JSON object")
     return value

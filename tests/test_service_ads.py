@@ -119,6 +119,19 @@ def test_actions_match_tracked_and_conversion_specs(owner, ingest):
     assert results[3] == [AdMatch("ad2", results[3][0].tracking_spec_index, -1)]
 
 
+def test_numbers_in_the_creative_are_read_as_specs_and_actions_read_them(owner, ingest):
+    # As decimals: a double made the placeholder page ...67000, so the ad's own default
+    # spec missed a like of page 12345678901234567891 that its tracking spec would count.
+    page = "12345678901234567891.0"
+    registration = owner.register_ad({**PAGE_LIKE_AD, "creative": f'{{"kind": "page_like", "page_id": {page}}}',
+                                      "tracking_specs": f'{{"action.type": "comment", "page": {page}}}'})
+    assert {"action.type": ["page_engagement"], "page": ["12345678901234567891"]} in json.loads(
+        registration.effective_tracking_specs)
+    results = ingest.classify_actions([{"action.type": "like", "page": 12345678901234567891},
+                                       {"action.type": "comment", "page": "12345678901234567891"}])
+    assert [[a.ad_id for a in r] for r in results] == [["ad2"], ["ad2"]]
+
+
 def test_pixel_events_report_ads_tracking_the_pixel(owner, ingest):
     owner.register_ad(CONVERSION_AD)
     owner.register_ad(PAGE_LIKE_AD)
