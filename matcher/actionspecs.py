@@ -174,12 +174,13 @@ class ActionSpec(tuple):
 
     def __new__(cls, spec: Mapping[str, Any] | str, *, path: str = "spec") -> ActionSpec:
         """Validate ``spec`` (a mapping, or JSON text of one spec); raise :class:`SpecError`."""
-        if isinstance(spec, (str, bytes, bytearray)):
-            decoded = decode_specs_text(spec, path, DEFAULT_MAX_LENGTH)
-        else:
-            decoded = spec
-        types, constraints, _ = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
-        return cls._trusted(types, constraints)
+        text = isinstance(spec, (str, bytes, bytearray))
+        decoded = decode_specs_text(spec, path, DEFAULT_MAX_LENGTH) if text else spec
+        types, constraints, bound = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
+        made = cls._trusted(types, constraints)
+        if not text and bound > DEFAULT_MAX_LENGTH:  # (text was held to the limit as it was decoded)
+            _check_length([made], False, lambda: path, DEFAULT_MAX_LENGTH)
+        return made
 
     @classmethod
     def _trusted(
@@ -432,7 +433,8 @@ def parse_decoded(
 ) -> list[ActionSpec]:
     """Parse decoded specs; ``measured`` when they came from text already held to
     ``max_length``, so their canonical JSON need not be measured again."""
-    bound = 0
+    bound = 0  # at least the canonical JSON's length; past the limit, that is measured
+    listed = False
     if type(specs) is ActionSpec:
         parsed = [specs]
         bound = max_length + 1
@@ -441,7 +443,8 @@ def parse_decoded(
             raise SpecError(field(), "empty list: give at least one spec")
         if len(specs) > max_length:
             raise SpecError(field(), f"more than {max_length} specs")
-        parsed = []
+        parsed, listed = [], True
+        bound = 1  # "[" and "]", less the comma the last spec has none of
         for index, item in enumerate(specs):
             if type(item) is ActionSpec:
                 parsed.append(item)
@@ -458,14 +461,17 @@ def parse_decoded(
         raise SpecError(
             field(), f"expected a spec, a list of specs or JSON text, got {type(specs).__name__}"
         )
-    if not measured and bound + 1 > max_length:
-        length = sum(map(canonical_length, parsed)) + len(parsed) + 1
-        if length > max_length:
-            raise SpecError(
-                field(),
-                f"canonical JSON is {length} characters, longer than the limit of {max_length}",
-            )
+    if not measured and bound > max_length:
+        _check_length(parsed, listed, field, max_length)
     return parsed
+
+
+def _check_length(parsed: list[ActionSpec], listed: bool, field: Callable[[], str], max_length: int) -> None:
+    """SpecError unless the canonical JSON of ``parsed`` (a list when ``listed``, else its one
+    spec) is at most ``max_length`` characters."""
+    length = sum(map(canonical_length, parsed)) + (len(parsed) + 1 if listed else 0)
+    if length > max_length:
+        raise SpecError(field(), f"canonical JSON is {length} characters, longer than the limit of {max_length}")
 
 
 def _validate_dict(item: dict, field: Callable[[], str], index: int, max_length: int):

@@ -346,3 +346,31 @@ def test_a_tuple_of_parsed_specs_is_taken_as_is_and_a_list_is_measured():
         assert compiled.match({"action.type": "like", "page": "39"}) == ["ad"]
     with pytest.raises(SpecError, match="longer than the limit of 200"):
         compile_action_specs({"ad": list(long)}, max_length=200)
+
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_decoded_specs_are_held_to_the_limit_as_their_canonical_text_is(listed):
+    # One spec's canonical JSON has no brackets: a decoded spec of exactly the limit was refused
+    # as two characters longer. In a list they count, as in the text.
+    def specs(length):
+        one = {"action.type": ["like"], "page": ["x" * (length - len('{"action.type":["like"],"page":[""]}'))]}
+        return [one] if listed else one
+
+    limit = matcher.actionspecs.DEFAULT_MAX_LENGTH
+    fits = limit - (2 if listed else 0)
+    assert len(json.dumps(specs(fits), separators=(",", ":"))) == limit
+    for given in (specs(fits), json.dumps(specs(fits), separators=(",", ":"))):
+        assert len(specs_to_json(parse_action_specs(given))) - (0 if listed else 2) == limit
+    for given in (specs(fits + 1), json.dumps(specs(fits + 1), separators=(",", ":"))):
+        with pytest.raises(SpecError, match=f"specs: .* longer than the limit of {limit}"):
+            parse_action_specs(given)
+
+
+def test_one_spec_made_from_a_mapping_is_held_to_the_limit_as_its_text_is():
+    limit = matcher.actionspecs.DEFAULT_MAX_LENGTH
+    long = {"action.type": "like", "page": "x" * limit}
+    for given in (long, json.dumps(long)):
+        with pytest.raises(SpecError, match=f"spec: .* longer than the limit of {limit}"):
+            ActionSpec(given)
+    assert ActionSpec({"action.type": "like", "page": "x" * 4000}).values("page") == ("x" * 4000,)
