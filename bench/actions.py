@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each compiled measurement (the best is reported)")
     parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
-    if not matcher.ACTION_SET_COMPILED:
-        raise SystemExit("python -m bench actions: the compiled action-set kernel (matcher._actionset_c) is not in "
-                         "use, so there are no compiled figures to report: build it (make build) and unset "
-                         "MATCHER_NO_EXTENSIONS")
+    cli.require_compiled_kernel("actions", matcher.ACTION_SET_COMPILED, "action-set kernel (matcher._actionset_c)")
     from matcher import _actionset_c
 
     started = time.perf_counter()

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     forms = args.forms.split(",")
     if unknown := [f for f in forms if f not in FORMS]:
         ap.error(f"--forms: unknown {', '.join(unknown)} (choose from {', '.join(FORMS)})")
-    if args.rounds < 2 or args.rounds % 2:  # (an odd last round would have no pair: timed, then dropped)
+    if args.rounds % 2:  # (an odd last round would have no pair: timed, then dropped; 1 is odd)
         ap.error(f"argument --rounds: an even number of at least 2 is needed (rounds are compared in pairs), "
                  f"got {args.rounds}")
     spec = mix_from(args)

@@ -97,12 +97,15 @@ def weights(text: str) -> dict[str, int]:
     return found
 
 
-def require_compiled_kernel(command: str) -> None:
-    """Stops ``command`` when the compiled rule kernel did not load: its figures would be the
-    pure-Python twin's under the name "compiled"."""
-    from matcher._ruleset import USING_EXTENSION
+def require_compiled_kernel(command: str, loaded: bool | None = None, kernel: str = "rule kernel (matcher._ruleset_c)"
+                            ) -> None:
+    """Stops ``command`` when the compiled ``kernel`` did not load (``loaded``; default: the
+    rule kernel's ``USING_EXTENSION``): its figures would be the pure-Python twin's under the
+    name "compiled"."""
+    if loaded is None:
+        from matcher._ruleset import USING_EXTENSION as loaded
 
-    if not USING_EXTENSION:
-        raise SystemExit(f"python -m bench {command}: the compiled rule kernel (matcher._ruleset_c) is not in use, "
+    if not loaded:
+        raise SystemExit(f"python -m bench {command}: the compiled {kernel} is not in use, "
                          "so there are no compiled figures to report: build it (make build) and unset "
                          "MATCHER_NO_EXTENSIONS")

@@ -79,8 +79,8 @@ from bench import cli
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
 from bench.servers import RemoteTarget, ServerGroup
-from bench.workload import (FIRST_PIXEL_ID, Mix, add_mix_options, layout, make_workload, optional_mix, wire_events,
-                            workload_hash)
+from bench.workload import (FIRST_PIXEL_ID, RULES_PER_PIXEL, Mix, add_mix_options, layout, make_workload, optional_mix,
+                            wire_events, workload_hash)
 from server.client import EVENT_FORMS, Client, error_code
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb, custom_conversions_pb2 as cc_pb
 from server.store import CustomConversionRecord, SQLiteStore
@@ -96,7 +96,6 @@ NEWCOMER = "act_101"
 TOKENS = {"tokens": {"bench": {"accounts": [*ACCOUNTS, NEWCOMER], "ingest": True}}}
 WORDS = ["shoe", "hat", "thankyou", "confirm", "cart", "blue", "red", "sale", "promo", "checkout"]
 EVENTS = ["Purchase", "Lead", "AddToCart", "PageView", "ViewContent", "item-sold"]
-RULES_PER_PIXEL = 100  # --rules-per-pixel's default (a named workload's), as bench rules' and scaling's
 
 
 def make_rule(rng: random.Random, i: int) -> dict:
@@ -123,11 +122,6 @@ def make_events(rng: random.Random, pixels: list[str], count: int) -> list[dict]
         }
         for _ in range(count)
     ]
-
-
-def seed(db_path: Path, rule_count: int, rng: random.Random) -> list[str]:
-    """``rule_count`` rules drawn from ``rng`` (``make_rule``), seeded by ``seed_rules``. Returns the pixel ids."""
-    return seed_rules(db_path, [json.dumps(make_rule(rng, i)) for i in range(rule_count)])
 
 
 def seed_rules(db_path: Path, rules: list[str], on_pixels: list[int] | None = None,
@@ -157,14 +151,14 @@ def seed_rules(db_path: Path, rules: list[str], on_pixels: list[int] | None = No
 
 
 def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int, spec: Mix | None = None,
-                   rules_per_pixel: int = RULES_PER_PIXEL) -> tuple[list[str], list[dict], str]:
+                   rules_per_pixel: int | None = RULES_PER_PIXEL) -> tuple[list[str], list[dict], str]:
     """One rule count's workload, seeded into ``db_path``: (pixel ids, ``events`` events, its
     SHA-256). Each count draws from a generator of its own seeded with ``seed_value``, so its
     workload does not depend on the counts listed before it and is what ``--rules N`` alone
     gives (as it did before counts had their own generator, when the first count's was this
     one). ``spec`` None: the seed-style workload, whose hash covers the rule texts and the
     events with each pixel id as its index (the ids themselves are the store's, random);
-    else ``named_workload``'s."""
+    else ``named_workload``'s (``rules_per_pixel`` only lays that one out)."""
     if spec is not None:
         return named_workload(db_path, rule_count, seed_value, events, spec, rules_per_pixel)
     rng = random.Random(seed_value)
@@ -577,7 +571,7 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             t0 = time.perf_counter()
             pixels, events, digest = count_workload(directory / "matcher.db", rule_count, options.seed,
                                                     max(options.batch, options.latency_batch), options.spec,
-                                                    options.rules_per_pixel or RULES_PER_PIXEL)
+                                                    options.rules_per_pixel)
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             payloads = _payloads(events, options, "the generated events")

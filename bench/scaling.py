@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bench import cli
 from bench.handwritten import careful_matcher, naive_matcher
 from bench.rules import as_columns, iterate_rate, threaded_rate
-from bench.workload import Mix, add_mix_options, layout, make_workload, mix_from, workload_hash
+from bench.workload import RULES_PER_PIXEL, Mix, add_mix_options, layout, make_workload, mix_from, workload_hash
 from matcher import _ruleset_py, compile_rules
 from matcher._ruleset import USING_EXTENSION
 
@@ -37,7 +37,6 @@ SERIES = [
     ("hand-written re, careful", "careful"),
     ("just iterating", "iterate"),
 ]
-PER_PIXEL = 100  # rules per pixel at counts of 100 and more
 
 
 def rule_count(text: str) -> int:
@@ -45,14 +44,14 @@ def rule_count(text: str) -> int:
     other count could only be measured as a different one, so it is refused, not rounded."""
     count = cli.positive_int(text)
     try:
-        layout(count, PER_PIXEL)
+        layout(count, RULES_PER_PIXEL)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return count
 
 
 def measure(count: int, events: int, sample: int, seed: int, batch: int, spec: Mix | None = None) -> dict:
-    work = make_workload(*layout(count, PER_PIXEL), events, seed, spec)
+    work = make_workload(*layout(count, RULES_PER_PIXEL), events, seed, spec)
     start = time.perf_counter()
     compiled = compile_rules(work.rules, work.sources)
     compile_s = time.perf_counter() - start

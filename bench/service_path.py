@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import gc
 import json
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import cli
-from bench.grpc_load import RULES_PER_PIXEL, add_workload_options, count_workload, make_events, seed, workload_from
-from bench.workload import Mix
+from bench.grpc_load import add_workload_options, count_workload, workload_from
+from bench.workload import RULES_PER_PIXEL, Mix
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
@@ -65,17 +64,13 @@ def best_seconds(fn, items: list, repeat: int) -> float:
 
 
 def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec: Mix | None = None,
-        rules_per_pixel: int = RULES_PER_PIXEL) -> dict:
+        rules_per_pixel: int | None = RULES_PER_PIXEL) -> dict:
     """``spec`` None: the seed-style workload; else that named one, ``rules_per_pixel`` a pixel."""
-    rng = random.Random(seed_value)
     distinct_batches = min(batches, 20)
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "bench.db"
-        if spec is None:
-            pixels = seed(db, rules, rng)
-        else:  # its events made with its rules, from their own generator (as bench grpc's)
-            pixels, sent, digest = count_workload(db, rules, seed_value, batch * distinct_batches, spec,
-                                                  rules_per_pixel)
+        # Its events made with its rules, from their own generator (as bench grpc's).
+        pixels, sent, digest = count_workload(db, rules, seed_value, batch * distinct_batches, spec, rules_per_pixel)
         # Loaded as `python -m server` loads it (not started: no port is served).
         server, _ = create_server("127.0.0.1:0", db_path=db, tokens=TokenTable.from_mapping({"tokens": {}}),
                                   sync="NORMAL", sync_interval=0)
@@ -89,10 +84,7 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec
                 request = pb.ClassifyPixelEventsRequest.FromString(payload)
                 return servicer.classify_pixel_events(request).SerializeToString()
 
-            if spec is None:
-                batches_of_events = [make_events(rng, pixels, batch) for _ in range(distinct_batches)]
-            else:
-                batches_of_events = [sent[i * batch:(i + 1) * batch] for i in range(distinct_batches)]
+            batches_of_events = [sent[i * batch:(i + 1) * batch] for i in range(distinct_batches)]
             seconds: dict[str, float] = {}
             first_replies = None
             for form, request in FORMS.items():
@@ -175,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch > Limits().max_batch_events:  # (the server would refuse every request: LimitExceeded)
         parser.error(f"argument --batch: at most the server's limit of {Limits().max_batch_events:,} events a "
                      f"request, got {args.batch:,}")
-    result = run(args.rules, args.batch, args.batches, args.seed, args.repeat, spec,
-                 args.rules_per_pixel or RULES_PER_PIXEL)
+    result = run(args.rules, args.batch, args.batches, args.seed, args.repeat, spec, args.rules_per_pixel)
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -36,6 +36,7 @@ STANDARD_EVENTS = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "
 EVENT_WEIGHTS = [50, 20, 10, 5, 8, 3, 3, 1]
 CATEGORIES = ["shoes", "bags", "hats", "shirts", "watches", "toys", "books", "garden"]
 FIRST_PIXEL_ID = 1000  # pixel p's id (its rules' source, its events' pixel_id) is this + p
+RULES_PER_PIXEL = 100  # a named workload's rules on each pixel, unless given (every bench's default)
 # Custom data the service's typed forms cannot carry (a list: only the JSON text form can) and
 # no rule kind reads: left out of the events a service is sent (``wire_events``).
 UNSENT_CUSTOM_DATA = ("content_ids",)
@@ -278,7 +279,7 @@ def add_workload_options(ap: argparse.ArgumentParser) -> None:
     """The options naming a ``make_workload`` workload and its batches (``bench rules``,
     ``scaling`` takes the mix ones through ``add_mix_options``, ``builds``)."""
     ap.add_argument("--pixels", type=cli.positive_int, default=100, help="event sources (advertisers)")
-    ap.add_argument("--rules-per-pixel", type=cli.positive_int, default=100, help="custom conversions per pixel")
+    ap.add_argument("--rules-per-pixel", type=cli.positive_int, default=RULES_PER_PIXEL, help="custom conversions per pixel")
     ap.add_argument("--events", type=cli.positive_int, default=200_000, help="pixel events matched")
     ap.add_argument("--batch", type=cli.positive_int, default=1000, help="events per call")
     ap.add_argument("--seed", type=int, default=1, help="the workload's random seed")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.__main__ import main as bench_main
-from bench.grpc_load import TOKENS, seed
+from bench.grpc_load import TOKENS, count_workload
 from bench.servers import ServerGroup
 from matcher._ruleset import USING_EXTENSION
 from server.testing import ServerProcess
@@ -156,7 +156,6 @@ def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
     data, done = _grpc_bench(tmp_path, "--rules", "20,60", "--sweep", "0.3", "--registrations", "0", "--progress",
                              "--plot", str(png), "--form", "buffers+reply,columns")
     assert [info["rules"] for info in data["rules"]] == [20, 60]
-    from bench.grpc_load import count_workload
 
     # Each count's workload is the one that count alone gives (its own generator, from --seed).
     assert data["rules"][1]["workload_sha256"] == count_workload(tmp_path / "alone.db", 60, 20261122, 200)[2]
@@ -173,7 +172,7 @@ def test_grpc_bench_sweeps_rule_counts_with_json_plot_and_progress(tmp_path):
 def test_server_group_runs_the_service_with_processes_n(tmp_path):
     """The bench's N servers are one ``python -m server --processes N``: N workers under one
     parent, each with its own /metrics port (how the bench counts calls per worker)."""
-    seed(tmp_path / "matcher.db", 30, random.Random(1))
+    count_workload(tmp_path / "matcher.db", 30, 1, 0)
     (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
     with ServerGroup("server", 2, db=tmp_path / "matcher.db", tokens=tmp_path / "tokens.json", timeout=120) as group:
         parent = group.service.process.pid
@@ -478,7 +477,6 @@ def test_bench_options_are_checked_before_any_work(argv, message, capsys):
 
 
 def test_grpc_bench_each_rule_count_has_a_workload_of_its_own(tmp_path):
-    from bench.grpc_load import count_workload
 
     alone = count_workload(tmp_path / "alone.db", 60, 5, 200)
     count_workload(tmp_path / "first.db", 20, 5, 200)  # a count listed before it
@@ -514,7 +512,7 @@ def test_grpc_plot_draws_every_request_form():
 # -- named workloads in bench grpc and bench service ------------------------------------------
 # The seed-style workload (bench.grpc_load.count_workload without a mix) hashed before --workload
 # came to bench grpc and bench service, and the rules and events bench service seeded and sent
-# for --rules 200 --batch 50 --batches 4 --seed 1 (hashed by _seed_style_service below): the
+# for --rules 200 --batch 50 --batches 4 --seed 1 (hashed as the test below does): the
 # default of both commands, which must not change.
 SEED_STYLE_SHA256 = {
     (40, 20261122, 200): "7e2c0faabb76b2b14c8140a7678b016b956e44a6f0fbc4c8cd2c47c7f53dc255",
@@ -525,7 +523,6 @@ SEED_STYLE_SERVICE_SHA256 = "fd16731485a9aac2c866227b804a27e1a5539dbbb62a6a75458
 
 @pytest.mark.parametrize("shape", sorted(SEED_STYLE_SHA256))
 def test_grpc_bench_default_workload_is_the_seed_style_one(tmp_path, shape):
-    from bench.grpc_load import count_workload
 
     assert count_workload(tmp_path / "a.db", *shape)[2] == SEED_STYLE_SHA256[shape]
     assert count_workload(tmp_path / "b.db", *shape, None)[2] == SEED_STYLE_SHA256[shape]
@@ -538,7 +535,7 @@ def test_service_bench_default_seeds_and_sends_the_seed_style_workload(monkeypat
     import bench.service_path
 
     seen = {"events": []}
-    seed_rules, make_events = bench.grpc_load.seed_rules, bench.service_path.make_events
+    seed_rules, make_events = bench.grpc_load.seed_rules, bench.grpc_load.make_events
 
     def recording_seed_rules(db, rules, *args, **kwargs):
         seen["rules"] = list(rules)
@@ -550,7 +547,7 @@ def test_service_bench_default_seeds_and_sends_the_seed_style_workload(monkeypat
         return seen["events"][-count:]
 
     monkeypatch.setattr(bench.grpc_load, "seed_rules", recording_seed_rules)
-    monkeypatch.setattr(bench.service_path, "make_events", recording_make_events)
+    monkeypatch.setattr(bench.grpc_load, "make_events", recording_make_events)
     result = bench.service_path.run(200, 50, 4, 1, 1)
     index = {pixel: i for i, pixel in enumerate(seen["pixels"])}
     events = [{**event, "pixel_id": index[event["pixel_id"]]} for event in seen["events"]]
