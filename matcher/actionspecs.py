@@ -176,11 +176,7 @@ class ActionSpec(tuple):
         """Validate ``spec`` (a mapping, or JSON text of one spec); raise :class:`SpecError`."""
         text = isinstance(spec, (str, bytes, bytearray))
         decoded = decode_specs_text(spec, path, DEFAULT_MAX_LENGTH) if text else spec
-        types, constraints, bound = _validate_spec(decoded, path, DEFAULT_MAX_LENGTH)
-        made = cls._trusted(types, constraints)
-        if not text and bound > DEFAULT_MAX_LENGTH:  # (text was held to the limit as it was decoded)
-            _check_length([made], False, lambda: path, DEFAULT_MAX_LENGTH)
-        return made
+        return _one_spec(decoded, lambda: path, DEFAULT_MAX_LENGTH, measured=text)
 
     @classmethod
     def _trusted(
@@ -455,8 +451,7 @@ def parse_decoded(
             parsed.append(ActionSpec._trusted(types, constraints))
             bound += size + 1
     elif isinstance(specs, Mapping):
-        types, constraints, bound = _validate_spec(specs, field(), max_length)
-        parsed = [ActionSpec._trusted(types, constraints)]
+        return [_one_spec(specs, field, max_length, measured)]
     else:
         raise SpecError(
             field(), f"expected a spec, a list of specs or JSON text, got {type(specs).__name__}"
@@ -464,6 +459,15 @@ def parse_decoded(
     if not measured and bound > max_length:
         _check_length(parsed, listed, field, max_length)
     return parsed
+
+
+def _one_spec(spec: Any, field: Callable[[], str], max_length: int, measured: bool) -> ActionSpec:
+    """One decoded spec, validated, and held to ``max_length`` unless ``measured`` (as text)."""
+    types, constraints, bound = _validate_spec(spec, field(), max_length)
+    made = ActionSpec._trusted(types, constraints)
+    if not measured and bound > max_length:
+        _check_length([made], False, field, max_length)
+    return made
 
 
 def _check_length(parsed: list[ActionSpec], listed: bool, field: Callable[[], str], max_length: int) -> None:

@@ -52,7 +52,7 @@ class Core:
     store: Store
     registry: Registry
     tokens: TokenTable
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits  # max_streams resolved for the server's workers (resolve_max_streams)
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     _stream_slots: threading.BoundedSemaphore = field(init=False, repr=False)

@@ -9,7 +9,7 @@ from operator import itemgetter
 from typing import Iterator
 
 import matcher
-from matcher.rules import And, Leaf, operand_text
+from matcher.rules import LIST_OPS, SCALAR_OPS, And, Leaf, operand_text
 from matcher.values import is_text
 
 from server.auth import Principal
@@ -68,17 +68,14 @@ def predict_custom_event_type(rule: matcher.Rule) -> str:
     return "OTHER"
 
 
-_NAMING_OPS = ("eq", "neq", "is_any", "is_not_any", "i_is_any", "i_is_not_any")
-
-
 def check_event_names(rule: matcher.Rule, limit: int) -> None:
     """Custom event names in rules are at most ``limit`` characters: an equality's or a list's
     names, and the text of a number an equality compares names with (60 digits name an event
     of 60 characters)."""
     for leaf in rule.leaves():
-        if leaf.field.builtin != "event" or leaf.op not in _NAMING_OPS:
+        if leaf.field.builtin != "event" or leaf.op not in SCALAR_OPS + LIST_OPS:  # (the ops naming events)
             continue
-        operands = leaf.operand if isinstance(leaf.operand, (tuple, list)) else (operand_text(leaf),)
+        operands = leaf.operand if leaf.op in LIST_OPS else (operand_text(leaf),)
         for operand in operands:
             if len(operand) > limit:
                 raise InvalidArgument(
