@@ -298,11 +298,7 @@ class _Parser:
             op, operand = next(iter(value.items()))
             return self.make_leaf(name, op, operand, path, path, path)
         if value is None or isinstance(value, (list, tuple)):
-            if is_text(name):  # a name that is no field is the first thing wrong ({"AND": [...]})
-                try:
-                    parse_field(name)
-                except ValueError as err:
-                    raise RuleError(path, str(err)) from None
+            _field(name, path)  # a name that is no field is the first thing wrong ({"AND": [...]})
             raise RuleError(path, f"expected a condition {{operator: operand}} or a scalar, got {_describe(value)}")
         return self.make_leaf(name, "eq", value, path, path, path)
 
@@ -310,12 +306,7 @@ class _Parser:
         self.leaves += 1
         if self.leaves > self.limits.max_leaves:
             raise RuleError(path, f"rule has more than {self.limits.max_leaves} conditions")
-        if not is_text(name):
-            raise _not_text(name, field_path)
-        try:
-            fld = parse_field(name)
-        except ValueError as err:
-            raise RuleError(field_path, str(err)) from None
+        fld = _field(name, field_path)
         canonical = ALIASES.get(op, op) if isinstance(op, str) else op
         if canonical not in OPERATORS:
             raise RuleError(path, f"unknown operator {_describe(op)}")
@@ -327,6 +318,16 @@ class _Parser:
                 if isinstance(item, str) and not is_text(item):
                     raise _not_text(item, f"{operand_path}[{i}]")
         return Leaf(fld, canonical, *_operand(canonical, operand, operand_path))
+
+
+def _field(name: str, path: str) -> FieldPath:
+    """The field a condition names, or the error for a name that is none."""
+    if not is_text(name):
+        raise _not_text(name, path)
+    try:
+        return parse_field(name)
+    except ValueError as err:
+        raise RuleError(path, str(err)) from None
 
 
 def _not_text(text: str, path: str) -> RuleError:

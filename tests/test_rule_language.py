@@ -134,6 +134,8 @@ def test_writing_a_rule_back_grows_it_at_most_the_bound_per_leaf(source):
     ('{"url":{"regex_match":"a\\udfff"}}', "rule.url"),
     ('{"and":[{"event":"x"},{"tags":{"in":["a","\\udc00"]}}]}', "rule.and[1].tags[1]"),
     ('{"c\\udc00":"x"}', "rule.c\\udc00"),
+    ('{"c\\udc00":["x"]}', "rule.c\\udc00"),  # the name is wrong before the list is
+    ('{"c\\udc00":null}', "rule.c\\udc00"),
     ({"field": "c\udc00", "operator": "eq", "value": 1}, "rule.field"),
     ({"value": {"eq": "\ud800"}}, "rule.value"),
 ])
