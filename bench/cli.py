@@ -109,3 +109,16 @@ def require_compiled_kernel(command: str, loaded: bool | None = None, kernel: st
         raise SystemExit(f"python -m bench {command}: the compiled {kernel} is not in use, "
                          "so there are no compiled figures to report: build it (make build) and unset "
                          "MATCHER_NO_EXTENSIONS")
+
+
+def kernels_loaded() -> str:
+    """The line a report states its kernels with: the module each of ``matcher._ruleset`` and
+    ``matcher._actionset`` actually imported, and whether it is the compiled one (their
+    ``USING_EXTENSION``)."""
+    from matcher import _actionset, _ruleset
+
+    def state(module: str, compiled: bool) -> str:
+        return f"{module} ({'compiled' if compiled else 'pure-Python twin'})"
+
+    return (f"kernels loaded: rules {state(_ruleset.engine.__name__, _ruleset.USING_EXTENSION)}, "
+            f"action specs {state(_actionset.ActionSpecSet.__module__, _actionset.USING_EXTENSION)}")

@@ -187,16 +187,17 @@ def named_workload(db_path: Path, rule_count: int, seed_value: int, events: int,
     return pixels, sent, workload_hash(work)
 
 
-def add_workload_options(parser: argparse.ArgumentParser) -> None:
-    """``--workload``, its knobs and ``--rules-per-pixel``, for the benches that seed a store
-    (``bench grpc``, ``bench service``): without ``--workload``, the seed-style workload."""
-    add_mix_options(parser, default=None, otherwise="this bench's own seed-style rules and events "
-                                                    "(make_rule, make_events), spread over 100 pixels")
-    parser.add_argument("--rules-per-pixel", type=cli.positive_int, metavar="N",
-                        help=f"with --workload: its rules on each pixel (default {RULES_PER_PIXEL}, as bench rules "
-                             f"and scaling); each rule count is laid out as count / this many pixels, or one pixel "
-                             f"when the count is at most this, so a larger count must be a multiple of it; the "
-                             f"pixels' creators take turns over 100 accounts")
+def add_seeded_workload_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """``--workload``, its knobs and ``--rules-per-pixel`` (returned, as added), for the benches
+    that seed a store (``bench grpc``, ``bench service``): without ``--workload``, the seed-style
+    workload. (``bench.workload.add_workload_options`` is the in-process benches' set.)"""
+    mix_options = add_mix_options(parser, default=None, otherwise="this bench's own seed-style rules and events "
+                                                                  "(make_rule, make_events), spread over 100 pixels")
+    return [*mix_options, parser.add_argument(
+        "--rules-per-pixel", type=cli.positive_int, metavar="N",
+        help=f"with --workload: its rules on each pixel (default {RULES_PER_PIXEL}, as bench rules and scaling); "
+             f"each rule count is laid out as count / this many pixels, or one pixel when the count is at most "
+             f"this, so a larger count must be a multiple of it; the pixels' creators take turns over 100 accounts")]
 
 
 def workload_from(parser: argparse.ArgumentParser, options: argparse.Namespace, rule_counts: list) -> Mix | None:
@@ -279,7 +280,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261122,
                         help="the workload's random seed (each rule count's generator starts from it; the events of "
                              "--pixels too)")
-    add_workload_options(parser)
+    workload_options = add_seeded_workload_options(parser)
     remote = parser.add_argument_group(
         "a running server", "Load a server this command does not start (its own rules, pixels and tokens; "
         "no seeding, so none of --rules, --server-processes, --registrations, --sync, --startup-timeout, "
@@ -314,11 +315,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         options.token = "bench"  # the seeded token file's
         options.spec = workload_from(parser, options, options.rule_counts)
     else:
-        given = [name for name in local if getattr(options, name) is not None] + [
-            name for name in ("workload", "operators", "event_mix", "skew", "rules_per_pixel")
-            if getattr(options, name) is not None]
+        given = [f"--{name.replace('_', '-')}" for name in local if getattr(options, name) is not None] + [
+            action.option_strings[0] for action in workload_options if getattr(options, action.dest) is not None]
         if given:
-            parser.error(f"--{given[0].replace('_', '-')} applies to the servers this command starts, not to "
+            parser.error(f"{given[0]} applies to the servers this command starts, not to "
                          f"--target (which serves its own rules)")
         options.token = options.token if options.token is not None else os.environ.get("CM_BENCH_TOKEN")
         if not options.token:
@@ -575,6 +575,7 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             seeded = time.perf_counter() - t0
             (directory / "tokens.json").write_text(json.dumps(TOKENS))
             payloads = _payloads(events, options, "the generated events")
+            # seed_s: all of count_workload, the workload's generating and hashing as well as the store's seeding.
             info = {"rules": rule_count, "seed_s": seeded, "workload_sha256": digest}
             if options.spec is not None:  # (the seed-style workload's report stays as it was)
                 info |= {"pixels": len(pixels), "rules_per_pixel": rule_count // len(pixels)}

@@ -67,7 +67,7 @@ def print_tables(report: dict) -> None:
             continue
         print(f"rules {info['rules']:,}: "
               + (f"{info['pixels']:,} pixels x {info['rules_per_pixel']:,}, " if "pixels" in info else "")
-              + f"seeded in {info['seed_s']:.1f} s, "
+              + f"seeded in {info['seed_s']:.1f} s (generating and hashing the workload included), "
               f"{info.get('matches_per_event', math.nan):.2f} matching conversions per event")
 
     print()

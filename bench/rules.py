@@ -30,8 +30,7 @@ from typing import Any
 
 from bench import cli
 from bench.handwritten import careful_matcher, naive_matcher
-from bench.workload import (PRESETS, Mix, add_workload_options, make_workload, mix_argv, mix_from,
-                            workload_hash)
+from bench.workload import Mix, add_workload_options, make_workload, mix_argv, mix_from, workload_hash
 from matcher import _ruleset_py, compile_rules, parse_rule
 from matcher.reference import match_rules
 from matcher._ruleset import USING_EXTENSION
@@ -180,7 +179,7 @@ STEPS = 16  # the ``step`` calls in one ``run``
 
 
 def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int, batch: int,
-        spec: Mix | None = None, step=lambda label: None) -> dict:
+        spec: Mix, step=lambda label: None) -> dict:
     """One scenario's figures. ``step(label)`` is called as each of its ``STEPS`` stages starts."""
     step("generating the workload")
     work = make_workload(pixels, rules_per_pixel, n_events, seed, spec)
@@ -266,7 +265,7 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
     buffers_two_threads = best_rate(compiled.match_columns, work.events, batch, 2, buffer_columns)
     return {
         "rules": n_rules, "pixels": pixels, "events": n_events, "batch": batch, "compiled_extension": USING_EXTENSION,
-        "seed": seed, "workload": (spec or PRESETS["mixed"]).as_json(), "workload_sha256": workload_hash(work),
+        "seed": seed, "workload": spec.as_json(), "workload_sha256": workload_hash(work),
         "parse_s": t1 - t0, "compile_s": t2 - t1,
         "bytes_per_rule_compiled": (rss_compiled - rss0) / n_rules, "bytes_per_rule_after_run": (rss_warm - rss0) / n_rules,
         "compiled_events_per_s": compiled_rate, "compiled_cold_events_per_s": cold_rate,
@@ -290,7 +289,6 @@ def run(pixels: int, rules_per_pixel: int, n_events: int, seed: int, sample: int
 def report(name: str, r: dict) -> None:
     print(f"\n== {name}: {r['rules']:,} rules over {r['pixels']} pixel(s), {r['events']:,} events, batch {r['batch']}")
     print(f"  {Mix.from_json(r['workload']).describe()}; seed {r['seed']}")
-    print(f"  compiled extension loaded: {r['compiled_extension']}")
     print(f"  parse {r['parse_s']:.3f} s + compile {r['compile_s']:.3f} s = {r['parse_s'] + r['compile_s']:.3f} s")
     print(f"  memory: {r['bytes_per_rule_compiled']:.0f} B/rule compiled, {r['bytes_per_rule_after_run']:.0f} B/rule "
           "with warm DFA caches (RSS)")
@@ -391,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=STEPS * len(SHAPES), desc="rules bench", unit="step", disable=not enabled, file=sys.stderr,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}") as bar:
         results = {name: run_scenario(name, args, bar) for name in SHAPES}
+    print(cli.kernels_loaded())  # (the scenarios' child processes run this interpreter in this environment)
     report(f"{args.pixels * args.rules_per_pixel:,}-rule workload", results["many_pixels"])
     report("1,000 rules on one pixel", results["one_pixel"])
     if args.json:

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(c, args.events, args.sample, args.seed, args.batch, spec)
                for c in tqdm(args.counts, desc="rule counts", unit="set", disable=not sys.stderr.isatty())]
     print(f"{spec.describe()}; seed {args.seed}")
-    print(f"compiled extension loaded: {USING_EXTENSION}; {args.events:,} events, batch {args.batch}")
+    print(cli.kernels_loaded())
+    print(f"{args.events:,} events, batch {args.batch}")
     widths = [max(len(label), 12) + 2 for label, _ in SERIES]
     print(f"{'rules':>8} {'compile s':>10}" + "".join(f"{label:>{w}}" for (label, _), w in zip(SERIES, widths)))
     for r in results:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench import cli
-from bench.grpc_load import add_workload_options, count_workload, workload_from
+from bench.grpc_load import add_seeded_workload_options, count_workload, workload_from
 from bench.workload import RULES_PER_PIXEL, Mix
 from server.app import create_server
 from server.auth import TokenTable
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests timed per stage (cycling through at most 20 distinct ones)")
     parser.add_argument("--repeat", type=cli.positive_int, default=3, help="passes per stage (the best is reported)")
     parser.add_argument("--seed", type=int, default=1, help="the workload's random seed")
-    add_workload_options(parser)
+    add_seeded_workload_options(parser)
     parser.add_argument("--json", help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     spec = workload_from(parser, args, [args.rules])

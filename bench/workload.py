@@ -286,21 +286,22 @@ def add_workload_options(ap: argparse.ArgumentParser) -> None:
     add_mix_options(ap)
 
 
-def add_mix_options(ap: argparse.ArgumentParser, default: str | None = "mixed", otherwise: str = "") -> None:
-    """``--workload`` and the knobs overriding it. ``default`` None: no named workload unless
-    one is given (``bench grpc``, ``service``: their own seed-style one), ``otherwise`` saying
-    what is used then; ``optional_mix`` reads them."""
-    ap.add_argument("--workload", choices=list(PRESETS), default=default,
-                    help="a named mix of rules and events: mixed (every kind alike; the published figures'), "
-                         "urls (URL substrings and prefixes), regex (regexes on URL and path), numeric (event and "
-                         "value thresholds), parameters (custom-parameter equality)"
-                         + (f"; without it: {otherwise}" if default is None and otherwise else ""))
-    ap.add_argument("--operators", type=operator_weights, metavar="KIND=W,...",
-                    help=f"weights per rule kind, replacing the workload's ({', '.join(RULE_KINDS)})")
-    ap.add_argument("--event-mix", type=event_weights, metavar="EVENT=W,...",
-                    help="weights per standard event name, replacing the workload's")
-    ap.add_argument("--skew", type=cli.nonnegative_float,
-                    help="exponent s of the pixels' popularity, weight 1/(rank+1)**s (0: uniform); default 1")
+def add_mix_options(ap: argparse.ArgumentParser, default: str | None = "mixed", otherwise: str = ""
+                    ) -> list[argparse.Action]:
+    """``--workload`` and the knobs overriding it (returned, as added). ``default`` None: no
+    named workload unless one is given (``bench grpc``, ``service``: their own seed-style one),
+    ``otherwise`` saying what is used then; ``optional_mix`` reads them."""
+    return [ap.add_argument("--workload", choices=list(PRESETS), default=default,
+                            help="a named mix of rules and events: mixed (every kind alike; the published "
+                                 "figures'), urls (URL substrings and prefixes), regex (regexes on URL and path), "
+                                 "numeric (event and value thresholds), parameters (custom-parameter equality)"
+                                 + (f"; without it: {otherwise}" if default is None and otherwise else "")),
+            ap.add_argument("--operators", type=operator_weights, metavar="KIND=W,...",
+                            help=f"weights per rule kind, replacing the workload's ({', '.join(RULE_KINDS)})"),
+            ap.add_argument("--event-mix", type=event_weights, metavar="EVENT=W,...",
+                            help="weights per standard event name, replacing the workload's"),
+            ap.add_argument("--skew", type=cli.nonnegative_float,
+                            help="exponent s of the pixels' popularity, weight 1/(rank+1)**s (0: uniform); default 1")]
 
 
 def mix_from(args: argparse.Namespace) -> Mix:

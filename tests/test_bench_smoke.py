@@ -689,3 +689,72 @@ def test_named_workload_options_of_grpc_and_service_are_checked_before_any_work(
         bench_main(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_kernels_loaded_names_the_modules_actually_imported():
+    from bench.cli import kernels_loaded
+    from matcher import _actionset, _ruleset
+
+    line = kernels_loaded()
+    assert f"rules {_ruleset.engine.__name__} (" in line and f"action specs {_actionset.ActionSpecSet.__module__} (" in line
+    assert ("matcher._ruleset_c (compiled)" in line) is _ruleset.USING_EXTENSION
+    # Without the extensions: the twins, said so (not a fixed "loaded").
+    env = {**os.environ, "MATCHER_NO_EXTENSIONS": "1"}
+    done = subprocess.run([sys.executable, "-c", "from bench.cli import kernels_loaded; print(kernels_loaded())"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.strip() == ("kernels loaded: rules matcher._ruleset_py (pure-Python twin), "
+                                   "action specs matcher._actionset_py (pure-Python twin)"), done.stderr
+
+
+def test_scaling_prints_the_kernels_it_loaded(capsys):
+    from bench.cli import kernels_loaded
+
+    assert bench_main(["scaling", "--counts", "10", "--events", "100", "--sample", "20"]) == 0
+    assert kernels_loaded() + "\n" in capsys.readouterr().out
+
+
+def test_actions_bench_records_the_action_set_kernel_it_ran(tmp_path):
+    import matcher
+
+    out = tmp_path / "actions.json"
+    assert bench_main(["actions", "--ads", "200", "--actions", "400", "--twin-sample", "50", "--reference-sample", "5",
+                       "--repeats", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["compiled_extension"] is matcher.ACTION_SET_COMPILED
+    assert all(data[key] > 0 for key in ("match_batch_detail_actions_per_s", "match_columns_actions_per_s",
+                                         "match_columns_detail_actions_per_s"))
+
+
+# A value for each option add_seeded_workload_options registers (a new one needs one here).
+SEEDED_WORKLOAD_VALUES = {"--workload": "urls", "--operators": "urls=1", "--event-mix": "Purchase=1", "--skew": "1",
+                          "--rules-per-pixel": "10"}
+
+
+def test_grpc_target_refuses_every_seeded_workload_option(capsys):
+    import argparse
+
+    from bench.grpc_load import add_seeded_workload_options, parse_args
+
+    registered = [action.option_strings[0] for action in add_seeded_workload_options(argparse.ArgumentParser())]
+    assert registered == list(SEEDED_WORKLOAD_VALUES)
+    for option, value in SEEDED_WORKLOAD_VALUES.items():
+        with pytest.raises(SystemExit) as exited:
+            parse_args(["--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", option, value])
+        assert exited.value.code == 2
+        assert f"{option} applies to the servers this command starts, not to --target" in capsys.readouterr().err
+
+
+def test_grpc_target_refusal_follows_the_registered_workload_options(monkeypatch, capsys):
+    # The refusal list is the options add_seeded_workload_options returns, not a list kept by hand.
+    import bench.grpc_load
+
+    registered = bench.grpc_load.add_seeded_workload_options
+
+    def with_one_more(parser):
+        return [*registered(parser), parser.add_argument("--workload-extra")]
+
+    monkeypatch.setattr(bench.grpc_load, "add_seeded_workload_options", with_one_more)
+    with pytest.raises(SystemExit) as exited:
+        bench.grpc_load.parse_args(["--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload-extra", "x"])
+    assert exited.value.code == 2
+    assert "--workload-extra applies to the servers this command starts" in capsys.readouterr().err
