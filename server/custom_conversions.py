@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from operator import itemgetter
@@ -111,18 +110,13 @@ def to_message(record: CustomConversionRecord) -> pb.CustomConversion:
     return message
 
 
-def _stats_after(after: str | None) -> tuple[int, str] | None:
-    """The (hour, key) a stats page starts after, from its token's key."""
-    if after is None:
-        return None
-    try:
-        hour, key = json.loads(after)
-    except (ValueError, TypeError):
-        hour = None
-    if type(hour) is not int or not -2**63 <= hour < 2**63 or not isinstance(key, str) or not is_text(key):
-        # (an hour past SQLite's integers or a lone surrogate could not even be bound)
-        raise InvalidArgument("page_token: not a next_page_token this service returned")
-    return hour, key
+def _stats_key(key: object) -> tuple[int, str] | None:
+    """The (hour, key) a stats token holds as ``[hour, key]``, or None when it holds something else
+    (an hour past SQLite's integers or a lone surrogate could not even be bound)."""
+    if (isinstance(key, list) and len(key) == 2 and type(key[0]) is int and -2**63 <= key[0] < 2**63
+            and isinstance(key[1], str) and is_text(key[1])):
+        return key[0], key[1]
+    return None
 
 
 def _unmatched(fired: Iterator[tuple[int, int, float]], matched: Iterator[tuple[int, str, int, float, float]],
@@ -254,12 +248,12 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             raise InvalidArgument(f"start_time: {start} is not before end_time {end}")
         start -= start % HOUR  # whole hours: an hour bucket is in range when it starts in range
         record = self._owned(principal, request.custom_conversion_id)
-        page = page_request(request, "GetCustomConversionStats", f"{record.id}/{aggregation}", largest=sys.maxsize)
-        rows = self._stats_rows(record, aggregation, start, end, _stats_after(page.after))
+        page = page_request(request, "GetCustomConversionStats", f"{record.id}/{aggregation}", largest=sys.maxsize,
+                            key=_stats_key)
+        rows = self._stats_rows(record, aggregation, start, end, page.after)
         items = (((hour, key), pb.CustomConversionStatsRow(timestamp=hour, key=key, value=value))
                  for hour, key, value in rows)
-        messages, token = fill(page, items, reply_bytes=self.core.limits.max_message_bytes, what="stats row",
-                               key_text=lambda hour_key: json.dumps(list(hour_key)))
+        messages, token = fill(page, items, reply_bytes=self.core.limits.max_message_bytes, what="stats row")
         return pb.CustomConversionStats(custom_conversion_id=record.id, aggregation=aggregation, rows=messages,
                                         next_page_token=token)
 

@@ -15,6 +15,8 @@ a time:
 - A token names its call and scope (the account or pixel listed; the conversion and
   aggregation). Given to another call or scope, or not one this service wrote, it is code
   100 on ``page_token``.
+- A token is ``[call, scope, key]`` in JSON, base64url without padding: the key as it is
+  (a string; for stats, ``[hour, key]``), one level of encoding.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from google.protobuf.message import Message
 
 from matcher.values import is_text
 from server.errors import InvalidArgument, LimitExceeded
 
-__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "first_page", "page_request", "read_on"]
+__all__ = ["MAX_PAGE_SIZE", "REPLY_RESERVE_BYTES", "Page", "fill", "first_page", "page_request", "read_on", "text_key"]
 
 MAX_PAGE_SIZE = 1000
 REPLY_RESERVE_BYTES = 4096  # what a reply holds besides its items: the token, a pixel id
@@ -44,26 +46,36 @@ M = TypeVar("M", Message, str)
 
 @dataclass(frozen=True)
 class Page:
-    """One page asked for: ``call``/``scope`` bind its tokens; ``after`` is the key it starts after."""
+    """One page asked for: ``call``/``scope`` bind its tokens; ``after`` is the key it starts
+    after (None: the first page), as ``page_request``'s ``key`` read it from the token."""
 
     call: str
     scope: str
     size: int
-    after: str | None
+    after: Any
 
-    def token(self, last_key: str) -> str:
+    def token(self, last_key: Any) -> str:
+        """The token of the page after ``last_key`` (JSON-able: a string, or a tuple of them
+        and ints, which JSON writes as a list)."""
         text = json.dumps([self.call, self.scope, last_key], separators=(",", ":"))
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def page_request(request: Message, call: str, scope: str, largest: int = MAX_PAGE_SIZE) -> Page:
+def text_key(key: object) -> str | None:
+    """A token's key that is text (an id), or None when it is something else."""
+    return key if isinstance(key, str) and is_text(key) else None
+
+
+def page_request(request: Message, call: str, scope: str, largest: int = MAX_PAGE_SIZE,
+                 key: Callable[[object], Any] = text_key) -> Page:
     """The page ``request`` asks for (its ``page_size`` and ``page_token``); code 100 when bad.
-    A ``page_size`` of 0 or over ``largest`` asks for ``largest`` items."""
+    A ``page_size`` of 0 or over ``largest`` asks for ``largest`` items. ``key`` reads the key
+    a token holds (decoded JSON) as the call's key, or gives None when it is not one."""
     size = request.page_size
     if size < 0:
         default = f"the default, {largest}" if largest == MAX_PAGE_SIZE else "as many as fit"
         raise InvalidArgument(f"page_size: {size} is negative (0 asks for {default})")
-    return Page(call, scope, min(size or largest, largest), _after(request.page_token, call, scope))
+    return Page(call, scope, min(size or largest, largest), _after(request.page_token, call, scope, key))
 
 
 def first_page(call: str, scope: str) -> Page:
@@ -71,7 +83,10 @@ def first_page(call: str, scope: str) -> Page:
     return Page(call, scope, MAX_PAGE_SIZE, None)
 
 
-def _after(token: str, call: str, scope: str) -> str | None:
+_NOT_OURS = "page_token: not a next_page_token this service returned"
+
+
+def _after(token: str, call: str, scope: str, key: Callable[[object], Any] = text_key) -> Any:
     if not token:
         return None
     try:
@@ -79,14 +94,17 @@ def _after(token: str, call: str, scope: str) -> str | None:
     except (ValueError, binascii.Error):
         decoded = None
     if not (isinstance(decoded, list) and len(decoded) == 3
-            and all(isinstance(part, str) and is_text(part) for part in decoded)):
-        raise InvalidArgument("page_token: not a next_page_token this service returned")
+            and all(isinstance(part, str) and is_text(part) for part in decoded[:2])):
+        raise InvalidArgument(_NOT_OURS)
     if decoded[:2] != [call, scope]:
         raise InvalidArgument(
             f"page_token: returned by {decoded[0]} for {decoded[1]!r}, not by {call} for {scope!r}; "
             "start again without a token"
         )
-    return decoded[2]
+    after = key(decoded[2])
+    if after is None:
+        raise InvalidArgument(_NOT_OURS)
+    return after
 
 
 def _entry_bytes(item: Message | str) -> int:
@@ -110,16 +128,16 @@ def read_on(read: Callable[[K | None, int], list[T]], key: Callable[[T], K], aft
         chunk = min(2 * chunk, MAX_READ_CHUNK)
 
 
-def fill(page: Page, items: Iterable[tuple[K, M | None]], *, reply_bytes: int, what: str,
-         key_text: Callable[[K], str] = str) -> tuple[list[M], str]:
+def fill(page: Page, items: Iterable[tuple[K, M | None]], *, reply_bytes: int,
+         what: str) -> tuple[list[M], str]:
     """The messages of one page and the next page's token ('' when this page is the last).
 
     ``items`` are (key, message) in key order, every item after ``page.after`` (read lazily:
     the page takes what fits and looks one item further); a message may also be a string, an
     element of a repeated string field. A message of None is an item left
-    out of the listing that the page still moves past. ``key_text`` is a key as the token
-    holds it, called for the page's last key only. ``reply_bytes`` is the server's
-    message size limit; an item that alone would pass it is code 368 naming ``what``.
+    out of the listing that the page still moves past. The next page's token holds this
+    page's last key (``Page.token``). ``reply_bytes`` is the server's message size limit; an
+    item that alone would pass it is code 368 naming ``what`` and its key.
     """
     budget = reply_bytes - REPLY_RESERVE_BYTES
     messages: list[M] = []
@@ -127,16 +145,17 @@ def fill(page: Page, items: Iterable[tuple[K, M | None]], *, reply_bytes: int, w
     last = None
     for key, message in items:
         if len(messages) == page.size:
-            return messages, page.token(key_text(last))
+            return messages, page.token(last)
         if message is not None:
             size = _entry_bytes(message)
             if used + size > budget:
                 if not messages:
+                    shown = key if isinstance(key, str) else json.dumps(key)
                     raise LimitExceeded(
-                        f"{what} {key_text(key)}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
+                        f"{what} {shown}: {size} bytes, more than a reply can hold ({reply_bytes} bytes, "
                         "the server's --max-message-bytes)"
                     )
-                return messages, page.token(key_text(last))
+                return messages, page.token(last)
             messages.append(message)
             used += size
         last = key

@@ -377,16 +377,35 @@ def test_stats_tokens_are_bound_to_their_conversion_and_aggregation(service, own
     list_token = owner.call(owner.ads.ListAds, ads_pb2.ListAdsRequest(account_id="act_1", page_size=1)).next_page_token
     invalid(rejected(stats, page_token=list_token), "page_token: returned by ListAds")
     scope = f"{created.id}/url"
+
+    def forge(scope: str, key: str) -> str:
+        """A token holding ``key``, JSON text, as its key: ``[call, scope, key]``, one level of JSON."""
+        text = f'["GetCustomConversionStats",{json.dumps(scope)},{key}]'
+        return base64.urlsafe_b64encode(text.encode()).decode()
+
     for key in ("[1]", "[\"1\", \"x\"]", "{\"a\": 1, \"b\": 2}", "[true, \"\"]", "7", "[1e400, \"\"]",
                 f"[{2**63}, \"\"]", "[1, \"\\ud800\"]"):
-        forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", scope, key]).encode()).decode()
-        invalid(rejected(stats, page_token=forged), "page_token: not a ")
+        invalid(rejected(stats, page_token=forge(scope, key)), "page_token: not a ")
+        # nor the key as a JSON string inside the token's JSON (tokens before one level of encoding)
+        invalid(rejected(stats, page_token=forge(scope, json.dumps(key))), "page_token: not a ")
     # A page after SQLite's last hour (a forged token, or one past the range): an empty page,
     # in every aggregation, though the next hour is past what SQLite can bind.
     for aggregation in ("url", "count", "pixel_fire", "unmatched_count"):
-        last = json.dumps([2**63 - 1, ""])
-        forged = base64.urlsafe_b64encode(json.dumps(["GetCustomConversionStats", f"{created.id}/{aggregation}",
-                                                      last]).encode()).decode()
+        forged = forge(f"{created.id}/{aggregation}", json.dumps([2**63 - 1, ""]))
         assert list(stats(aggregation=aggregation, page_token=forged).rows) == []
     invalid(rejected(stats, page_size=-1), "page_size: -1 is negative (0 asks for as many as fit)")
     assert [row.key[21:24] for row in stats(page_size=2**31 - 1).rows] == ["000", "001", "002"]
+
+
+def test_a_stats_token_holds_its_hour_and_key_as_json_not_json_text(service, owner):  # noqa: F811
+    """One level of encoding: the token is [call, scope, [hour, key]], its key no JSON string."""
+    pixel = owner.create_pixel("act_1", "shop")
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, {"value": {"gt": 100}})
+    hour = service[0].core.now() // 3600 * 3600 - 3600
+    with Client(service[1], "ingest-token") as ingest:
+        record_url_events(ingest, pixel.id, [hour], urls_per_hour=2)
+    first = owner.call(owner.custom_conversions.GetCustomConversionStats, pb.GetCustomConversionStatsRequest(
+        custom_conversion_id=created.id, aggregation="url", start_time=hour, end_time=hour + 3600, page_size=1))
+    token = first.next_page_token
+    decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert decoded == ["GetCustomConversionStats", f"{created.id}/url", [hour, first.rows[0].key]]
