@@ -164,3 +164,30 @@ def test_status_follows_recorded_firings(service, owner):
         # An older event does not move the last firing time back.
         ingest.classify_pixel_events([{"pixel_id": pixel.id, "event": "PageView", "event_time": now - 3600}], record=True)
         assert owner.get_pixel(pixel.id).last_firing_time == now - 60
+
+
+def test_the_creator_changes_a_pixel_without_its_accounts_being_looked_up(service, owner, other, monkeypatch):  # noqa: F811
+    """Who manages a pixel is its creator: that is checked first, and the pixel's authorised
+    accounts are read only to tell a caller who is not the creator which refusal applies."""
+    pixel = owner.create_pixel("act_1", "shop")
+    store = service[0].core.store
+    asked = []
+    get_pixel = store.get_pixel
+
+    def spied(pixel_id, among=None, **options):
+        asked.append(None if among is None else sorted(among))
+        return get_pixel(pixel_id, among, **options)
+
+    monkeypatch.setattr(store, "get_pixel", spied)
+    owner.call(owner.pixels.UpdatePixel, pb.UpdatePixelRequest(pixel_id=pixel.id, name="renamed"))
+    owner.call(owner.pixels.AddAuthorizedAdAccounts,
+               pb.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel.id, account_ids=["act_3"]))
+    assert asked == [[], []]
+    # A non-creator: authorised, refused as not the creator; not authorised, as not authorised.
+    error = rejected(other.call, other.pixels.UpdatePixel, pb.UpdatePixelRequest(pixel_id=pixel.id, name="mine"))
+    assert error_code(error) == 200 and "only the creator account act_1" in error.details()
+    owner.call(owner.pixels.RemoveAuthorizedAdAccounts,
+               pb.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel.id, account_ids=["act_3"]))
+    error = rejected(other.call, other.pixels.DeletePixel, pb.DeletePixelRequest(pixel_id=pixel.id))
+    assert error_code(error) == 200 and "no ad account of this access token is authorised" in error.details()
+    assert owner.get_pixel(pixel.id).name == "renamed"
