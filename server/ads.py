@@ -5,7 +5,7 @@ from __future__ import annotations
 from operator import attrgetter
 
 from server.auth import Principal
-from server.core import Core, refuse_control_characters
+from server.core import Core
 from server.errors import InvalidArgument
 from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
@@ -34,12 +34,12 @@ def _registration(record: AdRecord, specs: AdSpecs) -> pb.AdRegistration:
 
 
 def _check_ad_id(ad_id: str) -> None:
-    """Ids are chosen by callers and compared exactly: one with blanks around it (``" 123"``
-    for ``"123"``) or a control character in it is refused rather than stored as another ad.
-    (Ads stored before this check still load, and GetAd/DeleteAd still find them.)"""
+    """Ids are chosen by callers and compared exactly: one with blanks at its start or end
+    (``" 123"`` for ``"123"``) is refused rather than stored as another ad, as is one with a
+    control character in it (``Core.text``). (Ads stored before these checks still load, and
+    GetAd/DeleteAd still find them.)"""
     if ad_id != ad_id.strip():
         raise InvalidArgument(f"ad.id: {ad_id[:40]!r} has blanks at its start or end")
-    refuse_control_characters(ad_id, "ad.id")
 
 
 class AdServicer(ads_pb2_grpc.AdServiceServicer):
@@ -47,11 +47,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         self.core = core
 
     def _record(self, principal: Principal, ad: pb.Ad) -> AdRecord:
-        if not ad.id:
-            raise InvalidArgument("ad.id: required")
-        if len(ad.id) > MAX_AD_ID_CHARS:
-            raise InvalidArgument(f"ad.id: more than {MAX_AD_ID_CHARS} characters")
-        _check_ad_id(ad.id)
+        _check_ad_id(self.core.text(ad.id, "ad.id", limit=MAX_AD_ID_CHARS))
         principal.require_account(ad.account_id, "ad.account_id")
         for name in ("objective", "optimization_goal"):
             if len(getattr(ad, name)) > MAX_AD_ID_CHARS:

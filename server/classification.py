@@ -4,9 +4,9 @@ The hot path per batch: decode the columns (a few C-level calls), one ``match_co
 over all events (the compiled matcher reads the decoded lists as they are: no per-event
 or per-rule Python), per-match Python only to attach conversion values (none when the
 request asks for the matches as buffers: the matcher writes them, values included), and per
-distinct firing, (pixel, event name), cached on the snapshot, the ads tracking it. Recording aggregates
-the batch in memory and writes it in one transaction before the reply, so a recorded batch
-is durable when the call returns.
+distinct firing, (pixel, event name), cached on the snapshot, the ads tracking it (the name
+left out where no ad's spec reads it). Recording aggregates the batch in memory and writes it
+in one transaction before the reply, so a recorded batch is durable when the call returns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import sys
 from array import array
 from functools import lru_cache
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
@@ -447,9 +447,22 @@ def pixel_firing_action(pixel_id: str, event_name: str | None = None) -> dict:
     return action
 
 
+def firing_keys(snapshot: Snapshot, batch: PixelBatch) -> list[tuple[str, str | None]]:
+    """Per event its firing as ``ads_for_firings`` takes it: (pixel id, event name), the name
+    None for a pixel whose firings no ad's spec tells apart by name (every name of the pixel
+    matches the same ads: one cache entry, not one per name)."""
+    named = snapshot.event_name_pixels
+    if named is not None and not named:  # the common case: no spec names event_name
+        return list(zip(batch.pixel_ids, repeat(None)))
+    names = _as_list(batch.names)
+    if named is None:
+        return list(zip(batch.pixel_ids, names))
+    return [(pixel, name if pixel in named else None) for pixel, name in zip(batch.pixel_ids, names)]
+
+
 def ads_for_firings(snapshot: Snapshot, firings: Iterable[tuple[str, str | None]]) -> dict[tuple, tuple]:
-    """Ads tracking each (pixel id, event name) firing, memoised on the snapshot (a pure
-    function of it)."""
+    """Ads tracking each (pixel id, event name or None) firing, memoised on the snapshot (a
+    pure function of it)."""
     cache = snapshot.firing_ad_cache
     wanted = set(firings)
     unknown = [f for f in wanted if f not in cache]
@@ -486,7 +499,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
         else:
             reply, bound, recording = self._lists_reply(request, snapshot, batch)
         if snapshot.ad_specs:
-            firings = list(zip(batch.pixel_ids, _as_list(batch.names)))
+            firings = firing_keys(snapshot, batch)
             pixel_ads = ads_for_firings(snapshot, firings)
             columns = ad_columns([pixel_ads.get(f, ()) for f in firings])
             reply.MergeFrom(pb.ClassifyPixelEventsResponse(**columns))

@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from operator import itemgetter
 from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
@@ -50,11 +51,26 @@ class AdSpecs:
     tracking_json: str
     conversion_json: str
 
+    @cached_property
+    def event_name_pixels(self) -> frozenset[str] | None:
+        """The pixels whose firings these specs tell apart by event name: those a spec naming
+        ``event_name`` names; None when such a spec names no pixel (it counts that event of
+        every pixel)."""
+        pixels: set[str] = set()
+        for spec in (*self.tracking, *self.conversion):
+            constraints = dict(spec.constraints)
+            if "event_name" in constraints:
+                named = [constraints[s] for s in PIXEL_SELECTORS if s in constraints]
+                if not named:
+                    return None
+                pixels.update(*named)
+        return frozenset(pixels)
+
 
 @dataclass(frozen=True)
 class Snapshot:
     """Everything one classification batch reads. Never mutated after publication
-    (the per-firing ad cache only memoises a pure function of the snapshot)."""
+    (the per-firing ad cache and the cached properties only memoise pure functions of it)."""
 
     rules: Any  # matcher.CompiledRules over tracked custom conversions, scoped to their pixel
     default_values: Mapping[str, float]  # custom conversion id -> default_conversion_value
@@ -71,6 +87,18 @@ class Snapshot:
     @property
     def rule_count(self) -> int:
         return len(self.default_values)
+
+    @cached_property
+    def event_name_pixels(self) -> frozenset[str] | None:
+        """The pixels whose firings some ad's specs tell apart by event name (None: every
+        pixel's). Any other pixel's firings match the same ads whatever their event name."""
+        pixels: set[str] = set()
+        for specs in self.ad_specs.values():
+            named = specs.event_name_pixels
+            if named is None:
+                return None
+            pixels |= named
+        return frozenset(pixels)
 
 
 class Registry:

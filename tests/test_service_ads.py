@@ -69,6 +69,9 @@ def test_register_replace_list_delete(owner):
          "ad.conversion_specs[0].response: "),
         ({"promoted_object": {}}, "ad.promoted_object.pixel_id: "),
         ({"id": ""}, "ad.id: required"),
+        # Checked as other text fields are (Core.text): blank, too long.
+        ({"id": "   "}, "ad.id: required and must not be blank"),
+        ({"id": "a" * 65}, "ad.id: 65 characters, more than the limit of 64"),
         # Ids are compared exactly: " 123" would be another ad than "123".
         ({"id": " ad1"}, "ad.id: ' ad1' has blanks at its start or end"),
         ({"id": "ad1\u00a0"}, "ad.id: 'ad1\\xa0' has blanks at its start or end"),
@@ -161,6 +164,35 @@ def test_a_pixel_firing_carries_its_event_name(owner, ingest, form):
         ["any_firing", "purchases"], ["any_firing"], ["any_firing"], [], ["any_firing", "purchases"]]
     assert ingest.classify_actions([{"action.type": "offsite_conversion", "fb_pixel": "PX1", "event_name": "Purchase"}]) \
         == [[a for a in results[0].ads]]
+
+
+@pytest.mark.parametrize("form", ["columns", "buffers"])
+def test_the_firing_cache_keys_a_pixel_by_event_name_only_where_a_spec_reads_it(service, owner, ingest, form):  # noqa: F811
+    """A pixel whose firings no spec tells apart by name has one cache entry, not one per name
+    (every name, and none, match the same ads); the answers are those of the firings' actions."""
+    def tracking(ad_id, *specs):
+        owner.register_ad({**PAGE_LIKE_AD, "id": ad_id, "tracking_specs": list(specs)})
+
+    def check(expected_keys):
+        results = ingest.classify_pixel_events(events, form=form)
+        actions = [{"action.type": "offsite_conversion", "fb_pixel": e["pixel_id"], "offsite_pixel": e["pixel_id"],
+                    **({"event_name": e["event"]} if e.get("event") else {})} for e in events]
+        assert [list(r.ads) for r in results] == ingest.classify_actions(actions)
+        assert set(service[0].core.registry.snapshot.firing_ad_cache) == expected_keys
+        return [sorted(a.ad_id for a in r.ads) for r in results]
+
+    events = [{"pixel_id": pixel, **({"event": name} if name else {})}
+              for pixel in ("PX1", "PX2", "PX3") for name in ("Purchase", "PageView", "", "Lead")]
+    tracking("px1", {"action.type": "offsite_conversion", "fb_pixel": "PX1"})
+    assert check({("PX1", None), ("PX2", None), ("PX3", None)}) == [["px1"]] * 4 + [[]] * 8
+    tracking("px2_purchases", {"action.type": "offsite_conversion", "offsite_pixel": "PX2", "event_name": "Purchase"})
+    names = {"Purchase", "PageView", None, "Lead"}
+    assert check({("PX1", None), ("PX3", None)} | {("PX2", name) for name in names}) == \
+        [["px1"]] * 4 + [["px2_purchases"]] + [[]] * 7
+    # A spec naming event_name and no pixel counts that event of every pixel: every pixel by name.
+    tracking("leads", {"action.type": "offsite_conversion", "event_name": "Lead"})
+    assert check({(pixel, name) for pixel in ("PX1", "PX2", "PX3") for name in names}) == \
+        [["px1"]] * 3 + [["leads", "px1"], ["px2_purchases"], [], [], ["leads"], [], [], [], ["leads"]]
 
 
 def test_actions_stream_and_bad_actions(ingest, owner):
