@@ -1748,6 +1748,22 @@ cdef list _alias(list keys, dict event):
     return keys
 
 
+cdef object _ABSENT = object()
+cdef tuple _EVENT_KEYS = (_KEY_PIXEL, _KEY_URL, _KEY_EVENT, _KEY_DEVICE, _KEY_CUSTOM)
+
+
+cdef dict _read_via_get(object event):
+    """A mapping that is not exactly a dict, as a dict of the keys a rule set reads from an
+    event, each read with ``get`` as the twin and the reference read it (a subclass or another
+    mapping may compute its values, and ``dict(event)`` would bypass its methods)."""
+    cdef dict copy = {}
+    for key in _EVENT_KEYS:
+        value = event.get(key)
+        if value is not None:
+            copy[key] = value
+    return copy
+
+
 @cython.final
 cdef class _Events:
     """Where a batch's events come from: a sequence of mappings (rows) or lists (columns).
@@ -1862,8 +1878,8 @@ cdef class _Events:
             event = self.events[self.idx[row]]
             if type(event) is not dict:
                 if not isinstance(event, Mapping):
-                    raise TypeError(f"an event is a mapping, got {type(event).__name__}")
-                event = dict(event)
+                    raise TypeError(f"events[{self.idx[row]}]: an event is a mapping, got {type(event).__name__}")
+                event = _read_via_get(event)
             if row == 0:
                 self.keys = _alias([_KEY_PIXEL, _KEY_URL, _KEY_EVENT, _KEY_DEVICE, _KEY_CUSTOM], event)
             raw = PyDict_GetItemWithError(event, <object>PyList_GET_ITEM(self.keys, 4))
@@ -2077,6 +2093,8 @@ cdef class Matcher:
         self._max_rules = max(self._max_rules, p.rules.size())
 
     def match(self, event):
+        if type(event) is not dict and not isinstance(event, Mapping):
+            raise TypeError(f"an event is a mapping, got {type(event).__name__}")
         return self.match_batch((event,))[0]
 
     def match_batch(self, events):
@@ -2800,8 +2818,9 @@ cdef object _lookup_key(object node, str name, bytes folded, int* keys_state):
                 return <object>value
         return None
     if isinstance(node, Mapping):
-        if name in node:
-            return node[name]
+        found = node.get(name, _ABSENT)  # (as ``values.lookup``: not ``in`` then ``[]``)
+        if found is not _ABSENT:
+            return found
         for k, v in node.items():
             if _folds_to(k, folded):
                 return v

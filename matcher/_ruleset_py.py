@@ -186,7 +186,12 @@ class Matcher:
         return [self._ids[i] for i in sorted(matched)]
 
     def match_batch(self, events: Sequence[Mapping]) -> list[list[Any]]:
-        return [self.match(event) for event in events]
+        results = []
+        for index, event in enumerate(events):
+            if not isinstance(event, Mapping):
+                raise TypeError(f"events[{index}]: an event is a mapping, got {type(event).__name__}")
+            results.append(self.match(event))
+        return results
 
     def match_columns(self, n: int, pixel_id: Sequence | None, event: Sequence | None, url: Sequence | None,
                       device_type: Sequence | None, custom_data: Sequence | None,

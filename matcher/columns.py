@@ -44,8 +44,10 @@ def _frozen(buffer: Any, label: str, copy: bool = False) -> memoryview:
         view = memoryview(buffer)
     except TypeError:
         raise TypeError(f"{label}: a buffer (bytes, memoryview, array, ...), got {type(buffer).__name__}") from None
-    if view.ndim != 1 or not view.c_contiguous:
+    if view.ndim != 1:
         raise ValueError(f"{label}: a contiguous one-dimensional buffer, got {view.ndim} dimension(s)")
+    if not view.c_contiguous:
+        raise ValueError(f"{label}: a contiguous one-dimensional buffer, got a strided one (copy it first)")
     if copy or not view.readonly:
         view = memoryview(view.tobytes()).cast(view.format)
     return view

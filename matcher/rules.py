@@ -159,6 +159,7 @@ def parse_rule(source: Any, limits: Limits = DEFAULT_LIMITS, path: str = "rule")
             _Parser(limits).node(obj, path, 1)
             raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels") from None
         except (TypeError, ValueError) as err:
+            _Parser(limits).node(obj, path, 1)  # names the place of what it refuses (NaN, a numpy int)
             raise RuleError(path, f"rule is not JSON data: {err}") from None
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > limits.max_json_bytes:
@@ -310,13 +311,17 @@ class _Parser:
         canonical = ALIASES.get(op, op) if isinstance(op, str) else op
         if canonical not in OPERATORS:
             raise RuleError(path, f"unknown operator {_describe(op)}")
+        # A str subclass's own __eq__ and __hash__ must not decide a match: operands are held
+        # as plain str (``str.__str__``), as event texts are read (``item_text``).
         if isinstance(operand, str):
             if not is_text(operand):
                 raise _not_text(operand, operand_path)
+            operand = str.__str__(operand)
         elif isinstance(operand, (list, tuple)):
             for i, item in enumerate(operand):
                 if isinstance(item, str) and not is_text(item):
                     raise _not_text(item, f"{operand_path}[{i}]")
+            operand = [str.__str__(item) if isinstance(item, str) else item for item in operand]
         return Leaf(fld, canonical, *_operand(canonical, operand, operand_path))
 
 

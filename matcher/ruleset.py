@@ -117,7 +117,7 @@ class CompiledRules:
         if missing:
             raise ValueError(f"rule_values: no value for rule {missing[0]!r}"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        aligned = array("d", [float(rule_values[i]) if i is not None else math.nan for i in self._order])
+        aligned = array("d", [_rule_value(rule_values, i) if i is not None else math.nan for i in self._order])
         self._values_kept = (rule_values, aligned)
         return aligned
 
@@ -189,6 +189,18 @@ class CompiledRules:
 _KEPT = (list, TextColumn, NumberColumn)  # the column types the engines read as they are
 
 
+def _rule_value(rule_values: Mapping[str, float], rule_id: str) -> float:
+    """A rule's value, as float64; TypeError naming the rule for what is no number (text too:
+    ``float("3")`` would read it)."""
+    value = rule_values[rule_id]
+    if not isinstance(value, (str, bytes, bytearray)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"rule_values[{rule_id!r}]: a number, got {type(value).__name__}")
+
+
 def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, Sequence], dict[str, Sequence] | None]:
     """(the number of events, the columns as lists or buffer columns, the custom-parameter
     columns or None), checked: known names, parameter names that are strings, one length."""
@@ -199,7 +211,15 @@ def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, Sequence],
 
     def as_list(label: str, values: Any, kept: tuple = _KEPT) -> Sequence:
         nonlocal first, count
-        values = values if type(values) in kept else list(values)
+        if type(values) not in kept:
+            # (a text or a mapping iterates, but over its characters or keys: never one value per event)
+            if isinstance(values, (str, bytes, bytearray, Mapping)):
+                raise TypeError(f"{label}: a column is a sequence of values, one per event, got {type(values).__name__}")
+            try:
+                values = list(values)
+            except TypeError:
+                raise TypeError(f"{label}: a column is a sequence of values, one per event, "
+                                f"got {type(values).__name__}") from None
         if first is None:
             first, count = label, len(values)
         elif len(values) != count:
@@ -212,8 +232,9 @@ def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, Sequence],
         if name == "custom_data" and isinstance(values, Mapping):
             parameters = {}
             for key, column in values.items():
-                if type(key) is not str:
+                if not isinstance(key, str):
                     raise ValueError(f"columns['custom_data']: a custom parameter's name is a str, got {key!r}")
+                key = str.__str__(key)  # (a subclass, numpy.str_ say, as its text: as in a mapping per event)
                 parameters[key] = as_list(f"columns['custom_data'][{key!r}]", column)
         else:  # (custom data, one mapping per event, is read from a list)
             lists[name] = as_list(f"columns[{name!r}]", values, (list,) if name == "custom_data" else _KEPT)

@@ -82,8 +82,8 @@ def is_text(value: str) -> bool:
 
 def item_text(item: Any) -> str | None:
     """The text a string operator sees for one item, or None when it has none."""
-    if isinstance(item, str):
-        return item if is_text(item) else None
+    if isinstance(item, str):  # a subclass as plain str: its own __eq__ and __hash__ decide nothing
+        return str.__str__(item) if is_text(item) else None
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, int):
@@ -168,10 +168,16 @@ def _parse_field(name: str) -> FieldPath:
     return FieldPath(name, None, tuple(segments))
 
 
+_ABSENT = object()
+
+
 def lookup(mapping: Mapping, segment: Segment) -> Any:
     """A custom parameter: the exact key wins, else the first key equal under case folding."""
-    if segment.name in mapping:
-        return mapping[segment.name]
+    # With ``get``, as an event's own fields are read (not ``in`` then ``[]``: a key removed
+    # in between would raise KeyError; nor ``[]`` alone, which a defaultdict answers by adding it).
+    value = mapping.get(segment.name, _ABSENT)
+    if value is not _ABSENT:
+        return value
     for key, value in mapping.items():  # folding keeps the length: only keys as long can equal
         if isinstance(key, str) and len(key) == len(segment.folded) and fold(key) == segment.folded:
             return value

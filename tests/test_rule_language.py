@@ -1,6 +1,7 @@
 """Parsing, validation (code 100 with the place), normalisation and canonical JSON."""
 
 import json
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -212,3 +213,12 @@ def test_a_float_subclass_has_the_text_of_its_value():
 
     rule_set = matcher.compile_rules({"r": {"v": {"eq": "1.5"}}, "s": {"v": {"contains": "Money"}}})
     assert rule_set.match_batch([{"custom_data": {"v": Money(1.5)}}]) == [["r"]]
+
+
+@pytest.mark.parametrize("operand, message", [
+    (float("nan"), 'operator "gt" needs a number, got the number nan'),
+    (Fraction(1, 2), 'operator "gt" needs a number, got Fraction'),
+])
+def test_an_operand_json_cannot_write_is_refused_at_its_place(operand, message):
+    # json.dumps refused it first, and the error named only "rule".
+    assert error_of({"and": [{"event": "Purchase"}, {"value": {"gt": operand}}]}) == f"rule.and[1].value: {message}"

@@ -2,8 +2,11 @@
 
 import os
 import random
+import re
 import sys
 import threading
+from array import array
+from collections.abc import Mapping
 
 import pytest
 
@@ -384,3 +387,98 @@ def test_buffers_refuse_a_set_with_ids_that_are_not_text(engine):
     assert rules.match_columns({"event": ["x"]}) == ([2], [1, "b"])  # lists hold any id
     with pytest.raises(TypeError, match=r"every id must be a str; this set has 1 \(int\): use match_columns"):
         rules.match_columns_buffers({"event": ["x"]})
+
+
+class _CaseInsensitiveMapping(Mapping):
+    """As requests' CaseInsensitiveDict: its keys' case is kept, and ``get`` ignores it."""
+
+    def __init__(self, data):
+        self._data = {key.lower(): (key, value) for key, value in data.items()}
+
+    def __getitem__(self, key):
+        return self._data[key.lower()][1]
+
+    def __iter__(self):
+        return (key for key, _ in self._data.values())
+
+    def __len__(self):
+        return len(self._data)
+
+
+class _Computed(dict):
+    """A dict whose values are computed when read (its storage holds functions)."""
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        return value() if callable(value) else value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def test_an_events_fields_are_read_with_its_own_get(match_all):
+    # The kernel copied a mapping that is not exactly a dict with dict(event), bypassing its
+    # methods: it read no "event" of either, where the twin and the reference read one.
+    rules = {"ev": {"event": "Purchase"}, "url": {"url": {"contains": "/thank"}}, "color": {"color": "red"}}
+    events = [_CaseInsensitiveMapping({"Event": "Purchase", "URL": "https://a/thank"}),
+              _Computed({"event": lambda: "Purchase", "custom_data": lambda: {"color": "red"}})]
+    assert match_all(rules, events) == [["ev", "url"], ["ev", "color"]]
+
+
+class _CaseInsensitiveText(str):
+    def __eq__(self, other):
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self):
+        return hash(self.lower())
+
+
+def test_a_str_subclass_is_compared_as_its_text(match_all):
+    # Its own __eq__/__hash__ decided "eq" and "is_any" in the twin and the reference.
+    rules = {"eq": {"color": "red"}, "any": {"color": {"is_any": ["red", "blue"]}}, "neq": {"color": {"neq": "red"}}}
+    assert match_all(rules, [{"custom_data": {"color": _CaseInsensitiveText("RED")}}]) == [["neq"]]
+    # ... in a rule's operands too: a rule of them is the rule of their text.
+    odd = {"eq": {"color": _CaseInsensitiveText("RED")}, "any": {"color": {"is_any": [_CaseInsensitiveText("RED")]}}}
+    assert match_all(odd, [{"custom_data": {"color": "red"}}, {"custom_data": {"color": "RED"}}]) == [[], ["eq", "any"]]
+    assert type(matcher.parse_rule(odd["eq"]).leaves()[0].operand) is str
+
+
+def test_a_defaultdict_parameter_is_not_added_by_reading_it(match_all):
+    from collections import defaultdict
+
+    custom = defaultdict(lambda: "red", {"size": "L"})
+    assert match_all({"color": {"color": "red"}, "size": {"size": "L"}}, [{"custom_data": custom}]) == [["size"]]
+    assert dict(custom) == {"size": "L"}
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_bad_batches_and_columns_are_named(engine):
+    cr = compile_rules({"p": {"event": "Purchase"}, "v": {"value": {"gt": 1}}}, engine=engine)
+    with pytest.raises(TypeError, match=r"^events\[2\]: an event is a mapping, got NoneType$"):
+        cr.match_batch([{"event": "Purchase"}] * 2 + [None])
+    with pytest.raises(TypeError, match=r"^an event is a mapping, got int$"):
+        cr.match(7)
+    # A text or a mapping iterates over its characters or keys, never one value per event.
+    for columns, place, kind in [({"event": "Purchase"}, "columns['event']", "str"),
+                                 ({"url": {"a": 1}}, "columns['url']", "dict"),
+                                 ({"event": ["Purchase"] * 3, "custom_data": {"value": "123"}},
+                                  "columns['custom_data']['value']", "str"),
+                                 ({"event": ["Purchase"], "custom_data": {"value": 150}},
+                                  "columns['custom_data']['value']", "int"),
+                                 ({"event": 5}, "columns['event']", "int")]:
+        message = f"{place}: a column is a sequence of values, one per event, got {kind}"
+        with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+            cr.match_columns(columns)
+    # A str subclass names a parameter as its text does (as a key of a mapping per event).
+    class Name(str):
+        pass
+
+    assert cr.match_columns({"event": ["x", "y"], "custom_data": {Name("value"): [2, 0]}}) == ([1, 0], ["v"])
+
+
+def test_bad_rule_values_are_named():
+    cr = compile_rules({"p": {"event": "Purchase"}, "v": {"value": {"gt": 1}}})
+    for value, kind in [(None, "NoneType"), ("3", "str"), (object(), "object")]:
+        with pytest.raises(TypeError, match=rf"^rule_values\['v'\]: a number, got {kind}$"):
+            cr.match_columns_buffers({"event": ["Purchase"]}, rule_values={"p": 1.0, "v": value})
+    assert cr.match_columns_buffers({"event": ["Purchase"]}, rule_values={"p": 2, "v": 1.5}).values == array("d", [2.0]).tobytes()
