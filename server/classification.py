@@ -35,6 +35,10 @@ NO_SPEC = -1
 # longer than any real one are not cached, so junk cannot exhaust memory.
 MAX_CACHED_FIRINGS = 100_000
 MAX_CACHED_FIRING_CHARS = 256
+#: The longest stats key (url, host, device_type) recorded whole; a longer one is recorded as
+#: its first characters and "…" (one row for all that share them). Unbounded, one event with a
+#: 16 MB url wrote 16 MB per matching conversion and made a stats row no reply could hold.
+MAX_STATS_KEY_CHARS = 2048
 
 
 def number_value(value: Any) -> float | None:
@@ -438,6 +442,14 @@ def ads_for_actions(snapshot: Snapshot, actions: list[dict]) -> list[list[tuple[
     return results
 
 
+def _stats_key(key: str | None) -> str | None:
+    """A key as stats record it: at most ``MAX_STATS_KEY_CHARS`` characters, a longer one cut
+    to its first characters and "…"."""
+    if key is None or len(key) <= MAX_STATS_KEY_CHARS:
+        return key
+    return key[:MAX_STATS_KEY_CHARS - 1] + "\u2026"
+
+
 def pixel_firing_action(pixel_id: str, event_name: str | None = None) -> dict:
     """The action a pixel firing is, for ads' specs: the pixel under both the old and the new
     pixel selector, and the event's name (``event_name``) when it has one."""
@@ -570,7 +582,8 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             counter[1] += own_value
             if not count:
                 continue
-            keys = (("", ""), ("url", url), ("host", url_parts(url)[0] if url else None), ("device_type", device_type))
+            keys = (("", ""), ("url", _stats_key(url)), ("host", _stats_key(url_parts(url)[0]) if url else None),
+                    ("device_type", _stats_key(device_type)))
             for match in matched:
                 conversion_id, amount = ids[match], values[match]
                 earliest, latest = recording.conversion_firings.get(conversion_id, (fired, fired))

@@ -250,3 +250,26 @@ def test_stats_by_hour(service, owner, ingest, pixel):
     assert error_code(error) == 100 and error.details().startswith("aggregation:")
     error = rejected(owner.stats, created.id, "count", hour + 10, hour)
     assert error_code(error) == 100
+
+
+def test_a_stats_key_is_recorded_at_most_2048_characters_long(service, owner, ingest, pixel):
+    # Unbounded, one event with a 16 MB url wrote 16 MB a matching conversion and made a row
+    # no reply could hold, which stopped paging past it.
+    hour = service[0].core.now() // 3600 * 3600 - 3600
+    created = owner.create_custom_conversion("act_1", "big", pixel.id, PURCHASE_OVER_100)
+    long_url = "https://shop.example/" + "a" * 100_000
+    host = "h" * 3000 + ".example"
+    events = [{"pixel_id": pixel.id, "event": "Purchase", "url": url, "device_type": device,
+               "custom_data": {"value": 150}, "event_time": hour + 1}
+              for url, device in [(long_url, "d" * 2049), (long_url + "b", "d" * 2048),
+                                  (f"https://{host}/x", "mobile"), ("https://shop.example/" + "a" * 2027, "mobile")]]
+    ingest.classify_pixel_events(events, record=True)
+
+    def rows(aggregation):
+        return [(r.key, r.value) for r in owner.stats(created.id, aggregation, hour, hour + 3600).rows]
+
+    cut = long_url[:2047] + "\u2026"
+    assert rows("url") == sorted([(cut, 2), (f"https://{host}/x"[:2047] + "\u2026", 1),
+                                  ("https://shop.example/" + "a" * 2027, 1)])  # (2,048 characters: whole)
+    assert rows("device_type") == sorted([("d" * 2047 + "\u2026", 1), ("d" * 2048, 1), ("mobile", 2)])
+    assert rows("host") == sorted([("shop.example", 3), (host[:2047] + "\u2026", 1)])
