@@ -183,6 +183,15 @@ def _status_of(error: BaseException, method: str, context: grpc.ServicerContext)
     return to_status(error)
 
 
+def _ended_code(error: BaseException, status: grpc.Status, context: grpc.ServicerContext) -> str:
+    """The status code a call is counted and logged under: a call the client cancelled, or
+    whose deadline passed, ends in errors that are neither its answer nor a bug."""
+    if isinstance(error, (ServiceError, matcher.MatcherError)) or context.is_active():
+        return status.code.name
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 class Undecodable:
     """A request message that does not parse (bytes that are not protobuf, a string field that
     is not UTF-8). gRPC would answer it INTERNAL with no details, before any handler ran; the
@@ -268,7 +277,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 return behaviour(checked(request), context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 status = _status_of(error, method, context)
-                code = status.code.name
+                code = _ended_code(error, status, context)
                 context.abort_with_status(status)
             finally:
                 observe(method, code, time.perf_counter() - started)
@@ -283,9 +292,12 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             code = "OK"
             try:
                 yield from behaviour(checked(request), context)
+            except GeneratorExit:  # gRPC stopped reading the replies: the client went away
+                code = "CANCELLED"
+                raise
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 status = _status_of(error, method, context)
-                code = status.code.name
+                code = _ended_code(error, status, context)
                 context.abort_with_status(status)
             finally:
                 observe(method, code, time.perf_counter() - started)

@@ -2,6 +2,7 @@
 (code 368) so unary calls and health checks always find a thread, however many idle."""
 
 import queue
+import time
 
 import grpc
 import pytest
@@ -130,3 +131,21 @@ def test_a_core_needs_max_streams_resolved_for_its_workers(tmp_path):
                 limits=Limits(max_streams=resolve_max_streams(None, WORKERS)))
     assert core.limits.max_streams == WORKERS // 2
     store.close()
+
+
+def test_a_stream_the_client_cancels_is_counted_cancelled_not_internal(served, caplog):
+    # It was counted and logged INTERNAL, which the docs keep for bugs.
+    server, target, ingest, px = served
+    method = "/conversion_matcher.v1.ClassificationService/StreamClassifyPixelEvents"
+    for cancel_at in (1, 0):  # after a reply (the server waiting on the next request), and before any
+        stream = OpenStream(ingest, ingest.classification.StreamClassifyPixelEvents)
+        if cancel_at:
+            assert list(stream.ask(lead_request(px)).conversion_counts) == [1]
+        stream.replies.cancel()
+    counted = server.core.metrics.registry.get_sample_value
+    deadline = time.monotonic() + 10
+    while (counted("cm_requests_total", {"method": method, "code": "CANCELLED"}) or 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counted("cm_requests_total", {"method": method, "code": "CANCELLED"}) == 2
+    assert counted("cm_requests_total", {"method": method, "code": "INTERNAL"}) is None
+    assert "unexpected error" not in caplog.text
