@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
-from matcher.values import json_not_text, unique_keys_object
+from matcher.values import json_not_text, json_reason, unique_keys_object
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -254,7 +254,7 @@ def decode_specs_text(text: str | bytes | bytearray, path: str, max_length: int)
         )
     except json.JSONDecodeError as error:
         raise SpecError(
-            path, f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            path, f"invalid JSON: {json_reason(error)} at line {error.lineno} column {error.colno}"
         ) from None
     except (ValueError, RecursionError) as error:
         raise SpecError(path, f"invalid JSON: {error}") from None

@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from matcher.errors import RuleError
 from matcher.regex import check_regex
-from matcher.values import (FieldPath, is_text, not_text_reason, number_text, parse_field, parse_number,
+from matcher.values import (FieldPath, is_text, json_reason, not_text_reason, number_text, parse_field, parse_number,
                             unique_keys_object)
 
 # Canonical operator names, by kind of operand.
@@ -198,7 +198,7 @@ def _decode(text: str, path: str, limits: Limits) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
     except json.JSONDecodeError as err:
-        raise RuleError(path, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        raise RuleError(path, f"malformed JSON: {json_reason(err)} at line {err.lineno} column {err.colno}") from None
     except RecursionError:  # JSON nested hundreds of levels deep: no rule nests that far
         raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels "
                               "(its JSON is nested too deeply to read)") from None
@@ -377,7 +377,9 @@ def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:
         elif isinstance(operand, str):
             number = parse_number(operand)
         if number is None or not math.isfinite(number):
-            raise RuleError(path, f'operator "{op}" needs a number, got {_describe(operand)}')
+            # (a number that is none finite: "needs a number, got the number inf" would contradict itself)
+            wanted = "a number that is finite" if number is not None or _is_number(operand) else "a number"
+            raise RuleError(path, f'operator "{op}" needs {wanted}, got {_describe(operand)}')
         return operand, number
     if op == "regex_match":
         if not isinstance(operand, str):

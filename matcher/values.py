@@ -171,6 +171,12 @@ def _parse_field(name: str) -> FieldPath:
 _ABSENT = object()
 
 
+def json_reason(error: json.JSONDecodeError) -> str:
+    """What ``json`` found wrong, without the " at" some of its messages end in (its own text
+    then gives the place: "Invalid control character at: line 1 column 9")."""
+    return error.msg.removesuffix(" at")
+
+
 def lookup(mapping: Mapping, segment: Segment) -> Any:
     """A custom parameter: the exact key wins, else the first key equal under case folding."""
     # With ``get``, as an event's own fields are read (not ``in`` then ``[]``: a key removed

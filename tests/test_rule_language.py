@@ -216,9 +216,17 @@ def test_a_float_subclass_has_the_text_of_its_value():
 
 
 @pytest.mark.parametrize("operand, message", [
-    (float("nan"), 'operator "gt" needs a number, got the number nan'),
+    (float("nan"), 'operator "gt" needs a number that is finite, got the number nan'),
+    (10**400, f'operator "gt" needs a number that is finite, got the number {10**400}'),
     (Fraction(1, 2), 'operator "gt" needs a number, got Fraction'),
 ])
 def test_an_operand_json_cannot_write_is_refused_at_its_place(operand, message):
     # json.dumps refused it first, and the error named only "rule".
     assert error_of({"and": [{"event": "Purchase"}, {"value": {"gt": operand}}]}) == f"rule.and[1].value: {message}"
+
+
+def test_a_json_message_ending_in_at_does_not_say_at_twice():
+    assert error_of('{"event": "a\tb"}') == "rule: malformed JSON: Invalid control character at line 1 column 13"
+    with pytest.raises(matcher.SpecError) as caught:
+        matcher.parse_action_specs('[{"action.type": "li\tke"}]')
+    assert str(caught.value).endswith("invalid JSON: Invalid control character at line 1 column 21")
