@@ -1881,7 +1881,7 @@ cdef class _Events:
                     raise TypeError(f"events[{self.idx[row]}]: an event is a mapping, got {type(event).__name__}")
                 event = _read_via_get(event)
             if row == 0:
-                self.keys = _alias([_KEY_PIXEL, _KEY_URL, _KEY_EVENT, _KEY_DEVICE, _KEY_CUSTOM], event)
+                self.keys = _alias(list(_EVENT_KEYS), event)
             raw = PyDict_GetItemWithError(event, <object>PyList_GET_ITEM(self.keys, 4))
             self.dicts.append(event)
             self.chunk_customs.append(<object>raw if raw != NULL else None)

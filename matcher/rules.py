@@ -378,7 +378,7 @@ def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:
             number = parse_number(operand)
         if number is None or not math.isfinite(number):
             # (a number that is none finite: "needs a number, got the number inf" would contradict itself)
-            wanted = "a number that is finite" if number is not None or _is_number(operand) else "a number"
+            wanted = "a number that is finite" if _is_number(operand) else "a number"
             raise RuleError(path, f'operator "{op}" needs {wanted}, got {_describe(operand)}')
         return operand, number
     if op == "regex_match":

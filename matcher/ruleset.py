@@ -37,7 +37,7 @@ class CompiledRules:
         self._members = _members  # source -> {id: None} of its rules (shared until changed)
         self._partitions = _partitions  # source (None: unscoped) -> engine Partition
         self._values_kept: tuple[Mapping, array] | None = None  # (rule_values, by rule index)
-        self._text_ids: bool | None = None  # every id a str (buffers hold ids as UTF-8); known when asked
+        self._odd_id: Any = _UNKNOWN  # the first id not exactly a str (buffers hold ids as UTF-8), None: none
         self._matcher = _engine.Matcher(
             _table.fields,
             _partitions.get(_UNSCOPED),
@@ -91,12 +91,11 @@ class CompiledRules:
         ``rule_values`` in its rule order while it is given the same mapping object: give a new
         mapping, not a changed one, when the values change.
         """
-        if self._text_ids is None:
-            self._text_ids = all(type(rule_id) is str for rule_id in self._entries)
-        if not self._text_ids:
-            other = next(rule_id for rule_id in self._entries if type(rule_id) is not str)
+        if self._odd_id is _UNKNOWN:  # (None is no rule id)
+            self._odd_id = next((rule_id for rule_id in self._entries if type(rule_id) is not str), None)
+        if self._odd_id is not None:
             raise TypeError(f"match_columns_buffers: the buffers hold rule ids as UTF-8 text, so every id must be "
-                            f"a str; this set has {other!r} ({type(other).__name__}): use match_columns")
+                            f"a str; this set has {self._odd_id!r} ({type(self._odd_id).__name__}): use match_columns")
         count, lists, parameters = _column_lists(columns)
         own = None
         if own_values is not None:
@@ -189,6 +188,9 @@ class CompiledRules:
 _KEPT = (list, TextColumn, NumberColumn)  # the column types the engines read as they are
 
 
+_UNKNOWN = object()
+
+
 def _rule_value(rule_values: Mapping[str, float], rule_id: str) -> float:
     """A rule's value, as float64; TypeError naming the rule for what is no number (text too:
     ``float("3")`` would read it)."""
@@ -212,14 +214,16 @@ def _column_lists(columns: Mapping[str, Any]) -> tuple[int, dict[str, Sequence],
     def as_list(label: str, values: Any, kept: tuple = _KEPT) -> Sequence:
         nonlocal first, count
         if type(values) not in kept:
+            listed = None
             # (a text or a mapping iterates, but over its characters or keys: never one value per event)
-            if isinstance(values, (str, bytes, bytearray, Mapping)):
+            if not isinstance(values, (str, bytes, bytearray, Mapping)):
+                try:
+                    listed = list(values)
+                except TypeError:
+                    pass
+            if listed is None:
                 raise TypeError(f"{label}: a column is a sequence of values, one per event, got {type(values).__name__}")
-            try:
-                values = list(values)
-            except TypeError:
-                raise TypeError(f"{label}: a column is a sequence of values, one per event, "
-                                f"got {type(values).__name__}") from None
+            values = listed
         if first is None:
             first, count = label, len(values)
         elif len(values) != count:

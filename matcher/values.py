@@ -269,9 +269,10 @@ def resolve(event: Mapping, field: FieldPath) -> list[Any] | None:
 
 
 def source_key(pixel_id: Any) -> str | None:
-    """The event source an event belongs to: its ``pixel_id`` as text (ids may come as numbers)."""
+    """The event source an event belongs to: its ``pixel_id`` as text (ids may come as numbers;
+    a str subclass is its text, as ``item_text`` reads one)."""
     if isinstance(pixel_id, str):
-        return pixel_id
+        return str.__str__(pixel_id)
     if isinstance(pixel_id, Integral) and not isinstance(pixel_id, bool):
         try:
             return str(int(pixel_id))

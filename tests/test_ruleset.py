@@ -441,6 +441,9 @@ def test_a_str_subclass_is_compared_as_its_text(match_all):
     odd = {"eq": {"color": _CaseInsensitiveText("RED")}, "any": {"color": {"is_any": [_CaseInsensitiveText("RED")]}}}
     assert match_all(odd, [{"custom_data": {"color": "red"}}, {"custom_data": {"color": "RED"}}]) == [[], ["eq", "any"]]
     assert type(matcher.parse_rule(odd["eq"]).leaves()[0].operand) is str
+    # ... and as an event's source: its text, not its own __eq__, finds the scoped rules.
+    events = [{"pixel_id": _CaseInsensitiveText("P1")}, {"pixel_id": _CaseInsensitiveText("p1")}]
+    assert match_all({"a": {"event": {"exists": False}}}, events, {"a": "P1"}) == [["a"], []]
 
 
 def test_a_defaultdict_parameter_is_not_added_by_reading_it(match_all):
