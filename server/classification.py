@@ -16,7 +16,7 @@ import math
 import sys
 from array import array
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import compress, product, repeat
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from matcher.columns import MatchBuffers, NumberColumn, TextColumn, ascii_text_column, match_buffers
@@ -54,11 +54,15 @@ def number_value(value: Any) -> float | None:
 # The ``value`` custom parameter, found as a rule's field ``value`` finds it: the exact key
 # wins, else the first key equal under case folding (``Value``, ``VALUE``).
 VALUE = Segment("value", "value", False)
+# Every key that folds to "value": no character but an ASCII letter of it folds to one of its
+# letters, so a mapping with none of these 32 spellings has no value, known without a Python
+# loop over its keys (most events carry parameters but no value).
+_VALUE_KEYS = frozenset(map("".join, product(*zip("value", "VALUE"))))
 
 
 def event_value(custom_data: Any) -> float | None:
     """The event's ``value`` custom parameter as ``number_value`` reads it."""
-    if not custom_data:
+    if not custom_data or (type(custom_data) is dict and custom_data.keys().isdisjoint(_VALUE_KEYS)):
         return None
     return number_value(lookup(custom_data, VALUE))
 
@@ -442,7 +446,7 @@ def ads_for_actions(snapshot: Snapshot, actions: list[dict]) -> list[list[tuple[
     return results
 
 
-def _stats_key(key: str | None) -> str | None:
+def _cut_stats_key(key: str | None) -> str | None:
     """A key as stats record it: at most ``MAX_STATS_KEY_CHARS`` characters, a longer one cut
     to its first characters and "…"."""
     if key is None or len(key) <= MAX_STATS_KEY_CHARS:
@@ -582,8 +586,8 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServiceServic
             counter[1] += own_value
             if not count:
                 continue
-            keys = (("", ""), ("url", _stats_key(url)), ("host", _stats_key(url_parts(url)[0]) if url else None),
-                    ("device_type", _stats_key(device_type)))
+            keys = (("", ""), ("url", _cut_stats_key(url)), ("host", _cut_stats_key(url_parts(url)[0]) if url else None),
+                    ("device_type", _cut_stats_key(device_type)))
             for match in matched:
                 conversion_id, amount = ids[match], values[match]
                 earliest, latest = recording.conversion_firings.get(conversion_id, (fired, fired))

@@ -414,3 +414,10 @@ def test_events_in_two_forms_name_the_field_alone_and_in_a_stream(ingest):
     replies = ingest.classification.StreamClassifyPixelEvents(iter([request]), metadata=ingest.metadata, timeout=10)
     error = rejected(list, replies)
     assert error.details().startswith("requests[0].columns: give events in one form")
+
+
+def test_an_events_value_is_found_under_any_case_of_its_name():
+    from server.classification import event_value
+
+    assert [event_value(data) for data in ({"VaLuE": 3}, {"value": "2.5", "VALUE": 9}, {"Value": None, "VALUE": 4},
+                                           {"color": "red"}, {}, None, {"valuе": 1})] == [3.0, 2.5, None, None, None, None, None]
