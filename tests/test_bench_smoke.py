@@ -468,6 +468,28 @@ def test_in_process_benches_refuse_to_report_compiled_figures_without_the_kernel
     (["grpc", "--clients", "0"], "argument --clients: must be 1 or more"),
     (["grpc", "--rate", "-1000"], "argument --rate: must be more than 0, got -1000"),
     (["grpc", "--sweep", "0.5,x"], "argument --sweep: 'x' in '0.5,x': a number is needed"),
+    # named workloads' options, for the benches that seed a store
+    (["grpc", "--workload", "bogus"], "argument --workload: invalid choice: 'bogus'"),
+    (["grpc", "--workload", "urls", "--operators", "urls=2,bogus=1"], "argument --operators: unknown rule kind 'bogus'"),
+    (["grpc", "--workload", "urls", "--event-mix", "Purchase=0"],
+     "argument --event-mix: at least one weight must be more than 0"),
+    (["grpc", "--workload", "urls", "--skew", "x"], "argument --skew: a number is needed, got 'x'"),
+    (["grpc", "--skew", "0.5"], "argument --skew: adjusts a named workload: give --workload too"),
+    (["grpc", "--rules-per-pixel", "10"], "argument --rules-per-pixel: lays out a named workload: give --workload"),
+    (["grpc", "--workload", "urls", "--rules-per-pixel", "0"], "argument --rules-per-pixel: must be 1 or more, got 0"),
+    (["grpc", "--workload", "urls", "--rules", "100,150"],
+     "argument --rules: 150 rules cannot be laid out as 100 per pixel"),
+    (["grpc", "--workload", "urls", "--rules", "60", "--rules-per-pixel", "40"],
+     "argument --rules: 60 rules cannot be laid out as 40 per pixel"),
+    (["grpc", "--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload", "urls"],
+     "--workload applies to the servers this command starts, not to --target"),
+    (["service", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
+    (["service", "--workload", "regex", "--skew", "-1"], "argument --skew: must be 0 or more"),
+    (["service", "--operators", "urls=1"], "argument --operators: adjusts a named workload: give --workload too"),
+    (["service", "--event-mix", "Purchase=1"], "argument --event-mix: adjusts a named workload"),
+    (["service", "--workload", "numeric", "--rules", "250"],
+     "argument --rules: 250 rules cannot be laid out as 100 per pixel"),
+    (["service", "--workload", "numeric", "--rules-per-pixel", "-3"], "argument --rules-per-pixel: must be 1 or more"),
 ])
 def test_bench_options_are_checked_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -564,7 +586,7 @@ def _matches_per_event(work, events: int) -> float:
 
 
 def test_a_named_workload_is_seeded_on_its_pixels_in_their_accounts(tmp_path):
-    from bench.grpc_load import ACCOUNTS, count_workload, seed_rules
+    from bench.grpc_load import ACCOUNTS, seed_rules
     from bench.workload import PRESETS, make_workload, workload_hash
     from server.store import SQLiteStore
 
@@ -661,36 +683,6 @@ def test_service_bench_runs_a_named_workload_with_its_knobs(tmp_path, capsys):
     assert "pixel skew 0.5; seed 1; 2 pixels x 60 rules" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["grpc", "--workload", "bogus"], "argument --workload: invalid choice: 'bogus'"),
-    (["grpc", "--workload", "urls", "--operators", "urls=2,bogus=1"], "argument --operators: unknown rule kind 'bogus'"),
-    (["grpc", "--workload", "urls", "--event-mix", "Purchase=0"],
-     "argument --event-mix: at least one weight must be more than 0"),
-    (["grpc", "--workload", "urls", "--skew", "x"], "argument --skew: a number is needed, got 'x'"),
-    (["grpc", "--skew", "0.5"], "argument --skew: adjusts a named workload: give --workload too"),
-    (["grpc", "--rules-per-pixel", "10"], "argument --rules-per-pixel: lays out a named workload: give --workload"),
-    (["grpc", "--workload", "urls", "--rules-per-pixel", "0"], "argument --rules-per-pixel: must be 1 or more, got 0"),
-    (["grpc", "--workload", "urls", "--rules", "100,150"],
-     "argument --rules: 150 rules cannot be laid out as 100 per pixel"),
-    (["grpc", "--workload", "urls", "--rules", "60", "--rules-per-pixel", "40"],
-     "argument --rules: 60 rules cannot be laid out as 40 per pixel"),
-    (["grpc", "--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload", "urls"],
-     "--workload applies to the servers this command starts, not to --target"),
-    (["service", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
-    (["service", "--workload", "regex", "--skew", "-1"], "argument --skew: must be 0 or more"),
-    (["service", "--operators", "urls=1"], "argument --operators: adjusts a named workload: give --workload too"),
-    (["service", "--event-mix", "Purchase=1"], "argument --event-mix: adjusts a named workload"),
-    (["service", "--workload", "numeric", "--rules", "250"],
-     "argument --rules: 250 rules cannot be laid out as 100 per pixel"),
-    (["service", "--workload", "numeric", "--rules-per-pixel", "-3"], "argument --rules-per-pixel: must be 1 or more"),
-])
-def test_named_workload_options_of_grpc_and_service_are_checked_before_any_work(argv, message, capsys):
-    with pytest.raises(SystemExit) as exited:
-        bench_main(argv)
-    assert exited.value.code == 2
-    assert message in capsys.readouterr().err
-
-
 def test_kernels_loaded_names_the_modules_actually_imported():
     from bench.cli import kernels_loaded
     from matcher import _actionset, _ruleset
@@ -742,19 +734,3 @@ def test_grpc_target_refuses_every_seeded_workload_option(capsys):
             parse_args(["--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", option, value])
         assert exited.value.code == 2
         assert f"{option} applies to the servers this command starts, not to --target" in capsys.readouterr().err
-
-
-def test_grpc_target_refusal_follows_the_registered_workload_options(monkeypatch, capsys):
-    # The refusal list is the options add_seeded_workload_options returns, not a list kept by hand.
-    import bench.grpc_load
-
-    registered = bench.grpc_load.add_seeded_workload_options
-
-    def with_one_more(parser):
-        return [*registered(parser), parser.add_argument("--workload-extra")]
-
-    monkeypatch.setattr(bench.grpc_load, "add_seeded_workload_options", with_one_more)
-    with pytest.raises(SystemExit) as exited:
-        bench.grpc_load.parse_args(["--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload-extra", "x"])
-    assert exited.value.code == 2
-    assert "--workload-extra applies to the servers this command starts" in capsys.readouterr().err
