@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
-from matcher.values import json_not_text, json_reason, unique_keys_object
+from matcher.values import json_not_text, json_reason, json_value_reason, unique_keys_object
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -90,12 +90,17 @@ def _decimal_text(number: Decimal) -> str | None:
         return None
     if number.is_zero():
         return "0"
-    normal = number.normalize()
-    exponent = normal.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if normal.adjusted() >= _MAX_NUMBER_DIGITS or -exponent > _MAX_NUMBER_DIGITS:
+    # From the digits as written, not ``normalize()``: that rounds to the context's 28 digits
+    # and turns 1e-999999999 into 0.
+    if number.adjusted() >= _MAX_NUMBER_DIGITS:
         return None
-    return format(normal, "f")
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    exponent += zeros
+    if -exponent > _MAX_NUMBER_DIGITS:
+        return None
+    return format(Decimal((sign, digits[:len(digits) - zeros], exponent)), "f")
 
 
 def _number_text(value: Any) -> str | None:
@@ -113,10 +118,7 @@ def _number_text(value: Any) -> str | None:
             return None
         return _decimal_text(Decimal(repr(float(value))))
     if isinstance(value, Decimal):
-        try:
-            return _decimal_text(value)
-        except (ArithmeticError, ValueError):  # 1e1000000: normalize() overflows the context
-            return None
+        return _decimal_text(value)
     if isinstance(value, Integral):  # numpy.int64 from numpy or pandas data: as its int, as rules read it
         return _number_text(int(value))
     return None
@@ -256,8 +258,10 @@ def decode_specs_text(text: str | bytes | bytearray, path: str, max_length: int)
         raise SpecError(
             path, f"invalid JSON: {json_reason(error)} at line {error.lineno} column {error.colno}"
         ) from None
-    except (ValueError, RecursionError) as error:
-        raise SpecError(path, f"invalid JSON: {error}") from None
+    except RecursionError:
+        raise SpecError(path, "invalid JSON: nested too deeply") from None
+    except ValueError as error:  # a hook's refusal, or an integer of more digits than Python converts
+        raise SpecError(path, f"invalid JSON: {json_value_reason(text, error)}") from None
     found = json_not_text(text, value, path, key_path)
     if found is not None:
         raise SpecError(*found)

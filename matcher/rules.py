@@ -16,8 +16,8 @@ from typing import Any, Union
 
 from matcher.errors import RuleError
 from matcher.regex import check_regex
-from matcher.values import (FieldPath, is_text, json_reason, not_text_reason, number_text, parse_field, parse_number,
-                            unique_keys_object)
+from matcher.values import (FieldPath, is_text, json_reason, json_value_reason, not_text_reason, number_text,
+                            parse_field, parse_number, unique_keys_object)
 
 # Canonical operator names, by kind of operand.
 SCALAR_OPS = ("eq", "neq")
@@ -202,8 +202,8 @@ def _decode(text: str, path: str, limits: Limits) -> Any:
     except RecursionError:  # JSON nested hundreds of levels deep: no rule nests that far
         raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels "
                               "(its JSON is nested too deeply to read)") from None
-    except ValueError as err:
-        raise RuleError(path, f"malformed JSON: {err}") from None
+    except ValueError as err:  # a hook's refusal, or an integer of more digits than Python converts
+        raise RuleError(path, f"malformed JSON: {json_value_reason(text, err)}") from None
 
 
 def _describe(value: Any) -> str:

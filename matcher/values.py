@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from numbers import Integral
 from dataclasses import dataclass
@@ -175,6 +176,22 @@ def json_reason(error: json.JSONDecodeError) -> str:
     """What ``json`` found wrong, without the " at" some of its messages end in (its own text
     then gives the place: "Invalid control character at: line 1 column 9")."""
     return error.msg.removesuffix(" at")
+
+
+def json_value_reason(text: str, error: ValueError) -> str:
+    """What a ValueError raised while decoding ``text`` says: a hook's own refusal (a key given
+    twice, a NaN) as it is; an integer of more digits than Python converts
+    (``sys.get_int_max_str_digits()``) with its place, instead of Python's advice to raise the limit."""
+    limit = sys.get_int_max_str_digits()
+    # the first run of digits that is an integer (not a fraction's digits, not an exponent's)
+    found = re.search(rf"(?<![0-9.eE])[0-9]{{{limit + 1},}}(?![0-9.eE])", text)
+    if found is None:
+        return str(error)
+    start = found.start()
+    line = text.count("\n", 0, start) + 1
+    column = start - text.rfind("\n", 0, start)
+    return (f"a number of {len(found.group()):,} digits (at most {limit:,} are read) "
+            f"at line {line} column {column}")
 
 
 def lookup(mapping: Mapping, segment: Segment) -> Any:

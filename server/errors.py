@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
-from matcher.values import json_not_text, unique_keys_object
+from matcher.values import json_not_text, json_value_reason, unique_keys_object
 
 log = logging.getLogger("server.errors")
 
@@ -123,8 +123,8 @@ def parse_json(text: str, where: str, *, decimals: bool = False, unique_keys: bo
         raise InvalidArgument(f"{where}: not JSON ({error.msg} at position {error.pos})") from None
     except RecursionError:
         raise InvalidArgument(f"{where}: JSON nested too deeply") from None
-    except ValueError as error:  # an integer past int's digit limit
-        raise InvalidArgument(f"{where}: not JSON ({error})") from None
+    except ValueError as error:  # a hook's refusal, or an integer past int's digit limit
+        raise InvalidArgument(f"{where}: not JSON ({json_value_reason(text, error)})") from None
     found = json_not_text(text, value, where)
     if found is not None:
         place, reason = found

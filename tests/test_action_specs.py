@@ -62,6 +62,11 @@ def test_fields_are_normalised():
         (Decimal("1E+2"), "100"),
         (-0.0, "0"),
         (10**30, "1000000000000000000000000000000"),
+        # every digit as written (not rounded to decimal's 28), up to 64 each side of the point
+        (Decimal("123456789012345678901234567890123.0"), "123456789012345678901234567890123"),
+        (Decimal("0.1234567890123456789012345678901234"), "0.1234567890123456789012345678901234"),
+        (Decimal("1e-64"), "0." + "0" * 63 + "1"),
+        (Decimal("1e63"), "1" + "0" * 63),
     ],
 )
 def test_numbers_become_decimal_text(raw, text):
@@ -159,6 +164,9 @@ def test_response_values():
         (float("inf"), "not finite"),
         (10**400, "too many digits"),
         (Decimal("1e999999"), "too many digits"),
+        (Decimal("1e999999999"), "too many digits"),
+        (Decimal("1e-65"), "too many digits"),
+        (Decimal("1e-999999999"), "too many digits"),  # not 0: decimal's context would round it so
         (b"bytes", "string or a number"),
     ],
 )
@@ -194,6 +202,13 @@ def test_bad_selectors(key):
 )
 def test_bad_json(text, message):
     assert message in str(error_of(text))
+
+
+def test_json_python_cannot_read_is_named_without_pythons_words():
+    assert str(error_of('{"action.type": "like", "page": ' + "1" * 4301 + "}", max_length=5000)) == (
+        "specs: invalid JSON: a number of 4,301 digits (at most 4,300 are read) at line 1 column 33")
+    assert str(error_of("[" * 100_000 + "]" * 100_000, max_length=300_000)) == (
+        "specs: invalid JSON: nested too deeply")
 
 
 def test_bad_utf8():

@@ -156,6 +156,11 @@ def test_limits_are_configurable():
     assert "more than 2 conditions" in error_of({"or": [{"a": 1}, {"b": 1}, {"c": 1}]}, limits=limits)
 
 
+def test_an_integer_too_long_to_read_is_named_at_its_place():
+    assert error_of('{"a": {"eq": 1.5' + "5" * 5000 + '}, "b": ' + "7" * 4301 + "}") == (
+        "rule: malformed JSON: a number of 4,301 digits (at most 4,300 are read) at line 1 column 5025")
+
+
 def test_hostile_nesting_is_an_error_not_a_crash():
     """Nesting past what Python's json can read or write once gave "malformed JSON: nested too
     deeply" or "not JSON data: maximum recursion depth exceeded"; now the depth limit, and the

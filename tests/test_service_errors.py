@@ -52,3 +52,8 @@ def test_parse_json_names_the_place():
         errors.parse_json("{", "events[2].custom_data")
     with pytest.raises(errors.InvalidArgument, match="nested too deeply"):
         errors.parse_json("[" * 100_000 + "]" * 100_000, "columns.custom_data")
+    # Python's own words ("use sys.set_int_max_str_digits()") would tell a client to raise a limit
+    with pytest.raises(errors.InvalidArgument) as raised:
+        errors.parse_json('{"value":\n ' + "9" * 5000 + "}", "events[0].custom_data")
+    assert str(raised.value) == ("events[0].custom_data: not JSON (a number of 5,000 digits "
+                                 "(at most 4,300 are read) at line 2 column 2)")
