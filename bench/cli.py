@@ -40,7 +40,6 @@ def _at_least(kind: type, low: int, *, inclusive: bool = True) -> Callable[[str]
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value if kind is int else text}")
         return value
 
-    parse.__name__ = f"{'integer' if kind is int else 'number'} of {bound}"  # (argparse names the type in some errors)
     return parse
 
 
@@ -69,7 +68,6 @@ def comma_list(item):
                 raise argparse.ArgumentTypeError(f"{where}{error}") from None
         return values
 
-    parse.__name__ = f"comma list of {item.__name__}"  # (argparse names the type in some errors)
     return parse
 
 

@@ -578,7 +578,8 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             # seed_s: all of count_workload, the workload's generating and hashing as well as the store's seeding.
             info = {"rules": rule_count, "seed_s": seeded, "workload_sha256": digest}
             if options.spec is not None:  # (the seed-style workload's report stays as it was)
-                info |= {"pixels": len(pixels), "rules_per_pixel": rule_count // len(pixels)}
+                pixel_count, per_pixel = layout(rule_count, options.rules_per_pixel)
+                info |= {"pixels": pixel_count, "rules_per_pixel": per_pixel}
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
                 t0 = time.perf_counter()

@@ -37,9 +37,7 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
             return event.get(name)
         if name == "path":
             if "path" not in memo:  # split the URL once per event
-                rest = (event.get("url") or "").split("://", 1)[-1]
-                path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-                memo["path"] = path.split("?", 1)[0].split("#", 1)[0]
+                memo["path"] = _url_path(event.get("url"))
             return memo["path"]
         return (event.get("custom_data") or {}).get(field)
 
@@ -89,6 +87,14 @@ def naive_matcher(rules: dict[str, str], sources: dict[str, str]):
     return match_batch
 
 
+def _url_path(url: str | None) -> str:
+    """The path of an event's URL (both evaluators' ``path``): after the scheme and host, without
+    the query or fragment; "/" when there is none."""
+    rest = (url or "").split("://", 1)[-1]
+    path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return path.split("?", 1)[0].split("#", 1)[0]
+
+
 def _normalise(node: dict) -> dict:
     """A rule in one syntax (the audience filters' ``{"operator", "filters"}`` as ``and``/``or``,
     a bare operand as ``eq``), its case-insensitive operands lower-cased."""
@@ -125,9 +131,7 @@ def _getter(field: str) -> Callable[[dict, dict], object]:
         def path(event, memo):
             found = memo.get("\0path")
             if found is None:  # the URL split once per event, whichever rule asks first
-                rest = (event.get("url") or "").split("://", 1)[-1]
-                found = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-                found = memo["\0path"] = found.split("?", 1)[0].split("#", 1)[0]
+                found = memo["\0path"] = _url_path(event.get("url"))
             return found
         return path
 

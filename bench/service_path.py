@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench import cli
 from bench.grpc_load import add_seeded_workload_options, count_workload, workload_from
-from bench.workload import RULES_PER_PIXEL, Mix
+from bench.workload import RULES_PER_PIXEL, Mix, layout
 from server.app import create_server
 from server.auth import TokenTable
 from server.classification import ClassificationServicer, PixelBatch
@@ -70,7 +70,7 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "bench.db"
         # Its events made with its rules, from their own generator (as bench grpc's).
-        pixels, sent, digest = count_workload(db, rules, seed_value, batch * distinct_batches, spec, rules_per_pixel)
+        _, sent, digest = count_workload(db, rules, seed_value, batch * distinct_batches, spec, rules_per_pixel)
         # Loaded as `python -m server` loads it (not started: no port is served).
         server, _ = create_server("127.0.0.1:0", db_path=db, tokens=TokenTable.from_mapping({"tokens": {}}),
                                   sync="NORMAL", sync_interval=0)
@@ -130,7 +130,8 @@ def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec
         "stages": {name: {"seconds": s, "events_per_s": events / s} for name, s in seconds.items()},
     }
     if spec is not None:  # (the seed-style workload's report stays as it was)
-        result |= {"workload": spec.as_json(), "pixels": len(pixels), "rules_per_pixel": rules // len(pixels),
+        pixel_count, per_pixel = layout(rules, rules_per_pixel)
+        result |= {"workload": spec.as_json(), "pixels": pixel_count, "rules_per_pixel": per_pixel,
                    "workload_sha256": digest}
     return result
 

@@ -534,7 +534,7 @@ def test_grpc_plot_draws_every_request_form():
 # -- named workloads in bench grpc and bench service ------------------------------------------
 # The seed-style workload (bench.grpc_load.count_workload without a mix) hashed before --workload
 # came to bench grpc and bench service, and the rules and events bench service seeded and sent
-# for --rules 200 --batch 50 --batches 4 --seed 1 (hashed as the test below does): the
+# for --rules 200 --batch 50 --batches 4 --seed 1 (count_workload's hash of them): the
 # default of both commands, which must not change.
 SEED_STYLE_SHA256 = {
     (40, 20261122, 200): "7e2c0faabb76b2b14c8140a7678b016b956e44a6f0fbc4c8cd2c47c7f53dc255",
@@ -551,29 +551,17 @@ def test_grpc_bench_default_workload_is_the_seed_style_one(tmp_path, shape):
 
 
 def test_service_bench_default_seeds_and_sends_the_seed_style_workload(monkeypatch):
-    import hashlib
-
-    import bench.grpc_load
     import bench.service_path
 
-    seen = {"events": []}
-    seed_rules, make_events = bench.grpc_load.seed_rules, bench.grpc_load.make_events
+    seeded = []
 
-    def recording_seed_rules(db, rules, *args, **kwargs):
-        seen["rules"] = list(rules)
-        seen["pixels"] = seed_rules(db, rules, *args, **kwargs)
-        return seen["pixels"]
+    def recording_count_workload(*args, **kwargs):
+        seeded.append(count_workload(*args, **kwargs))
+        return seeded[-1]
 
-    def recording_make_events(rng, pixels, count):
-        seen["events"] += make_events(rng, pixels, count)
-        return seen["events"][-count:]
-
-    monkeypatch.setattr(bench.grpc_load, "seed_rules", recording_seed_rules)
-    monkeypatch.setattr(bench.grpc_load, "make_events", recording_make_events)
+    monkeypatch.setattr(bench.service_path, "count_workload", recording_count_workload)
     result = bench.service_path.run(200, 50, 4, 1, 1)
-    index = {pixel: i for i, pixel in enumerate(seen["pixels"])}
-    events = [{**event, "pixel_id": index[event["pixel_id"]]} for event in seen["events"]]
-    assert hashlib.sha256(json.dumps([seen["rules"], events]).encode()).hexdigest() == SEED_STYLE_SERVICE_SHA256
+    assert [digest for _, _, digest in seeded] == [SEED_STYLE_SERVICE_SHA256]
     assert result["workload"] == "seed-style (bench.grpc_load: make_rule, make_events)"
     assert set(result) == {"rules", "batch", "events", "matches_per_event", "workload", "seed", "compiled", "stages"}
 
