@@ -319,32 +319,33 @@ class PixelBatch:
         return {"pixel_id": self._pixel_column, "event": self.names, "url": self.urls, "device_type": self.devices,
                 "custom_data": self.custom_data}
 
-    def raw_values(self) -> tuple[list, Any]:
-        """(per event, what holds its ``value`` parameter; the function reading a conversion
-        value from that): the ``value`` column (``value_column``) and ``number_value`` for
-        parameter columns, else the mappings and ``event_value``."""
+    def _value_source(self) -> tuple[Any, Callable[[Any], float | None]]:
+        """(what holds each event's ``value`` parameter, as given; the function reading a
+        conversion value from an entry of it): the ``value`` column (``value_column``; None:
+        no column) and ``number_value`` for parameter columns, else the mappings (a list) and
+        ``event_value``."""
         data = self.custom_data
         if type(data) is dict:
-            column = value_column(data)
-            return (_as_list(column) if column is not None else [None] * self._count), number_value
+            return value_column(data), number_value
         return data, event_value
+
+    def raw_values(self) -> tuple[list, Any]:
+        """(per event, what holds its ``value`` parameter, as a list; the function reading a
+        conversion value from that), as ``_value_source``."""
+        source, read = self._value_source()
+        return (_as_list(source) if source is not None else [None] * self._count), read
 
     def own_values(self) -> Sequence[float] | None:
         """Per event its own conversion value as float64 (NaN: none), as ``raw_values`` reads
         them; None when no event has a ``value``. A ``value`` column of float64 buffers is used
         in place (an infinity stays: the matcher reads any non-finite value as none)."""
-        data = self.custom_data
-        if type(data) is dict:
-            column = value_column(data)
-            if column is None:
-                return None
-            if type(column) is NumberColumn:
-                return column.float64s()
-            raw, read = _as_list(column), number_value
-        else:
-            raw, read = data, event_value
+        source, read = self._value_source()
+        if source is None:
+            return None
+        if type(source) is NumberColumn:
+            return source.float64s()
         nan = math.nan
-        return array("d", [nan if value is None else value for value in map(read, raw)])
+        return array("d", [nan if value is None else value for value in map(read, _as_list(source))])
 
     def _from_rows(self, rows, max_events: int) -> None:
         if len(rows) > max_events:

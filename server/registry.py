@@ -58,12 +58,11 @@ class AdSpecs:
         every pixel)."""
         pixels: set[str] = set()
         for spec in (*self.tracking, *self.conversion):
-            constraints = dict(spec.constraints)
-            if "event_name" in constraints:
-                named = [constraints[s] for s in PIXEL_SELECTORS if s in constraints]
+            if spec.values("event_name") is not None:
+                named = _spec_pixels(spec)
                 if not named:
                     return None
-                pixels.update(*named)
+                pixels.update(named)
         return frozenset(pixels)
 
 
@@ -157,6 +156,14 @@ class Registry:
         self.position = position
 
     def _publish(self, snapshot: Snapshot) -> None:
+        # The pixels ads tell apart by event name, a pure function of the ads: reused when they
+        # are the same (their mappings are never changed once published), else computed here,
+        # by the writer, rather than by the first classification batch.
+        previous = self.snapshot
+        if snapshot.ad_specs is previous.ad_specs:
+            vars(snapshot)["event_name_pixels"] = previous.event_name_pixels  # as cached_property stores it
+        else:
+            snapshot.event_name_pixels  # noqa: B018 - computed and cached
         self.snapshot = snapshot  # one reference assignment: readers see old or new, never half
         for listener in self.listeners:
             listener(snapshot)
@@ -371,7 +378,7 @@ class Registry:
                 pixel_ids=frozenset(pixel_ids),
                 tracking=tracking,
                 conversion=conversion,
-                ad_specs=ads,
+                ad_specs=ads if changed_ads else current.ad_specs,  # (the same ads: the same object)
                 positions=positions,
                 ad_positions=placed,
                 firing_ad_cache={} if changed_ads else current.firing_ad_cache,
@@ -462,15 +469,15 @@ def _json_object(text: str, field_name: str, unique_keys: bool) -> dict:
 PIXEL_SELECTORS = ("fb_pixel", "offsite_pixel")
 
 
+def _spec_pixels(spec: matcher.ActionSpec) -> list[str]:
+    """The pixel ids one spec names, under any of ``PIXEL_SELECTORS`` (empty: it names none;
+    a selector a spec gives has at least one value)."""
+    return [value for selector, values in spec.constraints if selector in PIXEL_SELECTORS for value in values]
+
+
 def named_pixels(specs: AdSpecs) -> frozenset[str]:
     """The pixel ids an ad's effective specs name."""
-    return frozenset(
-        value
-        for spec in (*specs.tracking, *specs.conversion)
-        for selector, values in spec.constraints
-        if selector in PIXEL_SELECTORS
-        for value in values
-    )
+    return frozenset(value for spec in (*specs.tracking, *specs.conversion) for value in _spec_pixels(spec))
 
 
 def effective_ad_specs(ad: AdRecord, *, sent: bool = False) -> AdSpecs:

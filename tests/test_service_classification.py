@@ -334,46 +334,54 @@ def test_a_recorded_batch_whose_reply_is_too_big_is_refused_and_records_nothing(
         assert [r.value for r in owner.stats(conversions[0]).rows] == [2]
 
 
-def test_a_reply_too_big_for_its_ads_alone_is_code_368_and_counted_as_refused(tmp_path):
-    """Before, a reply over the limit without recording was gRPC's own refusal after the
-    handler returned: no error code, and the metrics counted the call as OK."""
-    with running_server(tmp_path / "m.db", limits=Limits(max_message_bytes=64 * 1024)) as (server, target), \
+@pytest.fixture(scope="module")
+def forty_ads(tmp_path_factory):
+    """(server, ingest client) of a server whose replies may be 64 KiB at most, with 40 ads of
+    64-character ids that each count a firing of pixel PX and a like of page P1: a reply
+    listing them for 40 items is ~130 KB. Shared by the tests below, which read it only and
+    each count calls of their own methods (ClassifyPixelEvents, ClassifyActions): a test
+    that calls another's method must not use it."""
+    path = tmp_path_factory.mktemp("forty_ads") / "m.db"
+    with running_server(path, limits=Limits(max_message_bytes=64 * 1024)) as (server, target), \
             Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
         for i in range(40):
             owner.register_ad({"id": f"ad-{i:02d}-" + "x" * 56, "account_id": "act_1", "objective": "PAGE_LIKES",
                                "creative": {"kind": "page_like", "page_id": "P1"},
                                "tracking_specs": [{"action.type": "offsite_conversion", "offsite_pixel": "PX"}]})
-        few = [{"pixel_id": "PX", "event": "Lead"}] * 2
-        assert [len(r.ads) for r in ingest.classify_pixel_events(few, reply_as_buffers=True)] == [40, 40]
-        error = rejected(ingest.classify_pixel_events, few * 20, reply_as_buffers=True)  # 1,600 ads: ~130 KB
-        assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
-        assert error.details().startswith("events: the reply would be ")
+        yield server, ingest
+
+
+def test_a_reply_too_big_for_its_ads_alone_is_code_368_and_counted_as_refused(forty_ads):
+    """Before, a reply over the limit without recording was gRPC's own refusal after the
+    handler returned: no error code, and the metrics counted the call as OK."""
+    server, ingest = forty_ads
+    few = [{"pixel_id": "PX", "event": "Lead"}] * 2
+    assert [len(r.ads) for r in ingest.classify_pixel_events(few, reply_as_buffers=True)] == [40, 40]
+    error = rejected(ingest.classify_pixel_events, few * 20, reply_as_buffers=True)  # 1,600 ads: ~130 KB
+    assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
+    assert error.details().startswith("events: the reply would be ")
     method = "/conversion_matcher.v1.ClassificationService/ClassifyPixelEvents"
     registry = server.core.metrics.registry
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "RESOURCE_EXHAUSTED"}) == 1
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "OK"}) == 1
 
 
-def test_an_actions_reply_too_big_is_code_368_in_unary_and_stream(tmp_path):
+def test_an_actions_reply_too_big_is_code_368_in_unary_and_stream(forty_ads):
     """ClassifyActions' reply had no check: over the limit, gRPC refused it after the handler
     returned, with no code a client can act on (and the call was counted as OK)."""
-    with running_server(tmp_path / "m.db", limits=Limits(max_message_bytes=64 * 1024)) as (server, target), \
-            Client(target, "owner-token") as owner, Client(target, "ingest-token") as ingest:
-        for i in range(40):
-            owner.register_ad({"id": f"ad-{i:02d}-" + "x" * 56, "account_id": "act_1", "objective": "PAGE_LIKES",
-                               "creative": {"kind": "page_like", "page_id": "P1"}})
-        like = {"action.type": "like", "page": "P1"}
-        assert [len(ads) for ads in ingest.classify_actions([like] * 2)] == [40, 40]
-        error = rejected(ingest.classify_actions, [like] * 40)  # 1,600 ads: ~130 KB
-        assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
-        assert error.details().startswith("actions: the reply would be ")
-        assert error.details().endswith("send fewer actions per request")
-        requests = [pb.ClassifyActionsRequest(actions=[json.dumps(like)] * n) for n in (2, 40)]
-        replies = ingest.classification.StreamClassifyActions(iter(requests), metadata=ingest.metadata, timeout=10)
-        assert list(next(replies).ad_counts) == [40, 40]
-        with pytest.raises(grpc.RpcError) as caught:
-            next(replies)
-        assert caught.value.details().startswith("requests[1].actions: the reply would be ")
+    server, ingest = forty_ads
+    like = {"action.type": "like", "page": "P1"}
+    assert [len(ads) for ads in ingest.classify_actions([like] * 2)] == [40, 40]
+    error = rejected(ingest.classify_actions, [like] * 40)  # 1,600 ads: ~130 KB
+    assert (error.code(), error_code(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 368)
+    assert error.details().startswith("actions: the reply would be ")
+    assert error.details().endswith("send fewer actions per request")
+    requests = [pb.ClassifyActionsRequest(actions=[json.dumps(like)] * n) for n in (2, 40)]
+    replies = ingest.classification.StreamClassifyActions(iter(requests), metadata=ingest.metadata, timeout=10)
+    assert list(next(replies).ad_counts) == [40, 40]
+    with pytest.raises(grpc.RpcError) as caught:
+        next(replies)
+    assert caught.value.details().startswith("requests[1].actions: the reply would be ")
     method = "/conversion_matcher.v1.ClassificationService/ClassifyActions"
     registry = server.core.metrics.registry
     assert registry.get_sample_value("cm_requests_total", {"method": method, "code": "RESOURCE_EXHAUSTED"}) == 1
