@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from operator import attrgetter
+
+import matcher
+from matcher.actionspecs import action_value_text, decode_specs_text, key_path
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, NotFound, PermissionDenied
 from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
-from server.registry import AdSpecs, effective_ad_specs
+from server.registry import PIXEL_SELECTORS, AdSpecs, effective_ad_specs, named_pixels
 from server.store import AdRecord
 
 MAX_AD_ID_CHARS = 64
@@ -42,6 +47,43 @@ def _check_ad_id(ad_id: str) -> None:
         raise InvalidArgument(f"ad.id: {ad_id[:40]!r} has blanks at its start or end")
 
 
+def _pixel_place(record: AdRecord, pixel_id: str) -> str:
+    """The place in the request that names ``pixel_id``: a value under a pixel selector in the
+    ad's own specs (``ad.tracking_specs[0].fb_pixel[1]``), else the field of ``promoted_object``
+    or ``creative`` holding it, which the default specs, the promoted pixel's tracking or a
+    placeholder (``FACEBOOK_PIXEL_ID``) took it from (``ad.promoted_object.pixel_id``); ``ad``
+    when none does. Read only for a refusal, from fields the registration already parsed."""
+    for name in ("tracking_specs", "conversion_specs"):
+        text = getattr(record, name)
+        try:
+            decoded = decode_specs_text(text, f"ad.{name}", len(text)) if text else None
+        except matcher.SpecError:
+            continue
+        listed = isinstance(decoded, list)
+        for index, spec in enumerate(decoded if listed else [decoded]):
+            if not isinstance(spec, dict):
+                continue
+            place = f"ad.{name}[{index}]" if listed else f"ad.{name}"
+            for selector in PIXEL_SELECTORS:
+                value = spec.get(selector)
+                values = value if isinstance(value, list) else [value]
+                for position, item in enumerate(values):
+                    if action_value_text(item) == pixel_id:
+                        return key_path(place, selector) + (f"[{position}]" if isinstance(value, list) else "")
+    objects = []
+    for name in ("promoted_object", "creative"):
+        try:
+            decoded = json.loads(getattr(record, name) or "{}", parse_float=Decimal)
+        except ValueError:
+            continue
+        if isinstance(decoded, dict):  # the promoted pixel's own field first
+            objects += [(name, key, decoded[key]) for key in sorted(decoded, key=lambda k: k != "pixel_id")]
+    for name, key, value in objects:
+        if action_value_text(value) == pixel_id:
+            return key_path(f"ad.{name}", key)
+    return "ad"
+
+
 class AdServicer(ads_pb2_grpc.AdServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -70,7 +112,7 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         if not ad_id:
             raise InvalidArgument(f"{field}: required")
         record = self.core.store.get_ad(ad_id, field=field)
-        principal.require_owner(record.account_id, f"ad {record.id}")
+        principal.require_owner(record.account_id, f"ad {record.id}", field)
         return record
 
     def _put(self, request, context, *, replace_existing: bool) -> pb.AdRegistration:
@@ -78,9 +120,29 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         record = self._record(principal, request.ad)
         if replace_existing:
             self._owned(principal, record.id, "ad.id")
-        stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing,
-                                                  owners=principal.accounts if replace_existing else None)
+        try:
+            stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing,
+                                                      owners=principal.accounts if replace_existing else None)
+        except PermissionDenied as error:
+            raise self._refused_pixel(record) or error from None
         return _registration(stored, specs)
+
+    def _refused_pixel(self, record: AdRecord) -> PermissionDenied | None:
+        """The refusal of the first registered pixel (in id order, as the store checks them) the
+        ad's specs name and its account is not authorised on, at the request's field naming
+        it; None when there is none (the store refused something else). Only a refused call
+        pays for finding the place: the specs are derived again."""
+        for pixel_id in sorted(named_pixels(effective_ad_specs(record, sent=True))):
+            try:
+                pixel = self.core.store.get_pixel(pixel_id, among=[record.account_id])
+            except NotFound:
+                continue  # an id no one registered here: allowed
+            if record.account_id not in pixel.authorized_accounts:
+                return PermissionDenied(
+                    f"{_pixel_place(record, pixel_id)}: Permissions error: the ad's specs name pixel {pixel_id}, "
+                    f"and ad account {record.account_id} is not authorised on it"
+                )
+        return None
 
     def RegisterAd(self, request, context):
         return self._put(request, context, replace_existing=False)

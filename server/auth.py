@@ -21,7 +21,7 @@ import grpc
 
 from server.errors import InvalidArgument, PermissionDenied, Unauthenticated, not_the_owner
 
-ACCOUNT_ID = re.compile(r"act_[0-9]{1,20}")
+ACCOUNT_ID = re.compile(r"act_[0-9]{1,20}")  # the form: account_id_problem also refuses leading zeros
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,18 @@ class Principal:
             raise PermissionDenied(f"{field}: Permissions error: this access token cannot act for ad account {account_id}")
         return account_id
 
-    def require_owner(self, account_id: str, what: str) -> None:
-        """Allow when the token holds ``account_id``, the account ``what`` belongs to."""
+    def require_owner(self, account_id: str, what: str, field: str) -> None:
+        """Allow when the token holds ``account_id``, the account ``what`` belongs to
+        (``what`` named by the request's ``field``)."""
         if account_id not in self.accounts:
-            raise not_the_owner(what)
+            raise PermissionDenied(f"{field}: {not_the_owner(what).message}")
 
-    def require_any(self, accounts: frozenset[str] | set[str], what: str) -> None:
-        """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``)."""
+    def require_any(self, accounts: frozenset[str] | set[str], what: str, field: str) -> None:
+        """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``,
+        named by the request's ``field``)."""
         if not self.accounts & set(accounts):
-            raise PermissionDenied(f"Permissions error: no ad account of this access token is authorised on {what}")
+            raise PermissionDenied(
+                f"{field}: Permissions error: no ad account of this access token is authorised on {what}")
 
     def require_ingest(self) -> None:
         """Allow when the token may send events and actions for classification."""
@@ -54,9 +57,23 @@ class Principal:
             raise PermissionDenied("Permissions error: this access token has no ingest scope for classification")
 
 
+def account_id_problem(account_id: object) -> str | None:
+    """What is wrong with ``account_id`` as an ad account id, or None when it is one: ``act_``
+    and a number of at most 20 digits written without leading zeros (``act_00003`` would be
+    stored apart from ``act_3``, which it means; no account is ``act_0``)."""
+    if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
+        return "expected an ad account id like act_123"
+    number = account_id[4:].lstrip("0")
+    if number != account_id[4:]:
+        return f"an ad account id has no leading zeros (act_{number})" if number else \
+            "an ad account id is act_ and a number from 1 up"
+    return None
+
+
 def check_account_id(account_id: str, field: str = "account_id") -> str:
-    if not ACCOUNT_ID.fullmatch(account_id or ""):
-        raise InvalidArgument(f"{field}: expected an ad account id like act_123, got {account_id!r}")
+    problem = account_id_problem(account_id or "")
+    if problem is not None:
+        raise InvalidArgument(f"{field}: {problem}, got {account_id!r}")
     return account_id
 
 
@@ -80,10 +97,13 @@ class TokenTable:
             if not isinstance(entry, Mapping):
                 raise ValueError(f"{where}: expected an object with accounts and ingest")
             accounts = entry.get("accounts", [])
-            if not isinstance(accounts, list) or not all(
-                isinstance(a, str) and ACCOUNT_ID.fullmatch(a) for a in accounts
-            ):
+            if not isinstance(accounts, list):
                 raise ValueError(f"{where}: accounts must be a list of ad account ids like act_123")
+            for index, account in enumerate(accounts):
+                problem = account_id_problem(account)
+                if problem is not None:
+                    shown = repr(account[:40]) if isinstance(account, str) else type(account).__name__
+                    raise ValueError(f"{where}: accounts[{index}]: {problem}, got {shown}")
             ingest = entry.get("ingest", False)
             if not isinstance(ingest, bool):
                 raise ValueError(f"{where}: ingest must be true or false")

@@ -13,7 +13,7 @@ from matcher.values import is_text
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, PermissionDenied, one_of
+from server.errors import FailedPrecondition, InvalidArgument, PermissionDenied, one_of
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
 from server.paging import fill, page_request, read_on
 from server.store import CustomConversionRecord
@@ -46,6 +46,11 @@ STANDARD_EVENTS = {
 }
 UPDATABLE_FIELDS = ("name", "description", "default_conversion_value")
 AGGREGATIONS = ("count", "url", "host", "device_type", "pixel_fire", "usd_amount", "unmatched_count", "unmatched_usd_amount")
+# The aggregations read from the conversion's own hourly rows: (the dimension they are kept
+# under, "" for per hour only; the row's column reported: 2 matches, 3 usd amount). The
+# others read the pixel's rows.
+_MATCHED_ROWS = {"count": ("", 2), "usd_amount": ("", 3), "url": ("url", 2), "host": ("host", 2),
+                 "device_type": ("device_type", 2)}
 DEFAULT_STATS_RANGE = 7 * 24 * 3600
 HOUR = 3600
 
@@ -139,7 +144,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         if not conversion_id:
             raise InvalidArgument(f"{field}: required")
         record = self.core.store.get_custom_conversion(conversion_id, field=field)
-        principal.require_owner(record.account_id, f"custom conversion {record.id}")
+        principal.require_owner(record.account_id, f"custom conversion {record.id}", field)
         return record
 
     def CreateCustomConversion(self, request, context):
@@ -163,7 +168,8 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
         pixel = self.core.store.get_pixel(request.event_source_id, among=[account], field="event_source_id")
         if account not in pixel.authorized_accounts:
-            raise PermissionDenied(f"Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
+            raise PermissionDenied(
+                f"event_source_id: Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
         record = CustomConversionRecord(
             id="",
             account_id=account,
@@ -177,7 +183,12 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             creation_time=self.core.now(),
             retention_days=request.retention_days,
         )
-        stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
+        try:
+            stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
+        except FailedPrecondition as error:  # the account's limit, counted in the write's transaction
+            raise FailedPrecondition(f"account_id: {error.message}") from None
+        except PermissionDenied as error:  # the account's access to the pixel, checked again there
+            raise PermissionDenied(f"event_source_id: {error.message}") from None
         return pb.CreateCustomConversionResponse(
             id=stored.id, is_custom_event_type_predicted=predicted, custom_conversion=to_message(stored)
         )
@@ -262,13 +273,15 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         """(hour, key, value) rows after ``after``, in (hour, key) order, read from the store as
         the page needs them."""
         store = self.core.store
-        if aggregation in ("url", "host", "device_type", "count", "usd_amount"):
-            dimension = aggregation if aggregation in ("url", "host", "device_type") else ""
-            column = 3 if aggregation == "usd_amount" else 2
-            matched = read_on(lambda after_, limit: store.conversion_hourly(record.id, dimension, start, end,
-                                                                            after=after_, limit=limit),
-                              itemgetter(0, 1), after)
-            return ((row[0], row[1], row[column]) for row in matched)
+
+        def matched(dimension: str, after_row: tuple[int, str] | None) -> Iterator[tuple[int, str, int, float, float]]:
+            return read_on(lambda after_, limit: store.conversion_hourly(record.id, dimension, start, end,
+                                                                         after=after_, limit=limit),
+                           itemgetter(0, 1), after_row)
+
+        if aggregation in _MATCHED_ROWS:
+            dimension, column = _MATCHED_ROWS[aggregation]
+            return ((row[0], row[1], row[column]) for row in matched(dimension, after))
         after_hour = None if after is None else after[0]
         fired = read_on(lambda after_, limit: store.pixel_hourly(record.event_source_id, start, end,
                                                                  after=after_, limit=limit),
@@ -277,7 +290,5 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             return ((hour, "", events) for hour, events, _ in fired)
         # The pixel's events minus this conversion's matches; amounts are the events' own values.
         # The matched rows (one per hour, key "") are read alongside, as far as the page goes.
-        matched = read_on(lambda after_, limit: store.conversion_hourly(record.id, "", start, end,
-                                                                        after=after_, limit=limit),
-                          itemgetter(0, 1), None if after_hour is None else (after_hour, ""))
-        return _unmatched(fired, matched, 0 if aggregation == "unmatched_count" else 1)
+        return _unmatched(fired, matched("", None if after_hour is None else (after_hour, "")),
+                          0 if aggregation == "unmatched_count" else 1)

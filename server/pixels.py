@@ -87,7 +87,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
 
     def _readable(self, principal: Principal, pixel_id: str) -> PixelRecord:
         pixel = self.core.store.get_pixel(_pixel_id(pixel_id), among=principal.accounts)
-        principal.require_any(set(pixel.authorized_accounts), f"pixel {pixel.id}")
+        principal.require_any(set(pixel.authorized_accounts), f"pixel {pixel.id}", "pixel_id")
         return pixel
 
     def _managed(self, principal: Principal, pixel_id: str) -> PixelRecord:
@@ -97,7 +97,7 @@ class PixelServicer(pixels_pb2_grpc.PixelServiceServicer):
         if pixel.creator not in principal.accounts:
             self._readable(principal, pixel.id)  # a caller who cannot even read it is told so
             raise PermissionDenied(
-                f"Permissions error: only the creator account {pixel.creator} can change pixel {pixel.id}"
+                f"pixel_id: Permissions error: only the creator account {pixel.creator} can change pixel {pixel.id}"
             )
         return pixel
 

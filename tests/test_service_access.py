@@ -72,6 +72,10 @@ def test_other_accounts_get_code_200_and_change_nothing(world, index):
     error = invoke(other, service, name, request)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
     assert "act_1" not in error.details()  # the owner's account is not told to others
+    # it names the request's field that named the object, as NOT_FOUND does
+    conversion_field = "custom_conversion.id" if name == "UpdateCustomConversion" else "custom_conversion_id"
+    field = {"pixels": "pixel_id", "custom_conversions": conversion_field, "ads": "ad_id"}[service]
+    assert error.details().startswith(f"{field}: Permissions error: "), error.details()
     assert state(owner, ids) == before
 
 
@@ -147,6 +151,34 @@ def test_lists_of_another_account_are_code_200(world):
         200, "ad.account_id: Permissions error: this access token cannot act for ad account act_1")
     error = rejected(other.create_pixel, "act_1", "p")
     assert error_code(error) == 200 and error.details().startswith("account_id: Permissions error: ")
+    # replacing another account's ad names the ad's id
+    error = rejected(other.register_ad, {**AD, "account_id": "act_3"}, replace=True)
+    assert (error_code(error), error.details()) == (
+        200, "ad.id: Permissions error: ad ad1 belongs to an ad account this access token cannot act for")
+
+
+@pytest.mark.parametrize("account, problem", [
+    ("act_00001", "an ad account id has no leading zeros (act_1), got 'act_00001'"),
+    ("act_0", "an ad account id is act_ and a number from 1 up, got 'act_0'"),
+    ("act_000", "an ad account id is act_ and a number from 1 up, got 'act_000'"),
+])
+def test_an_ad_account_id_with_a_leading_zero_is_code_100_naming_its_field(world, account, problem):
+    """``act_00001`` would be stored apart from ``act_1``, the account it means, so it is refused
+    wherever an ad account id is given, before the token's accounts are looked at."""
+    owner, _, ids = world
+    before = state(owner, ids)
+    for call, field in (
+        (lambda: owner.create_pixel(account, "p"), "account_id"),
+        (lambda: owner.call(owner.pixels.ListPixels, pixels_pb2.ListPixelsRequest(account_id=account)), "account_id"),
+        (lambda: owner.create_custom_conversion(account, "c", ids["pixel"], {"event": "Lead"}), "account_id"),
+        (lambda: owner.register_ad({**AD, "id": "ad-zero", "account_id": account}), "ad.account_id"),
+        (lambda: owner.call(owner.pixels.AddAuthorizedAdAccounts, pixels_pb2.ChangeAuthorizedAdAccountsRequest(
+            pixel_id=ids["pixel"], account_ids=["act_9", account])), "account_ids[1]"),
+    ):
+        error = rejected(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(error) == 100
+        assert error.details() == f"{field}: {problem}"
+    assert state(owner, ids) == before
 
 
 def test_a_bad_batch_mid_stream_ends_the_stream_with_its_error(world):

@@ -1,5 +1,6 @@
 """CustomConversionService over a real server on loopback with a real SQLite file."""
 
+import dataclasses
 import json
 
 import grpc
@@ -47,6 +48,15 @@ def test_create_with_explicit_type_and_canonical_rule(owner, pixel):
     assert json.loads(conversion.rule) == THANK_YOU
     assert not conversion.is_archived and not conversion.HasField("first_fired_time")
     assert get(owner, created.id) == conversion
+
+
+def test_retention_days_is_kept_as_given_and_returned(owner, pixel):
+    """Decision (docs/service.md): any uint32 is taken, 0 (not given) included; nothing reads it."""
+    for days in (0, 180, 2**32 - 1):
+        request = pb.CreateCustomConversionRequest(account_id="act_1", name=f"kept {days}", event_source_id=pixel.id,
+                                                   rule='{"event": "Lead"}', retention_days=days)
+        created = owner.call(owner.custom_conversions.CreateCustomConversion, request)
+        assert created.custom_conversion.retention_days == days == get(owner, created.id).retention_days
 
 
 @pytest.mark.parametrize(
@@ -99,10 +109,29 @@ def test_create_needs_an_existing_pixel_the_account_may_use(service, owner, pixe
     assert error.code() == grpc.StatusCode.NOT_FOUND
     error = rejected(owner.create_custom_conversion, "act_2", "c", pixel.id, PURCHASE_OVER_100)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+    assert error.details().startswith("event_source_id: Permissions error: ad account act_2"), error.details()
     with Client(service[1], "other-token") as other:
         error = rejected(other.create_custom_conversion, "act_1", "c", pixel.id, PURCHASE_OVER_100)
         assert error_code(error) == 200
     assert listed(owner) == [] and listed(owner, "act_2") == []
+
+
+def test_an_account_removed_from_the_pixel_meanwhile_is_refused_at_event_source_id(service, owner, pixel, monkeypatch):
+    """The store checks the account's access again in the write's transaction; its refusal
+    names the field too. (Here the servicer's own check is made to see access the account
+    does not have, as when it is removed from the pixel between the two.)"""
+    store = service[0].core.store
+    get_pixel = store.get_pixel
+
+    def authorised_everywhere(pixel_id, among=None, **options):
+        found = get_pixel(pixel_id, among, **options)
+        return dataclasses.replace(found, authorized_accounts=(*found.authorized_accounts, *(among or ())))
+
+    monkeypatch.setattr(store, "get_pixel", authorised_everywhere)
+    error = rejected(owner.create_custom_conversion, "act_2", "c", pixel.id, PURCHASE_OVER_100)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
+    assert error.details() == f"event_source_id: Permissions error: ad account act_2 is not authorised on pixel {pixel.id}"
+    assert listed(owner, "act_2") == []
 
 
 def test_the_101st_conversion_is_refused(owner, pixel):
@@ -110,6 +139,8 @@ def test_the_101st_conversion_is_refused(owner, pixel):
     owner.call(owner.custom_conversions.ArchiveCustomConversion, pb.ArchiveCustomConversionRequest(custom_conversion_id=ids[0]))
     error = rejected(owner.create_custom_conversion, "act_1", "c100", pixel.id, {"event": "e100"})
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "100" in error.details()
+    assert error_code(error) == 100 and error.details().startswith("account_id: ad account act_1 already has 100 "), \
+        error.details()
     assert len(listed(owner)) == 100
     # Another account has its own limit; deleting one frees a place.
     owner.call(owner.pixels.AddAuthorizedAdAccounts, pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel.id, account_ids=["act_2"]))

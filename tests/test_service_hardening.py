@@ -27,7 +27,7 @@ def invalid(error: grpc.RpcError, place: str) -> str:
     ({"tracking_specs": '[{"action.type":"like","page":"\\ud800"}]'}, "ad.tracking_specs[0].page: \\ud800"),
     ({"creative": '{"kind":"page_like","page_id":"\\udfff"}'}, "ad.creative.page_id: \\udfff"),
     ({"creative": '{"kind":"page_like","page_id":' + "9" * 5000 + "}"}, "ad.creative: not JSON"),
-    ({"promoted_object": '{"page_id": ' + "1" * 4400 + "}"}, "ad.promoted_object: not JSON (Exceeds"),
+    ({"promoted_object": '{"page_id": ' + "1" * 4400 + "}"}, "ad.promoted_object: not JSON (a number of 4,400 digits (at most 4,300 are read) at line 1 column 13)"),
     # Decimal's normalize() overflowed (INTERNAL before).
     ({"tracking_specs": '[{"action.type":"like","page":1e1000000}]'},
      "ad.tracking_specs[0].page: number is not finite or has too many digits"),
@@ -49,6 +49,22 @@ def test_custom_data_that_is_no_json_value_is_code_100(ingest, custom_data, plac
     request = classification_pb2.ClassifyPixelEventsRequest(
         events=[classification_pb2.PixelEvent(pixel_id="1", event="Purchase", custom_data=custom_data)])
     invalid(rejected(ingest.call, ingest.classification.ClassifyPixelEvents, request), place)
+
+
+def test_custom_data_may_hold_nan_and_infinity(owner, ingest):  # noqa: F811
+    """Decision (docs/service.md, Classification): Python's json writes NaN, Infinity and
+    -Infinity, so custom data holding them is read, not refused. The parameter is there, no
+    number comparison holds on it, and as ``value`` it is no conversion value."""
+    pixel = owner.create_pixel("act_1", "p").id
+    there = owner.create_custom_conversion("act_1", "there", pixel, {"value": {"exists": True}},
+                                           default_conversion_value=5).id
+    owner.create_custom_conversion("act_1", "over", pixel, {"value": {"gt": 1}})
+    owner.create_custom_conversion("act_1", "under", pixel, {"value": {"lt": 1}})
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        event = classification_pb2.PixelEvent(pixel_id=pixel, event="Purchase", custom_data=f'{{"value": {literal}}}')
+        reply = ingest.call(ingest.classification.ClassifyPixelEvents,
+                            classification_pb2.ClassifyPixelEventsRequest(events=[event]))
+        assert (list(reply.custom_conversion_ids), list(reply.conversion_values)) == ([there], [5.0]), literal
 
 
 def test_an_action_number_past_any_text_is_no_value(owner, ingest):  # noqa: F811
@@ -208,17 +224,27 @@ def test_an_ad_cannot_name_a_registered_pixel_its_account_is_not_authorised_on(o
         {"objective": "CONVERSIONS", "optimization_goal": "OFFSITE_CONVERSIONS",
          "creative": {"kind": "domain", "url": "http://shop.example", "page_id": "P1"},
          "promoted_object": {"pixel_id": theirs}},
+        # one spec, not a list, naming it by itself; a placeholder the promoted object fills
+        {"tracking_specs": json.dumps({"action.type": "offsite_conversion", "fb_pixel": theirs})},
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "FACEBOOK_PIXEL_ID"}]),
+         "promoted_object": {"page_id": "P1", "pixel_id": int(theirs)}},
     ]
-    for fields in named:
+    # the refusal names the request's field that named the pixel
+    places = ["ad.tracking_specs[0].fb_pixel[0]", "ad.tracking_specs[0].offsite_pixel[0]",
+              "ad.conversion_specs[0].fb_pixel[1]", "ad.promoted_object.pixel_id", "ad.tracking_specs.fb_pixel",
+              "ad.promoted_object.pixel_id"]
+    for fields, place in zip(named, places, strict=True):
         error = rejected(owner.register_ad, {**AD, **fields})
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200, error.details()
         assert f"pixel {theirs}" in error.details() and "act_1" in error.details()
+        assert error.details().startswith(f"{place}: Permissions error: "), error.details()
     assert not owner.list_ads("act_1")
     # Its own pixel, and ids no one registered, are fine; so is theirs once shared with act_1.
     unregistered = {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": [mine, "42"]}])}
     owner.register_ad({**AD, **unregistered})
     error = rejected(owner.register_ad, {**AD, **named[0]}, replace=True)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details().startswith("ad.tracking_specs[0].fb_pixel[0]: Permissions error: "), error.details()
     assert json.loads(owner.list_ads("act_1")[0].ad.tracking_specs)[0]["fb_pixel"] == [mine, "42"]  # unchanged
     other.call(other.pixels.AddAuthorizedAdAccounts,
                pixels_pb2.ChangeAuthorizedAdAccountsRequest(pixel_id=theirs, account_ids=["act_1"]))

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from server.app import SERVICE_NAMES
+from server.auth import TokenTable
 from server.client import Client
 from server.gen.conversion_matcher.v1 import classification_pb2 as pb
 from server.testing import ServerProcess, running_server
@@ -159,6 +160,22 @@ def test_environment_variables_and_bad_token_file(tmp_path):
     entry = json.loads(result.stderr.strip().splitlines()[-1])
     assert entry["msg"] == "cannot load the token file" and "accounts" in entry["error"]
     assert '"t"' not in result.stderr  # the token itself is never logged
+
+
+@pytest.mark.parametrize("accounts, error", [
+    (["act_1", "act_007"], "token file: entry 1: accounts[1]: an ad account id has no leading zeros (act_7), got 'act_007'"),
+    (["act_0"], "token file: entry 1: accounts[0]: an ad account id is act_ and a number from 1 up, got 'act_0'"),
+    (["act_1", "acct-1"], "token file: entry 1: accounts[1]: expected an ad account id like act_123, got 'acct-1'"),
+    (["act_1", 7], "token file: entry 1: accounts[1]: expected an ad account id like act_123, got int"),
+    ("act_1", "token file: entry 1: accounts must be a list of ad account ids like act_123"),
+])
+def test_a_token_file_account_is_an_ad_account_id_as_requests_give_it(accounts, error):
+    """An account the file names with a leading zero (``act_007``) could never be asked for, as
+    requests refuse that form: the file is refused at start, naming the entry and the place."""
+    data = {"tokens": {"good": {"accounts": ["act_7"]}, "secret-token": {"accounts": accounts}}}
+    with pytest.raises(ValueError) as caught:
+        TokenTable.from_mapping(data)
+    assert str(caught.value) == error and "secret-token" not in str(caught.value)
 
 
 def test_sighup_reloads_the_token_file_and_keeps_it_when_bad(tmp_path):

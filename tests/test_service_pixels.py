@@ -186,8 +186,10 @@ def test_the_creator_changes_a_pixel_without_its_accounts_being_looked_up(servic
     # A non-creator: authorised, refused as not the creator; not authorised, as not authorised.
     error = rejected(other.call, other.pixels.UpdatePixel, pb.UpdatePixelRequest(pixel_id=pixel.id, name="mine"))
     assert error_code(error) == 200 and "only the creator account act_1" in error.details()
+    assert error.details().startswith("pixel_id: Permissions error: "), error.details()  # the field naming it
     owner.call(owner.pixels.RemoveAuthorizedAdAccounts,
                pb.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel.id, account_ids=["act_3"]))
     error = rejected(other.call, other.pixels.DeletePixel, pb.DeletePixelRequest(pixel_id=pixel.id))
     assert error_code(error) == 200 and "no ad account of this access token is authorised" in error.details()
+    assert error.details().startswith("pixel_id: Permissions error: "), error.details()
     assert owner.get_pixel(pixel.id).name == "renamed"
