@@ -188,6 +188,11 @@ def _ended_code(error: BaseException, status: grpc.Status, context: grpc.Service
     whose deadline passed, ends in errors that are neither its answer nor a bug."""
     if isinstance(error, (ServiceError, matcher.MatcherError)) or context.is_active():
         return status.code.name
+    return _gone_code(context)
+
+
+def _gone_code(context: grpc.ServicerContext) -> str:
+    """The code of a call that is no longer active: its deadline passed, or the client cancelled."""
     remaining = context.time_remaining()
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
@@ -292,6 +297,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             code = "OK"
             try:
                 yield from behaviour(checked(request), context)
+                if not context.is_active():  # requests ended as the client cancelled: not an answer
+                    code = _gone_code(context)
             except GeneratorExit:  # gRPC stopped reading the replies: the client went away
                 code = "CANCELLED"
                 raise
