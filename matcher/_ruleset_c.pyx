@@ -35,6 +35,7 @@ from matcher.includes.re2 cimport (
 )
 
 from collections.abc import Mapping
+from decimal import Decimal
 from numbers import Integral
 import sys
 
@@ -43,7 +44,7 @@ from matcher.columns import NumberColumn, TextColumn
 from matcher.plan import FOLDED, NUMBER, P_CONTAINS, P_ICONTAINS, P_IPREFIX, P_PREFIX, P_REGEX, TEXT
 from matcher.regex import REGEX_MAX_MEM
 from matcher.errors import RuleError
-from matcher.values import number_text, source_key
+from matcher.values import decimal_number, decimal_text, number_text, source_key
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize_NoExc "PyUnicode_AsUTF8AndSize"(object, Py_ssize_t*)
@@ -2407,8 +2408,8 @@ cdef class Matcher:
     cdef void _find_sources(self, _Events src, Py_ssize_t n) noexcept nogil:
         """Columns, without the GIL (taken once, when a list holds ints: their values are
         Python's): per call row, the index of its source's partition in ``_source_parts``, -1
-        when it has none (no pixel id, a float, or one no rule names), -2 when its pixel id
-        is left to the GIL (see ``_extract_fast``)."""
+        when it has none (no pixel id, a float that is no integer, or one no rule names), -2
+        when its pixel id is left to the GIL (see ``_extract_fast``)."""
         cdef Py_ssize_t row, size
         cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
         cdef PyObject* pixel
@@ -2433,7 +2434,8 @@ cdef class Matcher:
             elif pixel_buf.kind == BUF_INT:  # an integer's decimal text (``_source_part``)
                 src.source[row] = self._int_source(_buf_int(pixel_buf, row))
                 continue
-            else:  # a float is no source's id (``source_key``): -1
+            else:  # a float: an integral one is its integer's id (``source_key``)
+                src.source[row] = self._float_source(_buf_number(pixel_buf, row))
                 continue
             src.source[row] = self._source_index(text, size)
         if ints:  # a list's exact ints: their values are read with the GIL, once for them all
@@ -2451,6 +2453,16 @@ cdef class Matcher:
             pixel = _column_value(src.column[W_PIXEL], row)
             if pixel != NULL and _exact_int(pixel):
                 src.source[row] = self._long_source(pixel)
+
+    cdef int32_t _float_source(self, double number) noexcept nogil:
+        """``_int_source`` of a float pixel id that is an integer in int64's range; -2 for an
+        integer past it (``source_key`` writes its digits, with the GIL), -1 for a fraction,
+        NaN or an infinity (no source's id)."""
+        cdef int64_t integer
+        if -9223372036854775808.0 <= number < 9223372036854775808.0:
+            integer = <int64_t>number
+            return self._int_source(integer) if <double>integer == number else -1
+        return -2 if isfinite(number) else -1
 
     cdef int32_t _long_source(self, PyObject* pixel) noexcept:
         """``_int_source`` of an exact int (with the GIL); -2 past 64 bits (``source_key``'s
@@ -2588,7 +2600,8 @@ cdef class Matcher:
 
     cdef PartC* _source_part(self, PyObject* raw) except? NULL:
         """The partition of an event's source (its pixel_id, borrowed; NULL: missing), NULL when
-        none: its text as ``source_key`` gives it (a str as it is, an integer in decimal)."""
+        none: its text as ``source_key`` gives it (a str as it is, an integer in decimal, an
+        integral float or Decimal as its integer)."""
         cdef const char* text
         cdef Py_ssize_t size
         cdef int32_t source
@@ -2729,6 +2742,8 @@ cdef class Matcher:
             item.text = _FALSE
             item.size = 5
         elif isinstance(value, int):
+            if type(value) is not int:  # a subclass as its value (``item_text``): as an exact int
+                return self._add_item(int.__int__(value), items, needs_text, held)
             try:
                 item.number = float(value)
                 item.num_state = NUM_YES
@@ -2750,6 +2765,15 @@ cdef class Matcher:
                 _set_text(&item, text, held)
         elif isinstance(value, Integral):  # an integer of another type (numpy.int64): as its int
             return self._add_item(int(value), items, needs_text, held)
+        elif isinstance(value, Decimal):  # ``decimal_number`` and ``decimal_text``
+            number = decimal_number(value)
+            if number is not None:
+                item.number = <double>number
+                item.num_state = NUM_YES
+            if needs_text:
+                text = decimal_text(value)
+                if text is not None:
+                    _set_text(&item, text, held)
         items.push_back(item)
         return 0
 

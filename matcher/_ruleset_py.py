@@ -175,6 +175,11 @@ class Matcher:
     def match(self, event: Mapping) -> list[Any]:
         if not isinstance(event, Mapping):
             raise TypeError(f"an event is a mapping, got {type(event).__name__}")
+        return self._match(event)
+
+    def _match(self, event: Mapping) -> list[Any]:
+        """``match`` of an event already known to be a mapping (``match_batch`` checks each
+        one itself, naming its index)."""
         values = _EventValues(event, self._fields)
         matched: list[int] = []
         if self._unscoped is not None:
@@ -190,7 +195,7 @@ class Matcher:
         for index, event in enumerate(events):
             if not isinstance(event, Mapping):
                 raise TypeError(f"events[{index}]: an event is a mapping, got {type(event).__name__}")
-            results.append(self.match(event))
+            results.append(self._match(event))
         return results
 
     def match_columns(self, n: int, pixel_id: Sequence | None, event: Sequence | None, url: Sequence | None,

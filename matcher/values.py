@@ -8,7 +8,8 @@ line for line; the differential tests hold the two to each other.
   and absent keys are missing; a list value contributes its elements.
 - An item has a *text* form (strings as they are, numbers canonically, booleans as
   ``true``/``false``; mappings and lists have none) and possibly a *number* form (JSON
-  numbers, and strings in decimal notation; booleans are not numbers).
+  numbers, and strings in decimal notation; booleans are not numbers). Integers of any type
+  (``int`` subclasses, numpy's) are read as their value, ``decimal.Decimal`` as a number.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from numbers import Integral
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,14 +90,16 @@ def item_text(item: Any) -> str | None:
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, int):
-        try:
-            return str(item)
+        try:  # a subclass as its value (as action specs read it): its own __str__ decides nothing
+            return int.__repr__(item)
         except ValueError:  # more digits than int->str allows
             return None
     if isinstance(item, float):
         return number_text(item)
     if isinstance(item, Integral):  # an integer of another type (numpy.int64): as its int
         return item_text(int(item))
+    if isinstance(item, Decimal):  # from a database's NUMERIC column, say
+        return decimal_text(item)
     return None
 
 
@@ -105,7 +109,7 @@ def item_number(item: Any) -> float | None:
         return None
     if isinstance(item, int):
         try:
-            return float(item)
+            return int.__float__(item)  # a subclass as its value, as its text
         except OverflowError:
             return None
     if isinstance(item, float):
@@ -114,7 +118,59 @@ def item_number(item: Any) -> float | None:
         return parse_number(item)
     if isinstance(item, Integral):  # numpy.int64 and other registered integers
         return item_number(int(item))
+    if isinstance(item, Decimal):
+        return decimal_number(item)
     return None
+
+
+# Digits past which an integral Decimal has no text when Python's own limit for writing an
+# int is off (``sys.set_int_max_str_digits(0)``): Decimal("1E+999999999") is short to give
+# and a billion digits to write.
+_MAX_DECIMAL_DIGITS = 4300
+
+
+def _decimal_fraction(value: Decimal) -> bool:
+    """Whether a finite Decimal has a non-zero digit past the point (is no integer)."""
+    _, digits, exponent = Decimal.as_tuple(value)
+    assert isinstance(exponent, int)  # finite
+    return exponent < 0 and any(digits[exponent:])
+
+
+def _decimal_integer_text(value: Decimal) -> str | None:
+    """The decimal text of a finite Decimal that is an integer (``12``, ``12.00``, ``1.2E+3``),
+    as its ``int`` is written; None when it has more digits than Python writes an int
+    (``sys.get_int_max_str_digits()``: an int that long has no text either)."""
+    if Decimal.is_zero(value):  # (0E+999999999 too, whose adjusted() is its exponent)
+        return "0"
+    if Decimal.adjusted(value) >= (sys.get_int_max_str_digits() or _MAX_DECIMAL_DIGITS):
+        return None
+    return int.__repr__(Decimal.__int__(value))
+
+
+def decimal_text(value: Decimal) -> str | None:
+    """The text of a ``decimal.Decimal`` item: the text the rule language gives the number it
+    is. An integer is its exact decimal digits, as an ``int`` (ids from a NUMERIC column keep
+    every digit); another finite value is ``number_text`` of its double (``Decimal("19.90")``
+    is ``19.9``, ``Decimal("1E-7")`` is ``1e-07``); NaN and the infinities are float's
+    ``nan``, ``inf``, ``-inf``. None when it has none: a fraction past a double's range, an
+    integer of more digits than Python writes."""
+    if Decimal.is_nan(value):  # (a signalling NaN too, which float() refuses)
+        return "nan"
+    if Decimal.is_infinite(value):
+        return "-inf" if Decimal.is_signed(value) else "inf"
+    if not _decimal_fraction(value):
+        return _decimal_integer_text(value)
+    number = Decimal.__float__(value)
+    return number_text(number) if math.isfinite(number) else None
+
+
+def decimal_number(value: Decimal) -> float | None:
+    """The number of a ``decimal.Decimal`` item: its double, correctly rounded as a decimal
+    string's is; None when NaN, infinite, or past a double's range."""
+    if not Decimal.is_finite(value):
+        return None
+    number = Decimal.__float__(value)
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,14 +343,26 @@ def resolve(event: Mapping, field: FieldPath) -> list[Any] | None:
 
 def source_key(pixel_id: Any) -> str | None:
     """The event source an event belongs to: its ``pixel_id`` as text (ids may come as numbers;
-    a str subclass is its text, as ``item_text`` reads one)."""
+    a str subclass is its text, as ``item_text`` reads one). A number is an id when it is an
+    integer: an int (a subclass as its value) or another integer type in decimal, and an
+    integral float or Decimal as that integer (``1234.0`` is ``"1234"``, as action specs read
+    it); a fraction, NaN, an infinity or a bool is no id (only unscoped rules see the event)."""
     if isinstance(pixel_id, str):
         return str.__str__(pixel_id)
-    if isinstance(pixel_id, Integral) and not isinstance(pixel_id, bool):
-        try:
-            return str(int(pixel_id))
-        except ValueError:  # more digits than Python writes (4,300): no source has such an id
-            return None
+    if isinstance(pixel_id, bool):
+        return None
+    try:
+        if isinstance(pixel_id, int):
+            return int.__repr__(pixel_id)
+        if isinstance(pixel_id, float):
+            value = float.__float__(pixel_id)  # (a subclass, numpy.float64, as its value)
+            return int.__repr__(int(value)) if math.isfinite(value) and value.is_integer() else None
+        if isinstance(pixel_id, Integral):
+            return int.__repr__(int(pixel_id))
+    except ValueError:  # more digits than Python writes (4,300): no source has such an id
+        return None
+    if isinstance(pixel_id, Decimal) and Decimal.is_finite(pixel_id) and not _decimal_fraction(pixel_id):
+        return _decimal_integer_text(pixel_id)
     return None
 
 

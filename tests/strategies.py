@@ -3,6 +3,8 @@
 Operands and values are drawn from small overlapping pools so that matches are frequent.
 """
 
+from decimal import Decimal
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -20,7 +22,20 @@ numbers = st.sampled_from(NUMBERS) | st.integers(-1000, 1000) | st.floats(allow_
 scalars = texts | numbers | st.booleans()
 # Events may hold integers of other types, as built from numpy or pandas data: they are numbers.
 numpy_integers = st.integers(-1000, 1000).map(np.int64) | st.sampled_from([np.int32(10), np.uint8(1), np.int64(2**62)])
-event_scalars = scalars | numpy_integers
+
+
+class Code(int):
+    """An int subclass with a text of its own: rules read its value."""
+
+    def __str__(self):
+        return f"Code<{int(self)}>"
+
+
+# Decimals, as batch jobs reading databases hand them: numbers, integers keeping every digit.
+DECIMALS = [Decimal("1.5"), Decimal("10.00"), Decimal("1E+1"), Decimal("-0"), Decimal("0.1"), Decimal("1E-7"),
+            Decimal("12345678901234567890"), Decimal("NaN"), Decimal("sNaN"), Decimal("-Infinity"), Decimal("1E+400")]
+decimals = st.sampled_from(DECIMALS) | st.decimals(allow_nan=True, allow_infinity=True) | st.integers(-1000, 1000).map(Decimal)
+event_scalars = scalars | numpy_integers | decimals | st.integers(-20, 20).map(Code)
 
 
 def leaves():
@@ -59,9 +74,11 @@ custom_data = st.dictionaries(
 ) | st.just({"order": {"country": "ab"}, "items": [{"sku": "a", "tags": ["x", "thank"]}, {"sku": 10}]}) | st.none() | st.just("odd")
 
 events = st.fixed_dictionaries({}, optional={
-    "event": st.sampled_from(["Purchase", "purchase", "Lead", "1e1"]) | texts | st.none() | numbers | numpy_integers,
+    "event": st.sampled_from(["Purchase", "purchase", "Lead", "1e1"]) | texts | st.none() | numbers | numpy_integers
+             | decimals,
     "url": st.sampled_from(URLS) | st.text(max_size=12) | st.none() | st.lists(st.sampled_from(URLS), max_size=2),
     "device_type": st.sampled_from(["desktop", "mobile_iphone", "K"]) | st.none(),
     "custom_data": custom_data,
-    "pixel_id": st.sampled_from(["P1", "P2", "P3", 1, True, np.int64(1)]),
+    "pixel_id": st.sampled_from(["P1", "P2", "P3", 1, True, np.int64(1), 1.0, 1.5, float("nan"), Decimal("1.0"),
+                                 Decimal("1.5"), Code(1)]),
 })

@@ -87,7 +87,7 @@ def test_custom_parameter_columns_agree_with_rows(rule_list, evs, names, data):
 # One kind of value per column, so that it can be held in buffers (``matcher.columns``).
 _BUFFER_KINDS = {
     "text": st.sampled_from(URLS + ["P1", "P2", "1", "Purchase", "mobile_iphone"]) | texts,
-    "float": st.sampled_from([1.5, 10.0, -0.0, 1e20, float("nan"), float("inf")]) | st.floats(width=32),
+    "float": st.sampled_from([1.5, 10.0, -0.0, 1e20, float("nan"), float("inf"), 1.0, 2.0**64]) | st.floats(width=32),
     "int": st.sampled_from([1, 10, 2**53 + 1, -2**63]) | st.integers(-1000, 1000),
 }
 

@@ -1,5 +1,7 @@
 """Every operator, alias, coercion and field rule of the rule-language spec, on every implementation."""
 
+from decimal import Decimal
+
 import pytest
 
 URL = "https://Shop.Example.com:8443/checkout/ThankYou.html?order=42#top"
@@ -289,3 +291,96 @@ def test_integers_of_other_types_are_numbers_and_their_decimal_text(holds, match
     events = [{"pixel_id": np.int64(7), "event": "Lead"}, {"pixel_id": 7, "event": "Lead"},
               {"pixel_id": True, "event": "Lead"}]
     assert match_all({"r": {"event": {"eq": "Lead"}}}, events, {"r": "7"}) == [["r"], ["r"], []]
+
+
+class _Code(int):
+    """An int subclass with a text of its own (an enum-like code), and a float of its own."""
+
+    def __str__(self):
+        return f"Code<{int(self)}>"
+
+    def __float__(self):
+        return -1.0
+
+
+def test_an_int_subclass_is_read_as_its_value(holds):
+    """Text and number of an int subclass are its integer's, as action specs read it (its own
+    __str__ and __float__ decide nothing); booleans stay true/false and no number."""
+    assert holds({"n": {"eq": "7"}}, ev(n=_Code(7)))
+    assert holds({"n": {"is_any": ["7"]}}, ev(n=[_Code(7)]))
+    assert not holds({"n": {"contains": "Code"}}, ev(n=_Code(7)))
+    assert holds({"n": {"gt": 6}}, ev(n=_Code(7)))
+    assert holds({"n": {"eq": 7}}, ev(n=_Code(7)))
+    assert not holds({"n": {"lt": 0}}, ev(n=_Code(7)))
+    assert holds({"n": {"neq": "Code<7>"}}, ev(n=_Code(7)))
+    assert holds({"flag": {"eq": "true"}}, ev(flag=True))
+    assert holds({"flag": {"eq": "false"}}, ev(flag=False))
+    assert not holds({"flag": {"gte": 0}}, ev(flag=False))
+
+
+def test_an_int_subclass_pixel_id_is_its_value(match_all):
+    events = [{"event": "Lead", "pixel_id": _Code(7)}, {"event": "Lead", "pixel_id": _Code(8)}]
+    assert match_all({"r": {"event": "Lead"}}, events, {"r": "7"}) == [["r"], []]
+
+
+@pytest.mark.parametrize("value, text, number", [
+    (Decimal("19.90"), "19.9", 19.9),
+    (Decimal("100.00"), "100", 100.0),
+    (Decimal("1.2E+3"), "1200", 1200.0),
+    (Decimal("-0.00"), "0", 0.0),
+    (Decimal("1E-7"), "1e-07", 1e-7),  # as the float 1e-07 is written
+    (Decimal("0.1234567890123456789"), "0.12345678901234568", 0.12345678901234568),  # its double's text
+    # An integer keeps every digit, as an int (a NUMERIC id), where its double would not.
+    (Decimal("12345678901234567890"), "12345678901234567890", 1.2345678901234567e19),
+    (Decimal("1E+23"), "1" + "0" * 23, 1e23),
+    (Decimal("1E+400"), "1" + "0" * 400, None),  # past a double: text, no number (as 10**400)
+    (Decimal("1E-400"), "0", 0.0),  # as "1e-400" and the float it is read as
+])
+def test_a_decimal_is_a_number_with_the_text_of_that_number(holds, value, text, number):
+    assert holds({"v": {"eq": text}}, ev(v=value))
+    assert holds({"v": {"is_any": [text]}}, ev(v=[value]))
+    assert not holds({"v": {"neq": text}}, ev(v=value))
+    if number is None:
+        assert not holds({"v": {"gt": -1}}, ev(v=value))
+        assert not holds({"v": {"lte": 0}}, ev(v=value))
+        return
+    assert holds({"v": {"gte": number}}, ev(v=value)) and holds({"v": {"lte": number}}, ev(v=value))
+    assert not holds({"v": {"gt": number}}, ev(v=value)) and not holds({"v": {"lt": number}}, ev(v=value))
+    assert holds({"v": {"eq": number}}, ev(v=value))
+
+
+@pytest.mark.parametrize("value, text", [
+    (Decimal("NaN"), "nan"), (Decimal("-NaN"), "nan"), (Decimal("sNaN"), "nan"),
+    (Decimal("Infinity"), "inf"), (Decimal("-Infinity"), "-inf"),
+    (Decimal("1E+999999999"), None),  # more digits than Python writes an int: no text (nor number)
+    (Decimal("1" * 400 + ".5"), None),  # a fraction past a double: neither
+])
+def test_a_decimal_that_is_no_number_reads_as_a_float_that_is_none(holds, value, text):
+    """NaN and the infinities as float's (text, no number); nothing past what is written."""
+    assert not holds({"v": {"gt": 0}}, ev(v=value)) and not holds({"v": {"lte": 0}}, ev(v=value))
+    assert not holds({"v": {"eq": 0}}, ev(v=value))
+    if text is None:
+        assert not holds({"v": {"contains": ""}}, ev(v=value))
+        assert holds({"v": {"exists": True}}, ev(v=value))
+    else:
+        assert holds({"v": {"eq": text}}, ev(v=value))
+
+
+@pytest.mark.parametrize("pixel_id, found", [
+    (1234.0, True), (Decimal("1234"), True), (Decimal("1.234E+3"), True), (Decimal("1234.00"), True),
+    (1234.5, False), (Decimal("1234.5"), False), (float("nan"), False), (float("inf"), False),
+    (Decimal("NaN"), False), (Decimal("Infinity"), False), (1234, True), ("1234", True), ("1234.0", False),
+])
+def test_an_integral_float_or_decimal_pixel_id_is_its_integer(match_all, pixel_id, found):
+    """A number that is an integer is the pixel of that integer's text (as action specs read
+    174829001234.0); a fraction, NaN or an infinity finds only unscoped rules."""
+    rules = {"scoped": {"event": "Lead"}, "unscoped": {"event": "Lead"}}
+    expected = ["scoped", "unscoped"] if found else ["unscoped"]
+    assert match_all(rules, [{"event": "Lead", "pixel_id": pixel_id}], {"scoped": "1234"}) == [expected]
+
+
+def test_integral_float_pixel_ids_past_64_bits_and_zero(match_all):
+    sources = {"big": "9223372036854775808", "zero": "0", "e20": "100000000000000000000", "neg": "-9223372036854775808"}
+    rules = {rule_id: {"event": "Lead"} for rule_id in sources}
+    events = [{"event": "Lead", "pixel_id": p} for p in (2.0**63, -0.0, 1e20, -2.0**63, Decimal("1E+20"), 2.0**64)]
+    assert match_all(rules, events, sources) == [["big"], ["zero"], ["e20"], ["neg"], ["e20"], []]

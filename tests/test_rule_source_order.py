@@ -99,9 +99,16 @@ def test_integer_pixel_ids_find_their_source_as_decimal_text(buffers):
         compiled = compile_rules(rules, sources, engine=engine)
         assert compiled.match_columns(columns) == _flat(expected), engine.__name__
         assert compiled.match_batch(events) == expected, engine.__name__
-        floats = {"url": ["https://shop.example/p"] * 3, "pixel_id": as_buffer([1003.0, 0.0, None])}
+        # A float column: an integral float is its integer's id (in int64's range without the
+        # GIL, past it with), a fraction, NaN or an infinity none.
+        pixels = [1003.0, 0.0, None, 1003.5, float("nan"), -2.0**63, 2.0**64, 2.0**63, -0.0, float("inf")]
+        floats = {"url": ["https://shop.example/p"] * len(pixels), "pixel_id": as_buffer(pixels)}
         assert type(floats["pixel_id"]).__name__ == "NumberColumn"
-        assert compiled.match_columns(floats) == ([0, 0, 0], [])  # a float is no source's id
+        expected_floats = ([1, 1, 0, 0, 0, 1, 1, 0, 1, 0], ["r1", "r0", "r4", "r5", "r0"])
+        assert compiled.match_columns(floats) == expected_floats
+        assert compiled.match_columns({**floats, "pixel_id": pixels}) == expected_floats
+        rows = [{"url": "https://shop.example/p", **({"pixel_id": p} if p is not None else {})} for p in pixels]
+        assert _flat(match_rules(rules, rows, sources)) == expected_floats
 
 
 def test_a_shuffled_batch_answers_each_event_as_before():

@@ -82,14 +82,15 @@ class _Text(str):
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
 def test_event_source_is_read_by_its_text(engine):
-    # A pixel id is the text of the str (a subclass too) or the decimal text of an integer;
-    # sources that have no UTF-8 form (lone surrogates) are found as well.
+    # A pixel id is the text of the str (a subclass too) or the decimal text of an integer (an
+    # integral float too, as action specs read one); sources that have no UTF-8 form (lone
+    # surrogates) are found as well.
     rules = {"a": {"event": "Purchase"}, "b": {"event": "Purchase"}, "c": {"event": "Purchase"}}
     sources = {"a": "1000", "b": "\udc80x", "c": "é1"}
     cr = compile_rules(rules, sources=sources, engine=engine)
     events = [{"event": "Purchase", "pixel_id": p} for p in
-              ("1000", _Text("1000"), 1000, _Text("\udc80x"), "é1", _Text("é1"), "1000 ", True, 1000.0)]
-    expected = [["a"], ["a"], ["a"], ["b"], ["c"], ["c"], [], [], []]
+              ("1000", _Text("1000"), 1000, _Text("\udc80x"), "é1", _Text("é1"), "1000 ", True, 1000.0, 1000.5)]
+    expected = [["a"], ["a"], ["a"], ["b"], ["c"], ["c"], [], [], ["a"], []]
     assert cr.match_batch(events) == expected
     assert match_rules({rid: cr.rule(rid) for rid in rules}, events, sources) == expected
     columns = {"event": ["Purchase"] * len(events), "pixel_id": [e["pixel_id"] for e in events]}
@@ -452,6 +453,33 @@ def test_a_defaultdict_parameter_is_not_added_by_reading_it(match_all):
     custom = defaultdict(lambda: "red", {"size": "L"})
     assert match_all({"color": {"color": "red"}, "size": {"size": "L"}}, [{"custom_data": custom}]) == [["size"]]
     assert dict(custom) == {"size": "L"}
+
+
+def test_the_twin_checks_each_event_of_a_batch_once(monkeypatch):
+    """match_batch checks that each event is a mapping (naming its index), and match_batch's
+    events are not checked again by ``match``; ``match`` alone still checks its event."""
+    from matcher import _ruleset_py
+
+    checked = []
+
+    class _Counting(type):
+        def __instancecheck__(cls, instance):
+            checked.append(instance)
+            return isinstance(instance, Mapping)
+
+    class CountingMapping(metaclass=_Counting):
+        pass
+
+    cr = compile_rules({"p": {"event": "Purchase"}}, engine=_ruleset_py)
+    monkeypatch.setattr(_ruleset_py, "Mapping", CountingMapping)
+    events = [{"event": "Purchase"}, {"event": "Lead"}, {"event": "Purchase"}]
+    assert cr.match_batch(events) == [["p"], [], ["p"]]
+    assert len(checked) == 3
+    assert cr.match(events[0]) == ["p"] and len(checked) == 4
+    with pytest.raises(TypeError, match=r"^events\[1\]: an event is a mapping, got int$"):
+        cr.match_batch([events[0], 7])
+    with pytest.raises(TypeError, match=r"^an event is a mapping, got int$"):
+        cr.match(7)
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
