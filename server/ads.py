@@ -11,10 +11,10 @@ from matcher.actionspecs import action_value_text, decode_specs_text, key_path
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, NotFound, PermissionDenied
+from server.errors import InvalidArgument, PermissionDenied, PixelNotAuthorised
 from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
-from server.registry import PIXEL_SELECTORS, AdSpecs, effective_ad_specs, named_pixels
+from server.registry import PIXEL_SELECTORS, AdSpecs, effective_ad_specs
 from server.store import AdRecord
 
 MAX_AD_ID_CHARS = 64
@@ -123,26 +123,9 @@ class AdServicer(ads_pb2_grpc.AdServiceServicer):
         try:
             stored, specs = self.core.registry.put_ad(record, replace_existing=replace_existing,
                                                       owners=principal.accounts if replace_existing else None)
-        except PermissionDenied as error:
-            raise self._refused_pixel(record) or error from None
+        except PixelNotAuthorised as error:  # found in the write: the field that named it added here
+            raise PermissionDenied(f"{_pixel_place(record, error.pixel_id)}: {error.message}") from None
         return _registration(stored, specs)
-
-    def _refused_pixel(self, record: AdRecord) -> PermissionDenied | None:
-        """The refusal of the first registered pixel (in id order, as the store checks them) the
-        ad's specs name and its account is not authorised on, at the request's field naming
-        it; None when there is none (the store refused something else). Only a refused call
-        pays for finding the place: the specs are derived again."""
-        for pixel_id in sorted(named_pixels(effective_ad_specs(record, sent=True))):
-            try:
-                pixel = self.core.store.get_pixel(pixel_id, among=[record.account_id])
-            except NotFound:
-                continue  # an id no one registered here: allowed
-            if record.account_id not in pixel.authorized_accounts:
-                return PermissionDenied(
-                    f"{_pixel_place(record, pixel_id)}: Permissions error: the ad's specs name pixel {pixel_id}, "
-                    f"and ad account {record.account_id} is not authorised on it"
-                )
-        return None
 
     def RegisterAd(self, request, context):
         return self._put(request, context, replace_existing=False)

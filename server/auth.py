@@ -21,7 +21,7 @@ import grpc
 
 from server.errors import InvalidArgument, PermissionDenied, Unauthenticated, not_the_owner
 
-ACCOUNT_ID = re.compile(r"act_[0-9]{1,20}")  # the form: account_id_problem also refuses leading zeros
+ACCOUNT_ID = re.compile(r"act_[1-9][0-9]{0,19}")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Principal:
         """Allow when the token holds ``account_id``, the account ``what`` belongs to
         (``what`` named by the request's ``field``)."""
         if account_id not in self.accounts:
-            raise PermissionDenied(f"{field}: {not_the_owner(what).message}")
+            raise not_the_owner(what, field)
 
     def require_any(self, accounts: frozenset[str] | set[str], what: str, field: str) -> None:
         """Allow when the token holds at least one of ``accounts`` (those authorised on ``what``,
@@ -61,17 +61,17 @@ def account_id_problem(account_id: object) -> str | None:
     """What is wrong with ``account_id`` as an ad account id, or None when it is one: ``act_``
     and a number of at most 20 digits written without leading zeros (``act_00003`` would be
     stored apart from ``act_3``, which it means; no account is ``act_0``)."""
-    if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
-        return "expected an ad account id like act_123"
-    number = account_id[4:].lstrip("0")
-    if number != account_id[4:]:
+    if isinstance(account_id, str) and ACCOUNT_ID.fullmatch(account_id):
+        return None
+    if isinstance(account_id, str) and re.fullmatch(r"act_0[0-9]{0,19}", account_id):
+        number = account_id[4:].lstrip("0")
         return f"an ad account id has no leading zeros (act_{number})" if number else \
             "an ad account id is act_ and a number from 1 up"
-    return None
+    return "expected an ad account id like act_123"
 
 
 def check_account_id(account_id: str, field: str = "account_id") -> str:
-    problem = account_id_problem(account_id or "")
+    problem = account_id_problem(account_id)
     if problem is not None:
         raise InvalidArgument(f"{field}: {problem}, got {account_id!r}")
     return account_id

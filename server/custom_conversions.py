@@ -13,7 +13,7 @@ from matcher.values import is_text
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import FailedPrecondition, InvalidArgument, PermissionDenied, one_of
+from server.errors import InvalidArgument, PermissionDenied, one_of
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
 from server.paging import fill, page_request, read_on
 from server.store import CustomConversionRecord
@@ -183,12 +183,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
             creation_time=self.core.now(),
             retention_days=request.retention_days,
         )
-        try:
-            stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
-        except FailedPrecondition as error:  # the account's limit, counted in the write's transaction
-            raise FailedPrecondition(f"account_id: {error.message}") from None
-        except PermissionDenied as error:  # the account's access to the pixel, checked again there
-            raise PermissionDenied(f"event_source_id: {error.message}") from None
+        stored = self.core.registry.add_custom_conversion(record, rule, limits.conversions_per_account)
         return pb.CreateCustomConversionResponse(
             id=stored.id, is_custom_event_type_predicted=predicted, custom_conversion=to_message(stored)
         )

@@ -70,10 +70,23 @@ class PermissionDenied(ServiceError):
     reason = "PERMISSIONS_ERROR"
 
 
-def not_the_owner(what: str) -> PermissionDenied:
-    """The refusal when ``what`` belongs to an account the caller's token does not hold. It does
-    not name that account: ad ids are chosen by callers, so they can be guessed."""
-    return PermissionDenied(f"Permissions error: {what} belongs to an ad account this access token cannot act for")
+class PixelNotAuthorised(PermissionDenied):
+    """An ad's specs name ``pixel_id``, a registered pixel its account is not authorised on (the
+    store finds it in the write's transaction; the handler, which knows the request, names
+    the field that named it)."""
+
+    def __init__(self, pixel_id: str, account_id: str) -> None:
+        super().__init__(f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
+                         f"{account_id} is not authorised on it")
+        self.pixel_id = pixel_id
+
+
+def not_the_owner(what: str, field: str) -> PermissionDenied:
+    """The refusal when ``what``, named by the request's ``field``, belongs to an account the
+    caller's token does not hold. It does not name that account: ad ids are chosen by
+    callers, so they can be guessed."""
+    return PermissionDenied(
+        f"{field}: Permissions error: {what} belongs to an ad account this access token cannot act for")
 
 
 class NotFound(ServiceError):
@@ -300,7 +313,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 if not context.is_active():  # requests ended as the client cancelled: not an answer
                     code = _gone_code(context)
             except GeneratorExit:  # gRPC stopped reading the replies: the client went away
-                code = "CANCELLED"
+                code = _gone_code(context)
                 raise
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 status = _status_of(error, method, context)

@@ -156,14 +156,6 @@ class Registry:
         self.position = position
 
     def _publish(self, snapshot: Snapshot) -> None:
-        # The pixels ads tell apart by event name, a pure function of the ads: reused when they
-        # are the same (their mappings are never changed once published), else computed here,
-        # by the writer, rather than by the first classification batch.
-        previous = self.snapshot
-        if snapshot.ad_specs is previous.ad_specs:
-            vars(snapshot)["event_name_pixels"] = previous.event_name_pixels  # as cached_property stores it
-        else:
-            snapshot.event_name_pixels  # noqa: B018 - computed and cached
         self.snapshot = snapshot  # one reference assignment: readers see old or new, never half
         for listener in self.listeners:
             listener(snapshot)
@@ -378,7 +370,7 @@ class Registry:
                 pixel_ids=frozenset(pixel_ids),
                 tracking=tracking,
                 conversion=conversion,
-                ad_specs=ads if changed_ads else current.ad_specs,  # (the same ads: the same object)
+                ad_specs=ads,
                 positions=positions,
                 ad_positions=placed,
                 firing_ad_cache={} if changed_ads else current.firing_ad_cache,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, not_the_owner
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, PixelNotAuthorised, not_the_owner
 from server.ids import new_id
 
 __all__ = [
@@ -405,7 +405,7 @@ def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: st
     # The handler checked ownership before; this sees an ad deleted and registered again by
     # another account between that check and the write.
     if owners is not None and account_id not in owners:
-        raise not_the_owner(f"ad {ad_id}")
+        raise not_the_owner(f"ad {ad_id}", "ad.id")
 
 
 def _require_registered(db: sqlite3.Connection, pixel_id: str, field: str = "pixel_id") -> None:
@@ -712,14 +712,15 @@ class SQLiteStore(Store):
             (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE account_id = ?", (record.account_id,)).fetchone()
             if count >= limit:
                 raise FailedPrecondition(
-                    f"ad account {record.account_id} already has {count} custom conversions, the limit is {limit} "
+                    f"account_id: ad account {record.account_id} already has {count} custom conversions, the limit is {limit} "
                     "(archived ones count; delete one first)"
                 )
             _require_registered(db, record.event_source_id, "event_source_id")
             # Checked again here, in the transaction: an account removed meanwhile has no access.
             if not _authorised(db, record.event_source_id, record.account_id):
                 raise PermissionDenied(
-                    f"Permissions error: ad account {record.account_id} is not authorised on pixel {record.event_source_id}")
+                    f"event_source_id: Permissions error: ad account {record.account_id} is not authorised on pixel "
+                    f"{record.event_source_id}")
             if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
                 raise AlreadyExists(f"custom conversion id {record.id} is taken")
             db.execute(_CC_INSERT, _conversion_row(record))
@@ -791,10 +792,7 @@ class SQLiteStore(Store):
             # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
             for pixel_id in sorted(pixels):
                 if _registered(db, pixel_id) and not _authorised(db, pixel_id, record.account_id):
-                    raise PermissionDenied(
-                        f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
-                        f"{record.account_id} is not authorised on it"
-                    )
+                    raise PixelNotAuthorised(pixel_id, record.account_id)
             row = (record.id, record.account_id, record.objective, record.creative, record.optimization_goal,
                    record.promoted_object, record.tracking_specs, record.conversion_specs)
             if owner is None:
