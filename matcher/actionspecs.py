@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from matcher.errors import SpecError
-from matcher.values import json_not_text, json_reason, json_value_reason, unique_keys_object
+from matcher.values import json_error_reason, json_not_text, unique_keys_object
 
 __all__ = [
     "ACTION_TYPE_KEY",
@@ -96,11 +96,13 @@ def _decimal_text(number: Decimal) -> str | None:
         return None
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
-    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    exponent += zeros
+    end = len(digits)
+    while digits[end - 1] == 0:  # (stops: the number is not zero, so some digit is not)
+        end -= 1
+    exponent += len(digits) - end
     if -exponent > _MAX_NUMBER_DIGITS:
         return None
-    return format(Decimal((sign, digits[:len(digits) - zeros], exponent)), "f")
+    return format(Decimal((sign, digits[:end], exponent)), "f")
 
 
 def _number_text(value: Any) -> str | None:
@@ -254,14 +256,10 @@ def decode_specs_text(text: str | bytes | bytearray, path: str, max_length: int)
             parse_constant=_reject_constant,
             object_pairs_hook=unique_keys_object,
         )
-    except json.JSONDecodeError as error:
-        raise SpecError(
-            path, f"invalid JSON: {json_reason(error)} at line {error.lineno} column {error.colno}"
-        ) from None
     except RecursionError:
         raise SpecError(path, "invalid JSON: nested too deeply") from None
-    except ValueError as error:  # a hook's refusal, or an integer of more digits than Python converts
-        raise SpecError(path, f"invalid JSON: {json_value_reason(text, error)}") from None
+    except ValueError as error:  # malformed, a hook's refusal, or an integer of more digits than Python converts
+        raise SpecError(path, f"invalid JSON: {json_error_reason(text, error)}") from None
     found = json_not_text(text, value, path, key_path)
     if found is not None:
         raise SpecError(*found)

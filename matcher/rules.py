@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from matcher.errors import RuleError
 from matcher.regex import check_regex
-from matcher.values import (FieldPath, is_text, json_reason, json_value_reason, not_text_reason, number_text,
+from matcher.values import (FieldPath, is_text, json_error_reason, not_text_reason, number_text,
                             parse_field, parse_number, unique_keys_object)
 
 # Canonical operator names, by kind of operand.
@@ -153,13 +153,13 @@ def parse_rule(source: Any, limits: Limits = DEFAULT_LIMITS, path: str = "rule")
         obj = source
         try:
             text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except RecursionError:
-            # Too deep to write out: the parser stops at the depth limit and names the place
-            # (it recurses only that far), or at whatever else is wrong on the way down.
+        except (RecursionError, TypeError, ValueError) as err:
+            # The parser names the place of what it refuses (NaN, a numpy int); of a rule too
+            # deep to write out, the depth limit's (it recurses only that far), or whatever
+            # else is wrong on the way down.
             _Parser(limits).node(obj, path, 1)
-            raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels") from None
-        except (TypeError, ValueError) as err:
-            _Parser(limits).node(obj, path, 1)  # names the place of what it refuses (NaN, a numpy int)
+            if isinstance(err, RecursionError):
+                raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels") from None
             raise RuleError(path, f"rule is not JSON data: {err}") from None
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > limits.max_json_bytes:
@@ -197,13 +197,11 @@ def _decode(text: str, path: str, limits: Limits) -> Any:
         if text.startswith("\ufeff"):  # as json.loads
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
-    except json.JSONDecodeError as err:
-        raise RuleError(path, f"malformed JSON: {json_reason(err)} at line {err.lineno} column {err.colno}") from None
     except RecursionError:  # JSON nested hundreds of levels deep: no rule nests that far
         raise RuleError(path, f"rule is nested deeper than {limits.max_depth} levels "
                               "(its JSON is nested too deeply to read)") from None
-    except ValueError as err:  # a hook's refusal, or an integer of more digits than Python converts
-        raise RuleError(path, f"malformed JSON: {json_value_reason(text, err)}") from None
+    except ValueError as err:  # malformed, a hook's refusal, or an integer of more digits than Python converts
+        raise RuleError(path, f"malformed JSON: {json_error_reason(text, err)}") from None
 
 
 def _describe(value: Any) -> str:
@@ -311,18 +309,29 @@ class _Parser:
         canonical = ALIASES.get(op, op) if isinstance(op, str) else op
         if canonical not in OPERATORS:
             raise RuleError(path, f"unknown operator {_describe(op)}")
-        # A str subclass's own __eq__ and __hash__ must not decide a match: operands are held
-        # as plain str (``str.__str__``), as event texts are read (``item_text``).
-        if isinstance(operand, str):
-            if not is_text(operand):
-                raise _not_text(operand, operand_path)
-            operand = str.__str__(operand)
-        elif isinstance(operand, (list, tuple)):
-            for i, item in enumerate(operand):
-                if isinstance(item, str) and not is_text(item):
-                    raise _not_text(item, f"{operand_path}[{i}]")
-            operand = [str.__str__(item) if isinstance(item, str) else item for item in operand]
+        if isinstance(operand, (list, tuple)):
+            operand = [_plain(item, f"{operand_path}[{i}]") for i, item in enumerate(operand)]
+        else:
+            operand = _plain(operand, operand_path)
         return Leaf(fld, canonical, *_operand(canonical, operand, operand_path))
+
+
+def _plain(operand: Any, path: str) -> Any:
+    """An operand as its plain type: a subclass's own __eq__, __hash__, __str__ or __float__
+    must not decide a match (nor differ from the canonical JSON), so a str subclass is held as
+    plain str (``str.__str__``) and an int or float subclass as its value (``int.__int__``,
+    ``float.__float__``), as event items are read (``item_text``, ``item_number``)."""
+    if isinstance(operand, str):
+        if not is_text(operand):
+            raise _not_text(operand, path)
+        return str.__str__(operand)
+    if isinstance(operand, bool):
+        return operand
+    if isinstance(operand, int):
+        return int.__int__(operand)
+    if isinstance(operand, float):
+        return float.__float__(operand)
+    return operand
 
 
 def _field(name: str, path: str) -> FieldPath:

@@ -228,10 +228,13 @@ def _parse_field(name: str) -> FieldPath:
 _ABSENT = object()
 
 
-def json_reason(error: json.JSONDecodeError) -> str:
-    """What ``json`` found wrong, without the " at" some of its messages end in (its own text
-    then gives the place: "Invalid control character at: line 1 column 9")."""
-    return error.msg.removesuffix(" at")
+def json_error_reason(text: str, error: ValueError) -> str:
+    """What decoding ``text`` found wrong, with its place: for a ``json.JSONDecodeError`` its
+    message without the " at" some end in (its own text then gives the place: "Invalid control
+    character at: line 1 column 9") and its line and column; else as ``json_value_reason``."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg.removesuffix(' at')} at line {error.lineno} column {error.colno}"
+    return json_value_reason(text, error)
 
 
 def json_value_reason(text: str, error: ValueError) -> str:
@@ -351,16 +354,12 @@ def source_key(pixel_id: Any) -> str | None:
         return str.__str__(pixel_id)
     if isinstance(pixel_id, bool):
         return None
-    try:
-        if isinstance(pixel_id, int):
-            return int.__repr__(pixel_id)
-        if isinstance(pixel_id, float):
-            value = float.__float__(pixel_id)  # (a subclass, numpy.float64, as its value)
-            return int.__repr__(int(value)) if math.isfinite(value) and value.is_integer() else None
-        if isinstance(pixel_id, Integral):
-            return int.__repr__(int(pixel_id))
-    except ValueError:  # more digits than Python writes (4,300): no source has such an id
-        return None
+    # (item_text: None for more digits than Python writes, 4,300: no source has such an id)
+    if isinstance(pixel_id, Integral):  # an int (a subclass as its value), numpy.int64
+        return item_text(pixel_id)
+    if isinstance(pixel_id, float):
+        value = float.__float__(pixel_id)  # (a subclass, numpy.float64, as its value)
+        return item_text(int(value)) if math.isfinite(value) and value.is_integer() else None
     if isinstance(pixel_id, Decimal) and Decimal.is_finite(pixel_id) and not _decimal_fraction(pixel_id):
         return _decimal_integer_text(pixel_id)
     return None

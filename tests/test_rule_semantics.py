@@ -318,6 +318,43 @@ def test_an_int_subclass_is_read_as_its_value(holds):
     assert not holds({"flag": {"gte": 0}}, ev(flag=False))
 
 
+class _Five(int):
+    """An int subclass whose own text and float are not its value."""
+
+    def __str__(self):
+        return "five"
+
+    def __float__(self):
+        return 6.0
+
+
+class _Half(float):
+    def __str__(self):
+        return "half"
+
+    def __float__(self):
+        return 9.0
+
+
+def test_a_number_subclass_operand_is_read_as_its_value(holds):
+    """A rule's int or float subclass operand is the number it is, as its canonical JSON says
+    (its own __str__ and __float__ decide nothing), in lists too; a bool stays a bool."""
+    from matcher.rules import parse_rule
+
+    assert holds({"x": {"eq": _Five(5)}}, ev(x=5)) and holds({"x": {"eq": _Five(5)}}, ev(x="5"))
+    assert not holds({"x": {"eq": _Five(5)}}, ev(x=6)) and not holds({"x": {"eq": _Five(5)}}, ev(x="five"))
+    assert holds({"x": {"gt": _Five(5)}}, ev(x=5.5)) and not holds({"x": {"gt": _Five(5)}}, ev(x=5))
+    assert holds({"x": {"eq": _Half(0.5)}}, ev(x=0.5)) and not holds({"x": {"eq": _Half(0.5)}}, ev(x=9))
+    assert not holds({"x": {"eq": _Half(0.5)}}, ev(x="half"))
+    assert holds({"x": {"lt": _Half(0.5)}}, ev(x=0.25)) and not holds({"x": {"lt": _Half(0.5)}}, ev(x=1))
+    assert holds({"x": {"eq": True}}, ev(x=True)) and not holds({"x": {"eq": True}}, ev(x=1))
+    rule = parse_rule({"and": [{"x": {"eq": _Five(5)}}, {"y": {"lt": _Half(0.5)}}, {"z": {"eq": True}}]})
+    assert rule.to_json() == '{"and":[{"x":{"eq":5}},{"y":{"lt":0.5}},{"z":{"eq":true}}]}'
+    assert parse_rule(rule.to_json()).to_json() == rule.to_json()
+    operands = [leaf.operand for leaf in rule.leaves()]
+    assert [type(o) for o in operands] == [int, float, bool]
+
+
 def test_an_int_subclass_pixel_id_is_its_value(match_all):
     events = [{"event": "Lead", "pixel_id": _Code(7)}, {"event": "Lead", "pixel_id": _Code(8)}]
     assert match_all({"r": {"event": "Lead"}}, events, {"r": "7"}) == [["r"], []]
