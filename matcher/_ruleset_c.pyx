@@ -2409,7 +2409,8 @@ cdef class Matcher:
         """Columns, without the GIL (taken once, when a list holds ints: their values are
         Python's): per call row, the index of its source's partition in ``_source_parts``, -1
         when it has none (no pixel id, a float that is no integer, or one no rule names), -2
-        when its pixel id is left to the GIL (see ``_extract_fast``)."""
+        when its pixel id is left to the GIL (see ``_extract_fast``). A float, in a float column
+        or a list (an exact one), is read here unless it is an integer past int64's range."""
         cdef Py_ssize_t row, size
         cdef const Buf* pixel_buf = &src.buf[W_PIXEL]
         cdef PyObject* pixel
@@ -2421,7 +2422,10 @@ cdef class Matcher:
                 pixel = _column_value(src.column[W_PIXEL], row)
                 if pixel == NULL:
                     continue
-                if not _exact_ascii_str(pixel):  # str subclasses, non-ASCII, ints, ...
+                if not _exact_ascii_str(pixel):  # floats, str subclasses, non-ASCII, ints, ...
+                    if _exact_float(pixel):  # as a float column's (a float's value is C's)
+                        src.source[row] = self._float_source(_float_value(pixel))
+                        continue
                     src.source[row] = -2
                     ints = ints or _exact_int(pixel)
                     continue
@@ -2601,7 +2605,8 @@ cdef class Matcher:
     cdef PartC* _source_part(self, PyObject* raw) except? NULL:
         """The partition of an event's source (its pixel_id, borrowed; NULL: missing), NULL when
         none: its text as ``source_key`` gives it (a str as it is, an integer in decimal, an
-        integral float or Decimal as its integer)."""
+        integral float or Decimal as its integer; an exact int or float in int64's range
+        without a str made)."""
         cdef const char* text
         cdef Py_ssize_t size
         cdef int32_t source
@@ -2609,6 +2614,10 @@ cdef class Matcher:
             return NULL
         if _exact_int(raw):
             source = self._long_source(raw)
+            if source != -2:
+                return self._source_parts[source] if source >= 0 else NULL
+        elif _exact_float(raw):
+            source = self._float_source(_float_value(raw))
             if source != -2:
                 return self._source_parts[source] if source >= 0 else NULL
         key = <object>raw if type(<object>raw) is str else source_key(<object>raw)

@@ -25,10 +25,14 @@ numpy_integers = st.integers(-1000, 1000).map(np.int64) | st.sampled_from([np.in
 
 
 class Code(int):
-    """An int subclass with a text of its own: rules read its value."""
+    """An int subclass with a text of its own (an enum-like code), and a float of its own: rules
+    read its value."""
 
     def __str__(self):
         return f"Code<{int(self)}>"
+
+    def __float__(self):
+        return -1.0
 
 
 # Decimals, as batch jobs reading databases hand them: numbers, integers keeping every digit.
@@ -80,5 +84,5 @@ events = st.fixed_dictionaries({}, optional={
     "device_type": st.sampled_from(["desktop", "mobile_iphone", "K"]) | st.none(),
     "custom_data": custom_data,
     "pixel_id": st.sampled_from(["P1", "P2", "P3", 1, True, np.int64(1), 1.0, 1.5, float("nan"), Decimal("1.0"),
-                                 Decimal("1.5"), Code(1)]),
+                                 Decimal("1.5"), Code(1), -0.0, 1e20, float("inf"), -2.0**63]),
 })

@@ -11,7 +11,7 @@ import pytest
 
 from matcher import compile_rules
 from matcher.reference import match_rules
-from matcher.values import EVENT_COLUMNS
+from matcher.values import EVENT_COLUMNS, source_key
 from tests.conftest import ENGINES, _ruleset_c
 
 kernel_only = pytest.mark.skipif(_ruleset_c is None, reason="the kernel's tolerance of lists shortened mid-call")
@@ -392,3 +392,74 @@ def test_url_parts_next_to_the_fast_path(scoped):
         compiled = compile_rules(rules, sources, engine=engine)
         assert compiled.match_batch(events) == expected, engine.__name__
         assert compiled.match_columns(_columns(events)) == _flat(expected), engine.__name__
+
+
+# Float pixel ids in a list: an integral one in int64's range is its integer's id, read without
+# the GIL as a float column's is (``_float_source``); one past that range is written by
+# ``source_key`` with the GIL; a fraction, NaN or an infinity is no id.
+_FLOAT_SOURCES = ["1234", "0", "100000000000000000000", "-9223372036854775808", "9223372036854775808"]
+_FLOAT_PIXELS = [1234.0, -0.0, 0.0, 1e20, float("nan"), float("inf"), -float("inf"), 1234.5, -2.0**63, 2.0**63,
+                 _Float(1234.0), 1234, "1234", None]
+
+
+def _float_events(rng, n):
+    events = []
+    for _ in range(n):
+        event = {"event": "Purchase", "url": "https://shop.example/thank"}
+        pixel = rng.choice(_FLOAT_PIXELS)
+        if pixel is not None:
+            event["pixel_id"] = pixel
+        events.append(event)
+    return events
+
+
+def _float_rules():
+    rules = {"any": {"event": "Purchase"}}
+    sources = {}
+    for k, source in enumerate(_FLOAT_SOURCES):
+        rules[f"s{k}"] = {"url": {"contains": "thank"}}
+        sources[f"s{k}"] = source
+    return rules, sources
+
+
+@pytest.mark.parametrize("n", [1, 300, 600])
+def test_float_pixel_ids_in_a_list_find_their_source_as_the_reference_does(n):
+    rules, sources = _float_rules()
+    rng = random.Random(n)
+    events = _float_events(rng, n)
+    if n > 1:
+        events[:len(_FLOAT_PIXELS)] = [{"event": "Purchase", "url": "https://shop.example/thank", "pixel_id": p}
+                                       for p in _FLOAT_PIXELS]  # each one at least once
+    expected = match_rules(rules, events, sources)
+    if n > 1:
+        assert expected[:5] == [["any", "s0"], ["any", "s1"], ["any", "s1"], ["any", "s2"], ["any"]]
+        assert expected[8:11] == [["any", "s3"], ["any", "s4"], ["any", "s0"]]
+    for engine in ENGINES:
+        compiled = compile_rules(rules, sources, engine=engine)
+        assert compiled.match_batch(events) == expected, engine.__name__
+        assert compiled.match_columns(_columns(events)) == _flat(expected), engine.__name__
+
+
+@kernel_only
+def test_exact_float_pixel_ids_in_int64s_range_are_not_written_as_text(monkeypatch):
+    # The kernel writes no str for them (``source_key`` is Python's, called with the GIL, per
+    # row), in a list column as in a mapping per event: only an integer past int64's range,
+    # or a float subclass, goes through ``source_key``.
+    calls = []
+
+    def counting(pixel_id):
+        calls.append(pixel_id)
+        return source_key(pixel_id)
+
+    rules, sources = _float_rules()
+    pixels = [1234.0, -0.0, 1e20, float("nan"), float("inf"), 1234.5, -2.0**63, _Float(1234.0)]
+    events = [{"event": "Purchase", "url": "https://shop.example/thank", "pixel_id": p} for p in pixels] * 40
+    expected = match_rules(rules, events, sources)
+    compiled = compile_rules(rules, sources, engine=_ruleset_c)
+    monkeypatch.setattr(_ruleset_c, "source_key", counting)
+    assert compiled.match_columns(_columns(events)) == _flat(expected)
+    assert [repr(p) for p in calls] == ["1e+20", "1234.0"] * 40  # (the subclass's repr is float's)
+    assert [type(p) for p in calls[:2]] == [float, _Float]
+    calls.clear()
+    assert compiled.match_batch(events) == expected
+    assert [type(p) for p in calls] == [float, _Float] * 40
