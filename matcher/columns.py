@@ -301,8 +301,9 @@ class MatchBuffers(NamedTuple):
 def match_buffers(counts: Iterable[int], ids: Iterable[str], values: Iterable[float] | None = None) -> MatchBuffers:
     """Matches given as lists (``match_columns``'s ``(counts, ids)`` and a value per match) in
     ``MatchBuffers``' layout: the statement of that layout, for engines and callers that hold
-    lists."""
-    encoded = [rule_id.encode("utf-8") for rule_id in ids]
+    lists. An id is its str's UTF-8 (a subclass's as its text: its own ``encode`` decides nothing,
+    as in the kernel)."""
+    encoded = [str.encode(rule_id, "utf-8") for rule_id in ids]
     offsets = array("i", accumulate(map(len, encoded), initial=0))  # (OverflowError past int32, as the kernel's)
     return MatchBuffers(array("I", counts).tobytes(), offsets.tobytes(), b"".join(encoded),
                         None if values is None else array("d", values).tobytes())

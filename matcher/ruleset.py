@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -37,7 +38,6 @@ class CompiledRules:
         self._members = _members  # source -> {id: None} of its rules (shared until changed)
         self._partitions = _partitions  # source (None: unscoped) -> engine Partition
         self._values_kept: tuple[Mapping, array] | None = None  # (rule_values, by rule index)
-        self._odd_id: Any = _UNKNOWN  # the first id not exactly a str (buffers hold ids as UTF-8), None: none
         self._matcher = _engine.Matcher(
             _table.fields,
             _partitions.get(_UNSCOPED),
@@ -91,8 +91,6 @@ class CompiledRules:
         ``rule_values`` in its rule order while it is given the same mapping object: give a new
         mapping, not a changed one, when the values change.
         """
-        if self._odd_id is _UNKNOWN:  # (None is no rule id)
-            self._odd_id = next((rule_id for rule_id in self._entries if type(rule_id) is not str), None)
         if self._odd_id is not None:
             raise TypeError(f"match_columns_buffers: the buffers hold rule ids as UTF-8 text, so every id must be "
                             f"a str; this set has {self._odd_id!r} ({type(self._odd_id).__name__}): use match_columns")
@@ -106,6 +104,12 @@ class CompiledRules:
         aligned = self._aligned_values(rule_values) if rule_values is not None else None
         return MatchBuffers(*self._matcher.match_columns_buffers(
             count, *(lists.get(name) for name in EVENT_COLUMNS), parameters, own, aligned))
+
+    @cached_property
+    def _odd_id(self) -> Any:
+        """The first rule id that is no str (buffers hold ids as UTF-8: a str subclass as its
+        text), None when none (None is no rule id). The set is immutable: found once."""
+        return next((rule_id for rule_id in self._entries if not isinstance(rule_id, str)), None)
 
     def _aligned_values(self, rule_values: Mapping[str, float]) -> array:
         """``rule_values`` as float64 by rule index (kept for the next call with the same mapping)."""
@@ -186,9 +190,6 @@ class CompiledRules:
 
 
 _KEPT = (list, TextColumn, NumberColumn)  # the column types the engines read as they are
-
-
-_UNKNOWN = object()
 
 
 def _rule_value(rule_values: Mapping[str, float], rule_id: str) -> float:

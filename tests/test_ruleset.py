@@ -12,6 +12,7 @@ import pytest
 
 import matcher
 from matcher import RuleError, _ruleset, compile_rules
+from matcher.columns import match_buffers
 from matcher.reference import match_rules
 from tests.conftest import ENGINES
 from tools.gen_casefold import render
@@ -388,6 +389,35 @@ def test_buffers_refuse_a_set_with_ids_that_are_not_text(engine):
     assert rules.match_columns({"event": ["x"]}) == ([2], [1, "b"])  # lists hold any id
     with pytest.raises(TypeError, match=r"every id must be a str; this set has 1 \(int\): use match_columns"):
         rules.match_columns_buffers({"event": ["x"]})
+
+
+class _Id(str):
+    """A str subclass rule id whose own text and UTF-8 are not its str's."""
+
+    def __str__(self):
+        return "other"
+
+    def encode(self, *args, **kwargs):
+        return b"other"
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
+def test_buffers_hold_a_str_subclass_id_as_its_text(engine):
+    # Lists hold the id as given; buffers its str's UTF-8 (what a str id of that text gives).
+    rule_id = _Id("sub-é")
+    rules = compile_rules({rule_id: {"event": "x"}, "b": {"event": "x"}}, engine=engine)
+    counts, ids = rules.match_columns({"event": ["x", "y"]})
+    assert (counts, ids) == ([2, 0], [rule_id, "b"]) and ids[0] is rule_id
+    found = rules.match_columns_buffers({"event": ["x", "y"]}, None, {rule_id: 1.5, "b": 2.5})
+    as_str = compile_rules({"sub-é": {"event": "x"}, "b": {"event": "x"}}, engine=engine)
+    assert found == as_str.match_columns_buffers({"event": ["x", "y"]}, None, {"sub-é": 1.5, "b": 2.5})
+    assert found.data == "sub-éb".encode() and array("d", found.values).tolist() == [1.5, 2.5]
+    assert found == match_buffers(counts, ids, [1.5, 2.5])
+    # A set with a str subclass id and one that is no str still refuses, naming the latter.
+    changed = rules.with_changes({2: {"event": "x"}})
+    with pytest.raises(TypeError, match=r"this set has 2 \(int\)"):
+        changed.match_columns_buffers({"event": ["x"]})
+    assert rules.match_columns_buffers({"event": ["x"]}).data == "sub-éb".encode()
 
 
 class _CaseInsensitiveMapping(Mapping):
