@@ -431,18 +431,17 @@ def parse_decoded(
 ) -> list[ActionSpec]:
     """Parse decoded specs; ``measured`` when they came from text already held to
     ``max_length``, so their canonical JSON need not be measured again."""
-    bound = 0  # at least the canonical JSON's length; past the limit, that is measured
-    listed = False
-    if type(specs) is ActionSpec:
-        parsed = [specs]
-        bound = max_length + 1
-    elif type(specs) is list or isinstance(specs, (list, tuple)):
+    if type(specs) is ActionSpec:  # (a tuple, but one spec: its canonical JSON has no brackets)
+        if not measured:
+            _check_length([specs], False, field, max_length)
+        return [specs]
+    if type(specs) is list or isinstance(specs, (list, tuple)):
         if not specs:
             raise SpecError(field(), "empty list: give at least one spec")
         if len(specs) > max_length:
             raise SpecError(field(), f"more than {max_length} specs")
-        parsed, listed = [], True
-        bound = 1  # "[" and "]", less the comma the last spec has none of
+        parsed = []
+        bound = 1  # at least the canonical JSON's length ("[" and "]", less the last spec's comma)
         for index, item in enumerate(specs):
             if type(item) is ActionSpec:
                 parsed.append(item)
@@ -452,15 +451,12 @@ def parse_decoded(
                 if type(item) is not dict else _validate_dict(item, field, index, max_length)
             parsed.append(ActionSpec._trusted(types, constraints))
             bound += size + 1
-    elif isinstance(specs, Mapping):
+        if not measured and bound > max_length:  # past the limit: measured exactly
+            _check_length(parsed, True, field, max_length)
+        return parsed
+    if isinstance(specs, Mapping):
         return [_one_spec(specs, field, max_length, measured)]
-    else:
-        raise SpecError(
-            field(), f"expected a spec, a list of specs or JSON text, got {type(specs).__name__}"
-        )
-    if not measured and bound > max_length:
-        _check_length(parsed, listed, field, max_length)
-    return parsed
+    raise SpecError(field(), f"expected a spec, a list of specs or JSON text, got {type(specs).__name__}")
 
 
 def _one_spec(spec: Any, field: Callable[[], str], max_length: int, measured: bool) -> ActionSpec:

@@ -382,6 +382,21 @@ def test_decoded_specs_are_held_to_the_limit_as_their_canonical_text_is(listed):
             parse_action_specs(given)
 
 
+def test_parsed_specs_are_held_to_the_limit_alone_without_brackets_and_listed_with_them():
+    # A parsed ActionSpec (itself a tuple) given alone is one spec, measured as its canonical
+    # JSON; a list or tuple of them is a list, its brackets and commas counted.
+    spec = parse_action_specs({"action.type": "like", "page": "x" * 100})[0]
+    size = len(spec.to_json())
+    assert parse_action_specs(spec, max_length=size) == [spec]
+    with pytest.raises(SpecError, match=f"specs: canonical JSON is {size} characters, longer than the limit of {size - 1}"):
+        parse_action_specs(spec, max_length=size - 1)
+    for listed in ([spec], (spec,), [spec, spec]):
+        length = len(specs_to_json(listed))
+        assert parse_action_specs(listed, max_length=length) == list(listed)
+        with pytest.raises(SpecError, match=f"canonical JSON is {length} characters, longer than the limit of {length - 1}"):
+            parse_action_specs(listed, max_length=length - 1)
+
+
 def test_one_spec_made_from_a_mapping_is_held_to_the_limit_as_its_text_is():
     limit = matcher.actionspecs.DEFAULT_MAX_LENGTH
     long = {"action.type": "like", "page": "x" * limit}

@@ -4,6 +4,8 @@ from decimal import Decimal
 
 import pytest
 
+from tests.strategies import Code
+
 URL = "https://Shop.Example.com:8443/checkout/ThankYou.html?order=42#top"
 
 
@@ -293,26 +295,16 @@ def test_integers_of_other_types_are_numbers_and_their_decimal_text(holds, match
     assert match_all({"r": {"event": {"eq": "Lead"}}}, events, {"r": "7"}) == [["r"], ["r"], []]
 
 
-class _Code(int):
-    """An int subclass with a text of its own (an enum-like code), and a float of its own."""
-
-    def __str__(self):
-        return f"Code<{int(self)}>"
-
-    def __float__(self):
-        return -1.0
-
-
 def test_an_int_subclass_is_read_as_its_value(holds):
     """Text and number of an int subclass are its integer's, as action specs read it (its own
     __str__ and __float__ decide nothing); booleans stay true/false and no number."""
-    assert holds({"n": {"eq": "7"}}, ev(n=_Code(7)))
-    assert holds({"n": {"is_any": ["7"]}}, ev(n=[_Code(7)]))
-    assert not holds({"n": {"contains": "Code"}}, ev(n=_Code(7)))
-    assert holds({"n": {"gt": 6}}, ev(n=_Code(7)))
-    assert holds({"n": {"eq": 7}}, ev(n=_Code(7)))
-    assert not holds({"n": {"lt": 0}}, ev(n=_Code(7)))
-    assert holds({"n": {"neq": "Code<7>"}}, ev(n=_Code(7)))
+    assert holds({"n": {"eq": "7"}}, ev(n=Code(7)))
+    assert holds({"n": {"is_any": ["7"]}}, ev(n=[Code(7)]))
+    assert not holds({"n": {"contains": "Code"}}, ev(n=Code(7)))
+    assert holds({"n": {"gt": 6}}, ev(n=Code(7)))
+    assert holds({"n": {"eq": 7}}, ev(n=Code(7)))
+    assert not holds({"n": {"lt": 0}}, ev(n=Code(7)))
+    assert holds({"n": {"neq": "Code<7>"}}, ev(n=Code(7)))
     assert holds({"flag": {"eq": "true"}}, ev(flag=True))
     assert holds({"flag": {"eq": "false"}}, ev(flag=False))
     assert not holds({"flag": {"gte": 0}}, ev(flag=False))
@@ -356,7 +348,7 @@ def test_a_number_subclass_operand_is_read_as_its_value(holds):
 
 
 def test_an_int_subclass_pixel_id_is_its_value(match_all):
-    events = [{"event": "Lead", "pixel_id": _Code(7)}, {"event": "Lead", "pixel_id": _Code(8)}]
+    events = [{"event": "Lead", "pixel_id": Code(7)}, {"event": "Lead", "pixel_id": Code(8)}]
     assert match_all({"r": {"event": "Lead"}}, events, {"r": "7"}) == [["r"], []]
 
 
