@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from operator import attrgetter
 
 import matcher
 from matcher.actionspecs import action_value_text, decode_specs_text, key_path
+from matcher.effective import PLACEHOLDERS
 
 from server.auth import Principal
 from server.core import Core
 from server.errors import InvalidArgument, PermissionDenied, PixelNotAuthorised
 from server.paging import fill, page_request, read_on
 from server.gen.conversion_matcher.v1 import ads_pb2 as pb, ads_pb2_grpc
-from server.registry import PIXEL_SELECTORS, AdSpecs, effective_ad_specs
+from server.registry import PIXEL_SELECTORS, AdSpecs, ad_fields, effective_ad_specs
 from server.store import AdRecord
 
 MAX_AD_ID_CHARS = 64
@@ -47,12 +46,19 @@ def _check_ad_id(ad_id: str) -> None:
         raise InvalidArgument(f"ad.id: {ad_id[:40]!r} has blanks at its start or end")
 
 
+# The fields a placeholder takes an id from (``matcher.effective.PLACEHOLDERS``), each
+# placeholder's in the order it tries them; the promoted pixel's own field first.
+_ID_SOURCES = sorted(dict.fromkeys(source for sources in PLACEHOLDERS.values() for source in sources),
+                     key=lambda source: source != "promoted_object.pixel_id")
+
+
 def _pixel_place(record: AdRecord, pixel_id: str) -> str:
     """The place in the request that names ``pixel_id``: a value under a pixel selector in the
     ad's own specs (``ad.tracking_specs[0].fb_pixel[1]``), else the field of ``promoted_object``
-    or ``creative`` holding it, which the default specs, the promoted pixel's tracking or a
-    placeholder (``FACEBOOK_PIXEL_ID``) took it from (``ad.promoted_object.pixel_id``); ``ad``
-    when none does. Read only for a refusal, from fields the registration already parsed."""
+    or ``creative`` holding it that the default specs, the promoted pixel's tracking or a
+    placeholder (``FACEBOOK_PIXEL_ID``, ``PAGE_ID``) took it from (``ad.promoted_object.pixel_id``,
+    ``ad.creative.page_id``); ``ad`` when none does. Read only for a refusal, from fields the
+    registration already parsed."""
     for name in ("tracking_specs", "conversion_specs"):
         text = getattr(record, name)
         try:
@@ -70,17 +76,11 @@ def _pixel_place(record: AdRecord, pixel_id: str) -> str:
                 for position, item in enumerate(values):
                     if action_value_text(item) == pixel_id:
                         return key_path(place, selector) + (f"[{position}]" if isinstance(value, list) else "")
-    objects = []
-    for name in ("promoted_object", "creative"):
-        try:
-            decoded = json.loads(getattr(record, name) or "{}", parse_float=Decimal)
-        except ValueError:
-            continue
-        if isinstance(decoded, dict):  # the promoted pixel's own field first
-            objects += [(name, key, decoded[key]) for key in sorted(decoded, key=lambda k: k != "pixel_id")]
-    for name, key, value in objects:
-        if action_value_text(value) == pixel_id:
-            return key_path(f"ad.{name}", key)
+    fields = ad_fields(record)
+    for source in _ID_SOURCES:
+        section, _, name = source.partition(".")
+        if action_value_text(fields[section].get(name)) == pixel_id:
+            return f"ad.{source}"
     return "ad"
 
 

@@ -9,13 +9,12 @@ from typing import Iterator
 
 import matcher
 from matcher.rules import LIST_OPS, SCALAR_OPS, And, Leaf, operand_text
-from matcher.values import is_text
 
 from server.auth import Principal
 from server.core import Core
 from server.errors import InvalidArgument, PermissionDenied, one_of
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
-from server.paging import fill, page_request, read_on
+from server.paging import fill, page_request, read_on, text_key
 from server.store import CustomConversionRecord
 
 CUSTOM_EVENT_TYPES = (
@@ -116,10 +115,11 @@ def to_message(record: CustomConversionRecord) -> pb.CustomConversion:
 
 
 def _stats_key(key: object) -> tuple[int, str] | None:
-    """The (hour, key) a stats token holds as ``[hour, key]``, or None when it holds something else
-    (an hour past SQLite's integers or a lone surrogate could not even be bound)."""
+    """The (hour, key) a stats token holds as ``[hour, key]``, the key read as ``text_key`` reads
+    an id, or None when it holds something else (an hour past SQLite's integers or a lone
+    surrogate could not even be bound)."""
     if (isinstance(key, list) and len(key) == 2 and type(key[0]) is int and -2**63 <= key[0] < 2**63
-            and isinstance(key[1], str) and is_text(key[1])):
+            and text_key(key[1]) is not None):
         return key[0], key[1]
     return None
 

@@ -472,12 +472,12 @@ def named_pixels(specs: AdSpecs) -> frozenset[str]:
     return frozenset(value for spec in (*specs.tracking, *specs.conversion) for value in _spec_pixels(spec))
 
 
-def effective_ad_specs(ad: AdRecord, *, sent: bool = False) -> AdSpecs:
-    """Parse an ad's fields and derive the specs in effect (SpecError / InvalidArgument: code 100,
-    at a path from the request's ``ad`` field, as ``ad.creative.url``). ``sent``: a client's
-    new ad, whose objects may not give a key twice; a stored ad is read as it was accepted
-    (rows written before that check load, the last of a repeated key winning)."""
-    fields = {
+def ad_fields(ad: AdRecord, *, sent: bool = False) -> dict[str, Any]:
+    """The ad as ``matcher.effective_specs`` reads it: ``creative`` and ``promoted_object``
+    parsed (InvalidArgument at ``ad.creative`` or ``ad.promoted_object``), the specs as text.
+    ``sent``: a client's new ad, whose objects may not give a key twice; a stored ad is read as
+    it was accepted (rows written before that check load, the last of a repeated key winning)."""
+    return {
         "objective": ad.objective,
         "creative": _json_object(ad.creative, "ad.creative", unique_keys=sent),
         "optimization_goal": ad.optimization_goal,
@@ -485,6 +485,12 @@ def effective_ad_specs(ad: AdRecord, *, sent: bool = False) -> AdSpecs:
         "tracking_specs": ad.tracking_specs or None,
         "conversion_specs": ad.conversion_specs or None,
     }
+
+
+def effective_ad_specs(ad: AdRecord, *, sent: bool = False) -> AdSpecs:
+    """Parse an ad's fields (``ad_fields``) and derive the specs in effect (SpecError /
+    InvalidArgument: code 100, at a path from the request's ``ad`` field, as ``ad.creative.url``)."""
+    fields = ad_fields(ad, sent=sent)
     try:
         tracking, conversion = matcher.effective_specs(fields)
     except matcher.SpecError as error:

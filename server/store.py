@@ -31,6 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
@@ -160,8 +161,10 @@ class Store(ABC):
         """Change name and/or tag (None: unchanged); NotFound."""
 
     @abstractmethod
-    def delete_pixel(self, pixel_id: str) -> None:
-        """Delete a pixel and its counters; FailedPrecondition while conversions count it."""
+    def delete_pixel(self, pixel_id: str, among: Collection[str] = ()) -> None:
+        """Delete a pixel and its counters; FailedPrecondition at ``pixel_id`` while conversions
+        count it, naming a few of those of the accounts ``among`` (the caller's) by id and
+        counting the others' per account."""
 
     @abstractmethod
     def add_authorized_accounts(self, pixel_id: str, accounts: Iterable[str], limit: int | None = None) -> None:
@@ -170,7 +173,8 @@ class Store(ABC):
 
     @abstractmethod
     def remove_authorized_accounts(self, pixel_id: str, accounts: Iterable[str]) -> None:
-        """De-authorise accounts (the caller keeps the creator out of the list)."""
+        """De-authorise accounts (the caller keeps the creator out of the list); FailedPrecondition
+        at ``account_ids[i]`` (``accounts`` in the request's order) for one with conversions on it."""
 
     @abstractmethod
     def create_custom_conversion(self, record: CustomConversionRecord, limit: int) -> CustomConversionRecord:
@@ -401,11 +405,42 @@ def _registered(db: sqlite3.Connection, pixel_id: str) -> bool:
     return db.execute("SELECT 1 FROM pixels WHERE id = ?", (pixel_id,)).fetchone() is not None
 
 
-def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: str) -> None:
+def _require_ad_owner(account_id: str, owners: Collection[str] | None, ad_id: str, field: str) -> None:
     # The handler checked ownership before; this sees an ad deleted and registered again by
-    # another account between that check and the write.
+    # another account between that check and the write. ``field``: the request's field naming
+    # the ad, as the handler's refusal names it (``ad.id`` in ReplaceAd, ``ad_id`` in DeleteAd).
     if owners is not None and account_id not in owners:
-        raise not_the_owner(f"ad {ad_id}", "ad.id")
+        raise not_the_owner(f"ad {ad_id}", field)
+
+
+_NAMED = 3  # conversion ids, or other accounts, a refusal names at most
+
+
+def _counting_conversions(db: sqlite3.Connection, pixel_id: str, among: Collection[str]) -> str | None:
+    """Why the pixel cannot be deleted, or None when no custom conversion counts it: the
+    conversions of the accounts ``among`` by id (the first few, in position order), the others
+    as a count per account (accounts its creator authorised, as removing one says)."""
+    counts = db.execute("SELECT account_id, COUNT(*) FROM custom_conversions WHERE event_source_id = ? "
+                        "GROUP BY account_id ORDER BY account_id", (pixel_id,)).fetchall()
+    if not counts:
+        return None
+    among = frozenset(among)
+    parts = []
+    own = sum(n for account, n in counts if account in among)
+    if own:
+        rows = db.execute("SELECT id, account_id FROM custom_conversions WHERE event_source_id = ? "
+                          "ORDER BY position", (pixel_id,))
+        ids = list(islice((cid for cid, account in rows if account in among), _NAMED))
+        more = f" and {own - len(ids)} more" if own > len(ids) else ""
+        parts.append(f"{', '.join(ids)}{more} of this access token's ad accounts")
+    others = [(account, n) for account, n in counts if account not in among]
+    parts += [f"{n} of ad account {account}" for account, n in others[:_NAMED]]
+    if len(others) > _NAMED:
+        rest = others[_NAMED:]
+        parts.append(f"{sum(n for _, n in rest)} of {len(rest)} other ad accounts")
+    total = sum(n for _, n in counts)
+    return (f"pixel_id: pixel {pixel_id} is the event source of {total} custom conversion(s) "
+            f"({'; '.join(parts)}); delete them first")
 
 
 def _require_registered(db: sqlite3.Connection, pixel_id: str, field: str = "pixel_id") -> None:
@@ -638,14 +673,12 @@ class SQLiteStore(Store):
             # No change-log row: no registry compiles names or tags (they are read from here).
             return self._pixel(db, pixel_id, among=())
 
-    def delete_pixel(self, pixel_id: str) -> None:
+    def delete_pixel(self, pixel_id: str, among: Collection[str] = ()) -> None:
         with self._transaction() as db:
             _require_registered(db, pixel_id)
-            (count,) = db.execute("SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ?", (pixel_id,)).fetchone()
-            if count:
-                raise FailedPrecondition(
-                    f"pixel {pixel_id} is the event source of {count} custom conversion(s); delete them first"
-                )
+            refusal = _counting_conversions(db, pixel_id, among)
+            if refusal is not None:
+                raise FailedPrecondition(refusal)
             db.execute("DELETE FROM pixel_hourly WHERE pixel_id = ?", (pixel_id,))
             db.execute("DELETE FROM pixels WHERE id = ?", (pixel_id,))
             self._log_change(db, "pixel", pixel_id)
@@ -671,15 +704,15 @@ class SQLiteStore(Store):
             _require_registered(db, pixel_id)
             # An account's custom conversions on the pixel read its events; the account keeps
             # its access while it has any (archived ones too: their stats are the pixel's data).
-            for account in accounts:
+            for index, account in enumerate(accounts):
                 (count,) = db.execute(
                     "SELECT COUNT(*) FROM custom_conversions WHERE event_source_id = ? AND account_id = ?",
                     (pixel_id, account),
                 ).fetchone()
                 if count:
                     raise FailedPrecondition(
-                        f"ad account {account} has {count} custom conversion(s) counting pixel {pixel_id}'s "
-                        "events; it must delete them before it can be removed"
+                        f"account_ids[{index}]: ad account {account} has {count} custom conversion(s) counting "
+                        f"pixel {pixel_id}'s events; it must delete them before it can be removed"
                     )
             db.executemany(
                 "DELETE FROM pixel_accounts WHERE pixel_id = ? AND account_id = ?",
@@ -788,7 +821,7 @@ class SQLiteStore(Store):
             if replace_existing and owner is None:
                 raise NotFound(f"ad.id: ad {record.id!r} is not registered")
             if replace_existing:
-                _require_ad_owner(owner[0], owners, record.id)
+                _require_ad_owner(owner[0], owners, record.id, "ad.id")
             # In the write's transaction, like a conversion's authorisation: an unshare cannot slip in.
             for pixel_id in sorted(pixels):
                 if _registered(db, pixel_id) and not _authorised(db, pixel_id, record.account_id):
@@ -826,7 +859,7 @@ class SQLiteStore(Store):
             owner = db.execute("SELECT account_id FROM ads WHERE id = ?", (ad_id,)).fetchone()
             if owner is None:
                 raise NotFound(f"ad_id: ad {ad_id!r} is not registered")
-            _require_ad_owner(owner[0], owners, ad_id)
+            _require_ad_owner(owner[0], owners, ad_id, "ad_id")
             db.execute("DELETE FROM ads WHERE id = ?", (ad_id,))
             self._log_change(db, "ad", ad_id)
 
@@ -873,8 +906,10 @@ class SQLiteStore(Store):
         # The rest of the token's hour, then the later hours. As one `(hour, key) > (?, ?)` range
         # SQLite seeks on the hour only and walks past the hour's earlier keys (1.7 ms a read at
         # the end of a 10,000-url hour, 0.03 ms for this seek); given the range too, it walks
-        # the range instead.
-        if after is not None and start <= hour < end:
+        # the range instead. Dimension "" (the total) has one row an hour, key "": a token's
+        # hour has nothing after it, so its reads (each page of count and usd_amount, every
+        # read of the unmatched aggregations) skip the seek.
+        if after is not None and dimension and start <= hour < end:
             rows = self._read(select + "hour = ? AND key > ? ORDER BY key LIMIT ?",
                               (conversion_id, dimension, hour, key, limit))
         lowest = max(hour + 1, start)  # (past SQLite's integers after the last hour it holds: nothing later)

@@ -239,9 +239,12 @@ def test_other_accounts_cannot_see_or_change_a_conversion(service, owner, pixel)
 
 
 def test_deleting_a_pixel_with_conversions_is_refused(owner, pixel):
-    owner.create_custom_conversion("act_1", "c", pixel.id, PURCHASE_OVER_100)
+    created = owner.create_custom_conversion("act_1", "c", pixel.id, PURCHASE_OVER_100)
     error = rejected(owner.call, owner.pixels.DeletePixel, pixels_pb2.DeletePixelRequest(pixel_id=pixel.id))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # it names the field, and the caller's conversions that count the pixel by id
+    assert error.details() == (f"pixel_id: pixel {pixel.id} is the event source of 1 custom conversion(s) "
+                               f"({created.id} of this access token's ad accounts); delete them first")
     assert owner.get_pixel(pixel.id).id == pixel.id
 
 

@@ -156,9 +156,10 @@ def test_an_account_with_conversions_on_a_pixel_cannot_be_removed_from_it(owner,
     change = pixels_pb2.ChangeAuthorizedAdAccountsRequest
     owner.call(owner.pixels.AddAuthorizedAdAccounts, change(pixel_id=pixel, account_ids=["act_3"]))
     conversion = other.create_custom_conversion("act_3", "theirs", pixel, {"event": "Lead"}).id
-    error = rejected(owner.call, owner.pixels.RemoveAuthorizedAdAccounts, change(pixel_id=pixel, account_ids=["act_3"]))
+    error = rejected(owner.call, owner.pixels.RemoveAuthorizedAdAccounts,
+                     change(pixel_id=pixel, account_ids=["act_2", "act_3"]))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "ad account act_3 has 1 custom conversion(s)" in error.details()
+    assert error.details().startswith("account_ids[1]: ad account act_3 has 1 custom conversion(s)"), error.details()
     assert "act_3" in accounts_of(owner, pixel)  # unchanged
     other.call(other.custom_conversions.DeleteCustomConversion,
                cc_pb.DeleteCustomConversionRequest(custom_conversion_id=conversion))
@@ -228,11 +229,16 @@ def test_an_ad_cannot_name_a_registered_pixel_its_account_is_not_authorised_on(o
         {"tracking_specs": json.dumps({"action.type": "offsite_conversion", "fb_pixel": theirs})},
         {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "FACEBOOK_PIXEL_ID"}]),
          "promoted_object": {"page_id": "P1", "pixel_id": int(theirs)}},
+        # a placeholder takes PAGE_ID from the creative before the promoted object; a field no
+        # placeholder reads holds no id the specs use
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "PAGE_ID"}]),
+         "creative": {"kind": "page_like", "page_id": theirs},
+         "promoted_object": {"product_set_id": theirs, "page_id": theirs}},
     ]
     # the refusal names the request's field that named the pixel
     places = ["ad.tracking_specs[0].fb_pixel[0]", "ad.tracking_specs[0].offsite_pixel[0]",
               "ad.conversion_specs[0].fb_pixel[1]", "ad.promoted_object.pixel_id", "ad.tracking_specs.fb_pixel",
-              "ad.promoted_object.pixel_id"]
+              "ad.promoted_object.pixel_id", "ad.creative.page_id"]
     for fields, place in zip(named, places, strict=True):
         error = rejected(owner.register_ad, {**AD, **fields})
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200, error.details()

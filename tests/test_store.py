@@ -9,7 +9,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from server.errors import NotFound, PermissionDenied
+from server.errors import FailedPrecondition, NotFound, PermissionDenied
 from server.store import _LOOKUPS_OVER_A_READ, AdRecord, CustomConversionRecord, Recording, SQLiteStore
 
 OPEN_WHEN_TOLD = """
@@ -150,10 +150,13 @@ def test_an_ad_is_replaced_or_deleted_only_for_its_owners_inside_the_write(tmp_p
         theirs = AdRecord("X", "act_3", "PAGE_LIKES", '{"kind": "page_like", "page_id": "P1"}', "", "", "", "")
         store.put_ad(theirs, replace_existing=False)
         mine = dataclasses.replace(theirs, account_id="act_1")
-        with pytest.raises(PermissionDenied, match="belongs to an ad account this access token cannot act for"):
+        # each refusal names the request's field that named the ad, as the handler's check does
+        with pytest.raises(PermissionDenied, match="belongs to an ad account this access token cannot act for") as caught:
             store.delete_ad("X", owners={"act_1", "act_2"})
-        with pytest.raises(PermissionDenied):
+        assert caught.value.message.startswith("ad_id: Permissions error: ad X belongs to"), caught.value.message
+        with pytest.raises(PermissionDenied) as caught:
             store.put_ad(mine, replace_existing=True, owners={"act_1"})
+        assert caught.value.message.startswith("ad.id: Permissions error: ad X belongs to"), caught.value.message
         assert store.get_ad("X") == theirs
         store.put_ad(dataclasses.replace(theirs, objective="NONE"), replace_existing=True, owners={"act_3"})
         store.delete_ad("X", owners={"act_3"})
@@ -163,8 +166,46 @@ def test_an_ad_is_replaced_or_deleted_only_for_its_owners_inside_the_write(tmp_p
         store.close()
 
 
+def test_a_pixel_that_conversions_count_is_not_deleted_and_the_refusal_names_them(tmp_path):
+    """The refusal names ``pixel_id`` and what counts the pixel: the caller's conversions by id
+    (the first few, in creation order), other accounts' as a count per account."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        store.add_authorized_accounts(pixel, [f"act_{n}" for n in range(2, 8)])
+        owned = {"act_1": 5, "act_2": 1, "act_3": 2, "act_4": 1, "act_5": 1, "act_6": 1}
+        ids = {account: [] for account in owned}
+        for round_ in range(5):  # the accounts' conversions interleaved
+            for account, count in owned.items():
+                if round_ < count:
+                    cid = str(10**17 + len(sum(ids.values(), [])))
+                    store.create_custom_conversion(CustomConversionRecord(
+                        id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
+                        event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+                        default_conversion_value=0, creation_time=0), 100)
+                    ids[account].append(cid)
+        with pytest.raises(FailedPrecondition) as caught:
+            store.delete_pixel(pixel, among={"act_1", "act_9"})
+        first = ", ".join(ids["act_1"][:3])
+        assert caught.value.message == (
+            f"pixel_id: pixel {pixel} is the event source of 11 custom conversion(s) ({first} and 2 more of this "
+            "access token's ad accounts; 1 of ad account act_2; 2 of ad account act_3; 1 of ad account act_4; "
+            "2 of 2 other ad accounts); delete them first")
+        with pytest.raises(FailedPrecondition) as caught:  # the caller's own are named: act_2's one
+            store.delete_pixel(pixel, among={"act_2", "act_3"})
+        assert caught.value.message.startswith(
+            f"pixel_id: pixel {pixel} is the event source of 11 custom conversion(s) ({ids['act_2'][0]}, "
+            f"{ids['act_3'][0]}, {ids['act_3'][1]} of this access token's ad accounts; 5 of ad account act_1; ")
+        with pytest.raises(FailedPrecondition, match=r"\(5 of ad account act_1; 1 of ad account act_2; "):
+            store.delete_pixel(pixel)  # no caller: no ids
+        assert store.get_pixel(pixel).id == pixel
+    finally:
+        store.close()
+
+
 HOURLY_KEYS = ["", "a", "b", "bb", "c", "é"]
 HOURLY_ROWS = sorted((hour * 3600, key) for hour in range(5) for key in HOURLY_KEYS if (hour + len(key)) % 3 != 1)
+TOTAL_HOURS = [0, 3600, 7200, 14400]  # dimension "" (the total): one row an hour, key ""
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +218,7 @@ def hourly_store(tmp_path_factory):
                                default_conversion_value=0, creation_time=0) for cid in ("c1", "c2")])
     recording = Recording(conversion_hourly={("c1", hour, "url", key): [1, float(hour), 0.0] for hour, key in HOURLY_ROWS})
     recording.conversion_hourly[("c2", 3600, "url", "a")] = [1, 0.0, 0.0]  # another conversion: never read
+    recording.conversion_hourly.update({("c1", hour, "", ""): [1, float(hour), 0.0] for hour in TOTAL_HOURS})
     store.record(recording)
     yield store
     store.close()
@@ -191,3 +233,26 @@ def test_hourly_rows_after_a_key_come_in_hour_and_key_order(hourly_store, after,
     expected = [row for row in HOURLY_ROWS if start <= row[0] < end and (after is None or row > after)]
     assert [(hour, key) for hour, key, *_ in rows] == (expected if limit < 0 else expected[:limit])
     assert all(matches == 1 and amount == hour for hour, _, matches, amount, _ in rows)
+
+
+def test_hourly_totals_after_a_token_are_read_in_one_statement(hourly_store):
+    """Dimension "" has only the key "": after a token's (hour, "") its hour has no row left, so
+    the read skips the seek for the rest of that hour (the url dimension, which can have keys
+    after "", still takes it)."""
+    statements: list[str] = []
+    hourly_store._db.set_trace_callback(statements.append)
+    try:
+        reads = []
+        for after in [None, *((hour, "") for hour in range(-3600, 5 * 3600, 3600)), (3600, "x")]:
+            statements.clear()
+            rows = hourly_store.conversion_hourly("c1", "", 0, 5 * 3600, after=after)
+            expected = [(hour, "") for hour in TOTAL_HOURS if after is None or (hour, "") > after]
+            assert [(hour, key) for hour, key, *_ in rows] == expected, after
+            assert all(amount == hour for hour, _, _, amount, _ in rows)
+            reads.append(len(statements))
+        statements.clear()
+        urls = hourly_store.conversion_hourly("c1", "url", 0, 5 * 3600, after=(3600, ""))
+    finally:
+        hourly_store._db.set_trace_callback(None)
+    assert reads == [1] * len(reads), statements
+    assert urls[0][:2] == (3600, "a") and len(statements) == 2, statements
