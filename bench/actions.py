@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each compiled measurement (the best is reported)")
     parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
-    cli.require_compiled_kernel("actions", matcher.ACTION_SET_COMPILED, "action-set kernel (matcher._actionset_c)")
+    cli.require_compiled_kernel("actions", "actions")
     from matcher import _actionset_c
 
     started = time.perf_counter()

@@ -9,6 +9,7 @@ deep inside a run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 from typing import Callable
 
@@ -95,16 +96,21 @@ def weights(text: str) -> dict[str, int]:
     return found
 
 
-def require_compiled_kernel(command: str, loaded: bool | None = None, kernel: str = "rule kernel (matcher._ruleset_c)"
-                            ) -> None:
-    """Stops ``command`` when the compiled ``kernel`` did not load (``loaded``; default: the
-    rule kernel's ``USING_EXTENSION``): its figures would be the pure-Python twin's under the
-    name "compiled"."""
-    if loaded is None:
-        from matcher._ruleset import USING_EXTENSION as loaded
+# The compiled kernels a command may require, by the name it gives: (the module whose
+# ``USING_EXTENSION`` says whether the compiled one loaded, how a refusal names it).
+_KERNELS = {
+    "rules": ("matcher._ruleset", "rule kernel (matcher._ruleset_c)"),
+    "actions": ("matcher._actionset", "action-set kernel (matcher._actionset_c)"),
+}
 
-    if not loaded:
-        raise SystemExit(f"python -m bench {command}: the compiled {kernel} is not in use, "
+
+def require_compiled_kernel(command: str, kernel: str) -> None:
+    """Stops ``command`` when the compiled ``kernel`` (a name in ``_KERNELS``: "rules",
+    "actions") did not load: its figures would be the pure-Python twin's under the name
+    "compiled"."""
+    module, label = _KERNELS[kernel]
+    if not importlib.import_module(module).USING_EXTENSION:
+        raise SystemExit(f"python -m bench {command}: the compiled {label} is not in use, "
                          "so there are no compiled figures to report: build it (make build) and unset "
                          "MATCHER_NO_EXTENSIONS")
 

@@ -5,7 +5,7 @@
                                    [--concurrency 4] [--rate 50000,100000] [--sweep 0.25,0.5,0.75]
                                    [--seconds 3] [--repeat 3] [--seed 20261122] [--json F] [--plot F.png] [--progress]
                                    [--workload urls [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
-                                    [--rules-per-pixel 100]]
+                                    [--rules-per-pixel N]]
 
 For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
 1. seed that many custom conversions straight into a fresh SQLite file (one transaction),
@@ -29,7 +29,11 @@ For each rule count in ``--rules`` (a comma list, e.g. 100,1000,10000,100000):
      so drift of the VM's speed falls on all of them), against the empty handler (the
      transport ceiling: it reads the request bytes and replies with nothing) and the service;
      every figure is also shown as a fraction of that ceiling; ``--stream`` adds the
-     bidirectional stream;
+     bidirectional stream. Every server process and empty handler has the same RPC thread pool,
+     whether or not ``--stream`` is given: a thread for each caller thread of the most
+     ``--clients`` times ``--concurrency`` (a call or an open stream each; a stream holds its
+     thread for its whole life) and 8 more, at least the service's default 16
+     (``bench.servers.server_workers``; ``server_workers`` in the JSON's setup);
    - latency, open loop at fixed rates: ``--rate`` (events/s) and ``--sweep`` (fractions of the
      closed-loop throughput at ``--latency-batch``-event requests, measured just before for the
      service and the empty handler when that differs from ``--batch``: smaller requests cost more
@@ -78,7 +82,7 @@ import grpc
 from bench import cli
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
-from bench.servers import RemoteTarget, ServerGroup
+from bench.servers import RemoteTarget, ServerGroup, server_workers
 from bench.workload import (FIRST_PIXEL_ID, RULES_PER_PIXEL, Mix, add_mix_options, layout, make_workload, optional_mix,
                             wire_events, workload_hash)
 from server.client import EVENT_FORMS, Client, error_code
@@ -563,6 +567,9 @@ def preflight(target: str, token: str, payloads: dict[str, tuple[bytes, bytes]],
 
 def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
     """Seeds each rule count, starts the servers and their empty handlers, and measures."""
+    # The most caller threads at once, each with one call or stream in flight: every server and
+    # empty handler gets the pool that needs (bench.servers.server_workers), with --stream or not.
+    callers = max(options.client_counts) * options.concurrency
     with tempfile.TemporaryDirectory() as tmp:
         for rule_count in options.rule_counts:
             directory = Path(tmp) / f"rules-{rule_count}"
@@ -583,11 +590,9 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
                 t0 = time.perf_counter()
-                with ServerGroup("empty", processes, timeout=options.startup_timeout) as empty, \
+                with ServerGroup("empty", processes, timeout=options.startup_timeout, callers=callers) as empty, \
                         ServerGroup("server", processes, db=directory / "matcher.db", tokens=directory / "tokens.json",
-                                    sync=options.sync, timeout=options.startup_timeout,
-                                    streams=max(options.client_counts) * options.concurrency if options.stream else 0
-                                    ) as server:
+                                    sync=options.sync, timeout=options.startup_timeout, callers=callers) as server:
                     started = time.perf_counter() - t0
                     bar.update(1)
                     if server.rules_loaded != [rule_count] * processes:
@@ -651,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
                   "concurrency", "rates", "fractions", "sync", "target", "ceiling_target", "seed")},
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
+    # RPC threads per started server process and empty handler (None: --target, the server's own).
+    report["setup"]["server_workers"] = (server_workers(max(options.client_counts) * options.concurrency)
+                                         if options.target is None else None)
     if options.spec is not None:  # (the seed-style workload's report stays as it was)
         report["setup"] |= {"workload": options.spec.as_json(), "rules_per_pixel": options.rules_per_pixel}
     bar = _progress(options)

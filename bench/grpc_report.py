@@ -49,8 +49,10 @@ def note(report: dict) -> str:
 def print_tables(report: dict) -> None:
     setup = report["setup"]
     print(f"batch {setup['batch']} events (throughput), {setup['latency_batch']} (fixed rates); "
-          f"{setup['concurrency']} caller threads/connections per client process; {setup['seconds']} s per "
-          f"measurement, {setup['repeat']} runs per throughput row"
+          f"{setup['concurrency']} caller threads/connections per client process"
+          + ("" if setup.get("server_workers") is None
+             else f"; {setup['server_workers']} RPC threads per server process and empty handler")
+          + f"; {setup['seconds']} s per measurement, {setup['repeat']} runs per throughput row"
           + ("" if setup.get("sync") is None else f"; sync={setup['sync']}")
           + ("" if setup.get("seed") is None or "workload" in setup
              else f"; seed-style workload, seed {setup['seed']}"))

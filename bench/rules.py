@@ -1,6 +1,6 @@
 """Rule-matching benchmark: compiled kernel, pure-Python twin and reference, side by side.
 
-    python -m bench rules [--pixels 100] [--rules-per-pixel 100] [--events 200000] [--seed 1]
+    python -m bench rules [--pixels 100] [--rules-per-pixel N] [--events 200000] [--seed 1]
                           [--workload mixed] [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
 
 Workload (``bench.workload``): ``pixels`` advertisers (event sources), each with
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a progress bar on stderr (default: when stderr is a terminal)")
     ap.add_argument("--scenario", choices=list(SHAPES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    cli.require_compiled_kernel("rules")
+    cli.require_compiled_kernel("rules", "rules")
     spec = mix_from(args)
     if args.scenario:  # a child process: one scenario, so its memory figures start from a clean heap
         pixels, per_pixel = SHAPES[args.scenario] or (args.pixels, args.rules_per_pixel)

@@ -3,12 +3,12 @@
     python -m bench scaling [--counts 100,1000,10000,100000] [--events 50000] [--json F] [--plot F.png]
                             [--workload mixed] [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
 
-Rule sets of the ``bench.workload`` workload at each count (100 rules per pixel; one pixel
-below 100 rules, so a count above 100 must be a multiple of 100), the same seeded events, one
-run: events/s of the compiled kernel with one and two threads, of the pure-Python twin and of
-the two hand-written ``re`` evaluators, plain and careful (on a sample), next to the rate of
-merely iterating the events. Prints a table; ``--json`` writes the figures, ``--plot`` a PNG
-of throughput against rule count (log-log). Needs the compiled kernel.
+Rule sets of the ``bench.workload`` workload at each count (``RULES_PER_PIXEL`` rules per pixel,
+every bench's default; one pixel below that many rules, so a larger count must be a multiple of
+it), the same seeded events, one run: events/s of the compiled kernel with one and two threads,
+of the pure-Python twin and of the two hand-written ``re`` evaluators, plain and careful (on a
+sample), next to the rate of merely iterating the events. Prints a table; ``--json`` writes the
+figures, ``--plot`` a PNG of throughput against rule count (log-log). Needs the compiled kernel.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ SERIES = [
 
 
 def rule_count(text: str) -> int:
-    """A ``--counts`` item: under 100 (one pixel), or a whole number of 100-rule pixels. Any
-    other count could only be measured as a different one, so it is refused, not rounded."""
+    """A ``--counts`` item: at most ``RULES_PER_PIXEL`` (one pixel), or a whole number of such
+    pixels. Any other count could only be measured as a different one, so it is refused, not
+    rounded."""
     count = cli.positive_int(text)
     try:
         layout(count, RULES_PER_PIXEL)
@@ -88,7 +89,7 @@ def plot(results: list[dict], path: str, title: str = "") -> None:
         ax.plot(counts, [r[key] for r in results], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("rules in the compiled set (100 per pixel)")
+    ax.set_xlabel(f"rules in the compiled set ({RULES_PER_PIXEL} per pixel)")
     ax.set_ylabel("events per second")
     ax.set_title("conversion-matcher: throughput against rule count" + (f"\n{title}" if title else ""),
                  fontsize=9 if title else None)
@@ -101,7 +102,8 @@ def plot(results: list[dict], path: str, title: str = "") -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = cli.parser("scaling", __doc__)
     ap.add_argument("--counts", type=cli.comma_list(rule_count), default="100,1000,10000,100000",
-                    help="rule counts, a comma list: under 100 (one pixel) or multiples of 100")
+                    help=f"rule counts, a comma list: under {RULES_PER_PIXEL} (one pixel) or multiples of "
+                         f"{RULES_PER_PIXEL}")
     ap.add_argument("--events", type=cli.positive_int, default=50_000, help="pixel events matched at each count")
     ap.add_argument("--sample", type=cli.positive_int, default=2_000,
                     help="events timed for the twin and the hand-written evaluators")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.counts:
         ap.error("--counts: at least one rule count is needed")
-    cli.require_compiled_kernel("scaling")
+    cli.require_compiled_kernel("scaling", "rules")
     spec = mix_from(args)
     results = [measure(c, args.events, args.sample, args.seed, args.batch, spec)
                for c in tqdm(args.counts, desc="rule counts", unit="set", disable=not sys.stderr.isatty())]

@@ -13,6 +13,10 @@ whose ``cm_requests_total`` moved, and counts calls per worker (see ``bench.load
 with nothing (the transport ceiling), and ``bench.Empty/Whoami`` answers the process id
 (the load generator uses it to tell the processes apart).
 
+Both kinds get ``server_workers(callers)`` RPC threads per process, ``callers`` being the most
+caller threads the run has at once: the same pool whether or not the run opens streams, and
+the same for the service and its ceiling.
+
 ``RemoteTarget(address)`` is a server the bench did not start (``bench grpc --target``, and
 an empty handler run by hand on that server's machine for ``--ceiling-target``: ``python -m
 bench.servers --host 0.0.0.0 --port P``): its processes are not told apart and their CPU
@@ -33,6 +37,8 @@ import time
 import urllib.request
 from concurrent import futures
 from pathlib import Path
+
+from bench import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WHOAMI = "/bench.Empty/Whoami"
@@ -65,6 +71,23 @@ def scrape(metrics_port: int) -> dict[str, float]:
         if match and line[0] != "#":
             totals[match[1]] = totals.get(match[1], 0.0) + float(match[3])
     return totals
+
+
+# The service's own --workers default (RPC threads per process), and the threads a started
+# server has beyond one per caller thread of the run.
+DEFAULT_WORKERS = 16
+SPARE_WORKERS = 8
+
+
+def server_workers(callers: int) -> int:
+    """RPC threads per server process (``--workers``) for a run of at most ``callers`` caller
+    threads over all client processes. Each caller has one call or one stream in flight at a
+    time, and an open stream holds a thread for its whole life (``docs/service.md``), so one
+    thread per caller (the kernel may put every connection on one process) and
+    ``SPARE_WORKERS`` more, at least ``DEFAULT_WORKERS``. The unary calls need no more than
+    the streams, so the pool does not depend on whether the run opens streams: a unary row is
+    measured on the same pool with ``--stream`` as without."""
+    return max(DEFAULT_WORKERS, callers + SPARE_WORKERS)
 
 
 class _Child:
@@ -110,13 +133,16 @@ class ServerGroup:
     on ``db`` with the token file ``tokens``) or "empty" (N empty handlers). Use as a context
     manager; ``target`` is ``127.0.0.1:port``; ``timeout`` bounds the start (loading and
     compiling 100,000 rules takes ~10 s per process, more when they share the cores).
-    ``streams``: the most classification streams the run opens at once; each process gets that
-    many ``--max-streams``, and 8 more RPC threads, at least 16 (not the defaults, which
-    ``CM_WORKERS`` in the environment could lower)."""
+    ``callers``: the most caller threads (connections, each with one call or stream in flight)
+    the run has at once; each process gets ``workers = server_workers(callers)`` RPC threads
+    and, the service, ``--max-streams`` all of them but the ``SPARE_WORKERS`` (at least
+    ``callers``: no stream of the run is refused), whether or not the run opens streams (not
+    the defaults, which ``CM_WORKERS`` and ``CM_MAX_STREAMS`` in the environment could change)."""
 
     def __init__(self, kind: str, count: int, *, db: Path | None = None, tokens: Path | None = None,
-                 sync: str = "FULL", timeout: float = 600, streams: int = 0) -> None:
-        self.kind, self.count, self.timeout, self.streams = kind, count, timeout, streams
+                 sync: str = "FULL", timeout: float = 600, callers: int = 0) -> None:
+        self.kind, self.count, self.timeout = kind, count, timeout
+        self.workers = server_workers(callers)
         self.db, self.tokens, self.sync = db, tokens, sync
         self.children: list[_Child] = []  # the empty handlers
         self.service = None  # the real service: a server.testing.ServerProcess
@@ -134,18 +160,18 @@ class ServerGroup:
 
         # --port 0: the parent binds a free port itself and hands it to every worker. The kernel
         # may put every connection, so every stream, on one process.
-        streams = ("--workers", str(max(16, self.streams + 8)), "--max-streams", str(self.streams)) if self.streams else ()
         self.service = ServerProcess(
             self.db.parent, "--processes", str(self.count), "--metrics-port", "0", "--sync", self.sync,
-            "--grace", "1", *streams, db=self.db, tokens=self.tokens, start_timeout=self.timeout,
+            "--grace", "1", "--workers", str(self.workers), "--max-streams", str(self.workers - SPARE_WORKERS),
+            db=self.db, tokens=self.tokens, start_timeout=self.timeout,
         )
         self.port = self.service.port
 
     def _start_empty(self) -> None:
         for attempt in range(3):  # another program may take the free port before we bind it
             self.port = free_port()
-            self.children = [_Child([sys.executable, "-m", "bench.servers", "--port", str(self.port)])
-                             for _ in range(self.count)]
+            self.children = [_Child([sys.executable, "-m", "bench.servers", "--port", str(self.port),
+                                     "--workers", str(self.workers)]) for _ in range(self.count)]
             deadline = time.monotonic() + self.timeout
             for child in self.children:
                 child.serving.wait(max(0.0, deadline - time.monotonic()))
@@ -225,8 +251,9 @@ class RemoteTarget:
         return None
 
 
-def serve_empty(port: int, host: str = "127.0.0.1") -> None:
-    """ClassifyPixelEvents takes the request bytes and replies with nothing; Whoami says the pid."""
+def serve_empty(port: int, host: str = "127.0.0.1", workers: int = DEFAULT_WORKERS) -> None:
+    """ClassifyPixelEvents takes the request bytes and replies with nothing; Whoami says the pid.
+    ``workers``: RPC threads, as the service's ``--workers``."""
     import grpc
 
     empty = grpc.method_handlers_generic_handler(
@@ -237,7 +264,7 @@ def serve_empty(port: int, host: str = "127.0.0.1") -> None:
     whoami = grpc.method_handlers_generic_handler(
         "bench.Empty", {"Whoami": grpc.unary_unary_rpc_method_handler(lambda request, context: pid)}
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", 64 << 20)])
     server.add_generic_rpc_handlers((empty, whoami))
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -259,5 +286,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="listen address (0.0.0.0: reachable from a load generator on another machine)")
+    parser.add_argument("--workers", type=cli.positive_int, default=DEFAULT_WORKERS,
+                        help=f"RPC threads (default {DEFAULT_WORKERS}; bench grpc gives its started servers' "
+                             "--workers: by hand, the --target server's, for a ceiling on the same pool)")
     arguments = parser.parse_args()
-    serve_empty(arguments.port, arguments.host)
+    serve_empty(arguments.port, arguments.host, arguments.workers)

@@ -2,7 +2,7 @@
 
     python -m bench service [--rules 10000] [--batch 1000] [--batches 200] [--seed 1]
                             [--workload urls [--operators KIND=W,...] [--event-mix EVENT=W,...] [--skew 1]
-                             [--rules-per-pixel 100]]
+                             [--rules-per-pixel N]]
 
 Seeds the gRPC bench's workload (``bench.grpc_load``: seed-style rules over 100 pixels, or with
 ``--workload`` a named ``bench.workload`` mix laid out and seeded as ``bench grpc`` does) into

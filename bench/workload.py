@@ -279,7 +279,8 @@ def add_workload_options(ap: argparse.ArgumentParser) -> None:
     """The options naming a ``make_workload`` workload and its batches (``bench rules``,
     ``scaling`` takes the mix ones through ``add_mix_options``, ``builds``)."""
     ap.add_argument("--pixels", type=cli.positive_int, default=100, help="event sources (advertisers)")
-    ap.add_argument("--rules-per-pixel", type=cli.positive_int, default=RULES_PER_PIXEL, help="custom conversions per pixel")
+    ap.add_argument("--rules-per-pixel", type=cli.positive_int, default=RULES_PER_PIXEL,
+                    help=f"custom conversions per pixel (default {RULES_PER_PIXEL})")
     ap.add_argument("--events", type=cli.positive_int, default=200_000, help="pixel events matched")
     ap.add_argument("--batch", type=cli.positive_int, default=1000, help="events per call")
     ap.add_argument("--seed", type=int, default=1, help="the workload's random seed")

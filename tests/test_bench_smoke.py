@@ -15,10 +15,13 @@ from matcher._ruleset import USING_EXTENSION
 from server.testing import ServerProcess
 
 
-def test_scaling_writes_json_and_a_png(tmp_path):
+def test_scaling_writes_json_and_a_png_and_prints_the_kernels_it_loaded(tmp_path, capsys):
+    from bench.cli import kernels_loaded
+
     out, png = tmp_path / "scaling.json", tmp_path / "scaling.png"
     assert bench_main(["scaling", "--counts", "10,200", "--events", "300", "--sample", "50",
                        "--json", str(out), "--plot", str(png)]) == 0
+    assert kernels_loaded() + "\n" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert [r["rules"] for r in data["results"]] == [10, 200]
     assert all(r["compiled_1"] > 0 and r["naive"] > 0 for r in data["results"])
@@ -38,11 +41,24 @@ def test_rules_bench_checks_its_answers_against_the_reference(tmp_path):
     assert "... grouped by pixel" in done.stdout and data["many_pixels"]["buffer_columns_grouped_events_per_s"] > 0
 
 
-def test_service_path_bench_times_every_stage(tmp_path):
+def test_service_path_bench_times_every_stage_of_the_seed_style_workload(tmp_path, monkeypatch):
+    import bench.service_path
+
+    seeded = []
+
+    def recording_count_workload(*args, **kwargs):
+        seeded.append(count_workload(*args, **kwargs))
+        return seeded[-1]
+
+    monkeypatch.setattr(bench.service_path, "count_workload", recording_count_workload)
     out = tmp_path / "service.json"
-    assert bench_main(["service", "--rules", "200", "--batch", "50", "--batches", "4", "--repeat", "1",
+    assert bench_main(["service", "--rules", "200", "--batch", "50", "--batches", "4", "--repeat", "1", "--seed", "1",
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
+    # Without --workload: the seed-style workload, seeded and sent as it always was, and the report as it was.
+    assert [digest for _, _, digest in seeded] == [SEED_STYLE_SERVICE_SHA256]
+    assert data["workload"] == "seed-style (bench.grpc_load: make_rule, make_events)"
+    assert set(data) == {"rules", "batch", "events", "matches_per_event", "workload", "seed", "compiled", "stages"}
     assert data["events"] == 200 and data["compiled"] is USING_EXTENSION
     assert list(data["stages"]) == [
         f"{stage}, {form}"
@@ -94,11 +110,15 @@ def _grpc_bench(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess
 
 def test_grpc_bench_runs_against_a_real_server(tmp_path):
     png = tmp_path / "latency.png"
+    # 10 caller threads, one stream each: past the default --max-streams (8), which would refuse two.
     data, done = _grpc_bench(tmp_path, "--rules", "40", "--registrations", "2", "--sweep", "0.2,0.4", "--stream",
-                             "--plot", str(png))
+                             "--concurrency", "10", "--plot", str(png))
     assert [row["target"] for row in data["throughput"]] == [
         "empty handler (transport ceiling)", "ClassifyPixelEvents", "StreamClassifyPixelEvents"]
     assert all(row["events_per_s"] > 0 and row["fraction_of_ceiling"] > 0 for row in data["throughput"])
+    assert all(run["errors"] == 0 for row in data["throughput"] for run in row["runs"])
+    # One RPC thread per caller thread and 8 more, as a run without --stream gets.
+    assert data["setup"]["server_workers"] == 18 and "18 RPC threads per server process and empty handler" in done.stdout
     # CPU per event of the server processes and of the clients, and the servers' busy cores (from /proc).
     for row in data["throughput"]:
         assert row["server_cpu_us_per_event"] > 0 and row["client_cpu_us_per_event"] > 0 and row["server_busy_cores"] > 0
@@ -123,16 +143,10 @@ def test_grpc_bench_runs_against_a_real_server(tmp_path):
     assert "seed-style workload, seed 20261122" in done.stdout and "rules 40: seeded in" in done.stdout
 
 
-def test_grpc_bench_streams_past_the_services_default_stream_limit(tmp_path):
-    # 10 caller threads, one stream each: past the default --max-streams (8), which would refuse two.
-    data, _ = _grpc_bench(tmp_path, "--rules", "40", "--stream", "--concurrency", "10", "--sweep", "", "--registrations", "0")
-    [stream_row] = [row for row in data["throughput"] if row["target"] == "StreamClassifyPixelEvents"]
-    assert stream_row["events_per_s"] > 0 and sum(run["errors"] for run in stream_row["runs"]) == 0
-
-
 def test_grpc_bench_two_client_processes_at_a_fixed_rate_against_two_server_processes(tmp_path):
     data, done = _grpc_bench(tmp_path, "--rules", "40", "--clients", "2", "--server-processes", "2",
                              "--rate", "4000", "--sweep", "", "--registrations", "0")
+    assert data["setup"]["server_workers"] == 16  # 2 x 2 caller threads: the service's default, now explicit
     for row in data["throughput"]:
         assert (row["server_processes"], row["clients"]) == (2, 2)
         run = row["runs"][0]
@@ -174,8 +188,15 @@ def test_server_group_runs_the_service_with_processes_n(tmp_path):
     parent, each with its own /metrics port (how the bench counts calls per worker)."""
     count_workload(tmp_path / "matcher.db", 30, 1, 0)
     (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
-    with ServerGroup("server", 2, db=tmp_path / "matcher.db", tokens=tmp_path / "tokens.json", timeout=120) as group:
+    with ServerGroup("server", 2, db=tmp_path / "matcher.db", tokens=tmp_path / "tokens.json", timeout=120,
+                     callers=10) as group:
         parent = group.service.process.pid
+        # Every worker: a thread for each of the 10 callers and 8 more, a stream for each caller.
+        assert group.workers == 18
+        for pid in group.pids:
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                argv = cmdline.read().split("\0")
+            assert argv[argv.index("--workers") + 1] == "18" and argv[argv.index("--max-streams") + 1] == "10"
         assert group.service.serving["processes"] == 2
         assert len(set(group.pids)) == 2 and parent not in group.pids
         for pid in group.pids:
@@ -440,6 +461,23 @@ def test_in_process_benches_refuse_to_report_compiled_figures_without_the_kernel
     assert done.returncode == 1 and "the compiled rule kernel (matcher._ruleset_c) is not in use" in done.stderr
 
 
+@pytest.mark.parametrize("kernel, module, label", [
+    ("rules", "matcher._ruleset", "rule kernel (matcher._ruleset_c)"),
+    ("actions", "matcher._actionset", "action-set kernel (matcher._actionset_c)"),
+])
+def test_a_command_names_the_kernel_it_requires(kernel, module, label, monkeypatch):
+    import importlib
+    import re
+
+    from bench.cli import require_compiled_kernel
+
+    monkeypatch.setattr(importlib.import_module(module), "USING_EXTENSION", False)
+    with pytest.raises(SystemExit, match=re.escape(f"python -m bench cmd: the compiled {label} is not in use")):
+        require_compiled_kernel("cmd", kernel)
+    monkeypatch.setattr(importlib.import_module(module), "USING_EXTENSION", True)
+    require_compiled_kernel("cmd", kernel)  # loaded: no refusal
+
+
 @pytest.mark.parametrize("argv, message", [
     (["rules", "--sample", "0"], "argument --sample: must be 1 or more, got 0"),
     (["rules", "--events", "-10"], "argument --events: must be 1 or more, got -10"),
@@ -481,8 +519,6 @@ def test_in_process_benches_refuse_to_report_compiled_figures_without_the_kernel
      "argument --rules: 150 rules cannot be laid out as 100 per pixel"),
     (["grpc", "--workload", "urls", "--rules", "60", "--rules-per-pixel", "40"],
      "argument --rules: 60 rules cannot be laid out as 40 per pixel"),
-    (["grpc", "--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", "--workload", "urls"],
-     "--workload applies to the servers this command starts, not to --target"),
     (["service", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
     (["service", "--workload", "regex", "--skew", "-1"], "argument --skew: must be 0 or more"),
     (["service", "--operators", "urls=1"], "argument --operators: adjusts a named workload: give --workload too"),
@@ -548,22 +584,6 @@ def test_grpc_bench_default_workload_is_the_seed_style_one(tmp_path, shape):
 
     assert count_workload(tmp_path / "a.db", *shape)[2] == SEED_STYLE_SHA256[shape]
     assert count_workload(tmp_path / "b.db", *shape, None)[2] == SEED_STYLE_SHA256[shape]
-
-
-def test_service_bench_default_seeds_and_sends_the_seed_style_workload(monkeypatch):
-    import bench.service_path
-
-    seeded = []
-
-    def recording_count_workload(*args, **kwargs):
-        seeded.append(count_workload(*args, **kwargs))
-        return seeded[-1]
-
-    monkeypatch.setattr(bench.service_path, "count_workload", recording_count_workload)
-    result = bench.service_path.run(200, 50, 4, 1, 1)
-    assert [digest for _, _, digest in seeded] == [SEED_STYLE_SERVICE_SHA256]
-    assert result["workload"] == "seed-style (bench.grpc_load: make_rule, make_events)"
-    assert set(result) == {"rules", "batch", "events", "matches_per_event", "workload", "seed", "compiled", "stages"}
 
 
 def _matches_per_event(work, events: int) -> float:
@@ -684,13 +704,6 @@ def test_kernels_loaded_names_the_modules_actually_imported():
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout.strip() == ("kernels loaded: rules matcher._ruleset_py (pure-Python twin), "
                                    "action specs matcher._actionset_py (pure-Python twin)"), done.stderr
-
-
-def test_scaling_prints_the_kernels_it_loaded(capsys):
-    from bench.cli import kernels_loaded
-
-    assert bench_main(["scaling", "--counts", "10", "--events", "100", "--sample", "20"]) == 0
-    assert kernels_loaded() + "\n" in capsys.readouterr().out
 
 
 def test_actions_bench_records_the_action_set_kernel_it_ran(tmp_path):
