@@ -2614,12 +2614,12 @@ cdef class Matcher:
             return NULL
         if _exact_int(raw):
             source = self._long_source(raw)
-            if source != -2:
-                return self._source_parts[source] if source >= 0 else NULL
         elif _exact_float(raw):
             source = self._float_source(_float_value(raw))
-            if source != -2:
-                return self._source_parts[source] if source >= 0 else NULL
+        else:
+            source = -2
+        if source != -2:  # (-2: past int64, or no exact int or float: its text, with the GIL)
+            return self._source_parts[source] if source >= 0 else NULL
         key = <object>raw if type(<object>raw) is str else source_key(<object>raw)
         if key is None:
             return NULL
