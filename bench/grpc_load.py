@@ -343,6 +343,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.client_counts = _list(parser, "--clients", options.clients, cli.positive_int)
     if not options.rule_counts or not options.process_counts or not options.client_counts:
         parser.error("--rules, --server-processes and --clients need at least one count each")
+    options.callers = max(options.client_counts) * options.concurrency  # caller threads at once, at most
     options.forms = [form.strip() for form in options.form.split(",") if form.strip()]
     try:
         for form in options.forms or [""]:  # (none: an error too)
@@ -569,7 +570,7 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
     """Seeds each rule count, starts the servers and their empty handlers, and measures."""
     # The most caller threads at once, each with one call or stream in flight: every server and
     # empty handler gets the pool that needs (bench.servers.server_workers), with --stream or not.
-    callers = max(options.client_counts) * options.concurrency
+    callers = options.callers
     with tempfile.TemporaryDirectory() as tmp:
         for rule_count in options.rule_counts:
             directory = Path(tmp) / f"rules-{rule_count}"
@@ -657,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
     # RPC threads per started server process and empty handler (None: --target, the server's own).
-    report["setup"]["server_workers"] = (server_workers(max(options.client_counts) * options.concurrency)
+    report["setup"]["server_workers"] = (server_workers(options.callers)
                                          if options.target is None else None)
     if options.spec is not None:  # (the seed-style workload's report stays as it was)
         report["setup"] |= {"workload": options.spec.as_json(), "rules_per_pixel": options.rules_per_pixel}
