@@ -418,27 +418,35 @@ _NAMED = 3  # conversion ids, or other accounts, a refusal names at most
 
 def _counting_conversions(db: sqlite3.Connection, pixel_id: str, among: Collection[str]) -> str | None:
     """Why the pixel cannot be deleted, or None when no custom conversion counts it: the
-    conversions of the accounts ``among`` by id (the first few, in position order), the others
-    as a count per account (accounts its creator authorised, as removing one says)."""
-    counts = db.execute("SELECT account_id, COUNT(*) FROM custom_conversions WHERE event_source_id = ? "
-                        "GROUP BY account_id ORDER BY account_id", (pixel_id,)).fetchall()
+    conversions of the accounts ``among`` (the caller's) by id (the first few, in position
+    order); the other accounts' as a count per account, naming only accounts authorised on the
+    pixel (those its creator can list), the most conversions first, then by account number, at
+    most a few; the rest summed as ``N of M other ad accounts``. An older database can hold
+    conversions of accounts since removed from the pixel: those are only ever in that sum."""
+    counts = db.execute(
+        "SELECT c.account_id, COUNT(*), a.account_id IS NOT NULL FROM custom_conversions AS c "
+        "LEFT JOIN pixel_accounts AS a ON a.pixel_id = c.event_source_id AND a.account_id = c.account_id "
+        "WHERE c.event_source_id = ? GROUP BY c.account_id "
+        "ORDER BY COUNT(*) DESC, LENGTH(c.account_id), c.account_id", (pixel_id,)).fetchall()
     if not counts:
         return None
     among = frozenset(among)
     parts = []
-    own = sum(n for account, n in counts if account in among)
+    own = sum(n for account, n, _ in counts if account in among)
     if own:
         rows = db.execute("SELECT id, account_id FROM custom_conversions WHERE event_source_id = ? "
                           "ORDER BY position", (pixel_id,))
         ids = list(islice((cid for cid, account in rows if account in among), _NAMED))
         more = f" and {own - len(ids)} more" if own > len(ids) else ""
         parts.append(f"{', '.join(ids)}{more} of this access token's ad accounts")
-    others = [(account, n) for account, n in counts if account not in among]
+    others = [(account, n) for account, n, authorised in counts if account not in among and authorised]
     parts += [f"{n} of ad account {account}" for account, n in others[:_NAMED]]
-    if len(others) > _NAMED:
-        rest = others[_NAMED:]
-        parts.append(f"{sum(n for _, n in rest)} of {len(rest)} other ad accounts")
-    total = sum(n for _, n in counts)
+    rest = others[_NAMED:] + [(account, n) for account, n, authorised in counts
+                              if account not in among and not authorised]
+    if rest:
+        accounts = "ad account" if len(rest) == 1 else "ad accounts"
+        parts.append(f"{sum(n for _, n in rest)} of {len(rest)} other {accounts}")
+    total = sum(n for _, n, _ in counts)
     return (f"pixel_id: pixel {pixel_id} is the event source of {total} custom conversion(s) "
             f"({'; '.join(parts)}); delete them first")
 

@@ -80,6 +80,19 @@ def test_delete(owner):
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_pixel_that_another_accounts_conversion_counts_is_not_deleted(owner, other):
+    pixel = owner.create_pixel("act_1", "shared").id
+    owner.call(owner.pixels.AddAuthorizedAdAccounts, pb.ChangeAuthorizedAdAccountsRequest(pixel_id=pixel, account_ids=["act_3"]))
+    mine = owner.create_custom_conversion("act_1", "mine", pixel, {"event": "Lead"}).id
+    other.create_custom_conversion("act_3", "theirs", pixel, {"event": "Lead"})
+    error = rejected(owner.call, owner.pixels.DeletePixel, pb.DeletePixelRequest(pixel_id=pixel))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_code(error) == 100
+    details = error.details()
+    assert details.startswith(f"pixel_id: pixel {pixel} is the event source of 2 custom conversion(s) "), details
+    assert f"({mine} of this access token's ad accounts; 1 of ad account act_3)" in details, details
+    assert owner.get_pixel(pixel).id == pixel  # still there
+
+
 def test_authorised_accounts(owner, other):
     pixel = owner.create_pixel("act_1", "shared")
     listed = owner.call(owner.pixels.ListAuthorizedAdAccounts, pb.ListAuthorizedAdAccountsRequest(pixel_id=pixel.id))

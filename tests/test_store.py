@@ -2,6 +2,7 @@
 reading hourly stats after a key."""
 
 import dataclasses
+import itertools
 import subprocess
 import sys
 import time
@@ -168,17 +169,19 @@ def test_an_ad_is_replaced_or_deleted_only_for_its_owners_inside_the_write(tmp_p
 
 def test_a_pixel_that_conversions_count_is_not_deleted_and_the_refusal_names_them(tmp_path):
     """The refusal names ``pixel_id`` and what counts the pixel: the caller's conversions by id
-    (the first few, in creation order), other accounts' as a count per account."""
+    (the first few, in creation order), other accounts' as a count per account (the most first),
+    the accounts past the first three summed."""
     store = SQLiteStore(tmp_path / "db.sqlite")
     try:
         pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
         store.add_authorized_accounts(pixel, [f"act_{n}" for n in range(2, 8)])
         owned = {"act_1": 5, "act_2": 1, "act_3": 2, "act_4": 1, "act_5": 1, "act_6": 1}
         ids = {account: [] for account in owned}
+        numbers = itertools.count(10**17)
         for round_ in range(5):  # the accounts' conversions interleaved
             for account, count in owned.items():
                 if round_ < count:
-                    cid = str(10**17 + len(sum(ids.values(), [])))
+                    cid = str(next(numbers))
                     store.create_custom_conversion(CustomConversionRecord(
                         id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
                         event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
@@ -189,18 +192,55 @@ def test_a_pixel_that_conversions_count_is_not_deleted_and_the_refusal_names_the
         first = ", ".join(ids["act_1"][:3])
         assert caught.value.message == (
             f"pixel_id: pixel {pixel} is the event source of 11 custom conversion(s) ({first} and 2 more of this "
-            "access token's ad accounts; 1 of ad account act_2; 2 of ad account act_3; 1 of ad account act_4; "
+            "access token's ad accounts; 2 of ad account act_3; 1 of ad account act_2; 1 of ad account act_4; "
             "2 of 2 other ad accounts); delete them first")
         with pytest.raises(FailedPrecondition) as caught:  # the caller's own are named: act_2's one
             store.delete_pixel(pixel, among={"act_2", "act_3"})
         assert caught.value.message.startswith(
             f"pixel_id: pixel {pixel} is the event source of 11 custom conversion(s) ({ids['act_2'][0]}, "
             f"{ids['act_3'][0]}, {ids['act_3'][1]} of this access token's ad accounts; 5 of ad account act_1; ")
-        with pytest.raises(FailedPrecondition, match=r"\(5 of ad account act_1; 1 of ad account act_2; "):
+        with pytest.raises(FailedPrecondition, match=r"\(5 of ad account act_1; 2 of ad account act_3; 1 of ad account act_2; "):
             store.delete_pixel(pixel)  # no caller: no ids
         assert store.get_pixel(pixel).id == pixel
     finally:
         store.close()
+
+
+
+def conversion(cid, account, pixel):
+    return CustomConversionRecord(id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
+                                  event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+                                  default_conversion_value=0, creation_time=0)
+
+
+def test_a_pixel_delete_refusal_names_only_authorised_accounts_most_conversions_then_by_number_first(tmp_path):
+    """Accounts with as many conversions come by number (act_2 before act_10, not as text); an
+    account no longer authorised on the pixel (an older database kept its conversions) is never
+    named, only summed with the accounts past the first three."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
+        store.add_authorized_accounts(pixel, ["act_2", "act_10", "act_11", "act_300"])
+        owned = {"act_10": 1, "act_300": 2, "act_2": 1, "act_11": 1, "act_7": 4}  # act_7: not authorised
+        numbers = itertools.count(1)
+        store.import_custom_conversions(conversion(str(next(numbers)), account, pixel)
+                                        for account, count in owned.items() for _ in range(count))
+        with pytest.raises(FailedPrecondition) as caught:
+            store.delete_pixel(pixel, among={"act_1"})
+        assert caught.value.message == (
+            f"pixel_id: pixel {pixel} is the event source of 9 custom conversion(s) (2 of ad account act_300; "
+            "1 of ad account act_2; 1 of ad account act_10; 5 of 2 other ad accounts); delete them first")
+        assert "act_7" not in caught.value.message
+        with pytest.raises(FailedPrecondition) as caught:  # act_7 alone in the sum: "1 other ad account"
+            store.delete_pixel(pixel, among={"act_300", "act_2"})
+        assert caught.value.message == (
+            f"pixel_id: pixel {pixel} is the event source of 9 custom conversion(s) (2, 3, 4 of this access "
+            "token's ad accounts; 1 of ad account act_10; 1 of ad account act_11; "
+            "4 of 1 other ad account); delete them first")
+        assert store.get_pixel(pixel).id == pixel
+    finally:
+        store.close()
+
 
 
 HOURLY_KEYS = ["", "a", "b", "bb", "c", "é"]
