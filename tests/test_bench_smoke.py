@@ -735,3 +735,13 @@ def test_grpc_target_refuses_every_seeded_workload_option(capsys):
             parse_args(["--target", "127.0.0.1:1", "--token", "t", "--pixels", "1", option, value])
         assert exited.value.code == 2
         assert f"{option} applies to the servers this command starts, not to --target" in capsys.readouterr().err
+
+
+def test_the_bench_sizes_servers_from_the_services_own_default_pool(monkeypatch):
+    """bench.servers repeats the service's --workers default (importing the service's entry
+    point would load it all into every empty handler): the two must not drift."""
+    from bench.servers import DEFAULT_WORKERS, server_workers
+    from server.__main__ import parse_args
+
+    monkeypatch.delenv("CM_WORKERS", raising=False)
+    assert parse_args([]).workers == DEFAULT_WORKERS == server_workers(0)
