@@ -54,7 +54,8 @@ def check_syntax(pattern: str) -> None:
     if not pattern:
         raise ValueError("regex must not be empty")
     in_class = False
-    brace = -1  # where the last "{" outside a class and not escaped is
+    brace = -1  # where the last "{" outside a class and not escaped is, until a "}" closes it
+    repeated = -1  # where the last "}" that closes a counted repetition ({2}, {2,}, {2,5}) is
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
@@ -91,6 +92,9 @@ def check_syntax(pattern: str) -> None:
             continue
         elif ch == "{":
             brace = i
+        elif ch == "}":  # only the first "}" after a "{" can close a repetition: tested once, here
+            repeated = i if brace >= 0 and _REPETITION.fullmatch(pattern, brace, i + 1) else -1
+            brace = -1
         elif ch == "(" and pattern[i + 1 : i + 2] in ("?", "*"):
             for prefix, name in _GROUP_CONSTRUCTS:
                 if pattern.startswith(prefix, i + 1):
@@ -101,7 +105,7 @@ def check_syntax(pattern: str) -> None:
                 raise ValueError(f"flag {min(unknown)} in (?{flags[1]}...) is not supported by RE2 "
                                  "(its flags are i, m, s and U)")
         elif ch == "+" and i > 0 and pattern[i - 1] in "*+?}" and not _escaped(pattern, i - 1) \
-                and (pattern[i - 1] != "}" or (brace >= 0 and _REPETITION.fullmatch(pattern, brace, i))):
+                and (pattern[i - 1] != "}" or repeated == i - 1):
             raise ValueError("possessive quantifier is not supported by RE2")
         i += 1
 

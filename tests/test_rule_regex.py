@@ -102,3 +102,23 @@ def test_a_plus_after_a_brace_is_possessive_only_after_a_counted_repetition(patt
         assert "possessive" in reason(pattern)
     else:
         parse_rule({"url": {"regex_match": pattern}})
+
+
+def test_a_brace_is_read_as_a_repetition_once_however_many_pluses_follow(monkeypatch):
+    # Each "}+" once re-read the text from the last "{": quadratic in a 64 KiB regex.
+    import matcher.regex
+
+    calls = []
+    repetition = matcher.regex._REPETITION
+
+    class Counting:
+        def fullmatch(self, *args):
+            calls.append(args[1:])
+            return repetition.fullmatch(*args)
+
+    monkeypatch.setattr(matcher.regex, "_REPETITION", Counting())
+    pattern = "a{" + "1" * 1000 + "x" + "}+" * 500  # no repetition: "{1...1x}" is text, each "}" repeated
+    parse_rule({"url": {"regex_match": pattern}})
+    assert len(calls) == 1  # the first "}" only, not once per "}+"
+    assert "possessive" in reason("a{2}+")
+    parse_rule({"url": {"regex_match": "a{2}}+"}})  # the second "}" is text
