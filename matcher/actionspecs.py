@@ -113,12 +113,12 @@ def _number_text(value: Any) -> str | None:
     if isinstance(value, int):
         if value.bit_length() > 4 * _MAX_NUMBER_DIGITS:  # surely too long: skip formatting
             return None
-        text = str(int(value))
+        text = int.__repr__(value)  # a subclass as its value: its own __int__ or __str__ decides nothing
         return text if len(text.lstrip("-")) <= _MAX_NUMBER_DIGITS else None
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return _decimal_text(Decimal(repr(float(value))))
+        return _decimal_text(Decimal(float.__repr__(value)))  # (a subclass's own __float__: no say)
     if isinstance(value, Decimal):
         return _decimal_text(value)
     if isinstance(value, Integral):  # numpy.int64 from numpy or pandas data: as its int, as rules read it

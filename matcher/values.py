@@ -67,6 +67,8 @@ def parse_number(text: str) -> float | None:
 
 def number_text(value: float) -> str:
     """Canonical text of a float: integral values without a fraction, else shortest round-trip."""
+    if type(value) is not float and isinstance(value, float):  # a subclass as its value (its own
+        value = float.__float__(value)  # is_integer, __int__ and __repr__ decide nothing)
     if math.isfinite(value) and value.is_integer():
         return str(int(value))
     return float.__repr__(value)  # a float subclass's own repr (numpy's "np.float64(1.5)") is no number text
@@ -242,6 +244,8 @@ def json_value_reason(text: str, error: ValueError) -> str:
     twice, a NaN) as it is; an integer of more digits than Python converts
     (``sys.get_int_max_str_digits()``) with its place, instead of Python's advice to raise the limit."""
     limit = sys.get_int_max_str_digits()
+    if not limit or "integer string conversion" not in str(error):  # (0: no limit)
+        return str(error)
     # the first run of digits that is an integer (not a fraction's digits, not an exponent's)
     found = re.search(rf"(?<![0-9.eE])[0-9]{{{limit + 1},}}(?![0-9.eE])", text)
     if found is None:

@@ -404,3 +404,26 @@ def test_one_spec_made_from_a_mapping_is_held_to_the_limit_as_its_text_is():
         with pytest.raises(SpecError, match=f"spec: .* longer than the limit of {limit}"):
             ActionSpec(given)
     assert ActionSpec({"action.type": "like", "page": "x" * 4000}).values("page") == ("x" * 4000,)
+
+
+def test_number_subclasses_are_their_values_in_action_values():
+    class Code(int):
+        def __int__(self):
+            return 99
+
+        def __str__(self):
+            return "Code"
+
+    class Money(float):
+        def __float__(self):
+            return 99.0
+
+        def __repr__(self):
+            return "Money"
+
+        def is_integer(self):
+            return False
+
+    assert action_value_text(Code(7)) == "7"
+    assert action_value_text(Money(7.0)) == "7" and action_value_text(Money(7.5)) == "7.5"
+    assert matcher.values.number_text(Money(7.0)) == "7" and matcher.values.number_text(Money(7.5)) == "7.5"

@@ -235,3 +235,12 @@ def test_a_json_message_ending_in_at_does_not_say_at_twice():
     with pytest.raises(matcher.SpecError) as caught:
         matcher.parse_action_specs('[{"action.type": "li\tke"}]')
     assert str(caught.value).endswith("invalid JSON: Invalid control character at line 1 column 21")
+
+
+def test_a_json_refusal_is_named_as_raised_unless_it_is_the_integer_digit_limit(monkeypatch):
+    from matcher.values import json_value_reason
+
+    long_digits = '{"a": "' + "1" * 5000 + '", "a": 1}'
+    assert json_value_reason(long_digits, ValueError("key 'a' given twice")) == "key 'a' given twice"
+    monkeypatch.setattr("sys.get_int_max_str_digits", lambda: 0)  # no limit: nothing is too long
+    assert json_value_reason('{"a": 1, "a": 2}', ValueError("key 'a' given twice")) == "key 'a' given twice"
