@@ -48,6 +48,7 @@ __all__ = [
     "PLACEHOLDERS",
     "REPLACING_OBJECTIVES",
     "DefaultRow",
+    "ad_ids",
     "effective_specs",
 ]
 
@@ -259,8 +260,9 @@ def _mapping_field(ad: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _ad_ids(ad: Mapping[str, Any]) -> dict[str, str]:
-    """Known ids of the ad, keyed like ``creative.page_id``."""
+def ad_ids(ad: Mapping[str, Any]) -> dict[str, str]:
+    """Known ids of the ad, keyed like ``creative.page_id`` (a page and post id given only as
+    ``creative.object_story_id`` under ``creative.page_id`` and ``creative.post_id``)."""
     ids: dict[str, str] = {}
     for section in ("creative", "promoted_object"):
         fields = _mapping_field(ad, section)
@@ -387,7 +389,7 @@ def effective_specs(
             f"unknown creative kind {str(kind)[:80]!r}; expected one of "
             + ", ".join(sorted(CREATIVE_KINDS)),
         )
-    ids = _ad_ids(ad)
+    ids = ad_ids(ad)
     if goal == "OFFSITE_CONVERSIONS" and "promoted_object.pixel_id" not in ids:
         raise SpecError(
             "promoted_object.pixel_id",

@@ -6,7 +6,7 @@ from operator import attrgetter
 
 import matcher
 from matcher.actionspecs import action_value_text, decode_specs_text, key_path
-from matcher.effective import PLACEHOLDERS
+from matcher.effective import PLACEHOLDERS, ad_ids
 
 from server.auth import Principal
 from server.core import Core
@@ -57,7 +57,8 @@ def _pixel_place(record: AdRecord, pixel_id: str) -> str:
     ad's own specs (``ad.tracking_specs[0].fb_pixel[1]``), else the field of ``promoted_object``
     or ``creative`` holding it that the default specs, the promoted pixel's tracking or a
     placeholder (``FACEBOOK_PIXEL_ID``, ``PAGE_ID``) took it from (``ad.promoted_object.pixel_id``,
-    ``ad.creative.page_id``); ``ad`` when none does. Read only for a refusal, from fields the
+    ``ad.creative.page_id``, ``ad.creative.object_story_id``; as ``matcher.effective.ad_ids``
+    reads them); ``ad`` when none does. Read only for a refusal, from fields the
     registration already parsed."""
     for name in ("tracking_specs", "conversion_specs"):
         text = getattr(record, name)
@@ -77,10 +78,12 @@ def _pixel_place(record: AdRecord, pixel_id: str) -> str:
                     if action_value_text(item) == pixel_id:
                         return key_path(place, selector) + (f"[{position}]" if isinstance(value, list) else "")
     fields = ad_fields(record)
+    ids = ad_ids(fields)
     for source in _ID_SOURCES:
-        section, _, name = source.partition(".")
-        if action_value_text(fields[section].get(name)) == pixel_id:
-            return f"ad.{source}"
+        if ids.get(source) == pixel_id:
+            section, _, name = source.partition(".")
+            # a page or post id the creative's object_story_id gave (PAGEID_POSTID)
+            return f"ad.{source}" if name in fields[section] else "ad.creative.object_story_id"
     return "ad"
 
 

@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import matcher
-from matcher.values import json_not_text, json_value_reason, unique_keys_object
+from matcher.values import json_error_reason, json_not_text, unique_keys_object
 
 log = logging.getLogger("server.errors")
 
@@ -80,6 +80,10 @@ class PixelNotAuthorised(PermissionDenied):
                          f"{account_id} is not authorised on it")
         self.pixel_id = pixel_id
 
+    def within(self, place: str) -> ServiceError:
+        """As ``ServiceError.within`` (this class's own constructor takes the pixel, not a message)."""
+        return PermissionDenied(f"{place}.{self.message}", code=self.code)
+
 
 def not_the_owner(what: str, field: str) -> PermissionDenied:
     """The refusal when ``what``, named by the request's ``field``, belongs to an account the
@@ -132,12 +136,10 @@ def parse_json(text: str, where: str, *, decimals: bool = False, unique_keys: bo
     an error (custom data, the hot path, keeps JSON's last-one-wins)."""
     try:
         value = _DECODERS[decimals, unique_keys].decode(text)
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"{where}: not JSON ({error.msg} at position {error.pos})") from None
     except RecursionError:
         raise InvalidArgument(f"{where}: JSON nested too deeply") from None
-    except ValueError as error:  # a hook's refusal, or an integer past int's digit limit
-        raise InvalidArgument(f"{where}: not JSON ({json_value_reason(text, error)})") from None
+    except ValueError as error:  # not JSON (its place as line and column), a hook's refusal, too many digits
+        raise InvalidArgument(f"{where}: not JSON ({json_error_reason(text, error)})") from None
     found = json_not_text(text, value, where)
     if found is not None:
         place, reason = found

@@ -31,7 +31,6 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
@@ -434,9 +433,10 @@ def _counting_conversions(db: sqlite3.Connection, pixel_id: str, among: Collecti
     parts = []
     own = sum(n for account, n, _ in counts if account in among)
     if own:
-        rows = db.execute("SELECT id, account_id FROM custom_conversions WHERE event_source_id = ? "
-                          "ORDER BY position", (pixel_id,))
-        ids = list(islice((cid for cid, account in rows if account in among), _NAMED))
+        marks = ", ".join("?" * len(among))
+        ids = [cid for (cid,) in db.execute(f"SELECT id FROM custom_conversions WHERE event_source_id = ? AND "
+                                            f"account_id IN ({marks}) ORDER BY position LIMIT {_NAMED}",
+                                            (pixel_id, *among))]
         more = f" and {own - len(ids)} more" if own > len(ids) else ""
         parts.append(f"{', '.join(ids)}{more} of this access token's ad accounts")
     others = [(account, n) for account, n, authorised in counts if account not in among and authorised]

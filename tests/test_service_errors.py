@@ -48,8 +48,11 @@ def test_unexpected_errors_are_internal_without_internals():
 
 def test_parse_json_names_the_place():
     assert errors.parse_json('{"a": 1}', "x") == {"a": 1}
-    with pytest.raises(errors.InvalidArgument, match=r"^events\[2\]\.custom_data: not JSON"):
-        errors.parse_json("{", "events[2].custom_data")
+    with pytest.raises(errors.InvalidArgument) as raised:
+        errors.parse_json('{"a":\n 1,}', "events[2].custom_data")
+    # placed as rules and specs place it: line and column
+    assert str(raised.value) == ("events[2].custom_data: not JSON (Expecting property name enclosed in double quotes "
+                                 "at line 2 column 4)")
     with pytest.raises(errors.InvalidArgument, match="nested too deeply"):
         errors.parse_json("[" * 100_000 + "]" * 100_000, "columns.custom_data")
     # Python's own words ("use sys.set_int_max_str_digits()") would tell a client to raise a limit
@@ -57,3 +60,10 @@ def test_parse_json_names_the_place():
         errors.parse_json('{"value":\n ' + "9" * 5000 + "}", "events[0].custom_data")
     assert str(raised.value) == ("events[0].custom_data: not JSON (a number of 5,000 digits "
                                  "(at most 4,300 are read) at line 2 column 2)")
+
+
+def test_a_pixel_refusal_placed_within_a_request_keeps_its_status_and_message():
+    placed = errors.PixelNotAuthorised("5123", "act_1").within("requests[2]")
+    assert isinstance(placed, errors.PermissionDenied) and placed.code == errors.PERMISSIONS_ERROR
+    assert placed.message == ("requests[2].Permissions error: the ad's specs name pixel 5123, and ad account act_1 "
+                              "is not authorised on it")
