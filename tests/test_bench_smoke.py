@@ -706,18 +706,6 @@ def test_kernels_loaded_names_the_modules_actually_imported():
                                    "action specs matcher._actionset_py (pure-Python twin)"), done.stderr
 
 
-def test_actions_bench_records_the_action_set_kernel_it_ran(tmp_path):
-    import matcher
-
-    out = tmp_path / "actions.json"
-    assert bench_main(["actions", "--ads", "200", "--actions", "400", "--twin-sample", "50", "--reference-sample", "5",
-                       "--repeats", "1", "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
-    assert data["compiled_extension"] is matcher.ACTION_SET_COMPILED
-    assert all(data[key] > 0 for key in ("match_batch_detail_actions_per_s", "match_columns_actions_per_s",
-                                         "match_columns_detail_actions_per_s"))
-
-
 # A value for each option add_seeded_workload_options registers (a new one needs one here).
 SEEDED_WORKLOAD_VALUES = {"--workload": "urls", "--operators": "urls=1", "--event-mix": "Purchase=1", "--skew": "1",
                           "--rules-per-pixel": "10"}
