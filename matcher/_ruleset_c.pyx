@@ -2612,17 +2612,20 @@ cdef class Matcher:
         cdef int32_t source
         if raw == NULL:
             return NULL
-        if _exact_int(raw):
-            source = self._long_source(raw)
-        elif _exact_float(raw):
-            source = self._float_source(_float_value(raw))
+        if type(<object>raw) is str:  # the usual id: its text as it is
+            key = <object>raw
         else:
-            source = -2
-        if source != -2:  # (-2: past int64, or no exact int or float: its text, with the GIL)
-            return self._source_parts[source] if source >= 0 else NULL
-        key = <object>raw if type(<object>raw) is str else source_key(<object>raw)
-        if key is None:
-            return NULL
+            if _exact_int(raw):
+                source = self._long_source(raw)
+            elif _exact_float(raw):
+                source = self._float_source(_float_value(raw))
+            else:
+                source = -2
+            if source != -2:  # (-2: past int64, or no exact int or float: its text, with the GIL)
+                return self._source_parts[source] if source >= 0 else NULL
+            key = source_key(<object>raw)
+            if key is None:
+                return NULL
         text = _utf8(key, &size)
         if text == NULL:
             found = self._odd_sources.get(str(key))
