@@ -162,7 +162,9 @@ def count_workload(db_path: Path, rule_count: int, seed_value: int, events: int,
     gives (as it did before counts had their own generator, when the first count's was this
     one). ``spec`` None: the seed-style workload, whose hash covers the rule texts and the
     events with each pixel id as its index (the ids themselves are the store's, random);
-    else ``named_workload``'s (``rules_per_pixel`` only lays that one out)."""
+    else ``named_workload``'s, laid out ``rules_per_pixel`` a pixel. Only a named workload
+    reads ``rules_per_pixel``: None (what the options hold without ``--workload``) is for
+    the seed-style one."""
     if spec is not None:
         return named_workload(db_path, rule_count, seed_value, events, spec, rules_per_pixel)
     rng = random.Random(seed_value)
@@ -333,8 +335,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             options.pixels = [pixel.strip() for pixel in options.pixels.split(",") if pixel.strip()]
             if not options.pixels:
                 parser.error("--pixels needs at least one pixel id")
-        else:
-            options.seed = None  # the file's events: no generator, and no seed-style workload to head them
         options.rule_counts, options.process_counts = [None], [None]  # the server's own: not known here
         options.registrations = 0
         options.spec = None
@@ -654,9 +654,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     report = {"setup": {key: getattr(options, key) for key in (
                   "rule_counts", "batch", "form", "latency_batch", "seconds", "repeat", "process_counts", "client_counts",
-                  "concurrency", "rates", "fractions", "sync", "target", "ceiling_target", "seed")},
+                  "concurrency", "rates", "fractions", "sync", "target", "ceiling_target")},
               "cores": os.cpu_count(), "rules": [], "throughput": [], "latency": [], "server_share": [],
               "registration": []}
+    # An --events file's events: no generator drew them, so no seed (and no seed-style workload) heads them.
+    report["setup"]["seed"] = options.seed if options.events is None else None
     # RPC threads per started server process and empty handler (None: --target, the server's own).
     report["setup"]["server_workers"] = (server_workers(options.callers)
                                          if options.target is None else None)

@@ -65,7 +65,8 @@ def best_seconds(fn, items: list, repeat: int) -> float:
 
 def run(rules: int, batch: int, batches: int, seed_value: int, repeat: int, spec: Mix | None = None,
         rules_per_pixel: int | None = RULES_PER_PIXEL) -> dict:
-    """``spec`` None: the seed-style workload; else that named one, ``rules_per_pixel`` a pixel."""
+    """``spec`` None: the seed-style workload; else that named one, ``rules_per_pixel`` a pixel
+    (read only then: None, what the options hold without ``--workload``, is for the seed-style one)."""
     distinct_batches = min(batches, 20)
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "bench.db"

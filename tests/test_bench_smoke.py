@@ -51,12 +51,27 @@ def test_service_path_bench_times_every_stage_of_the_seed_style_workload(tmp_pat
         return seeded[-1]
 
     monkeypatch.setattr(bench.service_path, "count_workload", recording_count_workload)
+    # The events each request form is built from, batch by batch (what is sent, not what was made).
+    requested = {form: [] for form in bench.service_path.FORMS}
+
+    def recording(form, build):
+        def request(events):
+            requested[form].append(events)
+            return build(events)
+        return request
+
+    monkeypatch.setattr(bench.service_path, "FORMS",
+                        {form: recording(form, build) for form, build in bench.service_path.FORMS.items()})
     out = tmp_path / "service.json"
     assert bench_main(["service", "--rules", "200", "--batch", "50", "--batches", "4", "--repeat", "1", "--seed", "1",
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     # Without --workload: the seed-style workload, seeded and sent as it always was, and the report as it was.
     assert [digest for _, _, digest in seeded] == [SEED_STYLE_SERVICE_SHA256]
+    # Every form sends those events, each once and in their order, in 4 batches of 50: none dropped or repeated.
+    [(_, made, _)] = seeded
+    for batches in requested.values():
+        assert [len(events) for events in batches] == [50] * 4 and [e for events in batches for e in events] == made
     assert data["workload"] == "seed-style (bench.grpc_load: make_rule, make_events)"
     assert set(data) == {"rules", "batch", "events", "matches_per_event", "workload", "seed", "compiled", "stages"}
     assert data["events"] == 200 and data["compiled"] is USING_EXTENSION
@@ -303,6 +318,15 @@ def test_grpc_bench_says_when_no_event_matched_on_a_running_server(tmp_path, run
     data, done = _grpc_bench(tmp_path, "--target", running["target"], "--token", "ingest-token",
                              "--pixels", "999999", "--sweep", "")
     assert data["rules"][0]["matches_per_event"] == 0 and "none matched: are these pixels registered" in done.stdout
+
+
+def test_grpc_bench_streams_with_one_caller_thread(tmp_path, running):
+    # The stream at the low end (test_grpc_bench_runs_against_a_real_server streams with 10, past the
+    # stream limit), on the server already running: no seeding or start of its own to pay for.
+    data, _ = _grpc_bench(tmp_path, "--target", running["target"], "--token", "ingest-token",
+                          "--events", str(running["events"]), "--stream", "--concurrency", "1", "--sweep", "")
+    assert [row["target"] for row in data["throughput"]] == ["ClassifyPixelEvents", "StreamClassifyPixelEvents"]
+    assert all(run["calls"] > 0 and run["errors"] == 0 for row in data["throughput"] for run in row["runs"])
 
 
 @pytest.mark.parametrize("args, status, message", [
