@@ -99,6 +99,13 @@ class Snapshot:
             pixels |= named
         return frozenset(pixels)
 
+    def keep_derived(self, previous: Snapshot) -> None:
+        """Before publication: take ``previous``'s ``event_name_pixels`` when it is computed
+        and this snapshot has the same ads (the same mapping, as a publish that changed only
+        conversions or pixels leaves it), rather than derive it again from every ad's specs."""
+        if self.ad_specs is previous.ad_specs and "event_name_pixels" in vars(previous):
+            vars(self)["event_name_pixels"] = previous.event_name_pixels  # where cached_property keeps it
+
 
 class Registry:
     """Owns the current snapshot and serialises the writers that replace it."""
@@ -156,6 +163,7 @@ class Registry:
         self.position = position
 
     def _publish(self, snapshot: Snapshot) -> None:
+        snapshot.keep_derived(self.snapshot)
         self.snapshot = snapshot  # one reference assignment: readers see old or new, never half
         for listener in self.listeners:
             listener(snapshot)
@@ -370,7 +378,7 @@ class Registry:
                 pixel_ids=frozenset(pixel_ids),
                 tracking=tracking,
                 conversion=conversion,
-                ad_specs=ads,
+                ad_specs=ads if changed_ads else current.ad_specs,  # the same mapping: see keep_derived
                 positions=positions,
                 ad_positions=placed,
                 firing_ad_cache={} if changed_ads else current.firing_ad_cache,

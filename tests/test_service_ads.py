@@ -6,7 +6,8 @@ import grpc
 import pytest
 
 from server.client import AdMatch, Client, error_code
-from server.gen.conversion_matcher.v1 import ads_pb2 as pb, classification_pb2
+from server.gen.conversion_matcher.v1 import ads_pb2 as pb, classification_pb2, custom_conversions_pb2 as cc_pb
+from server.testing import running_server
 from tests.service_fixtures import ingest, owner, rejected, service  # noqa: F401 (fixtures)
 
 CONVERSION_AD = {
@@ -193,6 +194,45 @@ def test_the_firing_cache_keys_a_pixel_by_event_name_only_where_a_spec_reads_it(
     tracking("leads", {"action.type": "offsite_conversion", "event_name": "Lead"})
     assert check({(pixel, name) for pixel in ("PX1", "PX2", "PX3") for name in names}) == \
         [["px1"]] * 3 + [["leads", "px1"], ["px2_purchases"], [], [], ["leads"], [], [], [], ["leads"]]
+
+
+def test_a_publish_that_keeps_the_ads_keeps_their_event_name_pixels(tmp_path):
+    """``Snapshot.event_name_pixels`` is derived from every ad's specs: a publish that leaves the
+    ads alone (pixels, conversions; here or from another process) carries it over, the same
+    object; one that changes an ad derives it again."""
+    db = tmp_path / "matcher.db"
+    purchases = {"action.type": "offsite_conversion", "fb_pixel": "PX1", "event_name": "Purchase"}
+    with running_server(db, sync_interval=0) as (one, a), running_server(db, sync_interval=0) as (two, _), \
+            Client(a, "owner-token") as owner:
+        owner.register_ad({**PAGE_LIKE_AD, "tracking_specs": [purchases]})
+        assert two.core.registry.sync()
+        named = {server: server.core.registry.snapshot.event_name_pixels for server in (one, two)}
+        assert named[one] == named[two] == {"PX1"}
+
+        def kept_over(change):
+            before = {server: server.core.registry.snapshot for server in (one, two)}
+            result = change()
+            assert two.core.registry.sync()
+            for server in (one, two):
+                assert server.core.registry.snapshot is not before[server]
+                assert server.core.registry.snapshot.event_name_pixels is named[server]
+            return result
+
+        pixel = kept_over(lambda: owner.create_pixel("act_1", "p")).id
+        conversion = kept_over(lambda: owner.create_custom_conversion("act_1", "c", pixel, {"event": "Lead"})).id
+        kept_over(lambda: owner.update_custom_conversion(conversion, default_conversion_value=2.0))
+        kept_over(lambda: owner.call(owner.custom_conversions.ArchiveCustomConversion,
+                                     cc_pb.ArchiveCustomConversionRequest(custom_conversion_id=conversion)))
+        # An ad registered again with the same specs: derived again, equal (the follower sees no
+        # change to publish); then another ad: derived again, more.
+        owner.register_ad({**PAGE_LIKE_AD, "tracking_specs": [purchases]}, replace=True)
+        again = one.core.registry.snapshot.event_name_pixels
+        assert again == {"PX1"} and again is not named[one]
+        assert not two.core.registry.sync()
+        owner.register_ad({**PAGE_LIKE_AD, "id": "ad3", "tracking_specs": [{**purchases, "fb_pixel": "PX2"}]})
+        assert two.core.registry.sync()
+        assert one.core.registry.snapshot.event_name_pixels == two.core.registry.snapshot.event_name_pixels \
+            == {"PX1", "PX2"}
 
 
 def test_actions_stream_and_bad_actions(ingest, owner):
