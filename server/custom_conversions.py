@@ -12,7 +12,7 @@ from matcher.rules import LIST_OPS, SCALAR_OPS, And, Leaf, operand_text
 
 from server.auth import Principal
 from server.core import Core
-from server.errors import InvalidArgument, PermissionDenied, one_of
+from server.errors import InvalidArgument, account_not_on_pixel, one_of
 from server.gen.conversion_matcher.v1 import custom_conversions_pb2 as pb, custom_conversions_pb2_grpc
 from server.paging import fill, page_request, read_on, text_key
 from server.store import CustomConversionRecord
@@ -168,8 +168,7 @@ class CustomConversionServicer(custom_conversions_pb2_grpc.CustomConversionServi
         default_value = conversion_value(request.default_conversion_value, "default_conversion_value")
         pixel = self.core.store.get_pixel(request.event_source_id, among=[account], field="event_source_id")
         if account not in pixel.authorized_accounts:
-            raise PermissionDenied(
-                f"event_source_id: Permissions error: ad account {account} is not authorised on pixel {pixel.id}")
+            raise account_not_on_pixel(account, pixel.id)
         record = CustomConversionRecord(
             id="",
             account_id=account,

@@ -85,6 +85,13 @@ class PixelNotAuthorised(PermissionDenied):
         return PermissionDenied(f"{place}.{self.message}", code=self.code)
 
 
+def account_not_on_pixel(account_id: str, pixel_id: str) -> PermissionDenied:
+    """The refusal of a custom conversion whose account is not authorised on its pixel (the
+    handler checks before compiling; the store again in the write's transaction)."""
+    return PermissionDenied(
+        f"event_source_id: Permissions error: ad account {account_id} is not authorised on pixel {pixel_id}")
+
+
 def not_the_owner(what: str, field: str) -> PermissionDenied:
     """The refusal when ``what``, named by the request's ``field``, belongs to an account the
     caller's token does not hold. It does not name that account: ad ids are chosen by

@@ -86,7 +86,7 @@ def first_page(call: str, scope: str) -> Page:
 _NOT_OURS = "page_token: not a next_page_token this service returned"
 
 
-def _after(token: str, call: str, scope: str, key: Callable[[object], Any] = text_key) -> Any:
+def _after(token: str, call: str, scope: str, key: Callable[[object], Any]) -> Any:
     if not token:
         return None
     try:

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, PixelNotAuthorised, not_the_owner
+from server.errors import (AlreadyExists, FailedPrecondition, NotFound, PixelNotAuthorised, account_not_on_pixel,
+                           not_the_owner)
 from server.ids import new_id
 
 __all__ = [
@@ -759,9 +760,7 @@ class SQLiteStore(Store):
             _require_registered(db, record.event_source_id, "event_source_id")
             # Checked again here, in the transaction: an account removed meanwhile has no access.
             if not _authorised(db, record.event_source_id, record.account_id):
-                raise PermissionDenied(
-                    f"event_source_id: Permissions error: ad account {record.account_id} is not authorised on pixel "
-                    f"{record.event_source_id}")
+                raise account_not_on_pixel(record.account_id, record.event_source_id)
             if db.execute("SELECT 1 FROM custom_conversions WHERE id = ?", (record.id,)).fetchone() is not None:
                 raise AlreadyExists(f"custom conversion id {record.id} is taken")
             db.execute(_CC_INSERT, _conversion_row(record))

@@ -109,7 +109,7 @@ def test_create_needs_an_existing_pixel_the_account_may_use(service, owner, pixe
     assert error.code() == grpc.StatusCode.NOT_FOUND
     error = rejected(owner.create_custom_conversion, "act_2", "c", pixel.id, PURCHASE_OVER_100)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200
-    assert error.details().startswith("event_source_id: Permissions error: ad account act_2"), error.details()
+    assert error.details() == f"event_source_id: Permissions error: ad account act_2 is not authorised on pixel {pixel.id}"
     with Client(service[1], "other-token") as other:
         error = rejected(other.create_custom_conversion, "act_1", "c", pixel.id, PURCHASE_OVER_100)
         assert error_code(error) == 200

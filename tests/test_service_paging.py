@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from server.client import Client, error_code
 from server.core import Limits
 from server.gen.conversion_matcher.v1 import ads_pb2, custom_conversions_pb2 as pb, pixels_pb2
-from server.paging import MAX_PAGE_SIZE, MAX_READ_CHUNK, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on
+from server.paging import MAX_PAGE_SIZE, MAX_READ_CHUNK, READ_CHUNK, REPLY_RESERVE_BYTES, Page, _after, fill, page_request, read_on, text_key
 from server.testing import running_server
 from tests.service_fixtures import other, owner, rejected, service  # noqa: F401 (fixtures)
 
@@ -216,7 +216,7 @@ def test_fill_pages_hold_every_item_once_within_both_bounds(sizes, left_out, pag
         assert pages <= len(items) + 1
         if not token:
             break
-        after = _after(token, "Call", "scope")
+        after = _after(token, "Call", "scope", text_key)
     assert seen == [m for _, m in items if m is not None]
 
 

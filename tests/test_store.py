@@ -22,6 +22,13 @@ SQLiteStore(sys.argv[1]).close()
 """
 
 
+def conversion(cid, account, pixel):
+    """A conversion of a Lead on ``pixel`` named by its id."""
+    return CustomConversionRecord(id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
+                                  event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
+                                  default_conversion_value=0, creation_time=0)
+
+
 def test_processes_opening_one_new_file_together_all_get_it(tmp_path):
     """Switching a new file to WAL needs it to itself; SQLite may say "locked" at once to
     the others (two --processes workers starting together): they wait and retry."""
@@ -182,10 +189,7 @@ def test_a_pixel_that_conversions_count_is_not_deleted_and_the_refusal_names_the
             for account, count in owned.items():
                 if round_ < count:
                     cid = str(next(numbers))
-                    store.create_custom_conversion(CustomConversionRecord(
-                        id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
-                        event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
-                        default_conversion_value=0, creation_time=0), 100)
+                    store.create_custom_conversion(conversion(cid, account, pixel), 100)
                     ids[account].append(cid)
         with pytest.raises(FailedPrecondition) as caught:
             store.delete_pixel(pixel, among={"act_1", "act_9"})
@@ -204,13 +208,6 @@ def test_a_pixel_that_conversions_count_is_not_deleted_and_the_refusal_names_the
         assert store.get_pixel(pixel).id == pixel
     finally:
         store.close()
-
-
-
-def conversion(cid, account, pixel):
-    return CustomConversionRecord(id=cid, account_id=account, name=cid, description="", rule='{"event":"Lead"}',
-                                  event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
-                                  default_conversion_value=0, creation_time=0)
 
 
 def test_a_pixel_delete_refusal_names_only_authorised_accounts_most_conversions_then_by_number_first(tmp_path):
@@ -242,7 +239,6 @@ def test_a_pixel_delete_refusal_names_only_authorised_accounts_most_conversions_
         store.close()
 
 
-
 HOURLY_KEYS = ["", "a", "b", "bb", "c", "é"]
 HOURLY_ROWS = sorted((hour * 3600, key) for hour in range(5) for key in HOURLY_KEYS if (hour + len(key)) % 3 != 1)
 TOTAL_HOURS = [0, 3600, 7200, 14400]  # dimension "" (the total): one row an hour, key ""
@@ -252,10 +248,7 @@ TOTAL_HOURS = [0, 3600, 7200, 14400]  # dimension "" (the total): one row an hou
 def hourly_store(tmp_path_factory):
     store = SQLiteStore(tmp_path_factory.mktemp("hourly") / "db.sqlite")
     pixel = store.create_pixel("p", "OTHER", "act_1", 0).id
-    store.import_custom_conversions([
-        CustomConversionRecord(id=cid, account_id="act_1", name=cid, description="", rule='{"event":"Lead"}',
-                               event_source_id=pixel, event_source_type="pixel", custom_event_type="LEAD",
-                               default_conversion_value=0, creation_time=0) for cid in ("c1", "c2")])
+    store.import_custom_conversions([conversion(cid, "act_1", pixel) for cid in ("c1", "c2")])
     recording = Recording(conversion_hourly={("c1", hour, "url", key): [1, float(hour), 0.0] for hour, key in HOURLY_ROWS})
     recording.conversion_hourly[("c2", 3600, "url", "a")] = [1, 0.0, 0.0]  # another conversion: never read
     recording.conversion_hourly.update({("c1", hour, "", ""): [1, float(hour), 0.0] for hour in TOTAL_HOURS})
