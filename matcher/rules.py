@@ -362,7 +362,7 @@ def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:
             except OverflowError:
                 number = math.inf
             if not math.isfinite(number):
-                raise RuleError(path, f'operator "{op}" needs a finite number, got {_describe(operand)}')
+                raise RuleError(path, f'operator "{op}" needs a number that is finite, got {_describe(operand)}')
             return operand, number
         raise RuleError(path, f'operator "{op}" needs a string, number or boolean, got {_describe(operand)}')
     if op in STRING_OPS:
@@ -386,7 +386,7 @@ def _operand(op: str, operand: Any, path: str) -> tuple[Any, float | None]:
         elif isinstance(operand, str):
             number = parse_number(operand)
         if number is None or not math.isfinite(number):
-            # (a number that is none finite: "needs a number, got the number inf" would contradict itself)
+            # (a number that is not finite: "needs a number, got the number inf" would contradict itself)
             wanted = "a number that is finite" if _is_number(operand) else "a number"
             raise RuleError(path, f'operator "{op}" needs {wanted}, got {_describe(operand)}')
         return operand, number

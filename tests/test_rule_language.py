@@ -230,6 +230,14 @@ def test_an_operand_json_cannot_write_is_refused_at_its_place(operand, message):
     assert error_of({"and": [{"event": "Purchase"}, {"value": {"gt": operand}}]}) == f"rule.and[1].value: {message}"
 
 
+@pytest.mark.parametrize("op", ["eq", "neq", "gt", "lte"])
+@pytest.mark.parametrize("operand", [float("inf"), float("-inf"), float("nan"), 10**400])
+def test_a_number_that_is_not_finite_is_refused_in_the_same_words_by_every_operator(op, operand):
+    shown = operand if isinstance(operand, int) else float.__repr__(operand)
+    assert error_of({"v": {op: operand}}) == (
+        f'rule.v: operator "{op}" needs a number that is finite, got the number {shown}')
+
+
 def test_a_json_message_ending_in_at_does_not_say_at_twice():
     assert error_of('{"event": "a\tb"}') == "rule: malformed JSON: Invalid control character at line 1 column 13"
     with pytest.raises(matcher.SpecError) as caught:
