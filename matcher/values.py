@@ -361,9 +361,8 @@ def source_key(pixel_id: Any) -> str | None:
     # (item_text: None for more digits than Python writes, 4,300: no source has such an id)
     if isinstance(pixel_id, Integral):  # an int (a subclass as its value), numpy.int64
         return item_text(pixel_id)
-    if isinstance(pixel_id, float):
-        value = float.__float__(pixel_id)  # (a subclass, numpy.float64, as its value)
-        return item_text(int(value)) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(pixel_id, float):  # (a subclass, numpy.float64, as its value; inf and nan are no integer)
+        return number_text(pixel_id) if float.is_integer(pixel_id) else None
     if isinstance(pixel_id, Decimal) and Decimal.is_finite(pixel_id) and not _decimal_fraction(pixel_id):
         return _decimal_integer_text(pixel_id)
     return None

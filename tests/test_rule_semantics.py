@@ -310,16 +310,6 @@ def test_an_int_subclass_is_read_as_its_value(holds):
     assert not holds({"flag": {"gte": 0}}, ev(flag=False))
 
 
-class _Five(int):
-    """An int subclass whose own text and float are not its value."""
-
-    def __str__(self):
-        return "five"
-
-    def __float__(self):
-        return 6.0
-
-
 class _Half(float):
     def __str__(self):
         return "half"
@@ -333,14 +323,14 @@ def test_a_number_subclass_operand_is_read_as_its_value(holds):
     (its own __str__ and __float__ decide nothing), in lists too; a bool stays a bool."""
     from matcher.rules import parse_rule
 
-    assert holds({"x": {"eq": _Five(5)}}, ev(x=5)) and holds({"x": {"eq": _Five(5)}}, ev(x="5"))
-    assert not holds({"x": {"eq": _Five(5)}}, ev(x=6)) and not holds({"x": {"eq": _Five(5)}}, ev(x="five"))
-    assert holds({"x": {"gt": _Five(5)}}, ev(x=5.5)) and not holds({"x": {"gt": _Five(5)}}, ev(x=5))
+    assert holds({"x": {"eq": Code(5)}}, ev(x=5)) and holds({"x": {"eq": Code(5)}}, ev(x="5"))
+    assert not holds({"x": {"eq": Code(5)}}, ev(x=-1)) and not holds({"x": {"eq": Code(5)}}, ev(x="Code<5>"))
+    assert holds({"x": {"gt": Code(5)}}, ev(x=5.5)) and not holds({"x": {"gt": Code(5)}}, ev(x=5))
     assert holds({"x": {"eq": _Half(0.5)}}, ev(x=0.5)) and not holds({"x": {"eq": _Half(0.5)}}, ev(x=9))
     assert not holds({"x": {"eq": _Half(0.5)}}, ev(x="half"))
     assert holds({"x": {"lt": _Half(0.5)}}, ev(x=0.25)) and not holds({"x": {"lt": _Half(0.5)}}, ev(x=1))
     assert holds({"x": {"eq": True}}, ev(x=True)) and not holds({"x": {"eq": True}}, ev(x=1))
-    rule = parse_rule({"and": [{"x": {"eq": _Five(5)}}, {"y": {"lt": _Half(0.5)}}, {"z": {"eq": True}}]})
+    rule = parse_rule({"and": [{"x": {"eq": Code(5)}}, {"y": {"lt": _Half(0.5)}}, {"z": {"eq": True}}]})
     assert rule.to_json() == '{"and":[{"x":{"eq":5}},{"y":{"lt":0.5}},{"z":{"eq":true}}]}'
     assert parse_rule(rule.to_json()).to_json() == rule.to_json()
     operands = [leaf.operand for leaf in rule.leaves()]
@@ -413,3 +403,36 @@ def test_integral_float_pixel_ids_past_64_bits_and_zero(match_all):
     rules = {rule_id: {"event": "Lead"} for rule_id in sources}
     events = [{"event": "Lead", "pixel_id": p} for p in (2.0**63, -0.0, 1e20, -2.0**63, Decimal("1E+20"), 2.0**64)]
     assert match_all(rules, events, sources) == [["big"], ["zero"], ["e20"], ["neg"], ["e20"], []]
+
+
+class _Whole(float):
+    """A float subclass whose own is_integer, __int__ and __repr__ are not its value's."""
+
+    def is_integer(self):
+        return True
+
+    def __int__(self):
+        return 7
+
+    def __repr__(self):
+        return "whole"
+
+
+@pytest.mark.parametrize("pixel_id, key", [
+    (-0.0, "0"), (0.0, "0"), (1e20, "100000000000000000000"), (2.0**53, "9007199254740992"),
+    (2.0**53 + 2, "9007199254740994"), (-2.0**63, "-9223372036854775808"),
+    (1.7976931348623157e308, str(2**1024 - 2**971)),  # the largest double, all 309 digits
+    (0.1, None), (5e-324, None), (1234.5, None), (float("inf"), None), (float("-inf"), None), (float("nan"), None),
+    (_Whole(12.0), "12"), (_Whole(0.5), None),
+])
+def test_a_float_pixel_id_is_the_number_text_of_an_integral_float(pixel_id, key):
+    """An integral float's id is its ``number_text`` (the text an item of it has), its int's
+    digits; no other float is an id; a subclass is its value (its own methods decide nothing)."""
+    import numpy as np
+
+    from matcher.values import number_text, source_key
+
+    assert source_key(pixel_id) == key
+    assert source_key(np.float64(pixel_id)) == key
+    if key is not None:
+        assert key == number_text(pixel_id) == str(int(float.__float__(pixel_id)))
