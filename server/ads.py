@@ -58,8 +58,16 @@ def _pixel_place(record: AdRecord, pixel_id: str) -> str:
     or ``creative`` holding it that the default specs, the promoted pixel's tracking or a
     placeholder (``FACEBOOK_PIXEL_ID``, ``PAGE_ID``) took it from (``ad.promoted_object.pixel_id``,
     ``ad.creative.page_id``, ``ad.creative.object_story_id``; as ``matcher.effective.ad_ids``
-    reads them); ``ad`` when none does. Read only for a refusal, from fields the
-    registration already parsed."""
+    reads them, a placeholder's from the source it takes, as ``effective_specs`` fills it);
+    ``ad`` when none does. Read only for a refusal, from fields the registration already parsed."""
+    fields = ad_fields(record)
+    ids = ad_ids(fields)
+
+    def source_place(source: str) -> str:
+        section, _, name = source.partition(".")
+        # a page or post id the creative's object_story_id gave (PAGEID_POSTID)
+        return f"ad.{source}" if name in fields[section] else "ad.creative.object_story_id"
+
     for name in ("tracking_specs", "conversion_specs"):
         text = getattr(record, name)
         try:
@@ -75,15 +83,16 @@ def _pixel_place(record: AdRecord, pixel_id: str) -> str:
                 value = spec.get(selector)
                 values = value if isinstance(value, list) else [value]
                 for position, item in enumerate(values):
-                    if action_value_text(item) == pixel_id:
+                    text = action_value_text(item)
+                    if text == pixel_id:
                         return key_path(place, selector) + (f"[{position}]" if isinstance(value, list) else "")
-    fields = ad_fields(record)
-    ids = ad_ids(fields)
-    for source in _ID_SOURCES:
+                    # a placeholder: the first of its sources the ad gives (matcher.effective._fill's choice)
+                    source = next((source for source in PLACEHOLDERS.get(text, ()) if source in ids), None)
+                    if source is not None and ids[source] == pixel_id:
+                        return source_place(source)
+    for source in _ID_SOURCES:  # the default specs' and the promoted pixel's tracking
         if ids.get(source) == pixel_id:
-            section, _, name = source.partition(".")
-            # a page or post id the creative's object_story_id gave (PAGEID_POSTID)
-            return f"ad.{source}" if name in fields[section] else "ad.creative.object_story_id"
+            return source_place(source)
     return "ad"
 
 

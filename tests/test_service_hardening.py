@@ -237,11 +237,18 @@ def test_an_ad_cannot_name_a_registered_pixel_its_account_is_not_authorised_on(o
         # a page id the creative gives only in its object_story_id (PAGEID_POSTID)
         {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "PAGE_ID"}]),
          "creative": {"kind": "page_post", "object_story_id": f"{theirs}_7"}},
+        # the placeholder's own source, not another field holding the same id
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "APPLICATION_ID"}]),
+         "creative": {"kind": "page_like", "page_id": theirs, "application_id": theirs}},
+        {"tracking_specs": json.dumps([{"action.type": "offsite_conversion", "fb_pixel": "APPLICATION_ID"}]),
+         "creative": {"kind": "page_like", "page_id": theirs},
+         "promoted_object": {"application_id": theirs}},
     ]
     # the refusal names the request's field that named the pixel
     places = ["ad.tracking_specs[0].fb_pixel[0]", "ad.tracking_specs[0].offsite_pixel[0]",
               "ad.conversion_specs[0].fb_pixel[1]", "ad.promoted_object.pixel_id", "ad.tracking_specs.fb_pixel",
-              "ad.promoted_object.pixel_id", "ad.creative.page_id", "ad.creative.object_story_id"]
+              "ad.promoted_object.pixel_id", "ad.creative.page_id", "ad.creative.object_story_id",
+              "ad.creative.application_id", "ad.promoted_object.application_id"]
     for fields, place in zip(named, places, strict=True):
         error = rejected(owner.register_ad, {**AD, **fields})
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_code(error) == 200, error.details()
