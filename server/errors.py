@@ -50,8 +50,13 @@ class ServiceError(Exception):
 
     def within(self, place: str) -> "ServiceError":
         """The same error placed inside ``place`` (``requests[2]``): its message's path, which
-        starts at a request's field, then starts there."""
-        return type(self)(f"{place}.{self.message}", code=self.code)
+        starts at a request's field, then starts there. (Made without the constructor, which a
+        subclass may give other arguments than a message; its attributes copied.)"""
+        placed = type(self).__new__(type(self))
+        placed.__dict__.update(vars(self))
+        placed.message = f"{place}.{self.message}"
+        placed.args = (placed.message,)
+        return placed
 
 
 class InvalidArgument(ServiceError):
@@ -79,10 +84,6 @@ class PixelNotAuthorised(PermissionDenied):
         super().__init__(f"Permissions error: the ad's specs name pixel {pixel_id}, and ad account "
                          f"{account_id} is not authorised on it")
         self.pixel_id = pixel_id
-
-    def within(self, place: str) -> ServiceError:
-        """As ``ServiceError.within`` (this class's own constructor takes the pixel, not a message)."""
-        return PermissionDenied(f"{place}.{self.message}", code=self.code)
 
 
 def account_not_on_pixel(account_id: str, pixel_id: str) -> PermissionDenied:

@@ -432,12 +432,13 @@ def _counting_conversions(db: sqlite3.Connection, pixel_id: str, among: Collecti
         return None
     among = frozenset(among)
     parts = []
+    mine = [account for account, _, _ in counts if account in among]  # (at most the pixel's accounts)
     own = sum(n for account, n, _ in counts if account in among)
     if own:
-        marks = ", ".join("?" * len(among))
+        marks = ", ".join("?" * len(mine))
         ids = [cid for (cid,) in db.execute(f"SELECT id FROM custom_conversions WHERE event_source_id = ? AND "
                                             f"account_id IN ({marks}) ORDER BY position LIMIT {_NAMED}",
-                                            (pixel_id, *among))]
+                                            (pixel_id, *mine))]
         more = f" and {own - len(ids)} more" if own > len(ids) else ""
         parts.append(f"{', '.join(ids)}{more} of this access token's ad accounts")
     others = [(account, n) for account, n, authorised in counts if account not in among and authorised]
