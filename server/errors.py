@@ -199,19 +199,17 @@ def to_status(error: BaseException) -> grpc.Status:
     return rich_status(grpc.StatusCode.INTERNAL, UNKNOWN_ERROR, "INTERNAL", "internal error; the server logged it")
 
 
-def _status_of(error: BaseException, method: str, context: grpc.ServicerContext) -> grpc.Status:
-    # A call the client cancelled or that timed out ends in errors that are not bugs.
-    if not isinstance(error, (ServiceError, matcher.MatcherError)) and context.is_active():
-        log.exception("unexpected error", extra={"method": method})
-    return to_status(error)
-
-
-def _ended_code(error: BaseException, status: grpc.Status, context: grpc.ServicerContext) -> str:
-    """The status code a call is counted and logged under: a call the client cancelled, or
-    whose deadline passed, ends in errors that are neither its answer nor a bug."""
-    if isinstance(error, (ServiceError, matcher.MatcherError)) or context.is_active():
-        return status.code.name
-    return _gone_code(context)
+def _ended(error: BaseException, method: str, context: grpc.ServicerContext) -> tuple[grpc.Status, str]:
+    """The status a call that raised ``error`` answers with, and the code it is counted and
+    logged under. A call the client cancelled, or whose deadline passed, ends in errors that
+    are neither its answer nor a bug: counted as CANCELLED or DEADLINE_EXCEEDED, not logged."""
+    status = to_status(error)
+    if isinstance(error, (ServiceError, matcher.MatcherError)):
+        return status, status.code.name
+    if not context.is_active():
+        return status, _gone_code(context)
+    log.exception("unexpected error", extra={"method": method})
+    return status, status.code.name
 
 
 def _gone_code(context: grpc.ServicerContext) -> str:
@@ -304,8 +302,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             try:
                 return behaviour(checked(request), context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
-                status = _status_of(error, method, context)
-                code = _ended_code(error, status, context)
+                status, code = _ended(error, method, context)
                 context.abort_with_status(status)
             finally:
                 observe(method, code, time.perf_counter() - started)
@@ -326,8 +323,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 code = _gone_code(context)
                 raise
             except Exception as error:  # noqa: BLE001 - every error becomes a status
-                status = _status_of(error, method, context)
-                code = _ended_code(error, status, context)
+                status, code = _ended(error, method, context)
                 context.abort_with_status(status)
             finally:
                 observe(method, code, time.perf_counter() - started)
