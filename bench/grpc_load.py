@@ -82,7 +82,7 @@ import grpc
 from bench import cli
 from bench.grpc_report import percentiles, plot, print_tables
 from bench.loadgen import Job, LoadGenerators, Result
-from bench.servers import RemoteTarget, ServerGroup, server_workers
+from bench.servers import RemoteTarget, ServerGroup
 from bench.workload import (FIRST_PIXEL_ID, RULES_PER_PIXEL, Mix, add_mix_options, layout, make_workload, optional_mix,
                             wire_events, workload_hash)
 from server.client import EVENT_FORMS, Client, error_code
@@ -568,9 +568,6 @@ def preflight(target: str, token: str, payloads: dict[str, tuple[bytes, bytes]],
 
 def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
     """Seeds each rule count, starts the servers and their empty handlers, and measures."""
-    # The most caller threads at once, each with one call or stream in flight: every server and
-    # empty handler gets the pool that needs (bench.servers.server_workers), with --stream or not.
-    callers = options.callers
     with tempfile.TemporaryDirectory() as tmp:
         for rule_count in options.rule_counts:
             directory = Path(tmp) / f"rules-{rule_count}"
@@ -591,10 +588,14 @@ def run_local(options, report: dict, gens: LoadGenerators, bar) -> None:
             for processes in options.process_counts:
                 bar.set_postfix_str(f"{rule_count:,} rules: starting {processes} server process(es)")
                 t0 = time.perf_counter()
-                with ServerGroup("empty", processes, timeout=options.startup_timeout, callers=callers) as empty, \
+                # The most caller threads at once, each with one call or stream in flight: every server
+                # and empty handler gets the pool that needs (bench.servers.server_workers), --stream or not.
+                with ServerGroup("empty", processes, timeout=options.startup_timeout, callers=options.callers) as empty, \
                         ServerGroup("server", processes, db=directory / "matcher.db", tokens=directory / "tokens.json",
-                                    sync=options.sync, timeout=options.startup_timeout, callers=callers) as server:
+                                    sync=options.sync, timeout=options.startup_timeout,
+                                    callers=options.callers) as server:
                     started = time.perf_counter() - t0
+                    report["setup"]["server_workers"] = server.workers  # what the started ones were given
                     bar.update(1)
                     if server.rules_loaded != [rule_count] * processes:
                         raise RuntimeError(f"server processes loaded {server.rules_loaded} rules, not {rule_count}")
@@ -659,9 +660,9 @@ def main(argv: list[str] | None = None) -> int:
               "registration": []}
     # An --events file's events: no generator drew them, so no seed (and no seed-style workload) heads them.
     report["setup"]["seed"] = options.seed if options.events is None else None
-    # RPC threads per started server process and empty handler (None: --target, the server's own).
-    report["setup"]["server_workers"] = (server_workers(options.callers)
-                                         if options.target is None else None)
+    # RPC threads per started server process and empty handler (run_local records them; None:
+    # --target, the server's own).
+    report["setup"]["server_workers"] = None
     if options.spec is not None:  # (the seed-style workload's report stays as it was)
         report["setup"] |= {"workload": options.spec.as_json(), "rules_per_pixel": options.rules_per_pixel}
     bar = _progress(options)
