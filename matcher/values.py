@@ -114,8 +114,9 @@ def item_number(item: Any) -> float | None:
             return int.__float__(item)  # a subclass as its value, as its text
         except OverflowError:
             return None
-    if isinstance(item, float):
-        return item if math.isfinite(item) else None
+    if isinstance(item, float):  # a subclass (numpy.float64) as its value: its own == and < decide nothing
+        number = float.__float__(item)
+        return number if math.isfinite(number) else None
     if isinstance(item, str):
         return parse_number(item)
     if isinstance(item, Integral):  # numpy.int64 and other registered integers
@@ -246,8 +247,11 @@ def json_value_reason(text: str, error: ValueError) -> str:
     limit = sys.get_int_max_str_digits()
     if not limit or "integer string conversion" not in str(error):  # (0: no limit)
         return str(error)
-    # the first run of digits that is an integer (not a fraction's digits, not an exponent's)
-    found = re.search(rf"(?<![0-9.eE])[0-9]{{{limit + 1},}}(?![0-9.eE])", text)
+    # the first run of digits that is an integer (not a fraction's digits, not an exponent's),
+    # outside the strings (a string's digits are no number: each string is matched whole, skipped)
+    integer = rf"(?<![0-9.eE])([0-9]{{{limit + 1},}})(?![0-9.eE])"
+    found = next((match for match in re.finditer(rf'"(?:[^"\\]|\\.)*"|{integer}', text)
+                  if match.group(1) is not None), None)
     if found is None:
         return str(error)
     start = found.start()

@@ -35,11 +35,39 @@ class Code(int):
         return -1.0
 
 
+class Measure(float):
+    """A float subclass with comparisons, a hash, a text and a float of its own (as a unit-aware
+    number type might have): rules read its value."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __lt__(self, other):
+        return True
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __hash__(self):
+        return 7
+
+    def __repr__(self):
+        return "Measure"
+
+    __str__ = __repr__
+
+    def __float__(self):
+        return -1.0
+
+
 # Decimals, as batch jobs reading databases hand them: numbers, integers keeping every digit.
 DECIMALS = [Decimal("1.5"), Decimal("10.00"), Decimal("1E+1"), Decimal("-0"), Decimal("0.1"), Decimal("1E-7"),
             Decimal("12345678901234567890"), Decimal("NaN"), Decimal("sNaN"), Decimal("-Infinity"), Decimal("1E+400")]
 decimals = st.sampled_from(DECIMALS) | st.decimals(allow_nan=True, allow_infinity=True) | st.integers(-1000, 1000).map(Decimal)
-event_scalars = scalars | numpy_integers | decimals | st.integers(-20, 20).map(Code)
+event_scalars = (scalars | numpy_integers | decimals | st.integers(-20, 20).map(Code)
+                 | st.sampled_from(NUMBERS + [2.0, -1.0]).map(Measure))
 
 
 def leaves():

@@ -252,3 +252,11 @@ def test_a_json_refusal_is_named_as_raised_unless_it_is_the_integer_digit_limit(
     assert json_value_reason(long_digits, ValueError("key 'a' given twice")) == "key 'a' given twice"
     monkeypatch.setattr("sys.get_int_max_str_digits", lambda: 0)  # no limit: nothing is too long
     assert json_value_reason('{"a": 1, "a": 2}', ValueError("key 'a' given twice")) == "key 'a' given twice"
+    digit_limit = ValueError("Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits")
+    assert json_value_reason('{"a": ' + "1" * 5000 + "}", digit_limit) == str(digit_limit)
+
+
+def test_the_digit_limit_names_the_number_refused_not_digits_in_a_string():
+    text = '{"a": {"eq": "x\\"' + "1" * 5000 + '"}, "b": ' + "2" * 4301 + "}"
+    assert error_of(text) == "rule: malformed JSON: a number of 4,301 digits (at most 4,300 are read) " \
+                             f"at line 1 column {text.index('2' * 4301) + 1}"
